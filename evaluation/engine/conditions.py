@@ -1,0 +1,503 @@
+"""Condition operators: validation and compilation of conditions into predicates."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from .errors import DocumentError
+from .semver import parse_version
+
+Context = Mapping[str, Any]
+Predicate = Callable[[Context], bool]
+ValueTest = Callable[[Any], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """What an operator needs; the Django side lists these as the operator choices."""
+
+    name: str
+    takes_attribute: bool
+    takes_values: bool
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCondition:
+    """A validated condition, ready to be bound to a snapshot's segments."""
+
+    attribute: str | None
+    operator: str
+    test: ValueTest | None  # None for exists / not_exists / in_segment
+    flip: bool  # negate, xor the operator being a negative one (not_in, not_exists, ...)
+    segment_keys: tuple[str, ...]
+
+
+# --- value parsing (compile time) ---------------------------------------------------------
+
+
+def _is_number(value: object) -> bool:
+    cls = value.__class__
+    return (cls is int or cls is float) and not (cls is float and math.isnan(value))
+
+
+def _timestamp(value: object) -> float | None:
+    """Epoch seconds of an ISO 8601 string or an epoch number; naive times are UTC."""
+    cls = value.__class__
+    if cls is int or cls is float:
+        return float(value)  # type: ignore[arg-type]
+    if cls is not str:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _require_strings(values: list[Any], what: str) -> list[str]:
+    for value in values:
+        if value.__class__ is not str:
+            raise DocumentError("values", f"{what} takes strings, got {value!r}")
+    return values
+
+
+# --- value tests (one per operator family); each returns a test of one present value ------
+
+
+def _build_equality(values: list[Any]) -> ValueTest:
+    strings: set[str] = set()
+    numbers: set[float] = set()
+    booleans: set[bool] = set()
+    for value in values:
+        cls = value.__class__
+        if cls is str:
+            strings.add(value)
+        elif cls is bool:
+            booleans.add(value)
+        elif _is_number(value):
+            numbers.add(value)
+        else:
+            raise DocumentError("values", f"takes strings, numbers or booleans, got {value!r}")
+    frozen_strings = frozenset(strings)
+    if not numbers and not booleans:
+
+        def string_test(value: Any) -> bool:
+            return value.__class__ is str and value in frozen_strings
+
+        return string_test
+    frozen_numbers, frozen_booleans = frozenset(numbers), frozenset(booleans)
+
+    def test(value: Any) -> bool:
+        cls = value.__class__
+        if cls is str:
+            return value in frozen_strings
+        if cls is bool:  # checked before numbers: True == 1 in Python, not in a flag document
+            return value in frozen_booleans
+        if cls is int or cls is float:
+            return value in frozen_numbers
+        return False
+
+    return test
+
+
+def _build_contains(values: list[Any]) -> ValueTest:
+    needles = tuple(_require_strings(values, "contains"))
+
+    def test(value: Any) -> bool:
+        if value.__class__ is not str:
+            return False
+        for needle in needles:
+            if needle in value:
+                return True
+        return False
+
+    return test
+
+
+def _build_starts_with(values: list[Any]) -> ValueTest:
+    prefixes = tuple(_require_strings(values, "starts_with"))
+
+    def test(value: Any) -> bool:
+        return value.__class__ is str and value.startswith(prefixes)
+
+    return test
+
+
+def _build_ends_with(values: list[Any]) -> ValueTest:
+    suffixes = tuple(_require_strings(values, "ends_with"))
+
+    def test(value: Any) -> bool:
+        return value.__class__ is str and value.endswith(suffixes)
+
+    return test
+
+
+def _build_matches(values: list[Any]) -> ValueTest:
+    patterns = []
+    for pattern in _require_strings(values, "matches"):
+        try:
+            patterns.append(re.compile(pattern))
+        except re.error as exc:
+            raise DocumentError(
+                "values", f"invalid regular expression {pattern!r}: {exc.msg}"
+            ) from None
+    searches = tuple(compiled.search for compiled in patterns)
+
+    def test(value: Any) -> bool:
+        if value.__class__ is not str:
+            return False
+        for search in searches:
+            if search(value) is not None:
+                return True
+        return False
+
+    return test
+
+
+def _numbers(values: list[Any], name: str) -> list[float]:
+    for value in values:
+        if not _is_number(value) or (value.__class__ is float and math.isinf(value)):
+            raise DocumentError("values", f"{name} compares numbers, got {value!r}")
+    return values
+
+
+def _build_numeric(name: str) -> Callable[[list[Any]], ValueTest]:
+    # With several values a condition holds if it holds for any of them, so only the
+    # loosest bound matters: the largest for lt/lte, the smallest for gt/gte.
+    def build(values: list[Any]) -> ValueTest:
+        numbers = _numbers(values, name)
+        if name in ("lt", "lte"):
+            bound = max(numbers)
+        else:
+            bound = min(numbers)
+        compare = _COMPARATORS[name]
+
+        def test(value: Any) -> bool:
+            cls = value.__class__
+            return (cls is int or cls is float) and compare(value, bound)
+
+        return test
+
+    return build
+
+
+_COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "eq": lambda a, b: a == b,
+}
+
+
+def _build_semver(name: str) -> Callable[[list[Any]], ValueTest]:
+    def build(values: list[Any]) -> ValueTest:
+        keys = []
+        for value in values:
+            key = parse_version(value)
+            if key is None:
+                raise DocumentError("values", f"invalid semantic version {value!r}")
+            keys.append(key)
+        if name == "semver_eq":
+            accepted = frozenset(keys)
+
+            def equal_test(value: Any) -> bool:
+                return parse_version(value) in accepted
+
+            return equal_test
+        bound = max(keys) if name in ("semver_lt", "semver_lte") else min(keys)
+        compare = _COMPARATORS[name.removeprefix("semver_")]
+
+        def test(value: Any) -> bool:
+            key = parse_version(value)
+            return key is not None and compare(key, bound)
+
+        return test
+
+    return build
+
+
+def _build_date(name: str) -> Callable[[list[Any]], ValueTest]:
+    def build(values: list[Any]) -> ValueTest:
+        stamps = []
+        for value in values:
+            stamp = None if value.__class__ is bool else _timestamp(value)
+            if stamp is None or not math.isfinite(stamp):
+                raise DocumentError(
+                    "values", f"invalid date {value!r}: use ISO 8601 or epoch seconds"
+                )
+            stamps.append(stamp)
+        before = name == "before"
+        bound = max(stamps) if before else min(stamps)
+
+        def test(value: Any) -> bool:
+            stamp = _timestamp(value)
+            if stamp is None:
+                return False
+            return stamp < bound if before else stamp > bound
+
+        return test
+
+    return build
+
+
+def _build_cidr(values: list[Any]) -> ValueTest:
+    ranges: list[tuple[int, int, int]] = []
+    for value in _require_strings(values, "in_cidr"):
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise DocumentError("values", f"invalid CIDR {value!r}") from None
+        ranges.append(
+            (network.version, int(network.network_address), int(network.broadcast_address))
+        )
+    spans = tuple(ranges)
+
+    def test(value: Any) -> bool:
+        if value.__class__ is not str:
+            return False
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        version, number = address.version, int(address)
+        for span_version, low, high in spans:
+            if span_version == version and low <= number <= high:
+                return True
+        return False
+
+    return test
+
+
+# name -> (operator, value test builder or None, is the negation of its positive form)
+_SPECS: dict[str, tuple[Operator, Callable[[list[Any]], ValueTest] | None, bool]] = {}
+
+
+def _register(
+    name: str,
+    description: str,
+    build: Callable[[list[Any]], ValueTest] | None,
+    *,
+    negative: bool = False,
+    takes_attribute: bool = True,
+    takes_values: bool = True,
+) -> None:
+    operator = Operator(name, takes_attribute, takes_values, description)
+    _SPECS[name] = (operator, build, negative)
+
+
+_register("equals", "equals one of the values", _build_equality)
+_register("not_equals", "equals none of the values", _build_equality, negative=True)
+_register("in", "is one of the values", _build_equality)
+_register("not_in", "is none of the values", _build_equality, negative=True)
+_register("contains", "contains one of the values", _build_contains)
+_register("starts_with", "starts with one of the values", _build_starts_with)
+_register("ends_with", "ends with one of the values", _build_ends_with)
+_register("matches", "matches one of the regular expressions", _build_matches)
+for _name, _words in (
+    ("lt", "is less than"),
+    ("lte", "is at most"),
+    ("gt", "is greater than"),
+    ("gte", "is at least"),
+):
+    _register(_name, f"{_words} a value (numbers)", _build_numeric(_name))
+for _name, _words in (
+    ("semver_eq", "is the same version as"),
+    ("semver_lt", "is a version before"),
+    ("semver_lte", "is a version at or before"),
+    ("semver_gt", "is a version after"),
+    ("semver_gte", "is a version at or after"),
+):
+    _register(_name, f"{_words} a value (semantic versions)", _build_semver(_name))
+_register("before", "is a date before a value", _build_date("before"))
+_register("after", "is a date after a value", _build_date("after"))
+_register("exists", "is present", None, takes_values=False)
+_register("not_exists", "is absent", None, negative=True, takes_values=False)
+_register("in_cidr", "is an IP address in one of the networks", _build_cidr)
+_register("in_segment", "the context is in one of the segments", None, takes_attribute=False)
+
+OPERATORS: Mapping[str, Operator] = MappingProxyType({k: v[0] for k, v in _SPECS.items()})
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def parse_condition(
+    condition: object,
+    segment_keys: Collection[str] | None = None,
+    *,
+    allow_in_segment: bool = True,
+) -> ParsedCondition:
+    """Validate a condition and build its value test; raises DocumentError."""
+    if not isinstance(condition, Mapping):
+        raise DocumentError("", "a condition must be an object")
+    name = condition.get("operator")
+    spec = _SPECS.get(name) if name.__class__ is str else None
+    if spec is None:
+        known = ", ".join(_SPECS)
+        raise DocumentError("operator", f"unknown operator {name!r}; use one of {known}")
+    operator, build, negative = spec
+    negate = condition.get("negate", False)
+    if negate is None:
+        negate = False
+    if negate.__class__ is not bool:
+        raise DocumentError("negate", f"must be true or false, got {negate!r}")
+    attribute = _parse_attribute(condition.get("attribute"), operator)
+    values = condition.get("values", [])
+    if values is None:
+        values = []
+    if not isinstance(values, (list, tuple)):
+        raise DocumentError("values", f"must be a list, got {values!r}")
+    values = list(values)
+    if operator.takes_values and not values:
+        raise DocumentError("values", f"{name} needs at least one value")
+    if not operator.takes_values and values:
+        raise DocumentError("values", f"{name} takes no values")
+    flip = negate is not negative
+    if name == "in_segment":
+        if not allow_in_segment:
+            raise DocumentError("operator", "a segment's conditions cannot use in_segment")
+        keys = tuple(_require_strings(values, "in_segment"))
+        if segment_keys is not None:
+            for key in keys:
+                if key not in segment_keys:
+                    raise DocumentError("values", f"unknown segment {key!r}")
+        return ParsedCondition(None, name, None, flip, keys)
+    test = build(values) if build is not None else None
+    return ParsedCondition(attribute, name, test, flip, ())
+
+
+def _parse_attribute(attribute: object, operator: Operator) -> str | None:
+    if not operator.takes_attribute:
+        if attribute not in (None, ""):
+            raise DocumentError("attribute", f"{operator.name} takes no attribute")
+        return None
+    if attribute.__class__ is not str or not attribute:
+        raise DocumentError("attribute", f"{operator.name} needs an attribute name")
+    return attribute  # type: ignore[return-value]
+
+
+def check_condition(
+    condition: dict[str, Any],
+    segment_keys: set[str] | None = None,
+    *,
+    allow_in_segment: bool = True,
+) -> None:
+    """Raise DocumentError if `condition` is invalid.
+
+    `segment_keys`, when given, are the segments `in_segment` may name. Pass
+    `allow_in_segment=False` for a segment's own conditions: segments cannot nest.
+    """
+    parse_condition(condition, segment_keys, allow_in_segment=allow_in_segment)
+
+
+# --- compilation --------------------------------------------------------------------------
+
+
+def attribute_getter(attribute: str) -> Callable[[Context], Any]:
+    """A lookup of `attribute`: the exact key first, then a dotted path into nested objects.
+
+    A missing attribute and an attribute whose value is null both read as None.
+    """
+    if "." not in attribute:
+        return lambda context: context.get(attribute)
+    parts = tuple(attribute.split("."))
+
+    def get(context: Context) -> Any:
+        value = context.get(attribute)
+        if value is not None:
+            return value
+        node: Any = context
+        for part in parts:
+            if not isinstance(node, Mapping):
+                return None
+            node = node.get(part)
+        return node
+
+    return get
+
+
+def bind_condition(parsed: ParsedCondition, segments: Mapping[str, Predicate]) -> Predicate:
+    """The predicate of a parsed condition; `segments` must hold every key it names."""
+    flip = parsed.flip
+    if parsed.operator == "in_segment":
+        members = tuple(segments[key] for key in parsed.segment_keys)
+
+        def in_segment(context: Context) -> bool:
+            for member in members:
+                if member(context):
+                    return not flip
+            return flip
+
+        return in_segment
+    attribute = parsed.attribute
+    assert attribute is not None
+    if parsed.test is None:  # exists / not_exists: the only operators that see absence
+        get_present = attribute_getter(attribute)
+        return lambda context: (get_present(context) is not None) is not flip
+    if "." not in attribute:
+        return _simple_attribute_condition(attribute, parsed.test, flip)
+    return _path_attribute_condition(attribute_getter(attribute), parsed.test, flip)
+
+
+def _simple_attribute_condition(attribute: str, test: ValueTest, flip: bool) -> Predicate:
+    # The lookup is inlined (no getter call) because this is the hottest path of the engine.
+    def condition(context: Context) -> bool:
+        value = context.get(attribute)
+        if value is None:
+            return False
+        if value.__class__ is list:
+            for item in value:
+                if test(item):
+                    return not flip
+            return flip
+        return test(value) is not flip
+
+    return condition
+
+
+def _path_attribute_condition(
+    get: Callable[[Context], Any], test: ValueTest, flip: bool
+) -> Predicate:
+    def condition(context: Context) -> bool:
+        value = get(context)
+        if value is None:
+            return False
+        if value.__class__ is list:
+            for item in value:
+                if test(item):
+                    return not flip
+            return flip
+        return test(value) is not flip
+
+    return condition
+
+
+def all_of(predicates: list[Predicate]) -> Predicate:
+    """One predicate that holds when every predicate holds (always, for none)."""
+    if not predicates:
+        return lambda context: True
+    if len(predicates) == 1:
+        return predicates[0]
+    if len(predicates) == 2:
+        first, second = predicates
+        return lambda context: first(context) and second(context)
+    frozen = tuple(predicates)
+
+    def every(context: Context) -> bool:
+        for predicate in frozen:
+            if not predicate(context):
+                return False
+        return True
+
+    return every

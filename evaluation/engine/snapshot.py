@@ -1,0 +1,563 @@
+"""Compilation of a flag document into an immutable snapshot, and evaluation against it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import mmh3
+
+from .bucketing import bucket_value_of
+from .conditions import (
+    Context,
+    Predicate,
+    all_of,
+    attribute_getter,
+    bind_condition,
+    parse_condition,
+)
+from .errors import DocumentError
+from .results import ErrorCode, EvaluationResult, Reason, error_result
+
+FLAG_TYPES = ("boolean", "string", "number", "json")
+# OpenFeature calls a JSON flag an "object" flag.
+_TYPE_ALIASES = {"object": "json"}
+# Deeper prerequisite chains than this count as not satisfied, like a cycle.
+MAX_PREREQUISITE_DEPTH = 16
+
+Serve = Callable[[Context], EvaluationResult]
+
+
+def _require_mapping(value: object, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise DocumentError(field, "must be an object")
+    return value
+
+
+def _require_list(value: object, field: str) -> Sequence[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise DocumentError(field, "must be a list")
+    return value
+
+
+def _optional_list(flag: Mapping[str, Any], field: str) -> Sequence[Any]:
+    value = flag.get(field)
+    return () if value is None else _require_list(value, field)
+
+
+# --- servings -----------------------------------------------------------------------------
+
+
+def check_serving(serving: dict[str, Any], variant_keys: list[str]) -> None:
+    """Raise DocumentError if `serving` is not a variant or rollout over `variant_keys`."""
+    _parse_serving(serving, variant_keys)
+
+
+def _parse_serving(
+    serving: object, variant_keys: Sequence[str]
+) -> tuple[str | None, str, tuple[tuple[str, int], ...]]:
+    """(variant, bucketBy, ((variant, weight), ...)): a variant serving has no weights."""
+    serving = _require_mapping(serving, "")
+    variant, rollout = serving.get("variant"), serving.get("rollout")
+    if (variant is None) == (rollout is None):
+        raise DocumentError("variant", "serve either a variant or a rollout, not both or neither")
+    if variant is not None:
+        if variant not in variant_keys:
+            raise DocumentError("variant", f"unknown variant {variant!r}")
+        return variant, "targetingKey", ()
+    rollout = _require_mapping(rollout, "rollout")
+    bucket_by = rollout.get("bucketBy", "targetingKey")
+    if bucket_by is None:
+        bucket_by = "targetingKey"
+    if bucket_by.__class__ is not str or not bucket_by:
+        raise DocumentError("rollout.bucketBy", "must be an attribute name")
+    entries = _require_list(rollout.get("variants"), "rollout.variants")
+    if not entries:
+        raise DocumentError("rollout.variants", "a rollout needs at least one variant")
+    weights: list[tuple[str, int]] = []
+    for index, entry in enumerate(entries):
+        field = f"rollout.variants[{index}]"
+        entry = _require_mapping(entry, field)
+        key, weight = entry.get("variant"), entry.get("weight")
+        if key not in variant_keys:
+            raise DocumentError(f"{field}.variant", f"unknown variant {key!r}")
+        if any(key == seen for seen, _ in weights):
+            raise DocumentError(f"{field}.variant", f"variant {key!r} is listed twice")
+        if weight.__class__ is not int or weight < 0:
+            raise DocumentError(f"{field}.weight", f"must be an integer >= 0, got {weight!r}")
+        weights.append((key, weight))
+    total = sum(weight for _, weight in weights)
+    if total != 100:
+        raise DocumentError("rollout.variants", f"weights must sum to 100, not {total}")
+    return None, bucket_by, tuple(weights)
+
+
+def _compile_serving(
+    serving: object,
+    results: Mapping[str, EvaluationResult],
+    *,
+    flag_key: str,
+    salt: str,
+    reason: str,
+    rule_id: str | None,
+) -> EvaluationResult | Serve:
+    """A fixed result for a variant serving, or a function of the context for a rollout."""
+    variant, bucket_by, weights = _parse_serving(serving, list(results))
+    if variant is not None:
+        return _with(results[variant], reason, rule_id)
+    # One precomputed result per bucket: a rollout costs a hash and an index.
+    table: list[EvaluationResult] = []
+    for key, weight in weights:
+        table.extend([_with(results[key], Reason.SPLIT, rule_id)] * weight)
+    buckets = tuple(table)
+    get = attribute_getter(bucket_by)
+    if bucket_by == "targetingKey":
+        missing = error_result(
+            flag_key, ErrorCode.TARGETING_KEY_MISSING, "a rollout needs a targetingKey"
+        )
+    else:
+        missing = error_result(
+            flag_key,
+            ErrorCode.INVALID_CONTEXT,
+            f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
+        )
+    hash32 = mmh3.hash
+
+    def serve(context: Context) -> EvaluationResult:
+        value = get(context)
+        if value.__class__ is not str:
+            value = bucket_value_of(value)
+            if value is None:
+                return missing
+        return buckets[(hash32(salt + value, 0, False) * 100) >> 32]
+
+    return serve
+
+
+def _with(result: EvaluationResult, reason: str, rule_id: str | None) -> EvaluationResult:
+    return EvaluationResult(result.flag_key, result.value, result.variant, reason, rule_id)
+
+
+# --- flags --------------------------------------------------------------------------------
+
+
+class CompiledFlag:
+    """One flag, compiled: precomputed results and predicates, evaluated without allocating."""
+
+    __slots__ = (
+        "default",
+        "enabled",
+        "error",
+        "key",
+        "off",
+        "prerequisite_failed",
+        "prerequisites",
+        "rules",
+        "targets",
+        "type",
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.type: str | None = None
+        self.enabled = False
+        self.error: EvaluationResult | None = None  # archived or broken: always this result
+        self.off: EvaluationResult | None = None
+        self.prerequisite_failed: EvaluationResult | None = None
+        self.prerequisites: tuple[tuple[str, frozenset[str]], ...] = ()
+        self.targets: dict[str, EvaluationResult] = {}
+        # (predicate, fixed result or None, rollout or None)
+        self.rules: tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...] = ()
+        self.default: EvaluationResult | Serve | None = None
+
+    def resolve(
+        self,
+        context: Context,
+        targeting_key: str | None,
+        flags: Mapping[str, CompiledFlag],
+        chain: tuple[str, ...],
+    ) -> EvaluationResult:
+        if not self.enabled:
+            return self.off  # type: ignore[return-value]
+        if self.prerequisites:
+            inner = chain + (self.key,)
+            for prerequisite_key, variants in self.prerequisites:
+                if not _satisfied(prerequisite_key, variants, context, targeting_key, flags, inner):
+                    return self.prerequisite_failed  # type: ignore[return-value]
+        if targeting_key is not None and self.targets:
+            target = self.targets.get(targeting_key)
+            if target is not None:
+                return target
+        for predicate, result, rollout in self.rules:
+            if predicate(context):
+                return result if rollout is None else rollout(context)  # type: ignore[return-value]
+        default = self.default
+        if default.__class__ is EvaluationResult:
+            return default  # type: ignore[return-value]
+        return default(context)  # type: ignore[misc,operator]
+
+
+def _satisfied(
+    key: str,
+    variants: frozenset[str],
+    context: Context,
+    targeting_key: str | None,
+    flags: Mapping[str, CompiledFlag],
+    chain: tuple[str, ...],
+) -> bool:
+    """Whether prerequisite flag `key` serves one of `variants`; missing or cyclic: no."""
+    if key in chain or len(chain) >= MAX_PREREQUISITE_DEPTH:
+        return False
+    flag = flags.get(key)
+    if flag is None or flag.error is not None:
+        return False
+    result = flag.resolve(context, targeting_key, flags, chain)
+    return result.error_code is None and result.variant in variants
+
+
+def _check_value(flag_type: str, value: object) -> bool:
+    cls = value.__class__
+    if flag_type == "boolean":
+        return cls is bool
+    if flag_type == "string":
+        return cls is str
+    if flag_type == "number":
+        return cls is int or cls is float
+    return isinstance(value, Mapping)
+
+
+def _compile_flag(
+    key: str,
+    flag: Mapping[str, Any],
+    segments: Mapping[str, Predicate | DocumentError],
+) -> CompiledFlag:
+    """Compile one (non-archived) flag; raises DocumentError naming the broken field."""
+    compiled = CompiledFlag(key)
+    flag_type = flag.get("type")
+    if flag_type not in FLAG_TYPES:
+        raise DocumentError("type", f"must be one of {', '.join(FLAG_TYPES)}, got {flag_type!r}")
+    compiled.type = flag_type
+    enabled = flag.get("enabled")
+    if enabled.__class__ is not bool:
+        raise DocumentError("enabled", "must be true or false")
+    compiled.enabled = enabled
+    salt = flag.get("salt")
+    if salt is None:
+        salt = key
+    if salt.__class__ is not str:
+        raise DocumentError("salt", "must be a string")
+    results = _compile_variants(key, flag_type, flag.get("variants"))
+
+    off_key = flag.get("offVariant")
+    if off_key not in results:
+        raise DocumentError("offVariant", f"unknown variant {off_key!r}")
+    compiled.off = _with(results[off_key], Reason.DISABLED, None)
+    compiled.prerequisite_failed = _with(results[off_key], Reason.PREREQUISITE_FAILED, None)
+    compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
+    compiled.targets = _compile_targets(_optional_list(flag, "targets"), results)
+    compiled.rules = _compile_rules(_optional_list(flag, "rules"), results, segments, key, salt)
+    try:
+        compiled.default = _compile_serving(
+            flag.get("defaultServe"),
+            results,
+            flag_key=key,
+            salt=salt,
+            reason=Reason.DEFAULT,
+            rule_id=None,
+        )
+    except DocumentError as exc:
+        raise exc.within("defaultServe") from None
+    return compiled
+
+
+def _compile_variants(key: str, flag_type: str, variants: object) -> dict[str, EvaluationResult]:
+    variants = _require_list(variants, "variants")
+    if not variants:
+        raise DocumentError("variants", "a flag needs at least one variant")
+    results: dict[str, EvaluationResult] = {}
+    for index, variant in enumerate(variants):
+        field = f"variants[{index}]"
+        variant = _require_mapping(variant, field)
+        variant_key, value = variant.get("key"), variant.get("value")
+        if variant_key.__class__ is not str or not variant_key:
+            raise DocumentError(f"{field}.key", "must be a non-empty string")
+        if variant_key in results:
+            raise DocumentError(f"{field}.key", f"variant {variant_key!r} is listed twice")
+        if not _check_value(flag_type, value):
+            raise DocumentError(f"{field}.value", f"{value!r} is not a {flag_type} value")
+        if flag_type == "json":
+            value = copy.deepcopy(value)  # later edits of the document must not leak in
+        results[variant_key] = EvaluationResult(key, value, variant_key, Reason.DEFAULT)
+    if flag_type == "boolean":
+        values = {variant_key: result.value for variant_key, result in results.items()}
+        if values != {"on": True, "off": False}:
+            raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
+    return results
+
+
+def _compile_prerequisites(entries: Sequence[Any]) -> tuple[tuple[str, frozenset[str]], ...]:
+    prerequisites = []
+    for index, entry in enumerate(entries):
+        field = f"prerequisites[{index}]"
+        entry = _require_mapping(entry, field)
+        flag_key = entry.get("flag")
+        if flag_key.__class__ is not str or not flag_key:
+            raise DocumentError(f"{field}.flag", "must be a flag key")
+        variants = _require_list(entry.get("variants"), f"{field}.variants")
+        if not variants or any(variant.__class__ is not str for variant in variants):
+            raise DocumentError(f"{field}.variants", "must list at least one variant key")
+        prerequisites.append((flag_key, frozenset(variants)))
+    return tuple(prerequisites)
+
+
+def _compile_targets(
+    entries: Sequence[Any], results: Mapping[str, EvaluationResult]
+) -> dict[str, EvaluationResult]:
+    targets: dict[str, EvaluationResult] = {}
+    for index, entry in enumerate(entries):
+        field = f"targets[{index}]"
+        entry = _require_mapping(entry, field)
+        variant = entry.get("variant")
+        if variant not in results:
+            raise DocumentError(f"{field}.variant", f"unknown variant {variant!r}")
+        result = _with(results[variant], Reason.TARGETING_MATCH, None)
+        for value in _require_list(entry.get("values"), f"{field}.values"):
+            if value.__class__ is not str:
+                raise DocumentError(f"{field}.values", f"targeting keys are strings: {value!r}")
+            targets.setdefault(value, result)  # the first target listing a key wins
+    return targets
+
+
+def _compile_rules(
+    entries: Sequence[Any],
+    results: Mapping[str, EvaluationResult],
+    segments: Mapping[str, Predicate | DocumentError],
+    flag_key: str,
+    salt: str,
+) -> tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...]:
+    rules = []
+    for index, entry in enumerate(entries):
+        field = f"rules[{index}]"
+        entry = _require_mapping(entry, field)
+        rule_id = entry.get("id")
+        if rule_id.__class__ is not str:
+            raise DocumentError(f"{field}.id", "must be a string")
+        conditions = entry.get("conditions")
+        conditions = () if conditions is None else _require_list(conditions, f"{field}.conditions")
+        predicates = []
+        for position, condition in enumerate(conditions):
+            try:
+                predicates.append(_compile_condition(condition, segments))
+            except DocumentError as exc:
+                raise exc.within(f"{field}.conditions[{position}]") from None
+        try:
+            serve = _compile_serving(
+                entry.get("serve"),
+                results,
+                flag_key=flag_key,
+                salt=salt,
+                reason=Reason.TARGETING_MATCH,
+                rule_id=rule_id,
+            )
+        except DocumentError as exc:
+            raise exc.within(f"{field}.serve") from None
+        if serve.__class__ is EvaluationResult:
+            rules.append((all_of(predicates), serve, None))
+        else:
+            rules.append((all_of(predicates), None, serve))
+    return tuple(rules)
+
+
+def _compile_condition(
+    condition: object, segments: Mapping[str, Predicate | DocumentError]
+) -> Predicate:
+    parsed = parse_condition(condition, segments)
+    for segment_key in parsed.segment_keys:
+        segment = segments[segment_key]
+        if isinstance(segment, DocumentError):
+            raise DocumentError("values", f"segment {segment_key!r} is invalid: {segment}")
+    return bind_condition(parsed, segments)  # type: ignore[arg-type]
+
+
+# --- segments -----------------------------------------------------------------------------
+
+
+def _compile_segment(segment: object) -> Predicate:
+    segment = _require_mapping(segment, "")
+    included = frozenset(_string_list(segment, "included"))
+    excluded = frozenset(_string_list(segment, "excluded"))
+    conditions = segment.get("conditions")
+    conditions = () if conditions is None else _require_list(conditions, "conditions")
+    predicates = []
+    for position, condition in enumerate(conditions):
+        try:
+            parsed = parse_condition(condition, allow_in_segment=False)
+        except DocumentError as exc:
+            raise exc.within(f"conditions[{position}]") from None
+        predicates.append(bind_condition(parsed, {}))
+    rule = all_of(predicates) if predicates else None
+
+    def matches(context: Context) -> bool:
+        targeting_key = context.get("targetingKey")
+        if targeting_key is not None:
+            if targeting_key in included:
+                return True
+            if targeting_key in excluded:
+                return False
+        return rule is not None and rule(context)
+
+    return matches
+
+
+def _string_list(segment: Mapping[str, Any], field: str) -> list[str]:
+    values = segment.get(field)
+    values = () if values is None else _require_list(values, field)
+    for value in values:
+        if value.__class__ is not str:
+            raise DocumentError(field, f"targeting keys are strings: {value!r}")
+    return list(values)
+
+
+# --- the snapshot -------------------------------------------------------------------------
+
+
+class Snapshot:
+    """An immutable, compiled flag document. Safe to share between threads."""
+
+    __slots__ = ("_document", "_flag_keys", "_flags", "_live", "_version")
+
+    def __init__(
+        self, document: dict[str, Any], version: int, flags: dict[str, CompiledFlag]
+    ) -> None:
+        self._document = document
+        self._version = version
+        self._flags = flags
+        self._live = tuple(
+            (key, flag)
+            for key, flag in flags.items()
+            if flag.error is None or flag.error.error_code != ErrorCode.FLAG_NOT_FOUND
+        )
+        self._flag_keys = tuple(key for key, _ in self._live)
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def flag_keys(self) -> tuple[str, ...]:
+        """The keys of every flag that is not archived, in document order."""
+        return self._flag_keys
+
+    @property
+    def document(self) -> dict[str, Any]:
+        return self._document
+
+    def evaluate(
+        self, flag_key: str, context: Context | object, expected_type: str | None = None
+    ) -> EvaluationResult:
+        """Evaluate one flag for one context; never raises."""
+        try:
+            flag = self._flags.get(flag_key)
+            if flag is None:
+                return error_result(
+                    flag_key, ErrorCode.FLAG_NOT_FOUND, f"flag {flag_key!r} does not exist"
+                )
+            return self._evaluate(flag, context, expected_type)
+        except Exception as exc:  # noqa: BLE001 - evaluation must answer, whatever happens
+            return error_result(flag_key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+
+    def evaluate_all(self, context: Context | object) -> dict[str, EvaluationResult]:
+        """Evaluate every flag that is not archived for one context; never raises."""
+        answers = {}
+        for key, flag in self._live:
+            try:
+                answers[key] = self._evaluate(flag, context, None)
+            except Exception as exc:  # noqa: BLE001
+                answers[key] = error_result(key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+        return answers
+
+    def _evaluate(
+        self, flag: CompiledFlag, context: Context | object, expected_type: str | None
+    ) -> EvaluationResult:
+        if flag.error is not None:
+            return flag.error
+        if (
+            expected_type is not None
+            and expected_type != flag.type
+            and _TYPE_ALIASES.get(expected_type) != flag.type
+        ):
+            return error_result(
+                flag.key,
+                ErrorCode.TYPE_MISMATCH,
+                f"flag {flag.key!r} is a {flag.type} flag, not {expected_type}",
+            )
+        if context.__class__ is not dict and not isinstance(context, Mapping):
+            return error_result(
+                flag.key, ErrorCode.INVALID_CONTEXT, "the context must be a JSON object"
+            )
+        targeting_key = context.get("targetingKey")  # type: ignore[union-attr]
+        if targeting_key is not None and targeting_key.__class__ is not str:
+            return error_result(
+                flag.key, ErrorCode.INVALID_CONTEXT, "targetingKey must be a string"
+            )
+        return flag.resolve(context, targeting_key, self._flags, ())  # type: ignore[arg-type]
+
+
+def compile_document(document: dict[str, Any]) -> Snapshot:
+    """Compile a flag document into a snapshot.
+
+    A broken flag does not stop the others: it evaluates to an error with PARSE_ERROR and
+    details naming the field. Only a document that is not an object with a `flags` object
+    (or has a non-integer `version`, or a `segments` that is not an object) raises
+    DocumentError.
+    """
+    if not isinstance(document, Mapping):
+        raise DocumentError("", "a flag document must be a JSON object")
+    flags = document.get("flags")
+    if not isinstance(flags, Mapping):
+        raise DocumentError("flags", "a flag document needs a flags object")
+    version = document.get("version", 0)
+    if version.__class__ is not int:
+        raise DocumentError("version", "must be an integer")
+    raw_segments = document.get("segments")
+    if raw_segments is None:
+        raw_segments = {}
+    if not isinstance(raw_segments, Mapping):
+        raise DocumentError("segments", "must be an object")
+    segments: dict[str, Predicate | DocumentError] = {}
+    for segment_key, segment in raw_segments.items():
+        try:
+            segments[segment_key] = _compile_segment(segment)
+        except DocumentError as exc:
+            segments[segment_key] = exc
+    compiled = {}
+    for key, flag in flags.items():
+        compiled[key] = _compile_or_error(key, flag, segments)
+    return Snapshot(document, version, compiled)  # type: ignore[arg-type]
+
+
+def _compile_or_error(
+    key: str, flag: object, segments: Mapping[str, Predicate | DocumentError]
+) -> CompiledFlag:
+    if isinstance(flag, Mapping) and flag.get("archived") is True:
+        archived = CompiledFlag(key)
+        archived.error = error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} is archived")
+        return archived
+    try:
+        if not isinstance(flag, Mapping):
+            raise DocumentError("", "a flag must be an object")
+        archived_field = flag.get("archived", False)
+        if archived_field is not None and archived_field.__class__ is not bool:
+            raise DocumentError("archived", "must be true or false")
+        return _compile_flag(key, flag, segments)
+    except DocumentError as exc:
+        broken = CompiledFlag(key)
+        broken.error = error_result(key, ErrorCode.PARSE_ERROR, f"flag {key!r}: {exc}")
+        return broken
+    except Exception as exc:  # noqa: BLE001 - one odd flag must not break the others
+        broken = CompiledFlag(key)
+        broken.error = error_result(
+            key, ErrorCode.PARSE_ERROR, f"flag {key!r}: {type(exc).__name__}: {exc}"
+        )
+        return broken
