@@ -1,0 +1,197 @@
+"""Compiled snapshots per environment, kept current through the shared cache.
+
+Keys (the whole scheme, in one place):
+  `env:{id}:version`          the environment's current version (only ever increases)
+  `env:{id}:doc:{version}`    the flag document of that version
+  `apikey:{digest}`           a resolved API key (see evaluation.credentials)
+
+A change bumps the version in the database in the change's transaction; after the commit
+the service calls `environments_changed`, which raises the cached version. Each process
+keeps compiled snapshots in memory and asks the cache for the version at most every
+`VERSION_CHECK_SECONDS`; while it is unchanged no query reaches the database. When the
+shared cache fails, the process keeps serving its last snapshot and checks the version in
+the database instead, at the same bounded interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+from evaluation.engine import Snapshot, compile_document
+
+log = logging.getLogger(__name__)
+
+VERSION_CHECK_SECONDS = 0.25
+# Without Redis each process has its own cache: the version is re-read from the database
+# this often so that every process sees a change within a second.
+LOCAL_VERSION_TTL = 0.5
+DOCUMENT_TTL = 24 * 3600
+
+_SET_IF_GREATER = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0
+"""
+
+
+def version_key(environment_id: int) -> str:
+    return f"env:{environment_id}:version"
+
+
+def document_key(environment_id: int, version: int) -> str:
+    return f"env:{environment_id}:doc:{version}"
+
+
+def uses_redis() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+@dataclass
+class _Entry:
+    snapshot: Snapshot
+    checked_at: float
+
+
+_entries: dict[int, _Entry] = {}
+_lock = threading.Lock()
+_cache_down_since: float | None = None
+
+
+def _note_cache_failure(error: Exception) -> None:
+    global _cache_down_since
+    if _cache_down_since is None:
+        log.warning("shared cache unavailable, serving last snapshots: %s", error)
+        _cache_down_since = time.monotonic()
+
+
+def _note_cache_ok() -> None:
+    global _cache_down_since
+    if _cache_down_since is not None:
+        log.info("shared cache available again")
+        _cache_down_since = None
+
+
+def _database_version(environment_id: int) -> int | None:
+    from flags.models import Environment
+
+    rows = Environment.objects.filter(pk=environment_id).values_list("version", flat=True)
+    return rows.first()
+
+
+def _raise_cached_version(environment_id: int, version: int) -> None:
+    key = cache.make_key(version_key(environment_id))
+    if uses_redis():
+        from django_redis import get_redis_connection
+
+        get_redis_connection("default").eval(_SET_IF_GREATER, 1, key, version)
+        return
+    current = cache.get(version_key(environment_id))
+    if current is None or version > current:
+        cache.set(version_key(environment_id), version, LOCAL_VERSION_TTL)
+
+
+def current_version(environment_id: int) -> int | None:
+    """The environment's version from the shared cache, else from the database."""
+    try:
+        version = cache.get(version_key(environment_id))
+        _note_cache_ok()
+    except Exception as error:  # a dead Redis must not stop evaluation
+        _note_cache_failure(error)
+        return _database_version(environment_id)
+    if version is not None:
+        return int(version)
+    version = _database_version(environment_id)
+    if version is not None:
+        try:
+            _raise_cached_version(environment_id, version)
+        except Exception as error:
+            _note_cache_failure(error)
+    return version
+
+
+def _load_document(environment_id: int, version: int) -> dict:
+    from evaluation.documents import build_document
+
+    try:
+        document = cache.get(document_key(environment_id, version))
+    except Exception as error:
+        _note_cache_failure(error)
+        document = None
+    if document is not None:
+        return document
+    document = build_document(environment_id)
+    try:
+        cache.set(document_key(environment_id, document["version"]), document, DOCUMENT_TTL)
+    except Exception as error:
+        _note_cache_failure(error)
+    return document
+
+
+def snapshot(environment_id: int) -> Snapshot | None:
+    """The compiled snapshot to evaluate with; None if the environment does not exist."""
+    now = time.monotonic()
+    entry = _entries.get(environment_id)
+    if entry is not None and now - entry.checked_at < VERSION_CHECK_SECONDS:
+        return entry.snapshot
+    version = current_version(environment_id)
+    if version is None:
+        return entry.snapshot if entry else None
+    if entry is not None and entry.snapshot.version >= version:
+        entry.checked_at = now
+        return entry.snapshot
+    return _refresh(environment_id, version, now)
+
+
+def _refresh(environment_id: int, version: int, now: float) -> Snapshot:
+    with _lock:
+        entry = _entries.get(environment_id)
+        if entry is not None and entry.snapshot.version >= version:
+            return entry.snapshot
+        try:
+            fresh = compile_document(_load_document(environment_id, version))
+        except Exception:
+            if entry is None:
+                raise
+            log.exception("could not load version %s of environment %s", version, environment_id)
+            return entry.snapshot
+        # Never step back: a slower reader must not replace a newer snapshot.
+        if entry is None or fresh.version >= entry.snapshot.version:
+            _entries[environment_id] = _Entry(fresh, now)
+        return _entries[environment_id].snapshot
+
+
+def document(environment_id: int) -> dict | None:
+    """The current flag document (what server-side SDKs download)."""
+    current = snapshot(environment_id)
+    return current.document if current is not None else None
+
+
+def environments_changed(versions: dict[int, int]) -> None:
+    """After a commit: raise the shared versions so every process reloads."""
+    for environment_id, version in versions.items():
+        try:
+            _raise_cached_version(environment_id, version)
+        except Exception as error:
+            _note_cache_failure(error)
+        entry = _entries.get(environment_id)
+        if entry is not None:
+            entry.checked_at = float("-inf")
+
+
+def api_key_revoked(digest: str) -> None:
+    try:
+        cache.delete(f"apikey:{digest}")
+    except Exception as error:
+        _note_cache_failure(error)
+
+
+def clear_local() -> None:
+    """Forget every compiled snapshot of this process (tests, and after a fork)."""
+    with _lock:
+        _entries.clear()

@@ -1,0 +1,342 @@
+"""The flag store: projects, environments, flags, their per-environment targeting, audit.
+
+Models stay thin: fields, constraints and `clean()`, which delegates to `flags.validation`
+so the admin's forms and the services reject the same input with the same messages.
+"""
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+from flags import validation
+
+KEY_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9_.-]*\Z",
+    "Use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit.",
+)
+
+
+def key_field(max_length: int = 100, **kwargs) -> models.CharField:
+    return models.CharField(max_length=max_length, validators=[KEY_VALIDATOR], **kwargs)
+
+
+class Project(models.Model):
+    key = key_field(unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    require_approval = models.BooleanField(
+        default=False, help_text="Changes to protected environments need an approved request."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.name or self.key
+
+
+class Environment(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
+    key = key_field(max_length=64)
+    name = models.CharField(max_length=200)
+    protected = models.BooleanField(
+        default=False, help_text="Only project admins and publishers change flags here."
+    )
+    position = models.PositiveIntegerField(default=0)
+    # Bumped in the same transaction as every change that alters this environment's flag
+    # document; the evaluation cache keys on it.
+    version = models.PositiveBigIntegerField(default=1, editable=False)
+
+    class Meta:
+        ordering = ["project__key", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="environment_key_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.key}/{self.key}"
+
+
+class Tag(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tags")
+    name = key_field(max_length=64)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="tag_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Flag(models.Model):
+    class Type(models.TextChoices):
+        BOOLEAN = "boolean"
+        STRING = "string"
+        NUMBER = "number"
+        JSON = "json"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="flags")
+    key = key_field(help_text="Immutable once created; what services ask for.")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.BOOLEAN)
+    salt = models.CharField(
+        max_length=100, blank=True, help_text="Bucketing salt; empty means the flag key."
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="flags")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    archived = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project__key", "key"]
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="flag_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Variant(models.Model):
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="variants")
+    key = key_field(max_length=64)
+    name = models.CharField(max_length=200, blank=True)
+    value = models.JSONField(help_text="A JSON value of the flag's type.")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["flag", "key"], name="variant_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key
+
+    def clean(self) -> None:
+        validation.check_variant_value(self.flag.type, self.value)
+
+
+class Serving(models.Model):
+    """What is served: one variant, or a weighted rollout across the flag's variants."""
+
+    serve_variant = models.CharField(max_length=64, blank=True, verbose_name="variant")
+    rollout = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Percentages by variant, e.g. {"on": 25, "off": 75}; empty for one variant.',
+    )
+    bucket_by = models.CharField(max_length=100, default="targetingKey")
+
+    class Meta:
+        abstract = True
+
+    def serving(self) -> dict:
+        return validation.serving_document(
+            self.serve_variant, self.rollout, self.bucket_by, validation.variant_keys(self.flag)
+        )
+
+
+class FlagConfig(Serving):
+    """A flag's configuration in one environment: on/off, the off variant, the default."""
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="configs")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="flag_configs"
+    )
+    enabled = models.BooleanField(default=False)
+    off_variant = models.CharField(max_length=64)
+    # Optimistic concurrency and history: bumped by every change to this configuration.
+    version = models.PositiveIntegerField(default=1, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["flag", "environment__position", "environment_id"]
+        verbose_name = "environment configuration"
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "environment"], name="flag_config_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag.key} in {self.environment.key}"
+
+    def clean(self) -> None:
+        validation.check_config(self)
+
+
+class Rule(Serving):
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="rules")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=200, blank=True)
+    conditions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='All must hold, e.g. [{"attribute": "country", "operator": "in", '
+        '"values": ["US"]}]; an empty list matches everyone.',
+    )
+
+    class Meta:
+        ordering = ["environment__position", "position", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"rule {self.pk}"
+
+    def clean(self) -> None:
+        validation.check_rule(self)
+
+
+class Target(models.Model):
+    """Individually targeted context keys that get one variant."""
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="targets")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    variant = models.CharField(max_length=64)
+    values = models.JSONField(default=list, help_text='Targeting keys, e.g. ["user-1"].')
+
+    class Meta:
+        ordering = ["environment__position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flag", "environment", "variant"], name="target_variant_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.variant}: {len(self.values or [])} keys"
+
+    def clean(self) -> None:
+        validation.check_target(self)
+
+
+class Prerequisite(models.Model):
+    """The flag is served only if `required_flag` serves one of `variants` first."""
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="prerequisites")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    required_flag = models.ForeignKey(Flag, on_delete=models.PROTECT, related_name="+")
+    variants = models.JSONField(default=list, help_text='Variant keys, e.g. ["on"].')
+
+    class Meta:
+        ordering = ["environment__position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flag", "environment", "required_flag"], name="prerequisite_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.required_flag.key} in {self.variants}"
+
+    def clean(self) -> None:
+        validation.check_prerequisite(self)
+
+
+class Segment(models.Model):
+    """A named, reusable set of conditions at project level."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="segments")
+    key = key_field()
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    conditions = models.JSONField(default=list, blank=True)
+    included = models.JSONField(default=list, blank=True, help_text="Targeting keys always in.")
+    excluded = models.JSONField(default=list, blank=True, help_text="Targeting keys always out.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project__key", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="segment_key_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+    def clean(self) -> None:
+        validation.check_segment(self)
+
+
+class Membership(models.Model):
+    """A person's role in a project."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer"
+        EDITOR = "editor"
+        PUBLISHER = "publisher"
+        ADMIN = "admin"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        ordering = ["project__key", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.project.key}"
+
+
+class ApiKey(models.Model):
+    """A credential for services: server keys read documents, client keys only evaluate."""
+
+    class Kind(models.TextChoices):
+        SERVER = "server"
+        CLIENT = "client"
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="api_keys")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16, db_index=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditEntry(models.Model):
+    """Who changed what, when, from which door; written in the change's own transaction."""
+
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150)
+    source = models.CharField(max_length=16)
+    action = models.CharField(max_length=32)
+    object_type = models.CharField(max_length=32)
+    object_key = models.CharField(max_length=200)
+    flag_key = models.CharField(max_length=100, blank=True, db_index=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.actor_name} {self.action} {self.object_type} {self.object_key}"

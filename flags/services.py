@@ -1,0 +1,809 @@
+"""Every write to the flag store: validate, check the role, write, audit, bump the version.
+
+The admin, the REST API and the command line all call these functions, so a rule is
+enforced once. Side effects that must follow a commit (cache, pub/sub) are registered with
+`transaction.on_commit` here, never in model signals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from evaluation import cache
+from evaluation.documents import flag_state, segment_entry
+from flags.models import (
+    ApiKey,
+    AuditEntry,
+    Environment,
+    Flag,
+    FlagConfig,
+    Membership,
+    Prerequisite,
+    Project,
+    Rule,
+    Segment,
+    Tag,
+    Target,
+)
+from flags.roles import Action, authorize
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    Actor = AbstractBaseUser | None
+
+DEFAULT_ENVIRONMENTS = (
+    ("development", "Development", False),
+    ("staging", "Staging", False),
+    ("production", "Production", True),
+)
+SOURCES = ("admin", "api", "cli", "system", "scheduler")
+
+
+class ConflictError(Exception):
+    """A write based on an outdated version of what it changes (HTTP 409)."""
+
+    def __init__(self, message: str, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
+# --- Shared steps -----------------------------------------------------------------------
+
+
+def _actor_name(actor: Actor) -> str:
+    return actor.get_username() if actor is not None else "system"
+
+
+def audit(
+    *,
+    actor: Actor,
+    source: str,
+    action: str,
+    obj_type: str,
+    obj_key: str,
+    project: Project | None,
+    environment: Environment | None = None,
+    flag_key: str = "",
+    before: Any = None,
+    after: Any = None,
+) -> AuditEntry:
+    return AuditEntry.objects.create(
+        actor=actor if actor is not None and actor.pk else None,
+        actor_name=_actor_name(actor),
+        source=source,
+        action=action,
+        object_type=obj_type,
+        object_key=obj_key,
+        project=project,
+        environment=environment,
+        flag_key=flag_key,
+        before=before,
+        after=after,
+    )
+
+
+def environments_changed(environment_ids: Iterable[int]) -> None:
+    """Bump the versions in this transaction; tell the caches once it commits."""
+    ids = sorted(set(environment_ids))
+    if not ids:
+        return
+    Environment.objects.filter(pk__in=ids).update(version=F("version") + 1)
+    versions = dict(Environment.objects.filter(pk__in=ids).values_list("pk", "version"))
+    transaction.on_commit(partial(cache.environments_changed, versions))
+
+
+def _project_environment_ids(project: Project) -> list[int]:
+    return list(project.environments.values_list("pk", flat=True))
+
+
+def _save(obj: Any, exclude: list[str] | None = None) -> None:
+    """Validate like the admin's forms do, then save; uniqueness errors name the field."""
+    obj.full_clean(exclude=exclude)
+    try:
+        with transaction.atomic():
+            obj.save()
+    except IntegrityError as error:
+        raise ValidationError({"key": "already exists"}) from error
+
+
+# --- Projects and environments ----------------------------------------------------------
+
+
+@transaction.atomic
+def project_create(
+    *, key: str, name: str, description: str = "", actor: Actor, source: str
+) -> Project:
+    if actor is not None and not actor.is_superuser:
+        from django.core.exceptions import PermissionDenied
+
+        raise PermissionDenied("only superusers create projects")
+    project = Project(key=key, name=name or key, description=description)
+    _save(project)
+    for position, (env_key, env_name, protected) in enumerate(DEFAULT_ENVIRONMENTS):
+        Environment.objects.create(
+            project=project, key=env_key, name=env_name, protected=protected, position=position
+        )
+    if actor is not None:
+        Membership.objects.create(project=project, user=actor, role=Membership.Role.ADMIN)
+    audit(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="project",
+        obj_key=key,
+        project=project,
+        after={"key": key, "name": project.name},
+    )
+    return project
+
+
+@transaction.atomic
+def environment_create(
+    *, project: Project, key: str, name: str, protected: bool = False, actor: Actor, source: str
+) -> Environment:
+    authorize(actor, project, Action.ADMINISTER)
+    position = project.environments.count()
+    environment = Environment(
+        project=project, key=key, name=name or key, protected=protected, position=position
+    )
+    _save(environment)
+    for flag in project.flags.prefetch_related("variants"):
+        FlagConfig.objects.create(flag=flag, environment=environment, **_initial_config(flag))
+    audit(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="environment",
+        obj_key=key,
+        project=project,
+        environment=environment,
+        after={"key": key, "protected": protected},
+    )
+    return environment
+
+
+@transaction.atomic
+def environment_update(
+    *, environment: Environment, data: dict, actor: Actor, source: str
+) -> Environment:
+    authorize(actor, environment.project, Action.ADMINISTER)
+    before = {"name": environment.name, "protected": environment.protected}
+    for field in ("name", "protected"):
+        if field in data:
+            setattr(environment, field, data[field])
+    _save(environment)
+    audit(
+        actor=actor,
+        source=source,
+        action="update",
+        obj_type="environment",
+        obj_key=environment.key,
+        project=environment.project,
+        environment=environment,
+        before=before,
+        after={"name": environment.name, "protected": environment.protected},
+    )
+    return environment
+
+
+@transaction.atomic
+def membership_set(
+    *, project: Project, user: AbstractBaseUser, role: str | None, actor: Actor, source: str
+) -> Membership | None:
+    """Give `user` a role in the project, or remove it with `role=None`."""
+    authorize(actor, project, Action.ADMINISTER)
+    current = Membership.objects.filter(project=project, user=user).first()
+    before = current.role if current else None
+    if role is None:
+        if current:
+            current.delete()
+        membership = None
+    else:
+        if role not in Membership.Role.values:
+            raise ValidationError({"role": f"unknown role {role!r}"})
+        membership = current or Membership(project=project, user=user)
+        membership.role = role
+        membership.save()
+    audit(
+        actor=actor,
+        source=source,
+        action="role",
+        obj_type="membership",
+        obj_key=user.get_username(),
+        project=project,
+        before={"role": before},
+        after={"role": role},
+    )
+    return membership
+
+
+# --- Flags ------------------------------------------------------------------------------
+
+
+def _default_variants(flag_type: str) -> list[dict]:
+    if flag_type == Flag.Type.BOOLEAN:
+        return [{"key": "on", "value": True}, {"key": "off", "value": False}]
+    raise ValidationError({"variants": f"a {flag_type} flag needs its variants listed"})
+
+
+def _initial_config(flag: Flag) -> dict:
+    """A new flag is off everywhere; when switched on it serves its first variant."""
+    keys = [variant.key for variant in flag.variants.all()]
+    off = "off" if "off" in keys else keys[-1]
+    return {"enabled": False, "off_variant": off, "serve_variant": keys[0]}
+
+
+def _set_tags(flag: Flag, names: Iterable[str]) -> None:
+    tags = []
+    for name in names:
+        tag = Tag(project=flag.project, name=name)
+        try:
+            tag.full_clean(exclude=["project"], validate_unique=False)
+        except ValidationError as error:
+            raise ValidationError({"tags": f"{name!r}: {error.messages[0]}"}) from error
+        tags.append(Tag.objects.get_or_create(project=flag.project, name=name)[0])
+    flag.tags.set(tags)
+
+
+def _flag_meta(flag: Flag) -> dict:
+    return {
+        "key": flag.key,
+        "name": flag.name,
+        "description": flag.description,
+        "type": flag.type,
+        "salt": flag.salt,
+        "archived": flag.archived,
+        "owner": flag.owner.get_username() if flag.owner else None,
+        "tags": sorted(flag.tags.values_list("name", flat=True)) if flag.pk else [],
+        "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()]
+        if flag.pk
+        else [],
+    }
+
+
+@transaction.atomic
+def flag_create(
+    *,
+    project: Project,
+    key: str,
+    name: str = "",
+    type: str = Flag.Type.BOOLEAN,
+    variants: list[dict] | None = None,
+    description: str = "",
+    tags: Iterable[str] = (),
+    owner: AbstractBaseUser | None = None,
+    salt: str = "",
+    actor: Actor,
+    source: str,
+) -> Flag:
+    authorize(actor, project, Action.EDIT_FLAGS)
+    if type not in Flag.Type.values:
+        raise ValidationError(
+            {"type": f"unknown type {type!r} (one of {', '.join(Flag.Type.values)})"}
+        )
+    variants = variants if variants is not None else _default_variants(type)
+    from flags.validation import check_variants
+
+    check_variants(type, variants)
+    flag = Flag(
+        project=project,
+        key=key,
+        name=name or key,
+        description=description,
+        type=type,
+        salt=salt,
+        owner=owner,
+    )
+    _save(flag)
+    _write_variants(flag, variants)
+    _set_tags(flag, tags)
+    for environment in project.environments.all():
+        FlagConfig.objects.create(flag=flag, environment=environment, **_initial_config(flag))
+    audit(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="flag",
+        obj_key=key,
+        project=project,
+        flag_key=key,
+        after=_flag_meta(flag),
+    )
+    environments_changed(_project_environment_ids(project))
+    return flag
+
+
+def _write_variants(flag: Flag, variants: list[dict]) -> None:
+    from flags.models import Variant
+
+    existing = {variant.key: variant for variant in flag.variants.all()}
+    for position, data in enumerate(variants):
+        variant = existing.pop(data["key"], None) or Variant(flag=flag, key=data["key"])
+        variant.value = data["value"]
+        variant.name = data.get("name", variant.name)
+        variant.position = position
+        _save(variant, exclude=["flag"])
+    for variant in existing.values():
+        _check_variant_unused(flag, variant.key)
+        variant.delete()
+
+
+def _check_variant_unused(flag: Flag, key: str) -> None:
+    uses = [
+        FlagConfig.objects.filter(flag=flag, off_variant=key).exists(),
+        FlagConfig.objects.filter(flag=flag, serve_variant=key).exists(),
+        FlagConfig.objects.filter(flag=flag, rollout__has_key=key).exists(),
+        Rule.objects.filter(flag=flag, serve_variant=key).exists(),
+        Rule.objects.filter(flag=flag, rollout__has_key=key).exists(),
+        Target.objects.filter(flag=flag, variant=key).exists(),
+        Prerequisite.objects.filter(required_flag=flag, variants__contains=[key]).exists()
+        if _json_contains_supported()
+        else any(key in p.variants for p in Prerequisite.objects.filter(required_flag=flag)),
+    ]
+    if any(uses):
+        raise ValidationError({"variants": f"variant {key!r} is in use and cannot be removed"})
+
+
+def _json_contains_supported() -> bool:
+    from django.db import connection
+
+    return connection.features.supports_json_field_contains
+
+
+@transaction.atomic
+def flag_update(*, flag: Flag, data: dict, actor: Actor, source: str) -> Flag:
+    """Change a flag's own fields (not its per-environment configuration)."""
+    authorize(actor, flag.project, Action.EDIT_FLAGS)
+    if "key" in data and data["key"] != flag.key:
+        raise ValidationError({"key": "a flag's key cannot change once created"})
+    if "type" in data and data["type"] != flag.type:
+        raise ValidationError({"type": "a flag's type cannot change once created"})
+    before = _flag_meta(flag)
+    for field in ("name", "description", "salt", "archived", "owner"):
+        if field in data:
+            setattr(flag, field, data[field])
+    if "variants" in data:
+        from flags.validation import check_variants
+
+        check_variants(flag.type, data["variants"])
+    _save(flag)
+    if "variants" in data:
+        _write_variants(flag, data["variants"])
+    if "tags" in data:
+        _set_tags(flag, data["tags"])
+    after = _flag_meta(flag)
+    if after == before:
+        return flag
+    action = "archive" if after["archived"] and not before["archived"] else "update"
+    audit(
+        actor=actor,
+        source=source,
+        action=action,
+        obj_type="flag",
+        obj_key=flag.key,
+        project=flag.project,
+        flag_key=flag.key,
+        before=before,
+        after=after,
+    )
+    environments_changed(_project_environment_ids(flag.project))
+    return flag
+
+
+# --- A flag's configuration in an environment -------------------------------------------
+
+
+def _serving_fields(serving: Any, field: str) -> dict:
+    """Document form of a serving -> the model's serve_variant/rollout/bucket_by fields."""
+    if not isinstance(serving, dict) or ("variant" in serving) == ("rollout" in serving):
+        raise ValidationError({field: 'give {"variant": KEY} or {"rollout": {...}}'})
+    if "variant" in serving:
+        return {"serve_variant": serving["variant"], "rollout": {}, "bucket_by": "targetingKey"}
+    rollout = serving["rollout"]
+    if not isinstance(rollout, dict) or not isinstance(rollout.get("variants"), list):
+        raise ValidationError({field: 'a rollout is {"bucketBy": ..., "variants": [...]}'})
+    weights = {}
+    for item in rollout["variants"]:
+        if not isinstance(item, dict) or "variant" not in item or "weight" not in item:
+            raise ValidationError({field: 'each rollout entry is {"variant": KEY, "weight": N}'})
+        weights[item["variant"]] = item["weight"]
+    return {
+        "serve_variant": "",
+        "rollout": weights,
+        "bucket_by": rollout.get("bucketBy") or "targetingKey",
+    }
+
+
+def _with_field_prefix(prefix: str, error: ValidationError) -> ValidationError:
+    if hasattr(error, "error_dict"):
+        return ValidationError(
+            {prefix: [f"{field}: {m}" for field, ms in error.message_dict.items() for m in ms]}
+        )
+    return ValidationError({prefix: error.messages})
+
+
+@transaction.atomic
+def flag_config_update(
+    *,
+    config: FlagConfig,
+    data: dict,
+    actor: Actor,
+    source: str,
+    expected_version: int | None = None,
+) -> FlagConfig:
+    """Change a flag's configuration in one environment.
+
+    `data` may hold `enabled`, `offVariant`, `defaultServe`, and whole lists of `rules`,
+    `targets` and `prerequisites` (each list given replaces the current one), in the flag
+    document's shapes. With `expected_version`, a configuration changed meanwhile raises
+    ConflictError instead of being overwritten.
+    """
+    config = (
+        FlagConfig.objects.select_for_update()
+        .select_related("flag__project", "environment")
+        .get(pk=config.pk)
+    )
+    flag, environment = config.flag, config.environment
+    authorize(actor, flag.project, Action.CONFIGURE, environment)
+    if expected_version is not None and expected_version != config.version:
+        raise ConflictError(
+            f"{flag.key} in {environment.key} is at version {config.version}, "
+            f"not {expected_version}: reload and apply your change again",
+            config.version,
+        )
+    before = flag_state(flag, environment)
+    _apply_config(config, data)
+    after = flag_state(flag, environment)
+    if after == before:
+        return config
+    config.version = F("version") + 1
+    config.save(update_fields=["version", "updated_at"])
+    config.refresh_from_db()
+    action = _config_action(before, after)
+    audit(
+        actor=actor,
+        source=source,
+        action=action,
+        obj_type="flag_config",
+        obj_key=f"{flag.key}/{environment.key}",
+        project=flag.project,
+        environment=environment,
+        flag_key=flag.key,
+        before=before,
+        after=after,
+    )
+    environments_changed([environment.pk])
+    return config
+
+
+def _config_action(before: dict, after: dict) -> str:
+    if before["enabled"] != after["enabled"]:
+        changed_only_toggle = {**before, "enabled": after["enabled"]} == after
+        if changed_only_toggle:
+            return "enable" if after["enabled"] else "disable"
+    return "update"
+
+
+CONFIG_FIELDS = {"enabled", "offVariant", "defaultServe", "rules", "targets", "prerequisites"}
+
+
+def _apply_config(config: FlagConfig, data: dict) -> None:
+    unknown = set(data) - CONFIG_FIELDS
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "unknown field"})
+    flag, environment = config.flag, config.environment
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            raise ValidationError({"enabled": "must be true or false"})
+        config.enabled = data["enabled"]
+    if "offVariant" in data:
+        config.off_variant = data["offVariant"]
+    if "defaultServe" in data:
+        for name, value in _serving_fields(data["defaultServe"], "defaultServe").items():
+            setattr(config, name, value)
+    try:
+        config.full_clean(exclude=["flag", "environment"])
+    except ValidationError as error:
+        raise _renamed(
+            error,
+            {
+                "off_variant": "offVariant",
+                "serve_variant": "defaultServe",
+                "rollout": "defaultServe",
+            },
+        ) from error
+    config.save()
+    if "rules" in data:
+        _replace_rows(flag, environment, "rules", data["rules"], _rule_from)
+    if "targets" in data:
+        _replace_rows(flag, environment, "targets", data["targets"], _target_from)
+    if "prerequisites" in data:
+        _replace_rows(flag, environment, "prerequisites", data["prerequisites"], _prerequisite_from)
+
+
+def _renamed(error: ValidationError, names: dict[str, str]) -> ValidationError:
+    if not hasattr(error, "error_dict"):
+        return error
+    return ValidationError(
+        {names.get(field, field): messages for field, messages in error.message_dict.items()}
+    )
+
+
+def _replace_rows(flag, environment, field: str, items: Any, build) -> None:
+    if not isinstance(items, list):
+        raise ValidationError({field: "must be a list"})
+    model = {"rules": Rule, "targets": Target, "prerequisites": Prerequisite}[field]
+    model.objects.filter(flag=flag, environment=environment).delete()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValidationError({field: f"item {index + 1}: must be an object"})
+        row = build(flag, environment, index, item)
+        try:
+            row.full_clean(exclude=["flag", "environment", "required_flag"])
+        except ValidationError as error:
+            raise _with_field_prefix(f"{field}[{index}]", error) from error
+        row.save()
+
+
+def _rule_from(flag, environment, index: int, item: dict) -> Rule:
+    unknown = set(item) - {"id", "name", "conditions", "serve"}
+    if unknown:
+        raise ValidationError({f"rules[{index}]": f"unknown field {sorted(unknown)[0]!r}"})
+    if "serve" not in item:
+        raise ValidationError({f"rules[{index}]": "serve: required"})
+    try:
+        serving = _serving_fields(item["serve"], "serve")
+    except ValidationError as error:
+        raise _with_field_prefix(f"rules[{index}]", error) from error
+    return Rule(
+        flag=flag,
+        environment=environment,
+        position=index,
+        name=item.get("name", "") or "",
+        conditions=item.get("conditions", []),
+        **serving,
+    )
+
+
+def _target_from(flag, environment, index: int, item: dict) -> Target:
+    unknown = set(item) - {"variant", "values"}
+    if unknown:
+        raise ValidationError({f"targets[{index}]": f"unknown field {sorted(unknown)[0]!r}"})
+    return Target(
+        flag=flag,
+        environment=environment,
+        variant=item.get("variant", ""),
+        values=item.get("values", []),
+    )
+
+
+def _prerequisite_from(flag, environment, index: int, item: dict) -> Prerequisite:
+    unknown = set(item) - {"flag", "variants"}
+    if unknown:
+        raise ValidationError({f"prerequisites[{index}]": f"unknown field {sorted(unknown)[0]!r}"})
+    required = Flag.objects.filter(project_id=flag.project_id, key=item.get("flag")).first()
+    if required is None:
+        raise ValidationError(
+            {f"prerequisites[{index}]": f"flag: unknown flag {item.get('flag')!r}"}
+        )
+    return Prerequisite(
+        flag=flag,
+        environment=environment,
+        required_flag=required,
+        variants=item.get("variants", []),
+    )
+
+
+def flag_toggle(*, config: FlagConfig, enabled: bool, actor: Actor, source: str) -> FlagConfig:
+    return flag_config_update(config=config, data={"enabled": enabled}, actor=actor, source=source)
+
+
+# --- Changes made through the admin's forms ---------------------------------------------
+
+
+def admin_flag_saved(*, flag: Flag, before: dict[int, dict] | None, actor: Actor) -> None:
+    """Audit and publish what the admin's flag page just saved (inside its transaction).
+
+    The admin's forms saved the rows after the same model `clean()` validation the services
+    run; `before` maps environment ids to the flag's state before the form was saved.
+    """
+    before = before or {}
+    changed = []
+    for config in flag.configs.select_related("environment"):
+        after = flag_state(flag, config.environment)
+        previous = before.get(config.environment_id)
+        if previous == after:
+            continue
+        if previous is not None:
+            FlagConfig.objects.filter(pk=config.pk).update(version=F("version") + 1)
+        audit(
+            actor=actor,
+            source="admin",
+            action="update" if previous else "create",
+            obj_type="flag_config",
+            obj_key=f"{flag.key}/{config.environment.key}",
+            project=flag.project,
+            environment=config.environment,
+            flag_key=flag.key,
+            before=previous,
+            after=after,
+        )
+        changed.append(config.environment_id)
+    environments_changed(changed)
+
+
+def flag_states(flag: Flag) -> dict[int, dict]:
+    return {env.pk: flag_state(flag, env) for env in flag.project.environments.all()}
+
+
+def admin_flag_created(*, flag: Flag, actor: Actor) -> None:
+    """Give a flag made through the admin its per-environment configurations."""
+    for environment in flag.project.environments.all():
+        FlagConfig.objects.get_or_create(
+            flag=flag, environment=environment, defaults=_initial_config(flag)
+        )
+
+
+# --- Segments ---------------------------------------------------------------------------
+
+SEGMENT_FIELDS = ("name", "description", "conditions", "included", "excluded")
+
+
+@transaction.atomic
+def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
+    authorize(actor, project, Action.EDIT_FLAGS)
+    segment = Segment(project=project, key=key, name=data.get("name") or key)
+    for field in SEGMENT_FIELDS[1:]:
+        if field in data:
+            setattr(segment, field, data[field])
+    _save(segment)
+    audit(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="segment",
+        obj_key=key,
+        project=project,
+        after=segment_entry(segment),
+    )
+    environments_changed(_project_environment_ids(project))
+    return segment
+
+
+@transaction.atomic
+def segment_update(*, segment: Segment, data: dict, actor: Actor, source: str) -> Segment:
+    authorize(actor, segment.project, Action.EDIT_FLAGS)
+    if "key" in data and data["key"] != segment.key:
+        raise ValidationError({"key": "a segment's key cannot change once created"})
+    before = segment_entry(segment)
+    for field in SEGMENT_FIELDS:
+        if field in data:
+            setattr(segment, field, data[field])
+    _save(segment)
+    after = segment_entry(segment)
+    if after != before:
+        audit(
+            actor=actor,
+            source=source,
+            action="update",
+            obj_type="segment",
+            obj_key=segment.key,
+            project=segment.project,
+            before=before,
+            after=after,
+        )
+        environments_changed(_project_environment_ids(segment.project))
+    return segment
+
+
+def segment_users(segment: Segment) -> list[str]:
+    """Keys of the flags whose rules refer to the segment, in any environment."""
+    flags = set()
+    for rule in Rule.objects.filter(flag__project_id=segment.project_id).select_related("flag"):
+        for condition in rule.conditions or []:
+            if condition.get("operator") == "in_segment" and segment.key in condition.get(
+                "values", []
+            ):
+                flags.add(rule.flag.key)
+    return sorted(flags)
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment, actor: Actor, source: str) -> None:
+    authorize(actor, segment.project, Action.EDIT_FLAGS)
+    users = segment_users(segment)
+    if users:
+        raise ValidationError({"key": f"segment is used by the rules of {', '.join(users)}"})
+    before = segment_entry(segment)
+    project = segment.project
+    segment.delete()
+    audit(
+        actor=actor,
+        source=source,
+        action="delete",
+        obj_type="segment",
+        obj_key=segment.key,
+        project=project,
+        before=before,
+    )
+    environments_changed(_project_environment_ids(project))
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+KEY_PREFIXES = {ApiKey.Kind.SERVER: "ffs_", ApiKey.Kind.CLIENT: "ffc_"}
+
+
+def key_digest(secret: str) -> str:
+    # Keys carry 256 random bits, so one SHA-256 is enough: nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    environment: Environment,
+    kind: str,
+    name: str,
+    expires_at: datetime | None = None,
+    actor: Actor,
+    source: str,
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is never stored nor shown again."""
+    authorize(actor, environment.project, Action.ADMINISTER)
+    if kind not in ApiKey.Kind.values:
+        raise ValidationError({"kind": f"unknown kind {kind!r} (server or client)"})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "must be in the future"})
+    secret = KEY_PREFIXES[kind] + secrets.token_urlsafe(32)
+    key = ApiKey(
+        environment=environment,
+        kind=kind,
+        name=name,
+        prefix=secret[:10],
+        digest=key_digest(secret),
+        expires_at=expires_at,
+        created_by=actor if actor is not None and actor.pk else None,
+    )
+    _save(key)
+    audit(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="api_key",
+        obj_key=f"{name} ({key.prefix}…)",
+        project=environment.project,
+        environment=environment,
+        after={"kind": kind, "name": name, "prefix": key.prefix},
+    )
+    return key, secret
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: Actor, source: str) -> ApiKey:
+    authorize(actor, key.environment.project, Action.ADMINISTER)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit(
+            actor=actor,
+            source=source,
+            action="revoke",
+            obj_type="api_key",
+            obj_key=f"{key.name} ({key.prefix}…)",
+            project=key.environment.project,
+            environment=key.environment,
+        )
+        transaction.on_commit(partial(cache.api_key_revoked, key.digest))
+    return key

@@ -1,0 +1,178 @@
+"""The one place that decides whether flag data is valid, whatever door it came through.
+
+Model `clean()` methods (so admin forms) and the services call these functions; they raise
+Django's `ValidationError` keyed by the offending field. Condition and serving rules are the
+evaluation engine's own checks, so what is saved is exactly what the engine can compile.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+
+from evaluation.engine import DocumentError, check_condition, check_serving
+
+if TYPE_CHECKING:
+    from flags.models import Flag, FlagConfig, Prerequisite, Rule, Segment, Target
+
+BOOLEAN_VARIANTS = {"on": True, "off": False}
+MAX_TARGET_KEYS = 10_000
+MAX_CONDITIONS = 100
+
+
+def check_variant_value(flag_type: str, value: Any) -> None:
+    expected = {
+        "boolean": lambda v: isinstance(v, bool),
+        "string": lambda v: isinstance(v, str),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "json": lambda v: isinstance(v, dict),
+    }[flag_type]
+    if not expected(value):
+        article = "an" if flag_type == "json" else "a"
+        kind = "JSON object" if flag_type == "json" else flag_type
+        raise ValidationError({"value": f"must be {article} {kind} for a {flag_type} flag"})
+
+
+def check_variants(flag_type: str, variants: list[dict]) -> None:
+    """A flag's whole list of variants: typed values, unique keys, booleans fixed."""
+    if not variants:
+        raise ValidationError({"variants": "a flag needs at least one variant"})
+    keys = [variant.get("key") for variant in variants]
+    if len(set(keys)) != len(keys):
+        raise ValidationError({"variants": "variant keys must be unique"})
+    for variant in variants:
+        try:
+            check_variant_value(flag_type, variant.get("value"))
+        except ValidationError as error:
+            raise ValidationError(
+                {"variants": f"variant {variant.get('key')!r}: {error.messages[0]}"}
+            ) from error
+    if flag_type == "boolean" and {v["key"]: v["value"] for v in variants} != BOOLEAN_VARIANTS:
+        raise ValidationError({"variants": "a boolean flag has exactly on=true and off=false"})
+
+
+def variant_keys(flag: Flag) -> list[str]:
+    return [variant.key for variant in flag.variants.all()]
+
+
+def serving_document(
+    serve_variant: str, rollout: dict | None, bucket_by: str, keys: list[str]
+) -> dict:
+    """The document form of a serving; a rollout lists variants in the flag's order."""
+    if not rollout:
+        return {"variant": serve_variant}
+    if not isinstance(rollout, dict):
+        return {"rollout": {"bucketBy": bucket_by, "variants": rollout}}
+    ordered = [key for key in keys if key in rollout] + [key for key in rollout if key not in keys]
+    variants = [{"variant": key, "weight": rollout[key]} for key in ordered]
+    return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": variants}}
+
+
+def _check_serving_of(obj: FlagConfig | Rule) -> None:
+    if obj.serve_variant and obj.rollout:
+        raise ValidationError({"rollout": "serve either one variant or a rollout, not both"})
+    keys = variant_keys(obj.flag)
+    try:
+        check_serving(obj.serving(), keys)
+    except DocumentError as error:
+        field = "rollout" if obj.rollout else "serve_variant"
+        raise ValidationError({field: error.message}) from error
+
+
+def _check_same_project(obj: Any) -> None:
+    if obj.environment.project_id != obj.flag.project_id:
+        raise ValidationError({"environment": "belongs to another project than the flag"})
+
+
+def check_config(config: FlagConfig) -> None:
+    _check_same_project(config)
+    if config.off_variant not in variant_keys(config.flag):
+        raise ValidationError({"off_variant": f"unknown variant {config.off_variant!r}"})
+    _check_serving_of(config)
+
+
+def check_conditions(conditions: Any, segment_keys: set[str] | None) -> None:
+    """Each condition as the engine would compile it; `segment_keys=None` forbids segments."""
+    if not isinstance(conditions, list):
+        raise ValidationError({"conditions": "must be a list of conditions"})
+    if len(conditions) > MAX_CONDITIONS:
+        raise ValidationError({"conditions": f"at most {MAX_CONDITIONS} conditions"})
+    for index, condition in enumerate(conditions, start=1):
+        if not isinstance(condition, dict):
+            raise ValidationError({"conditions": f"condition {index}: must be an object"})
+        if segment_keys is None and condition.get("operator") == "in_segment":
+            raise ValidationError(
+                {"conditions": f"condition {index}: a segment cannot refer to another segment"}
+            )
+        try:
+            check_condition(condition, segment_keys or set())
+        except DocumentError as error:
+            raise ValidationError(
+                {"conditions": f"condition {index}: {error.field}: {error.message}"}
+            ) from error
+
+
+def check_rule(rule: Rule) -> None:
+    _check_same_project(rule)
+    segment_keys = set(rule.flag.project.segments.values_list("key", flat=True))
+    check_conditions(rule.conditions, segment_keys)
+    _check_serving_of(rule)
+
+
+def check_keys_list(field: str, values: Any) -> None:
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise ValidationError({field: "must be a list of non-empty strings"})
+    if len(values) > MAX_TARGET_KEYS:
+        raise ValidationError({field: f"at most {MAX_TARGET_KEYS} keys"})
+
+
+def check_target(target: Target) -> None:
+    _check_same_project(target)
+    if target.variant not in variant_keys(target.flag):
+        raise ValidationError({"variant": f"unknown variant {target.variant!r}"})
+    check_keys_list("values", target.values)
+
+
+def check_prerequisite(prerequisite: Prerequisite) -> None:
+    _check_same_project(prerequisite)
+    required = prerequisite.required_flag
+    if required.project_id != prerequisite.flag.project_id:
+        raise ValidationError({"required_flag": "belongs to another project"})
+    if required.pk == prerequisite.flag.pk:
+        raise ValidationError({"required_flag": "a flag cannot be its own prerequisite"})
+    keys = variant_keys(required)
+    if not isinstance(prerequisite.variants, list) or not prerequisite.variants:
+        raise ValidationError({"variants": "list at least one variant of the required flag"})
+    unknown = [key for key in prerequisite.variants if key not in keys]
+    if unknown:
+        raise ValidationError({"variants": f"{required.key} has no variant {unknown[0]!r}"})
+    if _reaches(required.pk, prerequisite.flag.pk, prerequisite.environment_id):
+        raise ValidationError(
+            {"required_flag": f"{required.key} already depends on {prerequisite.flag.key}: a cycle"}
+        )
+
+
+def _reaches(start_flag_id: int, target_flag_id: int, environment_id: int) -> bool:
+    """Whether `start` depends, directly or not, on `target` in the environment."""
+    from flags.models import Prerequisite
+
+    edges: dict[int, list[int]] = {}
+    rows = Prerequisite.objects.filter(environment_id=environment_id)
+    for flag_id, required_id in rows.values_list("flag_id", "required_flag_id"):
+        edges.setdefault(flag_id, []).append(required_id)
+    seen, stack = set(), [start_flag_id]
+    while stack:
+        current = stack.pop()
+        if current == target_flag_id:
+            return True
+        if current not in seen:
+            seen.add(current)
+            stack.extend(edges.get(current, ()))
+    return False
+
+
+def check_segment(segment: Segment) -> None:
+    check_conditions(segment.conditions, None)
+    check_keys_list("included", segment.included)
+    check_keys_list("excluded", segment.excluded)

@@ -1,0 +1,260 @@
+"""Settings of the flag service, read from the environment (see docs/configuration.md).
+
+With no variable set the service runs on the embedded default: SQLite and an in-process
+cache. A malformed variable stops start-up with one line naming it, never a traceback.
+"""
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+ENVIRONMENTS = ("development", "staging", "production")
+
+
+def _fail(variable: str, problem: str) -> None:
+    """Stop start-up with one readable line; SystemExit prints no traceback."""
+    raise SystemExit(f"configuration error: {variable}: {problem}")
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if not raw:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    _fail(name, f"expected true or false, got {raw!r}")
+    return default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        _fail(name, f"expected an integer, got {raw!r}")
+    return default
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in _env(name).split(",") if item.strip()]
+
+
+NODE_ENV = _env("NODE_ENV", "development")
+if NODE_ENV not in ENVIRONMENTS:
+    _fail("NODE_ENV", f"unknown value {NODE_ENV!r} (expected one of {', '.join(ENVIRONMENTS)})")
+
+# Staging is run like production: same secrets required, same transport security.
+PRODUCTION_LIKE = NODE_ENV in ("staging", "production")
+DEBUG = False if PRODUCTION_LIKE else _env_bool("DEBUG", default=True)
+TESTING = "pytest" in sys.modules
+
+_DEV_SECRET = "development-only-secret-do-not-use-in-production-0123456789abcdef"
+
+SECRET_KEY = _env("SECRET_KEY")
+JWT_SECRET = _env("JWT_SECRET")
+if PRODUCTION_LIKE:
+    if not JWT_SECRET:
+        _fail("JWT_SECRET", f"must be set when NODE_ENV={NODE_ENV} (the key that signs API tokens)")
+    if len(JWT_SECRET) < 32:
+        _fail("JWT_SECRET", "must be at least 32 characters long")
+    SECRET_KEY = SECRET_KEY or JWT_SECRET
+else:
+    if not JWT_SECRET and not TESTING:
+        warnings.warn("JWT_SECRET is not set: using a development-only signing key", stacklevel=1)
+    JWT_SECRET = JWT_SECRET or _DEV_SECRET
+    SECRET_KEY = SECRET_KEY or _DEV_SECRET
+
+PORT = _env_int("PORT", 3000)
+
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS") or (
+    ["*"] if PRODUCTION_LIKE else ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
+
+ADMIN_ENABLED = _env_bool("ADMIN_ENABLED", default=True)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "flags",
+    "evaluation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "flagsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "flagsite.wsgi.application"
+ASGI_APPLICATION = "flagsite.asgi.application"
+
+# --- Store -----------------------------------------------------------------------------
+
+DB_URL = _env("DB_URL")
+
+
+def _database(url: str) -> dict:
+    if not url:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "var" / "flags.sqlite3"}
+    if not url.startswith(("postgres://", "postgresql://", "sqlite://")):
+        _fail("DB_URL", "expected postgres://user:pass@host:5432/db or sqlite:///path")
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except Exception as error:  # the library raises several types for bad URLs
+        _fail("DB_URL", f"cannot parse it ({error})")
+    if config["ENGINE"].endswith("postgresql") and not config.get("NAME"):
+        _fail("DB_URL", "names no database (postgres://user:pass@host:5432/DATABASE)")
+    return config
+
+
+DATABASES = {"default": _database(DB_URL)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # SQLite under several threads: wait for the write lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache -----------------------------------------------------------------------------
+
+REDIS_URL = _env("REDIS_URL")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    _fail("REDIS_URL", "expected redis://host:6379/0 (or rediss:// for TLS)")
+
+CACHE_PREFIX = _env("CACHE_PREFIX", "flags")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_PREFIX,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "flags",
+            "KEY_PREFIX": CACHE_PREFIX,
+        }
+    }
+
+# --- Authentication --------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+CORS_ALLOWED_ORIGINS = _env_list("ALLOWED_ORIGINS")
+for _origin in CORS_ALLOWED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")) or _origin.count("/") > 2:
+        _fail("ALLOWED_ORIGINS", f"{_origin!r} is not an origin like https://app.example.com")
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "if-none-match", "x-api-key")
+CORS_EXPOSE_HEADERS = ("etag",)
+
+# --- Transport security ----------------------------------------------------------------
+
+if PRODUCTION_LIKE:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = _env_int("HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    # Behind TLS termination the app redirects plain HTTP; probes stay reachable over HTTP.
+    SECURE_SSL_REDIRECT = _env_bool("HTTPS_REDIRECT", default=False)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# --- Static files (served by the app itself through WhiteNoise) ------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION_LIKE
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION_LIKE
+if not PRODUCTION_LIKE:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging ---------------------------------------------------------------------------
+
+LOG_LEVEL = _env("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = _env("LOG_FORMAT", "json" if PRODUCTION_LIKE else "text")
+if LOG_FORMAT not in ("json", "text"):
+    _fail("LOG_FORMAT", f"expected json or text, got {LOG_FORMAT!r}")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "flagsite.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

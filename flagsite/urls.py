@@ -1,0 +1,22 @@
+"""The service's URL map: probes, the Admin UI at /admin, the REST API under /api/v1."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+from flagsite import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+]
+
+if settings.ADMIN_ENABLED:
+    admin.site.site_header = "Feature flags"
+    admin.site.site_title = "Feature flags"
+    admin.site.index_title = "Projects, flags and rollouts"
+    urlpatterns += [
+        path("admin/", admin.site.urls),
+        path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    ]
