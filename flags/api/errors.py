@@ -1,0 +1,72 @@
+"""One JSON error shape for the whole API: `{"error": CODE, "detail": ..., "fields": {...}}`."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from flags.services import ConflictError
+
+CODES = {
+    400: "invalid_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "throttled",
+}
+
+
+def _fields(detail) -> dict | None:
+    if isinstance(detail, dict):
+        return {key: value for key, value in detail.items()}
+    return None
+
+
+def error_body(status_code: int, detail: str, fields: dict | None = None, **extra) -> dict:
+    body = {"error": CODES.get(status_code, "error"), "detail": detail}
+    if fields:
+        body["fields"] = fields
+    body.update(extra)
+    return body
+
+
+def exception_handler(exc, context):
+    """Translate domain exceptions (services) and DRF's own into the API's JSON errors."""
+    if isinstance(exc, ConflictError):
+        body = error_body(409, str(exc), current_version=exc.current_version)
+        return Response(body, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, DjangoValidationError):
+        fields = exc.message_dict if hasattr(exc, "error_dict") else {"non_field": exc.messages}
+        first = next(iter(fields.items()))
+        detail = f"{first[0]}: {first[1][0]}"
+        return Response(error_body(400, detail, fields), status=400)
+    if isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or None)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    fields = _fields(detail) if isinstance(exc, exceptions.ValidationError) else None
+    if fields:
+        first_key, first_value = next(iter(fields.items()))
+        message = first_value[0] if isinstance(first_value, list) and first_value else first_value
+        text = f"{first_key}: {message}"
+    elif isinstance(detail, dict) and "detail" in detail:
+        text = str(detail["detail"])
+    elif isinstance(detail, list):
+        text = "; ".join(str(item) for item in detail)
+    else:
+        text = str(detail)
+    response.data = error_body(response.status_code, text, fields)
+    return response
