@@ -19,6 +19,16 @@ def _clear_cache() -> None:
         cache.clear()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    """Real hashing is slow by design; the tests are not about its strength."""
+    from django.conf import settings
+
+    if settings.configured:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Database rows roll back after each test, so cached versions must go with them."""

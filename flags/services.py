@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -109,12 +109,29 @@ def _project_environment_ids(project: Project) -> list[int]:
 
 def _save(obj: Any, exclude: list[str] | None = None) -> None:
     """Validate like the admin's forms do, then save; uniqueness errors name the field."""
-    obj.full_clean(exclude=exclude)
+    try:
+        obj.full_clean(exclude=exclude)
+    except ValidationError as error:
+        raise _unique_as_field(obj, error) from error
     try:
         with transaction.atomic():
             obj.save()
     except IntegrityError as error:
         raise ValidationError({"key": "already exists"}) from error
+
+
+def _unique_as_field(obj: Any, error: ValidationError) -> ValidationError:
+    """'X with this Project and Key already exists' belongs to the key field."""
+    if not hasattr(error, "error_dict") or NON_FIELD_ERRORS not in error.error_dict:
+        return error
+    unique = [e for e in error.error_dict[NON_FIELD_ERRORS] if e.code == "unique_together"]
+    if not unique:
+        return error
+    field = "name" if hasattr(obj, "name") and not hasattr(obj, "key") else "key"
+    messages = {**error.message_dict}
+    messages.pop(NON_FIELD_ERRORS)
+    messages[field] = [f"{getattr(obj, field, '')!r} already exists"]
+    return ValidationError(messages)
 
 
 # --- Projects and environments ----------------------------------------------------------
@@ -150,7 +167,13 @@ def project_create(
 
 @transaction.atomic
 def environment_create(
-    *, project: Project, key: str, name: str, protected: bool = False, actor: Actor, source: str
+    *,
+    project: Project,
+    key: str,
+    name: str = "",
+    protected: bool = False,
+    actor: Actor,
+    source: str,
 ) -> Environment:
     authorize(actor, project, Action.ADMINISTER)
     position = project.environments.count()
@@ -807,3 +830,36 @@ def api_key_revoke(*, key: ApiKey, actor: Actor, source: str) -> ApiKey:
         )
         transaction.on_commit(partial(cache.api_key_revoked, key.digest))
     return key
+
+
+# --- Targets, one variant at a time (the command line's `target`) ------------------------
+
+
+@transaction.atomic
+def flag_targets_change(
+    *,
+    config: FlagConfig,
+    variant: str,
+    add: Iterable[str] = (),
+    remove: Iterable[str] = (),
+    actor: Actor,
+    source: str,
+) -> FlagConfig:
+    """Add targeting keys to a variant's target, or remove them from it.
+
+    A key lives in one target only, so a key added here leaves the other variants' targets.
+    """
+    if variant not in [v.key for v in config.flag.variants.all()]:
+        raise ValidationError({"variant": f"unknown variant {variant!r} of {config.flag.key}"})
+    add, remove = list(dict.fromkeys(add)), set(remove)
+    targets, found = [], False
+    for target in flag_state(config.flag, config.environment)["targets"]:
+        values = [value for value in target["values"] if value not in add and value not in remove]
+        if target["variant"] == variant:
+            found = True
+            values += [value for value in add if value not in remove]
+        if values:
+            targets.append({"variant": target["variant"], "values": values})
+    if not found and add:
+        targets.append({"variant": variant, "values": add})
+    return flag_config_update(config=config, data={"targets": targets}, actor=actor, source=source)

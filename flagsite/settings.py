@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "flags",
     "evaluation",
 ]
@@ -291,6 +292,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The docs UI is served from this server, not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ApiKeyKindEnum": "flags.models.ApiKey.Kind",
+        "RoleEnum": "flags.models.Membership.Role",
+        "FlagTypeEnum": "flags.models.Flag.Type",
+    },
 }
 
 # Request bodies above this size are refused with 413 before they are parsed.

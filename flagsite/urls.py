@@ -2,14 +2,17 @@
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
+from flags.api.urls import schema_urlpatterns
 from flagsite import health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("api/v1/", include("flags.api.urls")),
+    path("api/", include(schema_urlpatterns)),
 ]
 
 if settings.ADMIN_ENABLED:

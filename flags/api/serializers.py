@@ -1,0 +1,333 @@
+"""Shapes of the management API: parse and render only; the services validate and write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from evaluation.engine import OPERATORS
+from flags.models import (
+    ApiKey,
+    AuditEntry,
+    Environment,
+    Flag,
+    FlagConfig,
+    Membership,
+    Project,
+    Segment,
+)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not know, so a typo is an error rather than silently ignored."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({unknown[0]: ["unknown field"]})
+        return super().to_internal_value(data)
+
+
+# --- The flag document's shapes (also what the OpenAPI schema shows) -----------------------
+
+
+class ConditionSerializer(StrictSerializer):
+    attribute = serializers.CharField(required=False, allow_blank=False, max_length=200)
+    operator = serializers.ChoiceField(choices=sorted(OPERATORS))
+    values = serializers.ListField(child=serializers.JSONField(), required=False, max_length=10_000)
+    negate = serializers.BooleanField(required=False, default=False)
+
+
+class RolloutVariantSerializer(StrictSerializer):
+    variant = serializers.CharField(max_length=64)
+    weight = serializers.IntegerField(min_value=0, max_value=100)
+
+
+class RolloutSerializer(StrictSerializer):
+    bucketBy = serializers.CharField(required=False, default="targetingKey", max_length=100)  # noqa: N815
+    variants = RolloutVariantSerializer(many=True)
+
+
+class ServingSerializer(StrictSerializer):
+    """Either `{"variant": KEY}` or `{"rollout": {...}}`."""
+
+    variant = serializers.CharField(required=False, max_length=64)
+    rollout = RolloutSerializer(required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        if ("variant" in attrs) == ("rollout" in attrs):
+            raise serializers.ValidationError('give either "variant" or "rollout"')
+        return attrs
+
+
+class RuleSerializer(StrictSerializer):
+    id = serializers.CharField(required=False, read_only=False, allow_blank=True)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    conditions = ConditionSerializer(many=True, required=False, default=list)
+    serve = ServingSerializer()
+
+
+class TargetSerializer(StrictSerializer):
+    variant = serializers.CharField(max_length=64)
+    values = serializers.ListField(child=serializers.CharField(max_length=500), max_length=10_000)
+
+
+class PrerequisiteSerializer(StrictSerializer):
+    flag = serializers.CharField(max_length=100)
+    variants = serializers.ListField(child=serializers.CharField(max_length=64), min_length=1)
+
+
+class FlagConfigInputSerializer(StrictSerializer):
+    """A change to a flag's configuration in one environment; lists given replace the old."""
+
+    version = serializers.IntegerField(
+        required=False, help_text="The version you read; a different current version gives 409."
+    )
+    enabled = serializers.BooleanField(required=False)
+    offVariant = serializers.CharField(required=False, max_length=64)  # noqa: N815
+    defaultServe = ServingSerializer(required=False)  # noqa: N815
+    rules = RuleSerializer(many=True, required=False, max_length=1000)
+    targets = TargetSerializer(many=True, required=False, max_length=1000)
+    prerequisites = PrerequisiteSerializer(many=True, required=False, max_length=100)
+
+
+class ToggleSerializer(StrictSerializer):
+    enabled = serializers.BooleanField()
+    version = serializers.IntegerField(required=False)
+
+
+# --- Resources ----------------------------------------------------------------------------
+
+
+class EnvironmentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Environment
+        fields = ["key", "name", "protected", "version"]
+        read_only_fields = ["version"]
+
+
+class EnvironmentInputSerializer(StrictSerializer):
+    key = serializers.CharField(max_length=64)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    protected = serializers.BooleanField(required=False, default=False)
+
+
+class EnvironmentUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(required=False, max_length=200)
+    protected = serializers.BooleanField(required=False)
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    environments = EnvironmentSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Project
+        fields = ["key", "name", "description", "require_approval", "created_at", "environments"]
+
+
+class ProjectInputSerializer(StrictSerializer):
+    key = serializers.CharField(max_length=100)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
+class VariantSerializer(StrictSerializer):
+    key = serializers.CharField(max_length=64)
+    value = serializers.JSONField()
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class FlagSerializer(serializers.ModelSerializer):
+    variants = serializers.SerializerMethodField()
+    tags = serializers.SerializerMethodField()
+    owner = serializers.SerializerMethodField()
+    environments = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Flag
+        fields = [
+            "key",
+            "name",
+            "description",
+            "type",
+            "salt",
+            "archived",
+            "owner",
+            "tags",
+            "variants",
+            "environments",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_variants(self, flag: Flag) -> list[dict]:
+        return [{"key": v.key, "name": v.name, "value": v.value} for v in flag.variants.all()]
+
+    def get_tags(self, flag: Flag) -> list[str]:
+        return sorted(tag.name for tag in flag.tags.all())
+
+    def get_owner(self, flag: Flag) -> str | None:
+        return flag.owner.get_username() if flag.owner else None
+
+    def get_environments(self, flag: Flag) -> dict[str, dict]:
+        """Each environment's on/off state and configuration version, at a glance."""
+        return {
+            config.environment.key: {"enabled": config.enabled, "version": config.version}
+            for config in flag.configs.all()
+        }
+
+
+class FlagInputSerializer(StrictSerializer):
+    key = serializers.CharField(max_length=100)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    type = serializers.ChoiceField(choices=Flag.Type.values, default=Flag.Type.BOOLEAN)
+    variants = VariantSerializer(many=True, required=False, max_length=100)
+    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+    salt = serializers.CharField(required=False, allow_blank=True, max_length=100)
+
+
+class FlagUpdateSerializer(StrictSerializer):
+    key = serializers.CharField(required=False, help_text="Immutable: only the current key.")
+    type = serializers.CharField(required=False, help_text="Immutable: only the current type.")
+    name = serializers.CharField(required=False, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    variants = VariantSerializer(many=True, required=False, max_length=100)
+    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+    salt = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    archived = serializers.BooleanField(required=False)
+    owner = serializers.CharField(required=False, allow_null=True, help_text="A username.")
+
+
+class FlagConfigSerializer(serializers.Serializer):
+    """A flag's configuration in one environment, in the flag document's shape."""
+
+    flag = serializers.CharField()
+    environment = serializers.CharField()
+    version = serializers.IntegerField()
+    updated_at = serializers.DateTimeField()
+    enabled = serializers.BooleanField()
+    offVariant = serializers.CharField()  # noqa: N815
+    defaultServe = ServingSerializer()  # noqa: N815
+    rules = RuleSerializer(many=True)
+    targets = TargetSerializer(many=True)
+    prerequisites = PrerequisiteSerializer(many=True)
+
+    @staticmethod
+    def render(config: FlagConfig, state: dict) -> dict:
+        return {
+            "flag": config.flag.key,
+            "environment": config.environment.key,
+            "version": config.version,
+            "updated_at": config.updated_at,
+            **{
+                key: state[key]
+                for key in (
+                    "enabled",
+                    "offVariant",
+                    "defaultServe",
+                    "rules",
+                    "targets",
+                    "prerequisites",
+                )
+            },
+        }
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Segment
+        fields = ["key", "name", "description", "conditions", "included", "excluded", "updated_at"]
+
+
+class SegmentInputSerializer(StrictSerializer):
+    key = serializers.CharField(max_length=100)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    conditions = ConditionSerializer(many=True, required=False)
+    included = serializers.ListField(child=serializers.CharField(), required=False)
+    excluded = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class SegmentUpdateSerializer(SegmentInputSerializer):
+    key = serializers.CharField(required=False, max_length=100)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    environment = serializers.CharField(source="environment.key")
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "environment",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "status",
+        ]
+
+    def get_status(self, key: ApiKey) -> str:
+        from django.utils import timezone
+
+        if key.revoked_at:
+            return "revoked"
+        if key.expires_at and key.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    secret = serializers.CharField(help_text="Shown once; only its digest is stored.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "secret"]
+
+
+class ApiKeyInputSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=ApiKey.Kind.values)
+    environment = serializers.CharField(max_length=64)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Membership
+        fields = ["user", "role"]
+
+
+class MembershipInputSerializer(StrictSerializer):
+    user = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Membership.Role.values)
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.key", default=None)
+    environment = serializers.CharField(source="environment.key", default=None)
+
+    class Meta:
+        model = AuditEntry
+        fields = [
+            "id",
+            "created_at",
+            "actor_name",
+            "source",
+            "action",
+            "object_type",
+            "object_key",
+            "project",
+            "environment",
+            "flag_key",
+            "before",
+            "after",
+        ]

@@ -1,0 +1,108 @@
+"""Reads of the flag store that respect who is asking (the doors' common queries)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from flags.models import ApiKey, AuditEntry, Environment, Flag, FlagConfig, Project, Segment
+from flags.roles import Action, allows, visible_projects
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+
+def project_for(user: AbstractBaseUser, key: str) -> Project:
+    """The project, if the user has any role in it; 404 otherwise (existence is not leaked)."""
+    project = Project.objects.filter(key=key).first()
+    if project is None or not allows(user, project, Action.READ):
+        raise Http404(f"no project {key!r}")
+    return project
+
+
+def environment_for(project: Project, key: str) -> Environment:
+    environment = project.environments.filter(key=key).first()
+    if environment is None:
+        raise Http404(f"no environment {key!r} in project {project.key!r}")
+    return environment
+
+
+def flag_for(project: Project, key: str) -> Flag:
+    flag = (
+        Flag.objects.filter(project=project, key=key)
+        .select_related("owner", "project")
+        .prefetch_related("variants", "tags")
+        .first()
+    )
+    if flag is None:
+        raise Http404(f"no flag {key!r} in project {project.key!r}")
+    return flag
+
+
+def config_for(flag: Flag, environment: Environment) -> FlagConfig:
+    return FlagConfig.objects.select_related("flag__project", "environment").get(
+        flag=flag, environment=environment
+    )
+
+
+def segment_for(project: Project, key: str) -> Segment:
+    segment = project.segments.filter(key=key).first()
+    if segment is None:
+        raise Http404(f"no segment {key!r} in project {project.key!r}")
+    return segment
+
+
+def flag_list(
+    *,
+    project: Project,
+    tag: str | None = None,
+    archived: bool | None = None,
+    search: str | None = None,
+    environment: Environment | None = None,
+    enabled: bool | None = None,
+) -> QuerySet[Flag]:
+    flags = (
+        Flag.objects.filter(project=project)
+        .select_related("owner", "project")
+        .prefetch_related("variants", "tags", "configs__environment")
+    )
+    if tag:
+        flags = flags.filter(tags__name=tag)
+    if archived is not None:
+        flags = flags.filter(archived=archived)
+    if search:
+        flags = flags.filter(
+            Q(key__icontains=search) | Q(name__icontains=search) | Q(tags__name__icontains=search)
+        )
+    if environment is not None and enabled is not None:
+        flags = flags.filter(configs__environment=environment, configs__enabled=enabled)
+    return flags.distinct().order_by("key")
+
+
+def audit_list(
+    *,
+    user: AbstractBaseUser,
+    project: Project | None = None,
+    flag_key: str | None = None,
+    actor: str | None = None,
+    since=None,
+    until=None,
+) -> QuerySet[AuditEntry]:
+    entries = AuditEntry.objects.filter(project__in=visible_projects(user))
+    if project is not None:
+        entries = entries.filter(project=project)
+    if flag_key:
+        entries = entries.filter(flag_key=flag_key)
+    if actor:
+        entries = entries.filter(actor_name=actor)
+    if since is not None:
+        entries = entries.filter(created_at__gte=since)
+    if until is not None:
+        entries = entries.filter(created_at__lt=until)
+    return entries.select_related("project", "environment").order_by("-created_at", "-id")
+
+
+def api_keys_of(project: Project) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(environment__project=project).select_related("environment")
