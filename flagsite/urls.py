@@ -11,6 +11,7 @@ from flagsite import health
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("", include("evaluation.urls")),
     path("api/v1/", include("flags.api.urls")),
     path("api/", include(schema_urlpatterns)),
 ]

@@ -1,0 +1,19 @@
+"""Routes of the evaluation endpoints: native, OFREP and the SDK document."""
+
+import os
+
+from django.urls import path
+
+from evaluation import views
+
+urlpatterns = [
+    path("api/v1/evaluate", views.evaluate_flags, name="evaluate-flags"),
+    path("api/v1/evaluate/<str:flag_key>", views.evaluate_flag, name="evaluate-flag"),
+    path("api/v1/sdk/flags", views.sdk_flags, name="sdk-flags"),
+    path("ofrep/v1/evaluate/flags", views.ofrep_flags, name="ofrep-flags"),
+    path("ofrep/v1/evaluate/flags/<str:key>", views.ofrep_flag, name="ofrep-flag"),
+]
+
+# The benchmark's floor (bench/http.py); never routed unless the variable is set.
+if os.environ.get("BENCH_TRIVIAL_VIEW") == "1":
+    urlpatterns.append(path("bench/trivial", views.trivial, name="bench-trivial"))

@@ -1,0 +1,368 @@
+"""The evaluation endpoints: native (`/api/v1/evaluate`), OFREP, and the SDK flag document.
+
+These views are the service's hot path, so they are plain Django views: authenticate from
+the in-process key cache, evaluate against the in-process compiled snapshot, encode JSON.
+Once a key and its environment's snapshot are cached, a request reaches neither the
+database nor, most of the time, the shared cache. See docs/evaluation-api.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from evaluation import cache as snapshots
+from evaluation.credentials import Credential, CredentialError, authenticate
+from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot
+from flags.api.errors import error_body
+
+# A context is a handful of attributes; anything this large is a mistake or an attack.
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_FIELDS = frozenset({"context"})
+
+# OFREP's reasons are OpenFeature's minus DEFAULT; the native reason stays in the metadata.
+OFREP_REASONS = {Reason.DEFAULT: "STATIC", Reason.PREREQUISITE_FAILED: Reason.DISABLED}
+# Engine errors a single OFREP evaluation answers with 400 (FLAG_NOT_FOUND is a 404).
+OFREP_ERROR_STATUS = 400
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+try:  # exposure counters, when the metrics module is there
+    from flagsite.metrics import record_evaluations
+except ImportError:  # pragma: no cover - depends on the deployment work
+
+    def record_evaluations(results: Any) -> None:
+        return None
+
+
+class BadRequest(Exception):
+    """The request body cannot be evaluated; `error_code` is the OFREP name for it."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+# --- shared steps ---------------------------------------------------------------------------
+
+
+def _json(body: Any, status: int = 200, etag: str | None = None) -> HttpResponse:
+    response = HttpResponse(_encode(body), content_type="application/json", status=status)
+    if etag is not None:
+        response["ETag"] = etag
+        # Clients may keep the answer but must revalidate it (cheaply, with If-None-Match).
+        response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _not_modified(etag: str) -> HttpResponse:
+    response = HttpResponse(status=304)
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _matches(request: HttpRequest, etag: str) -> bool:
+    header = request.META.get("HTTP_IF_NONE_MATCH")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_context(request: HttpRequest) -> tuple[bytes, dict]:
+    """The raw body and the context in it: `{"context": {...}}`; an empty body is no context."""
+    length = request.META.get("CONTENT_LENGTH")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise BadRequest(413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise BadRequest(
+            413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes"
+        ) from None
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest(413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        return body, {}
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as error:
+        raise BadRequest(
+            400, ErrorCode.PARSE_ERROR, f"the body is not valid JSON: {error}"
+        ) from None
+    if data.__class__ is not dict:
+        raise BadRequest(400, ErrorCode.PARSE_ERROR, 'the body must be an object: {"context": {}}')
+    if len(data) > 1 or (data and "context" not in data):
+        unknown = sorted(set(data) - REQUEST_FIELDS)[0]
+        raise BadRequest(400, ErrorCode.PARSE_ERROR, f"unknown field {unknown!r}: send context")
+    context = data.get("context", {})
+    if context.__class__ is not dict:
+        raise BadRequest(400, ErrorCode.INVALID_CONTEXT, "context must be a JSON object")
+    targeting_key = context.get("targetingKey")
+    if targeting_key is not None and targeting_key.__class__ is not str:
+        raise BadRequest(400, ErrorCode.INVALID_CONTEXT, "context.targetingKey must be a string")
+    return body, context
+
+
+def _snapshot(credential: Credential) -> Snapshot:
+    snapshot = snapshots.snapshot(credential.environment_id)
+    if snapshot is None:
+        raise CredentialError(401, "the key's environment no longer exists")
+    return snapshot
+
+
+def _etag(credential: Credential, snapshot: Snapshot, scope: str, body: bytes) -> str:
+    """Changes with the environment's version and with the request (context, flag, key kind)."""
+    request_hash = hashlib.blake2b(scope.encode() + b"\0" + body, digest_size=8).hexdigest()
+    kind = "s" if credential.is_server else "c"
+    return f'"{credential.environment_id}-{snapshot.version}-{kind}{request_hash}"'
+
+
+def _prepare(
+    request: HttpRequest, scope: str
+) -> tuple[Credential, Snapshot, dict, str] | HttpResponse:
+    """Authenticate, parse; a tuple to evaluate with, or the response (304) to send."""
+    credential = authenticate(request)
+    snapshot = _snapshot(credential)
+    body, context = _read_context(request)
+    etag = _etag(credential, snapshot, scope, body)
+    if _matches(request, etag):
+        return _not_modified(etag)
+    return credential, snapshot, context, etag
+
+
+def _method_not_allowed(allowed: str, render: Callable[[int, str], HttpResponse]) -> HttpResponse:
+    response = render(405, f"use {allowed}")
+    response["Allow"] = allowed
+    return response
+
+
+# --- native ---------------------------------------------------------------------------------
+
+
+def _native_error(status: int, message: str, **extra: Any) -> HttpResponse:
+    response = _json(error_body(status, message, **extra), status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="flags"'
+    return response
+
+
+def _native_result(result: EvaluationResult, server: bool) -> dict[str, Any]:
+    answer = {"value": result.value, "variant": result.variant, "reason": result.reason}
+    if server and result.rule_id is not None:
+        answer["ruleId"] = result.rule_id  # rules stay private to server keys
+    if result.error_code is not None:
+        answer["errorCode"] = result.error_code
+        answer["errorDetails"] = result.error_details
+    return answer
+
+
+@csrf_exempt
+def evaluate_flags(request: HttpRequest) -> HttpResponse:
+    """POST /api/v1/evaluate: every flag of the key's environment for one context."""
+    if request.method != "POST":
+        return _method_not_allowed("POST", _native_error)
+    try:
+        prepared = _prepare(request, "")
+    except CredentialError as error:
+        return _native_error(error.status, error.message)
+    except BadRequest as error:
+        return _native_error(error.status, error.message)
+    if prepared.__class__ is HttpResponse:
+        return prepared  # type: ignore[return-value]
+    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    results = snapshot.evaluate_all(context)
+    record_evaluations(results.values())
+    server = credential.is_server
+    flags = {key: _native_result(result, server) for key, result in results.items()}
+    return _json({"version": snapshot.version, "flags": flags}, etag=etag)
+
+
+@csrf_exempt
+def evaluate_flag(request: HttpRequest, flag_key: str) -> HttpResponse:
+    """POST /api/v1/evaluate/<flag_key>: one flag for one context."""
+    if request.method != "POST":
+        return _method_not_allowed("POST", _native_error)
+    try:
+        prepared = _prepare(request, flag_key)
+    except CredentialError as error:
+        return _native_error(error.status, error.message)
+    except BadRequest as error:
+        return _native_error(error.status, error.message)
+    if prepared.__class__ is HttpResponse:
+        return prepared  # type: ignore[return-value]
+    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    result = snapshot.evaluate(flag_key, context)
+    record_evaluations((result,))
+    if result.error_code == ErrorCode.FLAG_NOT_FOUND:
+        return _native_error(
+            404, result.error_details or "no such flag", errorCode=result.error_code
+        )
+    answer = {"key": flag_key, **_native_result(result, credential.is_server)}
+    answer["version"] = snapshot.version
+    return _json(answer, etag=etag)
+
+
+# --- OFREP ----------------------------------------------------------------------------------
+
+
+def _ofrep_error(status: int, message: str, **fields: Any) -> HttpResponse:
+    response = _json({**fields, "errorDetails": message}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="flags"'
+    return response
+
+
+_flag_metadata: dict[int, tuple[Snapshot, dict[str, dict[str, Any]]]] = {}
+
+
+def _metadata_of(environment_id: int, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    """OFREP flag metadata (scalars only, per the spec), built once per snapshot."""
+    entry = _flag_metadata.get(environment_id)
+    if entry is not None and entry[0] is snapshot:
+        return entry[1]
+    metadata = {}
+    for key, flag in snapshot.document.get("flags", {}).items():
+        about = flag.get("metadata") or {}
+        scalars: dict[str, Any] = {"flagType": flag.get("type", "")}
+        for name in ("name", "description"):
+            if isinstance(about.get(name), str) and about[name]:
+                scalars[name] = about[name]
+        if about.get("tags"):
+            scalars["tags"] = ",".join(str(tag) for tag in about["tags"])
+        scalars["version"] = snapshot.version
+        metadata[key] = scalars
+    _flag_metadata[environment_id] = (snapshot, metadata)
+    return metadata
+
+
+def _ofrep_result(
+    result: EvaluationResult, metadata: dict[str, dict[str, Any]], server: bool
+) -> dict[str, Any]:
+    """One evaluationSuccess or evaluationFailure item."""
+    base = metadata.get(result.flag_key, {})
+    if result.error_code is not None:
+        return {
+            "key": result.flag_key,
+            "errorCode": result.error_code,
+            "errorDetails": result.error_details or result.error_code,
+            "metadata": base,
+        }
+    reason = OFREP_REASONS.get(result.reason, result.reason)
+    extra = {}
+    if reason != result.reason:
+        extra["evaluationReason"] = result.reason
+    if server and result.rule_id is not None:
+        extra["ruleId"] = result.rule_id
+    return {
+        "key": result.flag_key,
+        "value": result.value,
+        "reason": reason,
+        "variant": result.variant,
+        "metadata": {**base, **extra} if extra else base,
+    }
+
+
+@csrf_exempt
+def ofrep_flag(request: HttpRequest, key: str) -> HttpResponse:
+    """POST /ofrep/v1/evaluate/flags/{key}: OFREP single-flag evaluation."""
+    if request.method != "POST":
+        return _method_not_allowed("POST", _ofrep_error)
+    try:
+        prepared = _prepare(request, key)
+    except CredentialError as error:
+        return _ofrep_error(error.status, error.message)
+    except BadRequest as error:
+        return _ofrep_error(error.status, error.message, key=key, errorCode=error.error_code)
+    if prepared.__class__ is HttpResponse:
+        return prepared  # type: ignore[return-value]
+    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    result = snapshot.evaluate(key, context)
+    record_evaluations((result,))
+    if result.error_code == ErrorCode.FLAG_NOT_FOUND:
+        details = result.error_details or f"flag {key!r} was not found"
+        return _ofrep_error(404, details, key=key, errorCode=result.error_code)
+    metadata = _metadata_of(credential.environment_id, snapshot)
+    answer = _ofrep_result(result, metadata, credential.is_server)
+    status = OFREP_ERROR_STATUS if result.error_code is not None else 200
+    return _json(answer, status=status, etag=etag)
+
+
+@csrf_exempt
+def ofrep_flags(request: HttpRequest) -> HttpResponse:
+    """POST /ofrep/v1/evaluate/flags: OFREP bulk evaluation, with ETag / If-None-Match."""
+    if request.method != "POST":
+        return _method_not_allowed("POST", _ofrep_error)
+    try:
+        prepared = _prepare(request, "")
+    except CredentialError as error:
+        return _ofrep_error(error.status, error.message)
+    except BadRequest as error:
+        return _ofrep_error(error.status, error.message, errorCode=error.error_code)
+    if prepared.__class__ is HttpResponse:
+        return prepared  # type: ignore[return-value]
+    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    results = snapshot.evaluate_all(context)
+    record_evaluations(results.values())
+    metadata = _metadata_of(credential.environment_id, snapshot)
+    server = credential.is_server
+    body = {
+        "flags": [_ofrep_result(result, metadata, server) for result in results.values()],
+        "metadata": {"version": snapshot.version},
+    }
+    return _json(body, etag=etag)
+
+
+# --- the SDK document -----------------------------------------------------------------------
+
+_encoded_documents: dict[int, tuple[Snapshot, bytes]] = {}
+
+
+def _encoded_document(environment_id: int, snapshot: Snapshot) -> bytes:
+    """The document as JSON bytes, encoded once per snapshot."""
+    entry = _encoded_documents.get(environment_id)
+    if entry is not None and entry[0] is snapshot:
+        return entry[1]
+    encoded = _encode(snapshot.document).encode()
+    _encoded_documents[environment_id] = (snapshot, encoded)
+    return encoded
+
+
+def sdk_flags(request: HttpRequest) -> HttpResponse:
+    """GET /api/v1/sdk/flags: the environment's flag document, for server keys only."""
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed("GET, HEAD", _native_error)
+    try:
+        credential = authenticate(request, server_only=True)
+        snapshot = _snapshot(credential)
+    except CredentialError as error:
+        return _native_error(error.status, error.message)
+    etag = f'"{credential.environment_id}-{snapshot.version}"'
+    if _matches(request, etag):
+        return _not_modified(etag)
+    response = HttpResponse(
+        _encoded_document(credential.environment_id, snapshot), content_type="application/json"
+    )
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@csrf_exempt
+def trivial(request: HttpRequest) -> HttpResponse:
+    """A view that does nothing: the benchmark's floor (routed only with BENCH_TRIVIAL_VIEW=1)."""
+    return HttpResponse(b"{}", content_type="application/json")

@@ -1,0 +1,106 @@
+"""Bad input on the evaluation endpoints: always a 4xx JSON body naming the problem."""
+
+import pytest
+
+from evaluation.views import MAX_BODY_BYTES
+from tests.evaluation.document_loader import (  # noqa: F401 - fixture
+    SAMPLE_DOCUMENT,
+    api_key,
+    fresh_credentials,
+    load_document,
+)
+
+pytestmark = pytest.mark.django_db
+
+BAD_BODIES = [
+    (b"{", "PARSE_ERROR", "not valid JSON"),
+    (b"\xff\xfe", "PARSE_ERROR", "not valid JSON"),
+    (b"[]", "PARSE_ERROR", "must be an object"),
+    (b'"context"', "PARSE_ERROR", "must be an object"),
+    (b'{"context": {}, "extra": 1}', "PARSE_ERROR", "unknown field 'extra'"),
+    (b'{"contexts": {}}', "PARSE_ERROR", "unknown field 'contexts'"),
+    (b'{"context": []}', "INVALID_CONTEXT", "context must be a JSON object"),
+    (b'{"context": "u1"}', "INVALID_CONTEXT", "context must be a JSON object"),
+    (b'{"context": null}', "INVALID_CONTEXT", "context must be a JSON object"),
+    (b'{"context": {"targetingKey": 7}}', "INVALID_CONTEXT", "targetingKey must be a string"),
+    (b'{"context": {"n": NaN}}', "PARSE_ERROR", "NaN is not JSON"),
+    (b"[" * 10_000 + b"]" * 10_000, "PARSE_ERROR", ""),
+]
+
+
+@pytest.fixture
+def key():
+    return api_key(load_document(SAMPLE_DOCUMENT).environment, "server")
+
+
+@pytest.mark.parametrize("body, code, message", BAD_BODIES)
+@pytest.mark.parametrize("path", ["/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/theme"])
+def test_ofrep_bad_bodies_are_400_with_error_code(client, key, path, body, code, message):
+    response = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["errorCode"] == code
+    assert message in answer["errorDetails"]
+    if path.endswith("theme"):
+        assert answer["key"] == "theme"
+
+
+@pytest.mark.parametrize("body, code, message", BAD_BODIES)
+@pytest.mark.parametrize("path", ["/api/v1/evaluate", "/api/v1/evaluate/theme"])
+def test_native_bad_bodies_are_400_json(client, key, path, body, code, message):
+    response = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["error"] == "invalid_request"
+    assert message in answer["detail"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/evaluate", "/ofrep/v1/evaluate/flags/theme"])
+def test_oversized_bodies_are_refused(client, key, path):
+    body = b'{"context": {"a": "' + b"x" * MAX_BODY_BYTES + b'"}}'
+    response = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 413
+    assert str(MAX_BODY_BYTES) in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/evaluate", "/api/v1/evaluate/theme", "/ofrep/v1/evaluate/flags"]
+)
+def test_wrong_methods_are_405_json(client, key, path):
+    response = client.get(path, HTTP_X_API_KEY=key)
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response.json()
+
+
+def test_the_document_is_get_only(client, key):
+    response = client.post(
+        "/api/v1/sdk/flags", b"", content_type="application/json", HTTP_X_API_KEY=key
+    )
+    assert response.status_code == 405
+    assert "GET" in response["Allow"]
+
+
+def test_no_csrf_token_is_needed(key):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    response = strict.post(
+        "/ofrep/v1/evaluate/flags", b"{}", content_type="application/json", HTTP_X_API_KEY=key
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "context", [{"targetingKey": "ü-用户"}, {"list": [1, "a", None]}, {"deep": {"a": {"b": 1}}}]
+)
+def test_unusual_contexts_evaluate(client, key, context):
+    import json
+
+    response = client.post(
+        "/ofrep/v1/evaluate/flags",
+        json.dumps({"context": context}),
+        content_type="application/json",
+        HTTP_X_API_KEY=key,
+    )
+    assert response.status_code == 200
