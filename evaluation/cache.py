@@ -61,13 +61,22 @@ class _Entry:
 _entries: dict[int, _Entry] = {}
 _lock = threading.Lock()
 _cache_down_since: float | None = None
+_cache_failed_at = float("-inf")
+# After a failure the shared cache is left alone this long, so an unreachable Redis costs
+# one timeout per interval rather than one per request.
+CACHE_RETRY_SECONDS = 1.0
 
 
 def _note_cache_failure(error: Exception) -> None:
-    global _cache_down_since
+    global _cache_down_since, _cache_failed_at
+    _cache_failed_at = time.monotonic()
     if _cache_down_since is None:
         log.warning("shared cache unavailable, serving last snapshots: %s", error)
-        _cache_down_since = time.monotonic()
+        _cache_down_since = _cache_failed_at
+
+
+def _cache_resting() -> bool:
+    return time.monotonic() - _cache_failed_at < CACHE_RETRY_SECONDS
 
 
 def _note_cache_ok() -> None:
@@ -98,6 +107,8 @@ def _raise_cached_version(environment_id: int, version: int) -> None:
 
 def current_version(environment_id: int) -> int | None:
     """The environment's version from the shared cache, else from the database."""
+    if _cache_resting():
+        return _database_version(environment_id)
     try:
         version = cache.get(version_key(environment_id))
         _note_cache_ok()
