@@ -1,0 +1,156 @@
+"""What every command-line door shares: `--as` and `--json`, lookups, tables, error translation.
+
+Commands stay thin: parse, call a service, print. Domain errors raised by the services
+(ValidationError with field names, PermissionDenied, ConflictError) become one line on
+stderr and exit code 2, like every other bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from evaluation.engine import DocumentError
+from flags.models import Environment, Flag, Project
+from flags.services import ConflictError
+
+EXIT_BAD_INPUT = 2
+SOURCE = "cli"
+
+
+def fail(message: str) -> CommandError:
+    """An error to raise: printed on stderr, exit code 2."""
+    return CommandError(message, returncode=EXIT_BAD_INPUT)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    if hasattr(error, "error_dict"):
+        return "; ".join(
+            f"{name}: {message}"
+            for name, messages in error.message_dict.items()
+            for message in messages
+        )
+    return "; ".join(error.messages)
+
+
+@contextmanager
+def translated_errors():
+    """Turn the services' domain exceptions into command errors (exit code 2)."""
+    try:
+        yield
+    except ValidationError as error:
+        raise fail(f"invalid input: {describe_validation_error(error)}") from error
+    except PermissionDenied as error:
+        raise fail(f"permission denied: {error}") from error
+    except ConflictError as error:
+        raise fail(f"conflict: {error}") from error
+    except DocumentError as error:
+        raise fail(f"invalid document: {error}") from error
+
+
+def add_common_arguments(parser, *, json_output: bool = True) -> None:
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USERNAME",
+        help="act as this user: their roles apply and audit entries name them",
+    )
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def actor_named(username: str | None):
+    """The user named by `--as`; None (the operator at the shell) without it."""
+    if not username:
+        return None
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise fail(f"unknown user {username!r}")
+    if not user.is_active:
+        raise fail(f"user {username!r} is inactive")
+    return user
+
+
+def project_named(key: str) -> Project:
+    project = Project.objects.filter(key=key).first()
+    if project is None:
+        raise fail(f"unknown project {key!r}")
+    return project
+
+
+def environment_named(project: Project, key: str) -> Environment:
+    environment = project.environments.filter(key=key).first()
+    if environment is None:
+        known = ", ".join(project.environments.values_list("key", flat=True))
+        raise fail(f"unknown environment {key!r} in project {project.key!r} (one of: {known})")
+    return environment
+
+
+def split_flag_reference(reference: str) -> tuple[str, str]:
+    project_key, _, flag_key = reference.partition("/")
+    if not project_key or not flag_key:
+        raise fail(f"name a flag as PROJECT/FLAG, not {reference!r}")
+    return project_key, flag_key
+
+
+def flag_named(reference: str) -> Flag:
+    """A flag from `PROJECT/FLAG`."""
+    project_key, flag_key = split_flag_reference(reference)
+    project = project_named(project_key)
+    flag = project.flags.filter(key=flag_key).first()
+    if flag is None:
+        raise fail(f"unknown flag {flag_key!r} in project {project.key!r}")
+    return flag
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise fail(f"invalid JSON in {what}: {error}") from error
+
+
+def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain text table with left-aligned columns."""
+    cells = [[str(header) for header in headers]] + [
+        ["" if value is None else str(value) for value in row] for row in rows
+    ]
+    widths = [max(len(row[index]) for row in cells) for index in range(len(headers))]
+    lines = ("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+class AttributesParser(CommandParser):
+    """A parser that also takes `NAME=VALUE` words placed after options into `attributes`.
+
+    argparse fills a trailing `nargs="*"` positional only from the words before the first
+    option; `evaluate demo/f prod --type string plan=pro` should work all the same.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if hasattr(namespace, "attributes"):
+            words = [word for word in extras if "=" in word and not word.startswith("-")]
+            namespace.attributes = [*(namespace.attributes or []), *words]
+            extras = [word for word in extras if word not in words]
+        return namespace, extras
+
+
+class FlagsCommand(BaseCommand):
+    """A command whose handler runs with domain errors translated to exit code 2."""
+
+    def execute(self, *args, **options):
+        with translated_errors():
+            return super().execute(*args, **options)
+
+    def print_json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+    def print_table(self, rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+        self.stdout.write(table(rows, headers))
