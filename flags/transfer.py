@@ -174,20 +174,19 @@ def environment_documents(document: Any) -> dict[str, dict]:
     """An export file's documents by environment key: one environment or a whole project."""
     if not isinstance(document, dict):
         raise ValidationError({"document": "must be a JSON object"})
-    if "environments" in document:
-        documents = document["environments"]
-        if not isinstance(documents, dict) or not documents:
-            raise ValidationError({"environments": "must be an object of flag documents"})
-    else:
-        documents = {str(document.get("environment") or ""): document}
+    if "environments" not in document:
+        _check_document("", document)
+        return {str(document.get("environment") or ""): document}
+    documents = document["environments"]
+    if not isinstance(documents, dict) or not documents:
+        raise ValidationError({"environments": "must be an object of flag documents"})
     for key, env_document in documents.items():
-        _check_document(key, env_document)
+        _check_document(f"environments.{key}.", env_document)
     return documents
 
 
-def _check_document(environment_key: str, document: Any) -> None:
+def _check_document(where: str, document: Any) -> None:
     """The structure the services need; the engine's compiler checks the flags themselves."""
-    where = f"environments.{environment_key}." if environment_key else ""
     if not isinstance(document, dict):
         raise ValidationError({f"{where}document": "must be a JSON object"})
     if document.get("schemaVersion", SCHEMA_VERSION) != SCHEMA_VERSION:
@@ -201,7 +200,8 @@ def _check_document(environment_key: str, document: Any) -> None:
             raise ValidationError({f"{where}flags.{key}": "must be an object"})
         result = snapshot.evaluate(key, {"targetingKey": "import-check"})
         if result.error_code == ErrorCode.PARSE_ERROR:
-            raise ValidationError({f"{where}flags.{key}": result.error_details})
+            details = (result.error_details or "").removeprefix(f"flag {key!r}: ")
+            raise ValidationError({f"{where}flags.{key}": details})
 
 
 def _meta(key: str, entry: dict) -> dict:
@@ -328,6 +328,7 @@ def plan_import(
 ) -> Plan:
     """What importing `document` would change, per flag; writes nothing."""
     documents = environment_documents(document)
+    project_key = project_key or document.get("project")
     target, documents = _resolve_target(documents, project_key, environment_key, create_missing)
     return _plan(target, _incoming(documents), _check_existing(existing), actor)
 
@@ -431,6 +432,7 @@ def import_document(
     that the file does not mention are left unchanged. Returns the plan that was applied.
     """
     documents = environment_documents(document)
+    project_key = project_key or document.get("project")
     target, documents = _resolve_target(documents, project_key, environment_key, create_missing)
     incoming = _incoming(documents)
     plan = _plan(target, incoming, _check_existing(existing), actor)
