@@ -184,15 +184,23 @@ def document(environment_id: int) -> dict | None:
 
 
 def environments_changed(versions: dict[int, int]) -> None:
-    """After a commit: raise the shared versions so every process reloads."""
+    """After a commit: raise the shared versions, then tell every process and stream."""
+    from evaluation import broadcast
+
     for environment_id, version in versions.items():
         try:
             _raise_cached_version(environment_id, version)
         except Exception as error:
             _note_cache_failure(error)
-        entry = _entries.get(environment_id)
-        if entry is not None:
-            entry.checked_at = float("-inf")
+        mark_stale(environment_id)
+    broadcast.publish(versions)
+
+
+def mark_stale(environment_id: int) -> None:
+    """Make the next evaluation in this process check the environment's version."""
+    entry = _entries.get(environment_id)
+    if entry is not None:
+        entry.checked_at = float("-inf")
 
 
 def api_key_revoked(digest: str) -> None:

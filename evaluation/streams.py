@@ -1,0 +1,93 @@
+"""GET /api/v1/stream: Server-Sent Events telling SDKs that their environment changed.
+
+The shape is OFREP's notify-then-refetch (shared/ofrep/event-streams.yaml): each event is
+`event: message`, `id: <version>`, `data: {"type": "refetchEvaluation", "etag": ...}`.
+A reconnecting client sends `Last-Event-ID`; if the environment moved on meanwhile it gets
+one event at once, so no change is missed. Comment lines every `HEARTBEAT_SECONDS` keep
+idle proxies from closing the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from evaluation import cache, credentials
+from evaluation.broadcast import Broadcaster
+
+HEARTBEAT_SECONDS = 15.0
+RETRY_MILLISECONDS = 2000
+
+
+def config_etag(environment_id: int, version: int) -> str:
+    """The flag configuration's validator; the SDK document's ETag carries the same value."""
+    return f"{environment_id}-{version}"
+
+
+def event(environment_id: int, version: int) -> str:
+    data = {
+        "type": "refetchEvaluation",
+        "etag": config_etag(environment_id, version),
+        "version": version,
+        "lastModified": int(time.time()),
+    }
+    return f"id: {version}\nevent: message\ndata: {json.dumps(data)}\n\n"
+
+
+def _last_event_id(request: HttpRequest) -> int | None:
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    return int(raw) if raw.isdigit() else None
+
+
+def _authenticate(request: HttpRequest) -> credentials.Credential:
+    """Headers as everywhere; `?key=` too, since browsers' EventSource cannot set headers."""
+    key = request.GET.get("key")
+    if key and not credentials.presented_secret(request):
+        request.META["HTTP_X_API_KEY"] = key
+    return credentials.authenticate(request)
+
+
+async def stream(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return JsonResponse({"error": "method_not_allowed", "detail": "use GET"}, status=405)
+    try:
+        credential = await sync_to_async(_authenticate)(request)
+    except credentials.CredentialError as error:
+        code = "not_authenticated" if error.status == 401 else "permission_denied"
+        return JsonResponse({"error": code, "detail": error.message}, status=error.status)
+    environment_id = credential.environment_id
+    version = await sync_to_async(cache.current_version)(environment_id) or 0
+    broadcaster = Broadcaster.ensure_started()
+    queue = broadcaster.subscribe(environment_id, version)
+    response = StreamingHttpResponse(
+        _events(broadcaster, queue, environment_id, version, _last_event_id(request)),
+        content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+async def _events(broadcaster, queue, environment_id: int, version: int, last_seen: int | None):
+    try:
+        yield f"retry: {RETRY_MILLISECONDS}\n: connected at version {version}\n\n"
+        sent = version
+        if last_seen is not None and last_seen < version:
+            yield event(environment_id, version)
+        while True:
+            try:
+                latest = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                yield ": heartbeat\n\n"
+                continue
+            while not queue.empty():  # a burst of changes is one refetch
+                latest = max(latest, queue.get_nowait())
+            if latest > sent:
+                sent = latest
+                yield event(environment_id, latest)
+    finally:
+        broadcaster.unsubscribe(environment_id, queue)

@@ -1,0 +1,141 @@
+"""Several server processes on one store: a change made on one reaches the others."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.servers import Cluster
+
+pytestmark = pytest.mark.server
+
+
+class EventReader:
+    """An SSE client on a background thread; events land in a queue as dicts."""
+
+    def __init__(self, url: str, key: str, last_event_id: str | None = None) -> None:
+        self.events: queue.Queue[dict] = queue.Queue()
+        self.connected = threading.Event()
+        self.closed = False
+        headers = {"Authorization": f"Bearer {key}"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        self.thread = threading.Thread(target=self._run, args=(url, headers), daemon=True)
+        self.thread.start()
+        assert self.connected.wait(10), "the stream did not open"
+
+    def _run(self, url: str, headers: dict) -> None:
+        event: dict = {}
+        with httpx.stream("GET", f"{url}/api/v1/stream", headers=headers, timeout=None) as r:
+            self.status = r.status_code
+            for line in r.iter_lines():
+                if self.closed:
+                    return
+                if line.startswith(": connected"):
+                    self.connected.set()
+                elif line.startswith("id: "):
+                    event["id"] = line[4:]
+                elif line.startswith("data: "):
+                    event["data"] = json.loads(line[6:])
+                elif line == "" and event:
+                    event["received_at"] = time.monotonic()
+                    self.events.put(event)
+                    event = {}
+
+    def next(self, timeout: float) -> dict:
+        return self.events.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def ofrep(url: str, key: str, flag: str = "new-checkout") -> dict:
+    response = httpx.post(
+        f"{url}/ofrep/v1/evaluate/flags/{flag}",
+        json={"context": {"targetingKey": "user-1"}},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=5,
+    )
+    return response.json()
+
+
+def toggle(url: str, token: str, enabled: bool) -> None:
+    response = httpx.post(
+        f"{url}/api/v1/projects/shop/flags/new-checkout/environments/production/toggle",
+        json={"enabled": enabled},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+
+
+def wait_for(predicate, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three instances sharing one store (and Redis, when the run has one)."""
+    with Cluster(instances=3) as running:
+        yield running
+
+
+def test_change_on_one_instance_reaches_the_streams_and_evaluations_of_the_others(cluster):
+    key = cluster.seed["server_key"]
+    a, b, c = (cluster.url(i) for i in range(3))
+    was_on = ofrep(b, key)["reason"] != "DISABLED"
+    reader = EventReader(c, key)
+    try:
+        changed_at = time.monotonic()
+        toggle(a, cluster.token(0), enabled=not was_on)
+        event = reader.next(timeout=3)
+        assert event["data"]["type"] == "refetchEvaluation"
+        assert int(event["id"]) == event["data"]["version"]
+        assert event["data"]["etag"].endswith(f"-{event['data']['version']}")
+        delay = event["received_at"] - changed_at
+        assert delay < 2.0, delay
+        expected = "off" if was_on else "on"
+        wait_for(lambda: ofrep(b, key).get("variant") == expected, timeout=1.5)
+    finally:
+        reader.close()
+
+
+def test_reconnecting_with_an_old_event_id_replays_the_missed_change(cluster):
+    url = cluster.url(0)
+    toggle(url, cluster.token(0), enabled=True)
+    reader = EventReader(url, cluster.seed["client_key"], last_event_id="1")
+    try:
+        event = reader.next(timeout=3)
+        assert event["data"]["version"] > 1
+    finally:
+        reader.close()
+
+
+def test_stream_refuses_requests_without_a_key(cluster):
+    response = httpx.get(f"{cluster.url(1)}/api/v1/stream", timeout=5)
+    assert response.status_code == 401
+    assert response.json()["error"] == "not_authenticated"
+
+
+def test_open_streams_do_not_hold_up_evaluations(cluster):
+    key = cluster.seed["server_key"]
+    url = cluster.url(2)
+    readers = [EventReader(url, key) for _ in range(20)]
+    try:
+        started = time.monotonic()
+        for _ in range(20):
+            assert ofrep(url, key)["key"] == "new-checkout"
+        assert time.monotonic() - started < 5
+    finally:
+        for reader in readers:
+            reader.close()
