@@ -863,3 +863,34 @@ def flag_targets_change(
     if not found and add:
         targets.append({"variant": variant, "values": add})
     return flag_config_update(config=config, data={"targets": targets}, actor=actor, source=source)
+
+
+# --- Project settings -------------------------------------------------------------------
+
+PROJECT_FIELDS = ("name", "description", "require_approval")
+
+
+@transaction.atomic
+def project_update(*, project: Project, data: dict, actor: Actor, source: str) -> Project:
+    """Change a project's own settings (its key is fixed: clients and URLs use it)."""
+    authorize(actor, project, Action.ADMINISTER)
+    if "key" in data and data["key"] != project.key:
+        raise ValidationError({"key": "a project's key cannot change once created"})
+    before = {field: getattr(project, field) for field in PROJECT_FIELDS}
+    for field in PROJECT_FIELDS:
+        if field in data:
+            setattr(project, field, data[field])
+    _save(project)
+    after = {field: getattr(project, field) for field in PROJECT_FIELDS}
+    if after != before:
+        audit(
+            actor=actor,
+            source=source,
+            action="update",
+            obj_type="project",
+            obj_key=project.key,
+            project=project,
+            before=before,
+            after=after,
+        )
+    return project

@@ -1,0 +1,669 @@
+"""The flag pages: every flag with its state in each environment, switchable in place, and a
+flag page that edits variants and each environment's configuration, rules, targets and
+prerequisites inline.
+
+The flag's own fields and its variants are written by `services.flag_create` and
+`services.flag_update`; the per-environment rows are saved by their formsets (validated by
+the models' `clean()`, which is `flags.validation`) and then audited and published by
+`services.admin_flag_saved`, all in the admin's one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Prefetch, QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+
+from evaluation.engine import OPERATORS
+from flags import services
+from flags.admin.access import ProjectScopedAdmin, project_ids
+from flags.admin.forms import (
+    AdminForm,
+    JSONFieldsMixin,
+    ServiceErrorsAdmin,
+    VariantValueField,
+)
+from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target, Variant
+from flags.roles import Action, allows, authorize
+
+SOURCE = "admin"
+
+CONDITIONS_HELP = (
+    'A JSON list; every condition must hold. Example: [{"attribute": "country", '
+    '"operator": "in", "values": ["US", "CA"]}, {"attribute": "plan", "operator": '
+    '"equals", "values": ["pro"], "negate": true}]. A segment: {"operator": "in_segment", '
+    '"values": ["beta-testers"]}. Operators: ' + ", ".join(OPERATORS) + ". An empty list "
+    "matches everyone."
+)
+ROLLOUT_HELP = (
+    'Percentages by variant summing to 100, e.g. {"on": 25, "off": 75}. Leave {} and pick '
+    "a variant to serve one variant to everyone."
+)
+SERVE_HELP = "The variant served; empty when a rollout is given."
+BUCKET_HELP = "The context attribute a rollout buckets by (targetingKey unless you change it)."
+
+
+# --- Helpers shared by the flag page's inlines -------------------------------------------
+
+
+def _choices(keys: list[str], current: Any, blank: str) -> list[tuple[str, str]]:
+    """The flag's variants as select choices, keeping a stale current value visible."""
+    choices = [("", blank)] + [(key, key) for key in keys]
+    if current and current not in keys:
+        choices.append((current, f"{current} (unknown)"))
+    return choices
+
+
+class EnvironmentRowsFormSet(BaseInlineFormSet):
+    """Rows that belong to one environment of the flag (configs, rules, targets, ...).
+
+    A row in an environment the user may not configure (a protected one, for an editor) is
+    shown with every field disabled, so it cannot be changed or deleted; new rows can only
+    go into environments the user may configure.
+    """
+
+    user = None  # set by the inline's get_formset
+    variant_fields = ("off_variant", "serve_variant", "variant")
+
+    def _flag_context(self) -> tuple[list[Environment], set[int], list[str]]:
+        if not hasattr(self, "_context"):
+            flag = self.instance
+            environments = list(flag.project.environments.all()) if flag.pk else []
+            writable = {
+                env.pk
+                for env in environments
+                if allows(self.user, flag.project, Action.CONFIGURE, env)
+            }
+            keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
+            self._context = (environments, writable, keys)
+        return self._context
+
+    def add_fields(self, form: forms.Form, index: int | None) -> None:
+        super().add_fields(form, index)
+        environments, writable, keys = self._flag_context()
+        locked = form.instance.pk is not None and form.instance.environment_id not in writable
+        for name in self.variant_fields:
+            if name in form.fields:
+                blank = "— rollout —" if name == "serve_variant" else "---------"
+                current = form.initial.get(name)
+                form.fields[name].widget = forms.Select(choices=_choices(keys, current, blank))
+        if "environment" in form.fields:
+            field = form.fields["environment"]
+            allowed = environments if locked else [e for e in environments if e.pk in writable]
+            field.queryset = Environment.objects.filter(pk__in=[e.pk for e in allowed])
+            field.label_from_instance = _environment_label
+        if "required_flag" in form.fields:
+            flag = self.instance
+            form.fields["required_flag"].queryset = Flag.objects.filter(
+                project_id=flag.project_id
+            ).exclude(pk=flag.pk)
+        if locked:
+            for name, field in form.fields.items():
+                if name not in (self.fk.name, self.model._meta.pk.name):
+                    field.disabled = True
+
+
+def _environment_label(environment: Environment) -> str:
+    return f"{environment.name} (protected)" if environment.protected else environment.name
+
+
+def check_environment_rows(user: Any, formset: BaseInlineFormSet) -> None:
+    """Refuse (PermissionDenied) a change to a row in an environment the user may not touch.
+
+    The forms already lock such rows; this is the check that does not trust the browser.
+    """
+    flag = formset.instance
+    environment_ids: set[int] = set()
+    for form in formset.forms:
+        if form not in formset.deleted_forms and not form.has_changed():
+            continue
+        chosen = form.cleaned_data.get("environment")
+        environment_ids |= {form.initial.get("environment"), form.instance.environment_id}
+        environment_ids.add(chosen.pk if chosen else None)
+    for environment in Environment.objects.filter(pk__in=environment_ids - {None}):
+        authorize(user, flag.project, Action.CONFIGURE, environment)
+
+
+class FlagPageInline(JSONFieldsMixin, admin.TabularInline):
+    """An inline of the flag page: readable by members, changed by `edit_action`."""
+
+    form = AdminForm
+    extra = 0
+    edit_action = Action.CONFIGURE
+
+    def _may(self, request: HttpRequest, flag: Flag | None, action: Action) -> bool:
+        if flag is None:  # the add page: FlagAdmin already checked the user may add flags
+            return True
+        return allows(request.user, flag.project, action)
+
+    def has_view_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return self._may(request, obj, Action.READ)
+
+    def has_change_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return self._may(request, obj, self.edit_action)
+
+    def has_add_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return self._may(request, obj, self.edit_action)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return self._may(request, obj, self.edit_action)
+
+
+class EnvironmentRowInline(FlagPageInline):
+    formset = EnvironmentRowsFormSet
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("environment")
+
+    def get_formset(self, request: HttpRequest, obj: Flag | None = None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.user = request.user  # a new class per call: safe to set
+        return formset
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and isinstance(field.widget, RelatedFieldWidgetWrapper):
+            field.widget = field.widget.widget  # no "add another flag" pop-ups in a row
+        return field
+
+
+# --- The inlines -------------------------------------------------------------------------
+
+
+class VariantForm(AdminForm):
+    value = VariantValueField(
+        help_text='JSON of the flag\'s type: true, 42, "blue" (plain text is taken as a '
+        'string), {"color": "blue"}.'
+    )
+
+
+class VariantFormSet(BaseInlineFormSet):
+    def add_fields(self, form: forms.Form, index: int | None) -> None:
+        super().add_fields(form, index)
+        if form.instance.pk and "key" in form.fields:
+            form.fields["key"].disabled = True  # rules, targets and configs refer to it
+
+
+class VariantInline(FlagPageInline):
+    model = Variant
+    form = VariantForm
+    formset = VariantFormSet
+    readonly_fields = ("value_json",)
+    edit_action = Action.EDIT_FLAGS
+    verbose_name_plural = "variants (boolean flags have on and off; save before serving a new one)"
+
+    def get_fields(self, request: HttpRequest, obj: Flag | None = None):
+        if obj is not None and not self.has_change_permission(request, obj):
+            return ("key", "name", "value_json", "position")  # shown, not edited
+        return ("key", "name", "value", "position")
+
+    @admin.display(description="value")
+    def value_json(self, variant: Variant) -> str:
+        return json.dumps(variant.value, ensure_ascii=False)
+
+    def get_extra(self, request: HttpRequest, obj: Flag | None = None, **kwargs) -> int:
+        return 2 if obj is None else 1
+
+    def _fixed(self, obj: Flag | None) -> bool:
+        return obj is not None and obj.type == Flag.Type.BOOLEAN
+
+    def has_change_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return not self._fixed(obj) and super().has_change_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return not self._fixed(obj) and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return not self._fixed(obj) and super().has_delete_permission(request, obj)
+
+
+class FlagConfigInline(EnvironmentRowInline):
+    model = FlagConfig
+    fields = ("environment_name", "enabled", "off_variant", "serve_variant", "rollout", "bucket_by")
+    readonly_fields = ("environment_name",)
+    can_delete = False
+    verbose_name_plural = "environments: on/off and what is served when no rule matches"
+    help_texts = {"rollout": ROLLOUT_HELP, "serve_variant": SERVE_HELP, "bucket_by": BUCKET_HELP}
+
+    def has_add_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return False  # one per environment, made with the flag and the environment
+
+    @admin.display(description="environment")
+    def environment_name(self, config: FlagConfig) -> str:
+        return _environment_label(config.environment)
+
+
+class RuleInline(EnvironmentRowInline):
+    model = Rule
+    fields = (
+        "environment",
+        "position",
+        "name",
+        "conditions",
+        "serve_variant",
+        "rollout",
+        "bucket_by",
+    )
+    verbose_name_plural = "rules (in each environment, the first rule that matches serves)"
+    help_texts = {
+        "conditions": CONDITIONS_HELP,
+        "rollout": ROLLOUT_HELP,
+        "serve_variant": SERVE_HELP,
+        "bucket_by": BUCKET_HELP,
+    }
+
+
+class TargetInline(EnvironmentRowInline):
+    model = Target
+    fields = ("environment", "variant", "values")
+    key_list_fields = ("values",)
+    verbose_name_plural = "targets (these targeting keys get the variant before any rule)"
+    help_texts = {"values": "Targeting keys, one per line, e.g. user-1."}
+
+
+class PrerequisiteInline(EnvironmentRowInline):
+    model = Prerequisite
+    fk_name = "flag"
+    fields = ("environment", "required_flag", "variants")
+    key_list_fields = ("variants",)
+    verbose_name_plural = "prerequisites (the flag is served only if these flags serve ...)"
+    help_texts = {"variants": "Variant keys of the required flag, one per line, e.g. on."}
+
+
+ENVIRONMENT_ROW_MODELS = (FlagConfig, Rule, Target, Prerequisite)
+
+
+# --- The list's filters and columns ------------------------------------------------------
+
+
+def environment_keys(request: HttpRequest) -> list[tuple[str, str]]:
+    """(key, name) of the environments of the listed projects, in their order."""
+    if "_flags_environment_keys" not in request.__dict__:
+        environments = Environment.objects.filter(project_id__in=project_ids(request, Action.READ))
+        chosen = request.GET.get("project__id__exact", "")
+        if chosen.isdigit():
+            environments = environments.filter(project_id=int(chosen))
+        seen: dict[str, str] = {}
+        for key, name in environments.order_by("position", "key").values_list("key", "name"):
+            seen.setdefault(key, name)
+        request._flags_environment_keys = list(seen.items())
+    return request._flags_environment_keys
+
+
+class EnvironmentStateFilter(admin.SimpleListFilter):
+    title = "state in environment"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        lookups = []
+        for key, name in environment_keys(request):
+            lookups += [(f"{key}:on", f"On in {name}"), (f"{key}:off", f"Off in {name}")]
+        return lookups
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        key, _, state = (self.value() or "").rpartition(":")
+        if not key or state not in ("on", "off"):
+            return queryset
+        # One filter() call, so both conditions hold for the same configuration row.
+        return queryset.filter(configs__environment__key=key, configs__enabled=state == "on")
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        flags = model_admin.get_queryset(request)
+        names = flags.filter(tags__isnull=False).values_list("tags__name", flat=True)
+        return [(name, name) for name in sorted(set(names))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(tags__name=self.value()) if self.value() else queryset
+
+
+# --- The flag admin ----------------------------------------------------------------------
+
+
+class FlagForm(AdminForm):
+    tag_names = forms.CharField(
+        label="Tags",
+        required=False,
+        help_text="Comma-separated, e.g. checkout, mobile. New tags are created.",
+    )
+
+    class Meta:
+        model = Flag
+        exclude = ("tags",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            names = sorted(tag.name for tag in self.instance.tags.all())
+            self.initial.setdefault("tag_names", ", ".join(names))
+
+    def clean_tag_names(self) -> list[str]:
+        return [name.strip() for name in self.cleaned_data["tag_names"].split(",") if name.strip()]
+
+
+def _variants_from(formset: BaseInlineFormSet) -> list[dict]:
+    """The variants a valid variants formset describes, in the order of their position."""
+    rows = []
+    deleted = formset.deleted_forms
+    for index, form in enumerate(formset.forms):
+        if form in deleted or (form.instance.pk is None and not form.has_changed()):
+            continue
+        data = form.cleaned_data
+        variant = {"key": data["key"], "name": data.get("name", ""), "value": data["value"]}
+        rows.append((data.get("position") or 0, index, variant))
+    return [variant for _, _, variant in sorted(rows, key=lambda row: row[:2])]
+
+
+def _record_changes(formset: BaseInlineFormSet) -> None:
+    """What Django's change history says about a formset a service saved."""
+    deleted = formset.deleted_forms
+    changed = [form for form in formset.forms if form.has_changed() and form not in deleted]
+    formset.new_objects = [form.instance for form in changed if form.instance.pk is None]
+    formset.changed_objects = [
+        (form.instance, form.changed_data) for form in changed if form.instance.pk is not None
+    ]
+    formset.deleted_objects = [form.instance for form in deleted if form.instance.pk is not None]
+
+
+def adopt(unsaved: Any, saved: Any) -> None:
+    """Make the admin's form instance the row a service created, for the admin's redirects
+    and history."""
+    unsaved.pk = saved.pk
+    unsaved._state.adding = False
+    unsaved._state.db = saved._state.db
+    for field in ("created_at", "updated_at"):
+        if hasattr(saved, field):
+            setattr(unsaved, field, getattr(saved, field))
+
+
+@admin.register(Flag)
+class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
+    form = FlagForm
+    list_filter = (
+        ("project", admin.RelatedOnlyFieldListFilter),
+        EnvironmentStateFilter,
+        TagFilter,
+        "archived",
+        "type",
+    )
+    search_fields = ("key", "name", "tags__name")
+    list_select_related = ("project",)
+    list_per_page = 50
+    actions = ("archive_flags", "restore_flags")
+    inlines = (VariantInline, FlagConfigInline, RuleInline, TargetInline, PrerequisiteInline)
+
+    class Media:
+        css = {"all": ("flags/admin.css",)}
+
+    # --- What is shown and who may change it
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        configs = FlagConfig.objects.select_related("environment")
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("tags", Prefetch("configs", queryset=configs))
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
+        return False  # flags are archived, never deleted: services may still ask for them
+
+    def get_inlines(self, request: HttpRequest, obj: Flag | None):
+        # A new flag has no environments' rows yet: it gets them when it is created.
+        return self.inlines if obj is not None else (VariantInline,)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Flag | None = None):
+        main = ["project", "key", "name", "type", "description", "tag_names", "owner"]
+        if obj is not None:
+            main += ["archived", "audit_entries"]
+        return (
+            (None, {"fields": main}),
+            ("Bucketing", {"classes": ("collapse",), "fields": ("salt",)}),
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Flag | None = None):
+        return ("project", "key", "type", "audit_entries") if obj is not None else ()
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "owner":
+            users = get_user_model().objects.filter(is_active=True)
+            if not request.user.is_superuser:
+                members = project_ids(request, Action.READ)
+                users = users.filter(memberships__project_id__in=members).distinct()
+            kwargs["queryset"] = users.order_by("username")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="audit log")
+    def audit_entries(self, flag: Flag) -> str:
+        url = reverse("admin:flags_auditentry_changelist")
+        query = urlencode({"project__id__exact": flag.project_id, "flag_key": flag.key})
+        return format_html('<a href="{}?{}">Every change to {}</a>', url, query, flag.key)
+
+    # --- The list
+
+    def get_list_display(self, request: HttpRequest):
+        states = [self._state_column(request, key, name) for key, name in environment_keys(request)]
+        return ("key", "name", "project", *states, "tag_list", "archived", "updated_at")
+
+    @admin.display(description="tags")
+    def tag_list(self, flag: Flag) -> str:
+        return ", ".join(sorted(tag.name for tag in flag.tags.all()))
+
+    def _state_column(self, request: HttpRequest, key: str, name: str):
+        """A column with the flag's state in environment `key`, a button where allowed.
+
+        The buttons live inside the list's form (which carries the CSRF token) and post it
+        to the toggle view through `formaction`, so the list needs no script.
+        """
+        back = urlencode({"next": request.get_full_path()})
+
+        def column(flag: Flag) -> str:
+            config = next((c for c in flag.configs.all() if c.environment.key == key), None)
+            if config is None:
+                return "–"
+            state = "on" if config.enabled else "off"
+            label = "On" if config.enabled else "Off"
+            if not allows(request.user, flag.project, Action.CONFIGURE, config.environment):
+                return format_html(
+                    '<span class="flag-state flag-state-{} flag-state-locked" '
+                    'title="Your role cannot change {}">{}</span>',
+                    state,
+                    name,
+                    label,
+                )
+            url = reverse("admin:flags_flag_toggle", args=[flag.pk, config.environment_id])
+            turn = "off" if config.enabled else "on"
+            return format_html(
+                '<button type="submit" class="flag-state flag-state-{}" formaction="{}?{}" '
+                'name="enabled" value="{}" title="Turn {} {} in {}">{}</button>',
+                state,
+                url,
+                back,
+                turn,
+                flag.key,
+                turn,
+                name,
+                label,
+            )
+
+        column.__name__ = f"state_{key}"
+        column.short_description = name
+        return column
+
+    # --- Switching a flag on or off in one environment
+
+    def get_urls(self):
+        toggle = self.admin_site.admin_view(self.toggle_view)
+        return [
+            path(
+                "<path:object_id>/toggle/<int:environment_id>/",
+                toggle,
+                name="flags_flag_toggle",
+            ),
+            *super().get_urls(),
+        ]
+
+    def toggle_view(self, request: HttpRequest, object_id: str, environment_id: int):
+        """POST `enabled=on|off`: switch the flag in one environment, then go back."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        flag = self.get_object(request, object_id)
+        config = (
+            FlagConfig.objects.select_related("environment")
+            .filter(flag=flag, environment_id=environment_id)
+            .first()
+            if flag is not None
+            else None
+        )
+        if config is None:
+            raise Http404("No such flag or environment.")
+        enabled = request.POST.get("enabled") == "on"
+        problem = self._switch(request, flag, config, enabled)
+        if problem:
+            self.message_user(request, problem, messages.ERROR)
+        else:
+            state = "on" if enabled else "off"
+            self.message_user(
+                request, f"{flag.key} is {state} in {config.environment.name}.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(self._back(request))
+
+    def _back(self, request: HttpRequest) -> str:
+        target = request.GET.get("next", "")
+        if url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return target
+        return reverse("admin:flags_flag_changelist")
+
+    def _switch(self, request: HttpRequest, flag: Flag, config: FlagConfig, enabled: bool):
+        """Switch through the service; the reason it refused, or None."""
+        if config.enabled == enabled:
+            return None
+        try:
+            services.flag_toggle(config=config, enabled=enabled, actor=request.user, source=SOURCE)
+        except (PermissionDenied, ValidationError) as error:
+            reason = "; ".join(error.messages) if isinstance(error, ValidationError) else error
+            return f"{flag.key} was not changed: {reason}"
+        state = "on" if enabled else "off"
+        self.log_change(request, flag, f"Turned {state} in {config.environment.name}.")
+        return None
+
+    def get_actions(self, request: HttpRequest):
+        actions = super().get_actions(request)
+        if not self.has_change_permission(request):
+            return actions
+        for key, name in environment_keys(request):
+            for enabled in (True, False):
+                action = self._switch_action(key, name, enabled)
+                actions[action.__name__] = (action, action.__name__, action.short_description)
+        return actions
+
+    def _switch_action(self, key: str, name: str, enabled: bool):
+        state = "on" if enabled else "off"
+
+        def action(modeladmin, request: HttpRequest, queryset: QuerySet) -> None:
+            configs = FlagConfig.objects.select_related("environment", "flag__project").filter(
+                flag__in=queryset, environment__key=key
+            )
+            problems = [self._switch(request, c.flag, c, enabled) for c in configs]
+            refused = [problem for problem in problems if problem]
+            done = len(problems) - len(refused)
+            if done:
+                self.message_user(request, f"{done} flag(s) {state} in {name}.", messages.SUCCESS)
+            for problem in refused:
+                self.message_user(request, problem, messages.ERROR)
+
+        action.__name__ = f"turn_{state}_{key}"
+        action.short_description = f"Turn {state} in {name}"
+        return action
+
+    @admin.action(description="Archive selected flags", permissions=["change"])
+    def archive_flags(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_archived(request, queryset, archived=True)
+
+    @admin.action(description="Restore selected flags from the archive", permissions=["change"])
+    def restore_flags(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_archived(request, queryset, archived=False)
+
+    def _set_archived(self, request: HttpRequest, queryset: QuerySet, *, archived: bool) -> None:
+        verb = "Archived" if archived else "Restored"
+        for flag in queryset.select_related("project"):
+            if flag.archived == archived:
+                continue
+            try:
+                services.flag_update(
+                    flag=flag, data={"archived": archived}, actor=request.user, source=SOURCE
+                )
+            except PermissionDenied as error:
+                self.message_user(request, f"{flag.key}: {error}", messages.ERROR)
+                continue
+            self.log_change(request, flag, f"{verb}.")
+            self.message_user(request, f"{verb} {flag.key}.", messages.SUCCESS)
+
+    # --- Saving the flag page through the services
+
+    def save_model(self, request: HttpRequest, obj: Flag, form, change: bool) -> None:
+        """Nothing yet: the flag is written with its variants in `save_related`."""
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        variants = next(formset for formset in formsets if formset.model is Variant)
+        if not change:
+            self._create(request, form, variants)
+            return
+        flag = Flag.objects.select_related("project").get(pk=form.instance.pk)
+        data = {
+            name: form.cleaned_data[name]
+            for name in ("name", "description", "salt", "archived", "owner")
+            if name in form.cleaned_data
+        }
+        data["tags"] = form.cleaned_data.get("tag_names", [])
+        if variants.has_changed():
+            data["variants"] = _variants_from(variants)
+        services.flag_update(flag=flag, data=data, actor=request.user, source=SOURCE)
+        _record_changes(variants)
+        # Taken after the flag's own change (audited by flag_update), so the environments'
+        # audit entries say what the inlines below changed.
+        before = services.flag_states(flag)
+        for formset in formsets:
+            if formset is not variants:
+                self.save_formset(request, form, formset, change)
+        services.admin_flag_saved(flag=flag, before=before, actor=request.user)
+
+    def _create(self, request: HttpRequest, form, variants) -> None:
+        data = form.cleaned_data
+        flag = services.flag_create(
+            project=data["project"],
+            key=data["key"],
+            name=data["name"],
+            type=data["type"],
+            variants=_variants_from(variants) or None,
+            description=data.get("description", ""),
+            tags=data.get("tag_names", []),
+            owner=data.get("owner"),
+            salt=data.get("salt", ""),
+            actor=request.user,
+            source=SOURCE,
+        )
+        adopt(form.instance, flag)
+        _record_changes(variants)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if formset.model in ENVIRONMENT_ROW_MODELS:
+            check_environment_rows(request.user, formset)
+        formset.save()

@@ -1,0 +1,177 @@
+"""Form pieces of the admin: readable JSON fields, key lists, and service errors on forms."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, ValidationError
+from django.db import models
+from django.http import HttpRequest
+from django.utils.text import capfirst
+
+JSON_WIDGET_ATTRS = {"class": "flags-json", "rows": 4, "cols": 40, "spellcheck": "false"}
+
+
+class PrettyJSONField(forms.JSONField):
+    """JSON shown indented; an emptied box means the model field's empty value ([] or {})."""
+
+    def __init__(self, *, empty_json: Any = None, **kwargs) -> None:
+        self.empty_json = empty_json
+        kwargs.setdefault("widget", forms.Textarea(attrs=JSON_WIDGET_ATTRS))
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if not self.disabled and value in self.empty_values and self.empty_json is not None:
+            return type(self.empty_json)()
+        return super().to_python(value)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2)
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        # Django's JSONField compares a disabled field's missing data with its initial value.
+        return not self.disabled and super().has_changed(initial, data)
+
+
+class VariantValueField(PrettyJSONField):
+    """A variant's value: JSON, or plain text taken as a string (so `blue` means "blue")."""
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            return value.strip()
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        bound = super().bound_data(data, initial)
+        return data if isinstance(bound, forms.fields.InvalidJSONInput) else bound
+
+
+class KeyListField(forms.Field):
+    """A list of keys, typed one per line (or comma-separated, or as a JSON list)."""
+
+    widget = forms.Textarea(attrs={**JSON_WIDGET_ATTRS, "rows": 3})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return value
+        text = (value or "").strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ValidationError("Enter keys one per line, or a valid JSON list.") from error
+        return [item.strip() for item in re.split(r"[\n,]+", text) if item.strip()]
+
+    def validate(self, value: Any) -> None:
+        if self.required and not value:
+            raise ValidationError(self.error_messages["required"], code="required")
+
+
+def json_formfield(db_field: models.Field, key_list_fields: tuple[str, ...]) -> forms.Field | None:
+    """The admin's form field for a JSONField, or None for any other field."""
+    if not isinstance(db_field, models.JSONField):
+        return None
+    options = {
+        "required": not db_field.blank,
+        "label": capfirst(db_field.verbose_name),
+        "help_text": db_field.help_text,
+    }
+    if db_field.name in key_list_fields:
+        return KeyListField(**options)
+    default = db_field.get_default()
+    empty = default if isinstance(default, list | dict) else None
+    return PrettyJSONField(empty_json=empty, **options)
+
+
+class JSONFieldsMixin:
+    """JSON fields as readable, indented text boxes; lists of keys one per line."""
+
+    key_list_fields: tuple[str, ...] = ()
+    help_texts: dict[str, str] = {}
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        field = json_formfield(db_field, self.key_list_fields)
+        if field is None:
+            field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name in self.help_texts:
+            field.help_text = self.help_texts[db_field.name]
+        return field
+
+
+class AdminForm(forms.ModelForm):
+    """The base of every admin form here.
+
+    Errors a model's `clean()` gives for a field the form does not show become the form's
+    own errors instead of a crash; an error a service raised while saving (see
+    `ServiceErrorsAdmin`) is shown as if the form had found it.
+    """
+
+    service_error: ValidationError | None = None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.service_error is not None:
+            self._update_errors(self.service_error)
+        return cleaned
+
+    def _post_clean(self) -> None:
+        try:
+            super()._post_clean()
+        except ObjectDoesNotExist:
+            # The model's checks need a row the form could not give (e.g. no environment
+            # chosen); that field's own error says what to fix.
+            if not self.errors:
+                self.add_error(None, "Fill in every required field.")
+
+    def _update_errors(self, errors: ValidationError) -> None:
+        if not hasattr(errors, "error_dict"):
+            return super()._update_errors(errors)
+        shown, elsewhere = {}, []
+        for field, messages in errors.error_dict.items():
+            if field == NON_FIELD_ERRORS or (
+                field in self.fields and not self.fields[field].disabled
+            ):
+                shown[field] = messages
+            else:
+                label = self.fields[field].label if field in self.fields else field
+                elsewhere += [f"{label}: {message}" for error in messages for message in error]
+        if elsewhere:
+            shown.setdefault(NON_FIELD_ERRORS, []).extend(ValidationError(elsewhere).error_list)
+        return super()._update_errors(ValidationError(shown))
+
+
+class ServiceErrorsAdmin:
+    """Turn a ValidationError raised by a service while saving into a form error.
+
+    Saving runs inside the admin's transaction, so the error has rolled everything back;
+    the page is then built again from the same POST, with the error on the form.
+    """
+
+    form = AdminForm
+
+    def changeform_view(
+        self, request: HttpRequest, object_id=None, form_url="", extra_context=None
+    ):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as error:
+            request._flags_service_error = error
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        error = getattr(request, "_flags_service_error", None)
+        if error is None:
+            return form
+        return type(form.__name__, (form,), {"service_error": error})

@@ -1,0 +1,80 @@
+"""Segment pages: named, reusable sets of conditions, written by the segment services."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+
+from flags import services
+from flags.admin.access import ProjectScopedAdmin
+from flags.admin.flags import SOURCE, adopt
+from flags.admin.forms import JSONFieldsMixin, ServiceErrorsAdmin
+from flags.models import Segment
+
+SEGMENT_CONDITIONS_HELP = (
+    "A JSON list; a context is in the segment when every condition holds, e.g. "
+    '[{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]. '
+    "Segments cannot refer to other segments."
+)
+
+
+@admin.register(Segment)
+class SegmentAdmin(JSONFieldsMixin, ServiceErrorsAdmin, ProjectScopedAdmin):
+    list_display = ("key", "name", "project", "used_by", "updated_at")
+    list_filter = (("project", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("key", "name", "description")
+    list_select_related = ("project",)
+    key_list_fields = ("included", "excluded")
+    help_texts = {
+        "conditions": SEGMENT_CONDITIONS_HELP,
+        "included": "Targeting keys always in the segment, one per line.",
+        "excluded": "Targeting keys never in the segment, one per line (wins over included).",
+    }
+
+    class Media:
+        css = {"all": ("flags/admin.css",)}
+
+    def get_fields(self, request: HttpRequest, obj: Segment | None = None):
+        fields = ["project", "key", "name", "description", "conditions", "included", "excluded"]
+        return fields + ["used_by"] if obj is not None else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Segment | None = None):
+        return ("project", "key", "used_by") if obj is not None else ()
+
+    def get_actions(self, request: HttpRequest):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time: a segment in use stays
+        return actions
+
+    @admin.display(description="used by the rules of")
+    def used_by(self, segment: Segment) -> str:
+        return ", ".join(services.segment_users(segment)) or "no flag"
+
+    def save_model(self, request: HttpRequest, obj: Segment, form, change: bool) -> None:
+        data = {field: form.cleaned_data[field] for field in services.SEGMENT_FIELDS}
+        if change:
+            segment = Segment.objects.select_related("project").get(pk=obj.pk)
+            services.segment_update(segment=segment, data=data, actor=request.user, source=SOURCE)
+            return
+        segment = services.segment_create(
+            project=obj.project, key=obj.key, data=data, actor=request.user, source=SOURCE
+        )
+        adopt(obj, segment)
+
+    def delete_model(self, request: HttpRequest, obj: Segment) -> None:
+        services.segment_delete(segment=obj, actor=request.user, source=SOURCE)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for segment in queryset:
+            self.delete_model(request, segment)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as error:  # in use by a rule: nothing was deleted
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            change = reverse("admin:flags_segment_change", args=[object_id])
+            return HttpResponseRedirect(change)
