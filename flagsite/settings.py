@@ -87,6 +87,9 @@ CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
 
 ADMIN_ENABLED = _env_bool("ADMIN_ENABLED", default=True)
 
+# /metrics answers loopback and private peers; anyone else needs this bearer token.
+METRICS_TOKEN = _env("METRICS_TOKEN")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -104,6 +107,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it times every request and tags it with its request id (docs/deployment.md).
+    "flagsite.requestlog.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -224,7 +229,7 @@ if PRODUCTION_LIKE:
 # --- Static files (served by the app itself through WhiteNoise) ------------------------
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = Path(_env("STATIC_ROOT")) if _env("STATIC_ROOT") else BASE_DIR / "var" / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

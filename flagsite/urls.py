@@ -6,11 +6,12 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from flags.api.urls import schema_urlpatterns
-from flagsite import health
+from flagsite import health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", include("evaluation.urls")),
     path("api/v1/", include("flags.api.urls")),
     path("api/", include(schema_urlpatterns)),

@@ -1,0 +1,135 @@
+"""Prometheus metrics of the service: the recording API other modules call, and /metrics.
+
+Other modules record through the small functions below and never touch prometheus-client
+directly, so metric names and labels live in this one place. Under gunicorn with several
+workers, prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by
+flagsite/gunicorn.py) lets any worker answer /metrics with the sum of all of them.
+"""
+
+import hmac
+import ipaddress
+import os
+from collections.abc import Iterable
+from typing import Protocol
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# Few buckets keep each observation cheap; evaluation requests sit in the low milliseconds.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter(
+    "flags_http_requests_total",
+    "HTTP requests answered, by route name, method and status code.",
+    ["route", "method", "status"],
+)
+REQUEST_LATENCY = Histogram(
+    "flags_http_request_duration_seconds",
+    "Time to answer an HTTP request (until the response starts), by route name and method.",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+EVALUATIONS = Counter(
+    "flags_evaluations_total",
+    "Flag evaluations, by flag key and evaluation reason.",
+    ["flag", "reason"],
+)
+SNAPSHOT_CACHE = Counter(
+    "flags_snapshot_cache_total",
+    "Snapshot cache look-ups, by result (hit or miss).",
+    ["result"],
+)
+OPEN_STREAMS = Gauge(
+    "flags_open_streams",
+    "Event streams currently open.",
+    multiprocess_mode="livesum",
+)
+SNAPSHOT_AGE = Gauge(
+    "flags_snapshot_age_seconds",
+    "Age of the snapshot version served, by environment (the oldest among live workers).",
+    ["environment"],
+    multiprocess_mode="livemax",
+)
+
+_CACHE_HIT = SNAPSHOT_CACHE.labels("hit")
+_CACHE_MISS = SNAPSHOT_CACHE.labels("miss")
+
+
+class EvaluationResult(Protocol):
+    flag_key: str
+    reason: str
+
+
+def record_evaluations(results: Iterable[EvaluationResult]) -> None:
+    """Count each evaluation by its flag key and reason."""
+    for result in results:
+        EVALUATIONS.labels(result.flag_key, str(result.reason)).inc()
+
+
+def record_cache(hit: bool) -> None:
+    """Count one snapshot cache look-up."""
+    (_CACHE_HIT if hit else _CACHE_MISS).inc()
+
+
+def stream_opened() -> None:
+    OPEN_STREAMS.inc()
+
+
+def stream_closed() -> None:
+    OPEN_STREAMS.dec()
+
+
+def set_snapshot_age(environment_key: str, seconds: float) -> None:
+    """Record how old the snapshot version served for an environment is."""
+    SNAPSHOT_AGE.labels(environment_key).set(seconds)
+
+
+def record_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request; called by flagsite.requestlog for every request."""
+    REQUESTS.labels(route, method, str(status)).inc()
+    REQUEST_LATENCY.labels(route, method).observe(seconds)
+
+
+def _from_private_network(request: HttpRequest) -> bool:
+    # A request relayed by a proxy or load balancer came from outside, whatever the peer.
+    if "HTTP_X_FORWARDED_FOR" in request.META or "HTTP_FORWARDED" in request.META:
+        return False
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private
+
+
+def _has_token(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    if not token:
+        return False
+    given = request.META.get("HTTP_AUTHORIZATION", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition: open to loopback and private peers, else needs METRICS_TOKEN."""
+    if not (_from_private_network(request) or _has_token(request)):
+        return HttpResponse(
+            "metrics: allowed from private networks or with Authorization: Bearer $METRICS_TOKEN\n",
+            status=403,
+            content_type="text/plain",
+        )
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,92 @@
+"""One log line and one metrics sample per request, under a request id echoed back.
+
+The middleware sits first in MIDDLEWARE so it times everything, and it runs natively in
+both sync and async mode: under the ASGI workers a sync-only middleware would cost a
+thread hop on every request. It logs the method, route, path (never the query string),
+status and duration; it never logs headers, so tokens and API keys stay out of the logs.
+"""
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from flagsite import metrics
+
+logger = logging.getLogger("flagsite.request")
+
+# A caller's id is echoed back only if it is short and plain, so it cannot forge log lines.
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Probes and scrapes arrive every few seconds; they are logged at DEBUG only.
+_QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
+
+
+def _request_id(request: HttpRequest) -> str:
+    given = request.headers.get("X-Request-ID", "")
+    if given and _CALLER_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _route(request: HttpRequest) -> str:
+    match = request.resolver_match
+    return match.view_name if match is not None else "unresolved"
+
+
+class RequestLogMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self._acall(request)
+        started = self._start(request)
+        response = self.get_response(request)
+        self._finish(request, response, started)
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        started = self._start(request)
+        response = await self.get_response(request)
+        self._finish(request, response, started)
+        return response
+
+    def _start(self, request: HttpRequest) -> float:
+        request.request_id = _request_id(request)
+        return time.perf_counter()
+
+    def _finish(self, request: HttpRequest, response: HttpResponseBase, started: float) -> None:
+        seconds = time.perf_counter() - started
+        route = _route(request)
+        response["X-Request-ID"] = request.request_id
+        metrics.record_request(route, request.method, response.status_code, seconds)
+        level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
+        if not logger.isEnabledFor(level):
+            return
+        logger.log(
+            level,
+            "%s %s %s %.1fms id=%s",
+            request.method,
+            request.path,
+            response.status_code,
+            seconds * 1000,
+            request.request_id,
+            extra={
+                "request_id": request.request_id,
+                "method": request.method,
+                "route": route,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 2),
+            },
+        )
