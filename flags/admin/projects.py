@@ -223,6 +223,10 @@ class ApiKeyAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     search_fields = ("name", "prefix")
     list_select_related = ("environment__project", "created_by")
     actions = ("revoke_keys",)
+
+    class Media:
+        css = {"all": ("flags/admin.css",)}
+
     # The digest is never shown: not here, not in the list, not in a form.
     display_fields = (
         "name",

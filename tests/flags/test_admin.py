@@ -194,6 +194,26 @@ def test_membership_alone_opens_the_admin(client, project, checkout):
     assert "/admin/flags/apikey/" not in index  # keys are for project admins
 
 
+def test_every_page_renders_for_a_superuser(client, project, checkout):
+    from flags import services
+
+    environment = factories.environment(project, "production")
+    services.api_key_create(environment=environment, kind="client", name="app", **factories.SYSTEM)
+    services.segment_create(project=project, key="beta", data={}, **factories.SYSTEM)
+    factories.member(project, "viewer")
+    client.force_login(factories.user(superuser=True))
+    for model in (Flag, Segment, Project, Membership, ApiKey, AuditEntry):
+        name = model._meta.model_name
+        assert client.get(reverse(f"admin:flags_{name}_changelist")).status_code == 200, name
+        obj = model.objects.first()
+        change = client.get(reverse(f"admin:flags_{name}_change", args=[obj.pk]))
+        assert change.status_code == 200, name
+        history = client.get(reverse(f"admin:flags_{name}_history", args=[obj.pk]))
+        assert history.status_code == 200, name
+        if model is not AuditEntry:
+            assert client.get(reverse(f"admin:flags_{name}_add")).status_code == 200, name
+
+
 # --- Toggling ----------------------------------------------------------------------------
 
 
