@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -158,9 +159,12 @@ class Broadcaster:
             log.warning("ignored a malformed change message")
 
     async def _poll(self) -> None:
+        last = time.monotonic()
         while True:
-            interval = SAFETY_POLL_SECONDS if self.pubsub_healthy else POLL_SECONDS
-            await asyncio.sleep(interval)
+            await asyncio.sleep(POLL_SECONDS)
+            if self.pubsub_healthy and time.monotonic() - last < SAFETY_POLL_SECONDS:
+                continue
+            last = time.monotonic()
             try:
                 await self._poll_once()
             except asyncio.CancelledError:

@@ -139,3 +139,79 @@ def test_open_streams_do_not_hold_up_evaluations(cluster):
     finally:
         for reader in readers:
             reader.close()
+
+
+class PrivateRedis:
+    """A Redis server of this test's own, so it can be killed and brought back."""
+
+    def __init__(self) -> None:
+        from tests.servers import free_port
+
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def test_instances_keep_serving_and_catch_up_while_redis_is_down_and_after_it_returns():
+    redis = PrivateRedis()
+    redis.start()
+    try:
+        with Cluster(instances=3, redis_url=redis.url) as cluster:
+            key = cluster.seed["server_key"]
+            a, b, c = (cluster.url(i) for i in range(3))
+            token = cluster.token(0)
+            reader = EventReader(c, key)
+            try:
+                redis.kill()
+                # Still answering, from the last snapshot.
+                assert ofrep(b, key)["reason"] == "DISABLED"
+                toggle(a, token, enabled=True)
+                # Without pub/sub: the version is read from the database at a bounded interval.
+                wait_for(lambda: ofrep(b, key).get("variant") == "on", timeout=3)
+                down_event = reader.next(timeout=5)
+                redis.start()
+                time.sleep(2.5)  # the listener reconnects with back-off
+                toggle(a, token, enabled=False)
+                wait_for(lambda: ofrep(b, key).get("variant") == "off", timeout=2)
+                up_event = reader.next(timeout=3)
+                assert up_event["data"]["version"] > down_event["data"]["version"]
+                versions = [down_event["data"]["version"], up_event["data"]["version"]]
+                while not reader.events.empty():
+                    versions.append(reader.next(timeout=0)["data"]["version"])
+                assert versions == sorted(versions), "an older version came after a newer one"
+            finally:
+                reader.close()
+    finally:
+        redis.kill()
