@@ -340,3 +340,149 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_name} {self.action} {self.object_type} {self.object_key}"
+
+
+# --- Safe rollouts: history, change requests, schedules, exposure counts -----------------
+
+
+class FlagConfigVersion(models.Model):
+    """One numbered version of a flag's configuration in an environment, in full.
+
+    Written by the services in the change's own transaction, so restoring a version is
+    writing its `state` back through `flag_config_update`.
+    """
+
+    config = models.ForeignKey(FlagConfig, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    state = models.JSONField()
+    action = models.CharField(max_length=32)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150)
+    source = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["config", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["config", "version"], name="flag_config_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.config} v{self.version}"
+
+
+class ChangeRequest(models.Model):
+    """A proposed change to a flag's configuration in a protected environment."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        APPROVED = "approved"  # approved, waiting for its time (or blocked by a conflict)
+        APPLIED = "applied"
+        REJECTED = "rejected"
+        CANCELLED = "cancelled"
+
+    config = models.ForeignKey(FlagConfig, on_delete=models.CASCADE, related_name="requests")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    author_name = models.CharField(max_length=150)
+    title = models.CharField(max_length=200, blank=True)
+    data = models.JSONField(help_text="The change, as the configuration PATCH takes it.")
+    base_version = models.PositiveIntegerField()
+    base_state = models.JSONField()
+    proposed_state = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    applied_version = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"change request {self.pk} on {self.config}"
+
+
+class ChangeReview(models.Model):
+    """One person's approval or rejection of a change request (for its current base)."""
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    request = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewer_name = models.CharField(max_length=150)
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    base_version = models.PositiveIntegerField()
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer_name} {self.decision}s request {self.request_id}"
+
+
+class ScheduledChange(models.Model):
+    """A change to apply at a time: one step of a rollout, an approved request, or alone."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPLIED = "applied"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    config = models.ForeignKey(FlagConfig, on_delete=models.CASCADE, related_name="schedule")
+    data = models.JSONField(help_text="The change, as the configuration PATCH takes it.")
+    run_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    rollout = models.CharField(max_length=32, blank=True, help_text="Steps of one rollout.")
+    request = models.ForeignKey(
+        ChangeRequest, null=True, blank=True, on_delete=models.CASCADE, related_name="schedule"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    applied_version = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run_at", "id"]
+        indexes = [models.Index(fields=["status", "run_at"], name="scheduled_change_due")]
+
+    def __str__(self) -> str:
+        return f"change to {self.config} at {self.run_at:%Y-%m-%d %H:%M}"
+
+
+class ExposureCount(models.Model):
+    """Evaluations of a flag in an environment per variant, reason and hour."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    flag_key = models.CharField(max_length=100)
+    variant = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=32)
+    hour = models.DateTimeField()
+    count = models.PositiveBigIntegerField(default=0)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-hour", "flag_key", "variant"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "flag_key", "variant", "reason", "hour"],
+                name="exposure_count_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_key}/{self.variant} {self.reason} {self.hour:%Y-%m-%d %H}h"

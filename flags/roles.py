@@ -76,6 +76,26 @@ def authorize(
     )
 
 
+def needs_change_request(actor: AbstractBaseUser | None, environment: Environment) -> bool:
+    """With `require_approval`, only project admins change protected environments directly."""
+    project = environment.project
+    if actor is None or not (project.require_approval and environment.protected):
+        return False
+    return role_of(actor, project) != Role.ADMIN
+
+
+def check_direct_write(actor: AbstractBaseUser | None, flag, environment: Environment) -> None:
+    """Refuse a direct change that needs an approved change request, saying how to open one."""
+    if not needs_change_request(actor, environment):
+        return
+    project = environment.project
+    raise PermissionDenied(
+        f"project {project.key!r} requires approval for changes to protected environment "
+        f"{environment.key!r}: open a change request (POST /api/v1/projects/{project.key}"
+        f"/flags/{flag.key}/environments/{environment.key}/change-requests)"
+    )
+
+
 def visible_projects(user: AbstractBaseUser):
     if user.is_superuser:
         return Project.objects.all()

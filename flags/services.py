@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from evaluation import cache
 from evaluation.documents import flag_state, segment_entry
+from flags import history
 from flags.models import (
     ApiKey,
     AuditEntry,
@@ -35,7 +36,7 @@ from flags.models import (
     Tag,
     Target,
 )
-from flags.roles import Action, authorize
+from flags.roles import Action, authorize, check_direct_write
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -464,13 +465,17 @@ def flag_config_update(
     actor: Actor,
     source: str,
     expected_version: int | None = None,
+    action: str | None = None,
+    approved: bool = False,
 ) -> FlagConfig:
     """Change a flag's configuration in one environment.
 
     `data` may hold `enabled`, `offVariant`, `defaultServe`, and whole lists of `rules`,
     `targets` and `prerequisites` (each list given replaces the current one), in the flag
     document's shapes. With `expected_version`, a configuration changed meanwhile raises
-    ConflictError instead of being overwritten.
+    ConflictError instead of being overwritten. `action` names the change in the audit and
+    history (a restore, the kill switch); `approved` says it needs no change request (it
+    applies an approved one, or is the kill switch), the role check still holds.
     """
     config = (
         FlagConfig.objects.select_for_update()
@@ -479,6 +484,8 @@ def flag_config_update(
     )
     flag, environment = config.flag, config.environment
     authorize(actor, flag.project, Action.CONFIGURE, environment)
+    if not approved:
+        check_direct_write(actor, flag, environment)
     if expected_version is not None and expected_version != config.version:
         raise ConflictError(
             f"{flag.key} in {environment.key} is at version {config.version}, "
@@ -493,7 +500,10 @@ def flag_config_update(
     config.version = F("version") + 1
     config.save(update_fields=["version", "updated_at"])
     config.refresh_from_db()
-    action = _config_action(before, after)
+    action = action or _config_action(before, after)
+    history.version_record(
+        config=config, before=before, after=after, action=action, actor=actor, source=source
+    )
     audit(
         actor=actor,
         source=source,
@@ -650,6 +660,15 @@ def admin_flag_saved(*, flag: Flag, before: dict[int, dict] | None, actor: Actor
             continue
         if previous is not None:
             FlagConfig.objects.filter(pk=config.pk).update(version=F("version") + 1)
+            config.refresh_from_db(fields=["version"])
+            history.version_record(
+                config=config,
+                before=previous,
+                after=after,
+                action="update",
+                actor=actor,
+                source="admin",
+            )
         audit(
             actor=actor,
             source="admin",

@@ -4,13 +4,58 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from flags.api import views
+from flags.api import rollouts, views
 
 PROJECT = "projects/<str:project_key>"
 FLAG = f"{PROJECT}/flags/<str:flag_key>"
 
 listing = {"get": "list", "post": "create"}
 detail = {"get": "retrieve", "patch": "partial_update"}
+
+# Safe rollouts (flags.api.rollouts): versions, change requests, schedules, the kill switch.
+CONFIG = f"{FLAG}/environments/<str:environment_key>"
+REQUESTS = f"{CONFIG}/change-requests"
+rollout_urlpatterns = [
+    path(f"{CONFIG}/versions", rollouts.HistoryViewSet.as_view({"get": "list"}), name="versions"),
+    path(
+        f"{CONFIG}/versions/<int:number>/restore",
+        rollouts.HistoryViewSet.as_view({"post": "restore"}),
+        name="version-restore",
+    ),
+    path(f"{CONFIG}/kill", rollouts.HistoryViewSet.as_view({"post": "kill"}), name="flag-kill"),
+    path(REQUESTS, rollouts.ChangeRequestViewSet.as_view(listing), name="change-requests"),
+    path(
+        f"{PROJECT}/change-requests",
+        rollouts.ChangeRequestViewSet.as_view({"get": "list"}),
+        name="project-change-requests",
+    ),
+    *[
+        path(
+            f"{prefix}/<str:pk>{suffix}",
+            rollouts.ChangeRequestViewSet.as_view({method: handler}),
+            name=f"change-request{suffix.replace('/', '-')}{'' if prefix == REQUESTS else '-all'}",
+        )
+        for prefix in (REQUESTS, f"{PROJECT}/change-requests")
+        for suffix, method, handler in (
+            ("", "get", "retrieve"),
+            ("/approve", "post", "approve"),
+            ("/reject", "post", "reject"),
+            ("/rebase", "post", "rebase"),
+            ("/cancel", "post", "cancel"),
+        )
+    ],
+    path(f"{CONFIG}/schedule", rollouts.ScheduleViewSet.as_view(listing), name="schedule"),
+    path(
+        f"{CONFIG}/schedule/<str:pk>/cancel",
+        rollouts.ScheduleViewSet.as_view({"post": "cancel"}),
+        name="schedule-cancel",
+    ),
+    path(
+        f"{CONFIG}/rollouts",
+        rollouts.ScheduleViewSet.as_view({"post": "rollout"}),
+        name="rollout",
+    ),
+]
 
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(), name="token"),
@@ -35,6 +80,7 @@ urlpatterns = [
         views.FlagConfigViewSet.as_view({"post": "toggle"}),
         name="flag-toggle",
     ),
+    *rollout_urlpatterns,
     path(f"{PROJECT}/segments", views.SegmentViewSet.as_view(listing), name="segments"),
     path(
         f"{PROJECT}/segments/<str:key>",

@@ -1,0 +1,296 @@
+"""Safe-rollout endpoints of a flag's configuration: versions, change requests, schedules, kill.
+
+Parse, call a service in flags.history / flags.approvals / flags.schedules, render.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers as fields
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from flags import approvals, history, schedules
+from flags.api.serializers import FlagConfigInputSerializer, StrictSerializer
+from flags.api.views import API, FlagConfigViewSet, _parse
+from flags.models import ChangeRequest, ScheduledChange
+
+# --- Shapes -------------------------------------------------------------------------------
+
+
+class VersionSerializer(fields.Serializer):
+    version = fields.IntegerField()
+    action = fields.CharField()
+    actor = fields.CharField()
+    source = fields.CharField()
+    created_at = fields.DateTimeField()
+    current = fields.BooleanField()
+    changes = fields.ListField(child=fields.CharField(), help_text="What changed, for people.")
+    state = fields.JSONField(help_text="The configuration as of this version.")
+
+
+class RestoreSerializer(StrictSerializer):
+    version = fields.IntegerField(
+        required=False, help_text="The current version you read; another one gives 409."
+    )
+
+
+class ChangeRequestInputSerializer(FlagConfigInputSerializer):
+    """The configuration PATCH's payload, plus a title and an optional time to apply it."""
+
+    title = fields.CharField(required=False, allow_blank=True, max_length=200)
+    scheduleAt = fields.DateTimeField(required=False, help_text="Apply at this time once approved.")  # noqa: N815
+
+
+class ReviewSerializer(StrictSerializer):
+    comment = fields.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class RebaseSerializer(StrictSerializer):
+    confirm = fields.BooleanField(
+        help_text="true: you compared your change with the current configuration."
+    )
+
+
+class ChangeRequestSerializer(fields.Serializer):
+    id = fields.IntegerField()
+    flag = fields.CharField()
+    environment = fields.CharField()
+    title = fields.CharField()
+    author = fields.CharField()
+    status = fields.ChoiceField(choices=ChangeRequest.Status.choices)
+    conflict = fields.BooleanField(help_text="Its base is no longer current: rebase it.")
+    baseVersion = fields.IntegerField()  # noqa: N815
+    currentVersion = fields.IntegerField()  # noqa: N815
+    changes = fields.JSONField()
+    diff = fields.ListField(child=fields.CharField())
+    approvals = fields.ListField(child=fields.CharField())
+    approvalsRequired = fields.IntegerField()  # noqa: N815
+    rejections = fields.ListField(child=fields.CharField())
+    scheduleAt = fields.DateTimeField(allow_null=True)  # noqa: N815
+    appliedVersion = fields.IntegerField(allow_null=True)  # noqa: N815
+    createdAt = fields.DateTimeField()  # noqa: N815
+
+    @staticmethod
+    def render(request: ChangeRequest) -> dict:
+        config = request.config
+        current = [r for r in request.reviews.all() if r.base_version == request.base_version]
+        return {
+            "id": request.pk,
+            "flag": config.flag.key,
+            "environment": config.environment.key,
+            "title": request.title,
+            "author": request.author_name,
+            "status": request.status,
+            "conflict": approvals.is_conflict(request),
+            "baseVersion": request.base_version,
+            "currentVersion": config.version,
+            "changes": request.data,
+            "diff": history.state_diff(request.base_state, request.proposed_state),
+            "approvals": [r.reviewer_name for r in current if r.decision == "approve"],
+            "approvalsRequired": approvals.approvals_required(),
+            "rejections": [r.reviewer_name for r in current if r.decision == "reject"],
+            "scheduleAt": request.scheduled_at,
+            "appliedVersion": request.applied_version,
+            "createdAt": request.created_at,
+        }
+
+
+class ScheduleInputSerializer(FlagConfigInputSerializer):
+    at = fields.DateTimeField(help_text="When to apply the change.")
+
+
+class RolloutStepSerializer(StrictSerializer):
+    at = fields.DateTimeField()
+    percentage = fields.IntegerField(min_value=0, max_value=100)
+
+
+class RolloutInputSerializer(StrictSerializer):
+    variant = fields.CharField(max_length=64, help_text="The variant being rolled out.")
+    towards = fields.CharField(
+        max_length=64, required=False, help_text="What everyone else gets; the off variant."
+    )
+    bucketBy = fields.CharField(max_length=100, required=False, default="targetingKey")  # noqa: N815
+    steps = RolloutStepSerializer(many=True, min_length=1, max_length=100)
+
+
+class ScheduledChangeSerializer(fields.ModelSerializer):
+    createdBy = fields.CharField(source="created_by_name")  # noqa: N815
+    runAt = fields.DateTimeField(source="run_at")  # noqa: N815
+    appliedAt = fields.DateTimeField(source="applied_at")  # noqa: N815
+    appliedVersion = fields.IntegerField(source="applied_version")  # noqa: N815
+    changes = fields.JSONField(source="data")
+    request = fields.IntegerField(source="request_id", allow_null=True)
+
+    class Meta:
+        model = ScheduledChange
+        fields = [
+            "id",
+            "runAt",
+            "status",
+            "changes",
+            "rollout",
+            "request",
+            "createdBy",
+            "appliedAt",
+            "appliedVersion",
+            "error",
+        ]
+
+
+# --- Views --------------------------------------------------------------------------------
+
+
+class HistoryViewSet(FlagConfigViewSet):
+    """Versions of a flag's configuration in an environment, and restoring one."""
+
+    @extend_schema(responses=VersionSerializer(many=True))
+    def list(self, request: Request, **kwargs) -> Response:
+        return self._paginate(history.versions_of(self._config()), VersionSerializer)
+
+    @extend_schema(request=RestoreSerializer, responses=OpenApiTypes.OBJECT)
+    def restore(self, request: Request, number: int, **kwargs) -> Response:
+        data = _parse(RestoreSerializer, request) if request.data else {}
+        config = history.version_restore(
+            config=self._config(),
+            version=number,
+            actor=request.user,
+            source=API,
+            expected_version=data.get("version"),
+        )
+        return self._render(config)
+
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+    def kill(self, request: Request, **kwargs) -> Response:
+        config = schedules.flag_kill(config=self._config(), actor=request.user, source=API)
+        return self._render(config)
+
+
+class ChangeRequestViewSet(FlagConfigViewSet):
+    """Change requests: on one configuration (nested URLs) or a whole project (`requests`)."""
+
+    def _request(self) -> ChangeRequest:
+        return approvals.change_request_for(self.project, self.kwargs["pk"])
+
+    def _show(self, change_request: ChangeRequest, code: int = 200) -> Response:
+        change_request = self._request_fresh(change_request.pk)
+        return Response(ChangeRequestSerializer.render(change_request), status=code)
+
+    def _request_fresh(self, pk: int) -> ChangeRequest:
+        return approvals.change_request_for(self.project, pk)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=ChangeRequest.Status.values)],
+        responses=ChangeRequestSerializer(many=True),
+    )
+    def list(self, request: Request, **kwargs) -> Response:
+        config = self._config() if "flag_key" in kwargs else None
+        requests = approvals.change_requests_of(
+            project=self.project, config=config, status=request.query_params.get("status")
+        )
+        page = self.paginator.paginate_queryset(requests, request, view=self)
+        body = [ChangeRequestSerializer.render(item) for item in page]
+        return self.paginator.get_paginated_response(body)
+
+    @extend_schema(request=ChangeRequestInputSerializer, responses={201: ChangeRequestSerializer})
+    def create(self, request: Request, **kwargs) -> Response:
+        data = _parse(ChangeRequestInputSerializer, request)
+        title = data.pop("title", "")
+        scheduled_at = data.pop("scheduleAt", None)
+        expected = self._expected_version(data)
+        change_request = approvals.change_request_create(
+            config=self._config(),
+            data=data,
+            title=title,
+            scheduled_at=scheduled_at,
+            expected_version=expected,
+            actor=request.user,
+            source=API,
+        )
+        return self._show(change_request, status.HTTP_201_CREATED)
+
+    @extend_schema(responses=ChangeRequestSerializer)
+    def retrieve(self, request: Request, **kwargs) -> Response:
+        return self._show(self._request())
+
+    @extend_schema(request=ReviewSerializer, responses=ChangeRequestSerializer)
+    def approve(self, request: Request, **kwargs) -> Response:
+        return self._review(request, approve=True)
+
+    @extend_schema(request=ReviewSerializer, responses=ChangeRequestSerializer)
+    def reject(self, request: Request, **kwargs) -> Response:
+        return self._review(request, approve=False)
+
+    def _review(self, request: Request, approve: bool) -> Response:
+        data = _parse(ReviewSerializer, request) if request.data else {}
+        change_request = approvals.change_request_review(
+            request=self._request(),
+            approve=approve,
+            comment=data.get("comment", ""),
+            actor=request.user,
+            source=API,
+        )
+        return self._show(change_request)
+
+    @extend_schema(request=RebaseSerializer, responses=ChangeRequestSerializer)
+    def rebase(self, request: Request, **kwargs) -> Response:
+        data = _parse(RebaseSerializer, request)
+        change_request = approvals.change_request_rebase(
+            request=self._request(), confirm=data["confirm"], actor=request.user, source=API
+        )
+        return self._show(change_request)
+
+    @extend_schema(request=None, responses=ChangeRequestSerializer)
+    def cancel(self, request: Request, **kwargs) -> Response:
+        change_request = approvals.change_request_cancel(
+            request=self._request(), actor=request.user, source=API
+        )
+        return self._show(change_request)
+
+
+class ScheduleViewSet(FlagConfigViewSet):
+    """Scheduled changes and rollouts of one flag's configuration in one environment."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("pending", bool)],
+        responses=ScheduledChangeSerializer(many=True),
+    )
+    def list(self, request: Request, **kwargs) -> Response:
+        pending = request.query_params.get("pending", "").lower() in ("1", "true", "yes")
+        changes = schedules.schedule_of(self._config(), pending_only=pending)
+        return self._paginate(changes, ScheduledChangeSerializer)
+
+    @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduledChangeSerializer})
+    def create(self, request: Request, **kwargs) -> Response:
+        data = _parse(ScheduleInputSerializer, request)
+        run_at = data.pop("at")
+        data.pop("version", None)
+        change = schedules.schedule_create(
+            config=self._config(), data=data, run_at=run_at, actor=request.user, source=API
+        )
+        return Response(ScheduledChangeSerializer(change).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=ScheduledChangeSerializer)
+    def cancel(self, request: Request, pk: str, **kwargs) -> Response:
+        change = schedules.scheduled_change_for(self._config(), pk)
+        change = schedules.schedule_cancel(change=change, actor=request.user, source=API)
+        return Response(ScheduledChangeSerializer(change).data)
+
+    @extend_schema(
+        request=RolloutInputSerializer, responses={201: ScheduledChangeSerializer(many=True)}
+    )
+    def rollout(self, request: Request, **kwargs) -> Response:
+        data = _parse(RolloutInputSerializer, request)
+        changes = schedules.rollout_create(
+            config=self._config(),
+            variant=data["variant"],
+            towards=data.get("towards"),
+            bucket_by=data["bucketBy"],
+            steps=data["steps"],
+            actor=request.user,
+            source=API,
+        )
+        body = ScheduledChangeSerializer(changes, many=True).data
+        return Response(body, status=status.HTTP_201_CREATED)

@@ -1,0 +1,274 @@
+"""Scheduled changes, gradual rollouts, the kill switch, and the worker step that applies them.
+
+Due changes are claimed with `SELECT … FOR UPDATE SKIP LOCKED` (PostgreSQL), so several
+workers share the queue and never apply one change twice: a worker locks a due row, applies
+it through `flag_config_update` and marks it in the same transaction; the others skip the
+locked row and, once it commits, no longer see it as pending. SQLite has no row locks (the
+clause is a no-op there): run a single worker on the embedded default.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
+
+from flags import approvals, history, services
+from flags.models import ChangeRequest, FlagConfig, ScheduledChange
+from flags.roles import Action, authorize, check_direct_write
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+Status = ScheduledChange.Status
+SOURCE = "scheduler"
+
+
+def _audit(config: FlagConfig, action: str, actor, source: str, **values) -> None:
+    services.audit(
+        actor=actor,
+        source=source,
+        action=action,
+        obj_type="scheduled_change",
+        obj_key=f"{config.flag.key}/{config.environment.key}",
+        project=config.flag.project,
+        environment=config.environment,
+        flag_key=config.flag.key,
+        **values,
+    )
+
+
+def _config(config: FlagConfig) -> FlagConfig:
+    return FlagConfig.objects.select_related("flag__project", "environment").get(pk=config.pk)
+
+
+def _check_time(run_at: datetime, field: str) -> None:
+    if not isinstance(run_at, datetime) or timezone.is_naive(run_at):
+        raise ValidationError({field: "give a date-time with a time zone"})
+
+
+def _new_change(config, data, run_at, actor, rollout: str = "") -> ScheduledChange:
+    return ScheduledChange.objects.create(
+        config=config,
+        data=data,
+        run_at=run_at,
+        rollout=rollout,
+        created_by=actor if actor is not None and actor.pk else None,
+        created_by_name=actor.get_username() if actor is not None else "system",
+    )
+
+
+# --- Writes -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def schedule_create(
+    *, config: FlagConfig, data: dict, run_at: datetime, actor: AbstractBaseUser | None, source: str
+) -> ScheduledChange:
+    """Apply `data` (what the configuration PATCH takes) at `run_at`."""
+    config = _config(config)
+    authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
+    check_direct_write(actor, config.flag, config.environment)
+    _check_time(run_at, "at")
+    if not data:
+        raise ValidationError({"changes": "schedule at least one change"})
+    history.change_preview(config=config, data=data)
+    change = _new_change(config, data, run_at, actor)
+    _audit(config, "schedule", actor, source, after={"id": change.pk, "at": run_at.isoformat()})
+    return change
+
+
+def rollout_steps(config: FlagConfig, variant: str, towards: str | None, bucket_by: str, steps):
+    """Each step {"at", "percentage"} -> the change serving `variant` to that share."""
+    keys = [v.key for v in config.flag.variants.all()]
+    if variant not in keys:
+        raise ValidationError({"variant": f"unknown variant {variant!r} of {config.flag.key}"})
+    rest = towards or next((key for key in (config.off_variant, *keys) if key != variant), None)
+    if rest is None or rest not in keys or rest == variant:
+        raise ValidationError({"from": "give another variant of the flag to roll out from"})
+    if not isinstance(steps, list) or not steps:
+        raise ValidationError({"steps": "give at least one step"})
+    changes, last = [], None
+    for index, step in enumerate(steps):
+        at, percentage = step.get("at"), step.get("percentage")
+        _check_time(at, f"steps[{index}].at")
+        if not isinstance(percentage, int) or not 0 <= percentage <= 100:
+            raise ValidationError({f"steps[{index}].percentage": "a whole number from 0 to 100"})
+        if last is not None and at <= last:
+            raise ValidationError({f"steps[{index}].at": "steps go forward in time"})
+        last = at
+        if percentage in (0, 100):
+            serve = {"variant": variant if percentage == 100 else rest}
+        else:
+            weights = [
+                {"variant": variant, "weight": percentage},
+                {"variant": rest, "weight": 100 - percentage},
+            ]
+            serve = {"rollout": {"bucketBy": bucket_by, "variants": weights}}
+        changes.append((at, {"enabled": True, "defaultServe": serve}))
+    return changes
+
+
+@transaction.atomic
+def rollout_create(
+    *,
+    config: FlagConfig,
+    variant: str,
+    steps: list[dict],
+    towards: str | None = None,
+    bucket_by: str = "targetingKey",
+    actor: AbstractBaseUser | None,
+    source: str,
+) -> list[ScheduledChange]:
+    """Serve `variant` to a growing share of contexts, one scheduled change per step.
+
+    The rest get `towards` (by default the off variant). The same `bucketBy` keeps a
+    context that got the variant at 5 % in it at 25 % (bucketing is stable).
+    """
+    config = _config(config)
+    authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
+    check_direct_write(actor, config.flag, config.environment)
+    planned = rollout_steps(config, variant, towards, bucket_by, steps)
+    history.change_preview(config=config, data=planned[0][1])
+    rollout = uuid.uuid4().hex[:12]
+    changes = [_new_change(config, data, at, actor, rollout) for at, data in planned]
+    _audit(
+        config,
+        "rollout",
+        actor,
+        source,
+        after={
+            "rollout": rollout,
+            "variant": variant,
+            "steps": [
+                {"at": at.isoformat(), "percentage": s["percentage"]}
+                for (at, _), s in zip(planned, steps, strict=True)
+            ],
+        },
+    )
+    return changes
+
+
+@transaction.atomic
+def schedule_cancel(
+    *, change: ScheduledChange, actor: AbstractBaseUser | None, source: str
+) -> ScheduledChange:
+    change = ScheduledChange.objects.select_for_update().get(pk=change.pk)
+    config = _config(change.config)
+    authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
+    if change.status != Status.PENDING:
+        raise ValidationError({"status": f"the change is {change.status}, not pending"})
+    change.status = Status.CANCELLED
+    change.save(update_fields=["status"])
+    _audit(config, "cancel", actor, source, before={"id": change.pk})
+    return change
+
+
+@transaction.atomic
+def flag_kill(*, config: FlagConfig, actor: AbstractBaseUser | None, source: str) -> FlagConfig:
+    """Turn the flag off here now and cancel what was scheduled here; no request needed."""
+    config = _config(config)
+    authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
+    # Lock the pending changes before the configuration, in the worker's order, so a step
+    # being applied right now finishes first and is then overridden, never deadlocked.
+    pending = list(
+        ScheduledChange.objects.select_for_update()
+        .filter(config=config, status=Status.PENDING)
+        .values_list("pk", "request_id")
+    )
+    ids = [pk for pk, _ in pending]
+    ScheduledChange.objects.filter(pk__in=ids).update(status=Status.CANCELLED)
+    requests = [request for _, request in pending if request]
+    ChangeRequest.objects.filter(pk__in=requests).update(status=ChangeRequest.Status.CANCELLED)
+    version = config.version
+    config = services.flag_config_update(
+        config=config,
+        data={"enabled": False},
+        actor=actor,
+        source=source,
+        action="kill",
+        approved=True,
+    )
+    if config.version == version or ids:
+        # Already off, or schedules cancelled: the kill itself is on record either way.
+        _audit(config, "kill", actor, source, after={"cancelled": ids, "version": config.version})
+    return config
+
+
+# --- The worker's step --------------------------------------------------------------------
+
+
+def _apply(change: ScheduledChange) -> FlagConfig:
+    if change.request_id:
+        return approvals.change_request_apply(request=change.request, actor=None, source=SOURCE)
+    action = "rollout step" if change.rollout else "scheduled change"
+    return services.flag_config_update(
+        config=change.config,
+        data=change.data,
+        actor=None,
+        source=SOURCE,
+        action=f"{action} #{change.pk}",
+        approved=True,
+    )
+
+
+def due_change_apply(now: datetime | None = None) -> ScheduledChange | None:
+    """Claim the next due change, apply it and mark it, in one transaction; None if none."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        change = (
+            ScheduledChange.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=Status.PENDING, run_at__lte=now)
+            .select_related("config__flag__project", "config__environment", "request")
+            .order_by("run_at", "id")
+            .first()
+        )
+        if change is None:
+            return None
+        try:
+            with transaction.atomic():
+                config = _apply(change)
+        except (ValidationError, PermissionDenied, services.ConflictError) as error:
+            change.status = Status.FAILED
+            change.error = "; ".join(getattr(error, "messages", None) or [str(error)])
+            failure = {"id": change.pk, "error": change.error}
+            _audit(change.config, "fail", None, SOURCE, after=failure)
+        else:
+            change.status = Status.APPLIED
+            change.applied_version = config.version
+        change.applied_at = timezone.now()
+        change.save(update_fields=["status", "applied_version", "applied_at", "error"])
+        return change
+
+
+def due_changes_apply(now: datetime | None = None, limit: int = 1000) -> list[ScheduledChange]:
+    """Apply every change due at `now` (up to `limit`), oldest first."""
+    applied = []
+    for _ in range(limit):
+        change = due_change_apply(now)
+        if change is None:
+            break
+        applied.append(change)
+    return applied
+
+
+# --- Reads --------------------------------------------------------------------------------
+
+
+def schedule_of(config: FlagConfig, pending_only: bool = False):
+    changes = config.schedule.all()
+    if pending_only:
+        changes = changes.filter(status=Status.PENDING)
+    return changes.order_by("run_at", "id")
+
+
+def scheduled_change_for(config: FlagConfig, pk: int | str) -> ScheduledChange:
+    change = config.schedule.filter(pk=pk).first() if str(pk).isdigit() else None
+    if change is None:
+        raise Http404(f"no scheduled change {pk} of {config}")
+    return change
