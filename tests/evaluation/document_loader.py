@@ -25,6 +25,9 @@ SYSTEM = factories.SYSTEM
 class Loaded:
     environment: Environment
     refused: dict[str, str] = field(default_factory=dict)  # flag or segment key -> reason
+    # Flags the store keeps, but not as written: the store lists a rollout's variants in
+    # the flag's order, so a rollout in another order buckets differently once stored.
+    reordered: set[str] = field(default_factory=set)
 
 
 def load_document(document: dict, environment_key: str = "production") -> Loaded:
@@ -50,6 +53,8 @@ def load_document(document: dict, environment_key: str = "production") -> Loaded
     for key, flag in document["flags"].items():
         if key not in created:
             continue
+        if _reorders_rollouts(flag):
+            loaded.reordered.add(key)
         try:
             _configure(created[key], environment, flag)
         except (ValidationError, KeyError, TypeError) as error:
@@ -72,6 +77,17 @@ def _create_flag(project, key: str, flag: dict):
         **SYSTEM,
     )
     return created
+
+
+def _reorders_rollouts(flag: dict) -> bool:
+    order = [variant["key"] for variant in flag["variants"]]
+    servings = [flag.get("defaultServe")] + [rule.get("serve") for rule in flag.get("rules") or []]
+    for serving in servings:
+        rollout = (serving or {}).get("rollout") or {}
+        listed = [entry["variant"] for entry in rollout.get("variants") or []]
+        if listed != [key for key in order if key in listed]:
+            return True
+    return False
 
 
 def _configure(flag, environment: Environment, entry: dict) -> None:
@@ -142,7 +158,7 @@ SAMPLE_DOCUMENT = {
         "max-items": {
             "type": "number",
             "enabled": True,
-            "variants": [{"key": "few", "value": 3}, {"key": "many", "value": 2.5}],
+            "variants": [{"key": "few", "value": 3}, {"key": "many", "value": 10}],
             "offVariant": "few",
             "defaultServe": {
                 "rollout": {
@@ -153,6 +169,13 @@ SAMPLE_DOCUMENT = {
                     ],
                 }
             },
+        },
+        "price-factor": {
+            "type": "number",
+            "enabled": True,
+            "variants": [{"key": "full", "value": 1.0}, {"key": "sale", "value": 0.75}],
+            "offVariant": "full",
+            "defaultServe": {"variant": "sale"},
         },
         "theme": {
             "type": "json",

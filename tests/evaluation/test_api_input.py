@@ -22,7 +22,6 @@ BAD_BODIES = [
     (b'{"context": []}', "INVALID_CONTEXT", "context must be a JSON object"),
     (b'{"context": "u1"}', "INVALID_CONTEXT", "context must be a JSON object"),
     (b'{"context": null}', "INVALID_CONTEXT", "context must be a JSON object"),
-    (b'{"context": {"targetingKey": 7}}', "INVALID_CONTEXT", "targetingKey must be a string"),
     (b'{"context": {"n": NaN}}', "PARSE_ERROR", "NaN is not JSON"),
     (b"[" * 10_000 + b"]" * 10_000, "PARSE_ERROR", ""),
 ]
@@ -104,3 +103,19 @@ def test_unusual_contexts_evaluate(client, key, context):
         HTTP_X_API_KEY=key,
     )
     assert response.status_code == 200
+
+
+def test_a_targeting_key_that_is_not_a_string_is_an_invalid_context(client, key):
+    body = b'{"context": {"targetingKey": 7}}'
+    bulk = client.post("/ofrep/v1/evaluate/flags", body, "application/json", HTTP_X_API_KEY=key)
+    assert bulk.status_code == 400
+    assert bulk.json()["errorCode"] == "INVALID_CONTEXT"
+    assert "targetingKey must be a string" in bulk.json()["errorDetails"]
+    one = client.post(
+        "/ofrep/v1/evaluate/flags/theme", body, "application/json", HTTP_X_API_KEY=key
+    )
+    assert one.status_code == 400
+    assert (one.json()["key"], one.json()["errorCode"]) == ("theme", "INVALID_CONTEXT")
+    native = client.post("/api/v1/evaluate", body, "application/json", HTTP_X_API_KEY=key)
+    assert native.status_code == 200
+    assert native.json()["flags"]["theme"]["errorCode"] == "INVALID_CONTEXT"
