@@ -6,7 +6,7 @@ PORT ?= 3000
 HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
 
-.PHONY: run test lint format install install-dev demo serve migrate bench-engine clean
+.PHONY: run test lint format install install-dev demo serve migrate bench-engine clean check-deploy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,20 @@ bench-engine: install-dev
 bench-http: install-dev
 	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || sudo apt-get install -y wrk
 	$(BIN)/python bench/http.py
+
+## check-deploy: validate Compose file, Dockerfile, Helm chart and ECS task (no Docker needed)
+DEPLOY_TOOLS := var/deploy-tools
+DCLINT_VERSION := 3.1.0
+
+$(DEPLOY_TOOLS)/.installed: deploy/check-requirements.txt $(VENV)/.installed-dev
+	rm -rf $(DEPLOY_TOOLS) && mkdir -p $(DEPLOY_TOOLS)/npm
+	$(BIN)/pip install --quiet --no-deps --target $(DEPLOY_TOOLS)/python -r deploy/check-requirements.txt
+	cd $(DEPLOY_TOOLS)/npm && npm pack --silent dclint@$(DCLINT_VERSION) >/dev/null \
+		&& tar xzf dclint-$(DCLINT_VERSION).tgz package/schemas/compose.schema.json
+	touch $@
+
+check-deploy: install-dev $(DEPLOY_TOOLS)/.installed
+	PYTHONPATH=$(DEPLOY_TOOLS)/python $(BIN)/python deploy/check.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
