@@ -167,7 +167,7 @@ class Command(FlagsCommand):
             source=SOURCE,
         )
         if self.as_json:
-            return self.print_json(services._flag_meta(created))
+            return self.print_json(_flag_json(created))
         keys = ", ".join(created.variants.values_list("key", flat=True))
         self._done(f"Created {type} flag {project_key}/{key} (variants: {keys}), off everywhere.")
 
@@ -597,6 +597,17 @@ def _flag_row(flag: Flag, environments: list, configs: dict) -> dict:
         "archived": flag.archived,
         "tags": sorted(tag.name for tag in flag.tags.all()),
         "environments": states,
+    }
+
+
+def _flag_json(flag: Flag) -> dict:
+    return {
+        "project": flag.project.key,
+        "key": flag.key,
+        "name": flag.name,
+        "type": flag.type,
+        "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()],
+        "tags": sorted(flag.tags.values_list("name", flat=True)),
     }
 
 
