@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from evaluation import cache as snapshots
+from evaluation import exposures
 from evaluation.credentials import Credential, CredentialError, authenticate
 from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot
 from flags.api.errors import error_body
@@ -192,6 +193,7 @@ def evaluate_flags(request: HttpRequest) -> HttpResponse:
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
     results = snapshot.evaluate_all(context)
     record_evaluations(results.values())
+    exposures.record(credential.environment_id, results.values())
     server = credential.is_server
     flags = {key: _native_result(result, server) for key, result in results.items()}
     return _json({"version": snapshot.version, "flags": flags}, etag=etag)
@@ -213,6 +215,7 @@ def evaluate_flag(request: HttpRequest, flag_key: str) -> HttpResponse:
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
     result = snapshot.evaluate(flag_key, context)
     record_evaluations((result,))
+    exposures.record(credential.environment_id, (result,))
     if result.error_code == ErrorCode.FLAG_NOT_FOUND:
         return _native_error(
             404, result.error_details or "no such flag", errorCode=result.error_code
@@ -298,6 +301,7 @@ def ofrep_flag(request: HttpRequest, key: str) -> HttpResponse:
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
     result = snapshot.evaluate(key, context)
     record_evaluations((result,))
+    exposures.record(credential.environment_id, (result,))
     if result.error_code == ErrorCode.FLAG_NOT_FOUND:
         details = result.error_details or f"flag {key!r} was not found"
         return _ofrep_error(404, details, key=key, errorCode=result.error_code)
@@ -323,6 +327,7 @@ def ofrep_flags(request: HttpRequest) -> HttpResponse:
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
     results = snapshot.evaluate_all(context)
     record_evaluations(results.values())
+    exposures.record(credential.environment_id, results.values())
     metadata = _metadata_of(credential.environment_id, snapshot)
     server = credential.is_server
     body = {

@@ -217,6 +217,12 @@ def _apply(change: ScheduledChange) -> FlagConfig:
     )
 
 
+def _reason(error: Exception) -> str:
+    if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+        return "; ".join(f"{field}: {m}" for field, ms in error.message_dict.items() for m in ms)
+    return "; ".join(getattr(error, "messages", None) or [str(error)])
+
+
 def due_change_apply(now: datetime | None = None) -> ScheduledChange | None:
     """Claim the next due change, apply it and mark it, in one transaction; None if none."""
     now = now or timezone.now()
@@ -235,7 +241,7 @@ def due_change_apply(now: datetime | None = None) -> ScheduledChange | None:
                 config = _apply(change)
         except (ValidationError, PermissionDenied, services.ConflictError) as error:
             change.status = Status.FAILED
-            change.error = "; ".join(getattr(error, "messages", None) or [str(error)])
+            change.error = _reason(error)
             failure = {"id": change.pk, "error": change.error}
             _audit(change.config, "fail", None, SOURCE, after=failure)
         else:

@@ -308,5 +308,14 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# --- Safe rollouts (docs/safe-rollouts.md) ----------------------------------------------
+
+# Approvals a change request needs (from people other than its author).
+CHANGE_REQUEST_APPROVALS = _env_int("CHANGE_REQUEST_APPROVALS", 1)
+# A flag serving one variant to everyone (or not evaluated) this many days is listed as stale.
+STALE_FLAG_DAYS = _env_int("STALE_FLAG_DAYS", 30)
+# Each process flushes its exposure counters this often; 0 only on demand (the tests).
+EXPOSURE_FLUSH_SECONDS = _env_int("EXPOSURE_FLUSH_SECONDS", 0 if TESTING else 10)
+
 # Request bodies above this size are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("MAX_BODY_BYTES", 1024 * 1024)

@@ -1,0 +1,297 @@
+"""Exposure counts: evaluations per flag, environment, variant, reason and hour, in batches.
+
+The evaluation path only adds to a dict in process memory (one lock per request). Every
+`EXPOSURE_FLUSH_SECONDS` a background thread of each process moves its counters out in one
+batch: to Redis (HINCRBY on one hash per environment and hour) when Redis is configured,
+else straight into the database (one upsert per counter, in one transaction). The
+scheduler (`run_scheduler`, or `manage.py flush_exposures`) drains Redis into the database.
+Nothing is ever written per evaluation.
+
+Redis keys (under the cache's KEY_PREFIX):
+  `exposures:{environment_id}:{hour}`  hash, field "flag\\tvariant\\treason" -> count
+  `exposures:pending`                  set of the hashes above not yet drained
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from evaluation.engine import EvaluationResult
+
+log = logging.getLogger(__name__)
+
+HOUR = 3600
+SEPARATOR = "\t"
+PENDING = "exposures:pending"
+# Past this many distinct counters a process flushes without waiting for its interval.
+MAX_COUNTERS = 50_000
+
+Key = tuple[int, str, str, str, int]  # environment id, flag key, variant, reason, hour
+
+_counts: dict[Key, int] = {}
+_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+_wake = threading.Event()
+
+# A forked worker starts with no counters (its parent's are its parent's to flush).
+os.register_at_fork(after_in_child=lambda: _forget_after_fork())
+
+
+def _forget_after_fork() -> None:
+    global _counts, _lock, _flusher, _wake
+    _counts, _lock, _flusher, _wake = {}, threading.Lock(), None, threading.Event()
+
+
+# --- Recording (the evaluation path) ------------------------------------------------------
+
+
+def record(environment_id: int, results: Iterable[EvaluationResult]) -> None:
+    """Count evaluations just served; cheap enough for every request."""
+    hour = int(time.time()) // HOUR * HOUR
+    with _lock:
+        counts = _counts
+        for result in results:
+            key = (environment_id, result.flag_key, result.variant or "", result.reason, hour)
+            counts[key] = counts.get(key, 0) + 1
+        size = len(counts)
+    if _flusher is None:
+        _start_flusher()
+    if size >= MAX_COUNTERS:
+        _wake.set()
+
+
+def add(
+    environment_id: int, flag_key: str, variant: str, reason: str, count: int, hour: int
+) -> None:
+    """Count evaluations made elsewhere (server-side SDKs posting their own counts)."""
+    key = (environment_id, flag_key, variant or "", reason, hour // HOUR * HOUR)
+    with _lock:
+        _counts[key] = _counts.get(key, 0) + count
+    if _flusher is None:
+        _start_flusher()
+
+
+def _start_flusher() -> None:
+    global _flusher
+    seconds = getattr(settings, "EXPOSURE_FLUSH_SECONDS", 10)
+    with _lock:
+        if _flusher is not None or seconds <= 0:
+            return
+        _flusher = threading.Thread(
+            target=_flush_forever, args=(seconds,), name="exposure-flusher", daemon=True
+        )
+        _flusher.start()
+
+
+def _flush_forever(seconds: float) -> None:
+    while True:
+        _wake.wait(seconds)
+        _wake.clear()
+        try:
+            flush()
+        except Exception:  # the next pass retries; counts stay in memory meanwhile
+            log.exception("could not flush exposure counts")
+        finally:
+            connection.close()
+
+
+# --- Flushing -----------------------------------------------------------------------------
+
+
+def _take() -> dict[Key, int]:
+    global _counts
+    with _lock:
+        taken, _counts = _counts, {}
+    return taken
+
+
+def _give_back(counts: dict[Key, int]) -> None:
+    with _lock:
+        for key, count in counts.items():
+            _counts[key] = _counts.get(key, 0) + count
+
+
+def flush() -> int:
+    """Move this process's counters to Redis (or the database); the number of counters."""
+    counts = _take()
+    if not counts:
+        return 0
+    if settings.REDIS_URL:
+        try:
+            _to_redis(counts)
+            return len(counts)
+        except Exception as error:
+            log.warning("Redis unavailable, writing exposure counts to the database: %s", error)
+    try:
+        _to_database(counts)
+    except Exception:
+        _give_back(counts)
+        raise
+    return len(counts)
+
+
+def _hash_key(environment_id: int, hour: int) -> str:
+    return cache.make_key(f"exposures:{environment_id}:{hour}")
+
+
+def _redis():
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def _to_redis(counts: dict[Key, int]) -> None:
+    pipe = _redis().pipeline(transaction=False)
+    pending = cache.make_key(PENDING)
+    for (environment_id, flag_key, variant, reason, hour), count in counts.items():
+        key = _hash_key(environment_id, hour)
+        pipe.hincrby(key, SEPARATOR.join((flag_key, variant, reason)), count)
+        pipe.sadd(pending, key)
+    pipe.execute()
+
+
+def _to_database(counts: dict[Key, int], now: datetime | None = None) -> None:
+    from flags.models import Environment, ExposureCount
+
+    now = now or datetime.now(UTC)
+    existing = set(
+        Environment.objects.filter(pk__in={key[0] for key in counts}).values_list("pk", flat=True)
+    )
+    rows = []
+    # A fixed order keeps concurrent upserts of the same rows from deadlocking.
+    for key in sorted(counts):
+        environment_id, flag_key, variant, reason, hour = key
+        if environment_id not in existing:
+            continue
+        start = datetime.fromtimestamp(hour, UTC)
+        last = min(now, start + timedelta(seconds=HOUR - 1))
+        rows.append((environment_id, flag_key, variant, reason, start, counts[key], last))
+    if not rows:
+        return
+    table = connection.ops.quote_name(ExposureCount._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = (
+        f"INSERT INTO {table} (environment_id, flag_key, variant, reason, hour, count, last_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (environment_id, flag_key, variant, reason, hour) DO UPDATE SET "
+        f"count = {table}.count + EXCLUDED.count, "
+        f"last_at = CASE WHEN EXCLUDED.last_at > {table}.last_at "
+        f"THEN EXCLUDED.last_at ELSE {table}.last_at END"
+    )
+    params = [(*row[:4], adapt(row[4]), row[5], adapt(row[6])) for row in rows]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+# Read a hash and delete it in one step, so each count is drained by one drainer only.
+_TAKE_HASH = """
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], KEYS[1])
+return fields
+"""
+
+
+def drain() -> int:
+    """Flush this process, then move every count waiting in Redis into the database."""
+    flushed = flush()
+    if not settings.REDIS_URL:
+        return flushed
+    redis = _redis()
+    pending = cache.make_key(PENDING)
+    drained = 0
+    for raw in redis.smembers(pending):
+        key = raw.decode()
+        fields = redis.eval(_TAKE_HASH, 2, key, pending)
+        counts = _parse_hash(key, fields)
+        try:
+            _to_database(counts)
+        except Exception:
+            _to_redis(counts)  # put them back for the next drain
+            raise
+        drained += len(counts)
+    return drained
+
+
+def _parse_hash(key: str, fields: list[bytes]) -> dict[Key, int]:
+    environment_id, hour = (int(part) for part in key.rsplit(":", 2)[-2:])
+    counts = {}
+    for field, value in zip(fields[::2], fields[1::2], strict=True):
+        flag_key, variant, reason = field.decode().split(SEPARATOR)
+        counts[(environment_id, flag_key, variant, reason, hour)] = int(value)
+    return counts
+
+
+# --- Reads (the admin's charts and the stale-flag list) -----------------------------------
+
+
+def exposure_series(environment_id: int, flag_key: str, since: datetime) -> list[dict[str, Any]]:
+    """Evaluations per hour and variant since `since`, oldest first."""
+    from django.db.models import Sum
+
+    from flags.models import ExposureCount
+
+    rows = (
+        ExposureCount.objects.filter(
+            environment_id=environment_id, flag_key=flag_key, hour__gte=since
+        )
+        .values("hour", "variant")
+        .annotate(total=Sum("count"))
+        .order_by("hour", "variant")
+    )
+    return list(rows)
+
+
+def last_evaluated(environment_id: int, flag_key: str) -> datetime | None:
+    from django.db.models import Max
+
+    from flags.models import ExposureCount
+
+    rows = ExposureCount.objects.filter(environment_id=environment_id, flag_key=flag_key)
+    return rows.aggregate(last=Max("last_at"))["last"]
+
+
+def stale_flags(project, days: int | None = None, now: datetime | None = None) -> list[dict]:
+    """Live flags never evaluated (or not for `days` days), or serving one variant to everyone
+    for `days` days.
+
+    "One variant to everyone" means: evaluated since at least `days` days ago, and in each
+    environment where it was evaluated during those days every evaluation got one variant.
+    """
+    from django.db.models import Count, Min
+
+    from flags.models import ExposureCount
+
+    days = days if days is not None else settings.STALE_FLAG_DAYS
+    now = now or datetime.now(UTC)
+    since = now - timedelta(days=days)
+    counts = ExposureCount.objects.filter(environment__project=project)
+    first_seen = dict(
+        counts.values("flag_key").annotate(first=Min("hour")).values_list("flag_key", "first")
+    )
+    variants = (
+        counts.filter(hour__gte=since - timedelta(seconds=HOUR))
+        .values("flag_key", "environment_id")
+        .annotate(variants=Count("variant", distinct=True))
+    )
+    mixed = {row["flag_key"] for row in variants if row["variants"] > 1}
+    recent = {row["flag_key"] for row in variants}
+    stale = []
+    for flag in project.flags.filter(archived=False).order_by("key"):
+        if flag.key not in first_seen:
+            stale.append({"flag": flag, "why": "never evaluated"})
+        elif flag.key not in recent:
+            stale.append({"flag": flag, "why": f"not evaluated for {days} days"})
+        elif first_seen[flag.key] <= since and flag.key in recent and flag.key not in mixed:
+            stale.append({"flag": flag, "why": f"one variant to everyone for {days} days"})
+    return stale
