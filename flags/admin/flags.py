@@ -430,14 +430,15 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Flag | None = None):
         main = ["project", "key", "name", "type", "description", "tag_names", "owner"]
         if obj is not None:
-            main += ["archived", "audit_entries"]
+            main += ["archived", "audit_entries", "rollout_links"]
         return (
             (None, {"fields": main}),
             ("Bucketing", {"classes": ("collapse",), "fields": ("salt",)}),
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Flag | None = None):
-        return ("project", "key", "type", "audit_entries") if obj is not None else ()
+        readonly = ("project", "key", "type", "audit_entries", "rollout_links")
+        return readonly if obj is not None else ()
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "owner":
@@ -447,6 +448,13 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                 users = users.filter(memberships__project_id__in=members).distinct()
             kwargs["queryset"] = users.order_by("username")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def rollout_links(self, flag: Flag) -> str:
+        from flags.admin.rollouts import rollout_links  # versions, evaluations per environment
+
+        return rollout_links(flag)
+
+    rollout_links.short_description = "safe rollouts"
 
     @admin.display(description="audit log")
     def audit_entries(self, flag: Flag) -> str:

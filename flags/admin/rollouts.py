@@ -1,0 +1,295 @@
+"""Safe rollouts in the admin: versions with diffs and restore, change requests, exposures.
+
+The pages hang off the change requests' admin; the flag page links to them per environment
+(`rollout_links`). Writes go through flags.history / flags.approvals / flags.schedules.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html_join
+
+from evaluation import exposures
+from flags import approvals, history, schedules
+from flags.models import ChangeRequest, FlagConfig
+from flags.roles import Action, allows, needs_change_request, visible_projects
+from flags.services import ConflictError
+
+SOURCE = "admin"
+
+
+@admin.display(description="safe rollouts")
+def rollout_links(flag) -> str:
+    """Per environment: versions (diff, restore, propose) and evaluations; for the flag page."""
+    rows = []
+    for config in flag.configs.select_related("environment"):
+        rows.append(
+            (
+                config.environment.name,
+                reverse("admin:flags_rollout_versions", args=[config.pk]),
+                reverse("admin:flags_rollout_exposures", args=[config.pk]),
+            )
+        )
+    return format_html_join(
+        " · ",
+        '{}: <a href="{}">versions</a>, <a href="{}">evaluations</a>',
+        rows,
+    )
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+        return "; ".join(f"{field}: {m}" for field, ms in error.message_dict.items() for m in ms)
+    if isinstance(error, ValidationError):
+        return "; ".join(error.messages)
+    return str(error)
+
+
+@admin.register(ChangeRequest)
+class ChangeRequestAdmin(admin.ModelAdmin):
+    list_display = ("id", "flag", "environment", "title", "author_name", "status", "created_at")
+    list_filter = ("status",)
+    list_select_related = ("config__flag", "config__environment")
+    search_fields = ("title", "config__flag__key", "author_name")
+
+    # --- The list: requests of the projects the person can see, read-only rows
+
+    def get_queryset(self, request: HttpRequest):
+        return (
+            super()
+            .get_queryset(request)
+            .filter(config__flag__project__in=visible_projects(request.user))
+        )
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="flag")
+    def flag(self, obj: ChangeRequest) -> str:
+        return obj.config.flag.key
+
+    @admin.display(description="environment")
+    def environment(self, obj: ChangeRequest) -> str:
+        return obj.config.environment.name
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:flags_rollout_request", args=[object_id]))
+
+    # --- Extra pages
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "versions/<int:config_id>/", view(self.versions_view), name="flags_rollout_versions"
+            ),
+            path(
+                "exposures/<int:config_id>/",
+                view(self.exposures_view),
+                name="flags_rollout_exposures",
+            ),
+            path("stale/", view(self.stale_view), name="flags_rollout_stale"),
+            path("<int:pk>/review/", view(self.request_view), name="flags_rollout_request"),
+            *super().get_urls(),
+        ]
+
+    def _config(self, request: HttpRequest, config_id: int) -> FlagConfig:
+        config = get_object_or_404(
+            FlagConfig.objects.select_related("flag__project", "environment"), pk=config_id
+        )
+        if not allows(request.user, config.flag.project, Action.READ):
+            raise Http404("No such flag.")
+        return config
+
+    def _page(self, request: HttpRequest, template: str, title: str, **context) -> HttpResponse:
+        context = {**self.admin_site.each_context(request), "title": title, **context}
+        return TemplateResponse(request, f"admin/flags/rollouts/{template}", context)
+
+    def _run(self, request: HttpRequest, action, success: str) -> bool:
+        try:
+            action()
+        except (PermissionDenied, ValidationError, ConflictError) as error:
+            self.message_user(request, _error_text(error), messages.ERROR)
+            return False
+        self.message_user(request, success, messages.SUCCESS)
+        return True
+
+    def versions_view(self, request: HttpRequest, config_id: int) -> HttpResponse:
+        """Versions with their diffs; restore one; propose or schedule a change."""
+        config = self._config(request, config_id)
+        user = request.user
+        if request.method == "POST":
+            self._versions_post(request, config)
+            return HttpResponseRedirect(request.path)
+        may_write = allows(user, config.flag.project, Action.CONFIGURE, config.environment)
+        return self._page(
+            request,
+            "versions.html",
+            f"Versions of {config.flag.key} in {config.environment.name}",
+            config=config,
+            versions=history.versions_of(config),
+            may_restore=may_write and not needs_change_request(user, config.environment),
+            may_propose=allows(user, config.flag.project, Action.CONFIGURE),
+            may_kill=may_write,
+            requests=approvals.change_requests_of(project=config.flag.project, config=config)[:20],
+            schedule=schedules.schedule_of(config)[:50],
+        )
+
+    def _versions_post(self, request: HttpRequest, config: FlagConfig) -> None:
+        user, post = request.user, request.POST
+        if "restore" in post:
+            number = int(post["restore"])
+            self._run(
+                request,
+                lambda: history.version_restore(
+                    config=config,
+                    version=number,
+                    actor=user,
+                    source=SOURCE,
+                    expected_version=int(post.get("version", config.version)),
+                ),
+                f"Version {number} restored as a new version.",
+            )
+        elif "kill" in post:
+            self._run(
+                request,
+                lambda: schedules.flag_kill(config=config, actor=user, source=SOURCE),
+                f"{config.flag.key} is off in {config.environment.name}; schedule cancelled.",
+            )
+        elif "propose" in post:
+            try:
+                data = json.loads(post.get("changes") or "{}")
+            except ValueError as error:
+                self.message_user(request, f"The change is not JSON: {error}", messages.ERROR)
+                return
+            if not isinstance(data, dict):
+                self.message_user(request, "The change is a JSON object.", messages.ERROR)
+                return
+            self._run(
+                request,
+                lambda: approvals.change_request_create(
+                    config=config,
+                    data=data,
+                    title=post.get("title", ""),
+                    expected_version=int(post.get("version", config.version)),
+                    actor=user,
+                    source=SOURCE,
+                ),
+                "Change request opened; someone else with the publisher role reviews it.",
+            )
+
+    def request_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        change_request = get_object_or_404(
+            ChangeRequest.objects.select_related("config__flag__project", "config__environment"),
+            pk=pk,
+        )
+        config = self._config(request, change_request.config_id)
+        if request.method == "POST":
+            self._request_post(request, change_request)
+            return HttpResponseRedirect(request.path)
+        return self._page(
+            request,
+            "request.html",
+            f"Change request #{pk}: {config.flag.key} in {config.environment.name}",
+            config=config,
+            change=change_request,
+            conflict=approvals.is_conflict(change_request),
+            diff=history.state_diff(change_request.base_state, change_request.proposed_state),
+            reviews=change_request.reviews.all(),
+            approvals_required=approvals.approvals_required(),
+            is_author=change_request.author_id == request.user.pk,
+            changes_json=json.dumps(change_request.data, indent=2),
+        )
+
+    def _request_post(self, request: HttpRequest, change_request: ChangeRequest) -> None:
+        user, post = request.user, request.POST
+        comment = post.get("comment", "")
+        if "approve" in post or "reject" in post:
+            approve = "approve" in post
+            self._run(
+                request,
+                lambda: approvals.change_request_review(
+                    request=change_request,
+                    approve=approve,
+                    comment=comment,
+                    actor=user,
+                    source=SOURCE,
+                ),
+                "Approved." if approve else "Rejected.",
+            )
+        elif "rebase" in post:
+            self._run(
+                request,
+                lambda: approvals.change_request_rebase(
+                    request=change_request,
+                    confirm=post.get("confirm") == "on",
+                    actor=user,
+                    source=SOURCE,
+                ),
+                "Rebased on the current version; it needs approval again.",
+            )
+        elif "cancel" in post:
+            self._run(
+                request,
+                lambda: approvals.change_request_cancel(
+                    request=change_request, actor=user, source=SOURCE
+                ),
+                "Cancelled.",
+            )
+
+    def exposures_view(self, request: HttpRequest, config_id: int) -> HttpResponse:
+        """Evaluations per variant and hour over the last days, and when last evaluated."""
+        config = self._config(request, config_id)
+        days = min(max(int(request.GET.get("days", 7) or 7), 1), 90)
+        since = datetime.now(UTC) - timedelta(days=days)
+        series = exposures.exposure_series(config.environment_id, config.flag.key, since)
+        variants = sorted({row["variant"] for row in series})
+        hours: dict[datetime, dict[str, int]] = {}
+        for row in series:
+            hours.setdefault(row["hour"], {})[row["variant"]] = row["total"]
+        peak = max((row["total"] for row in series), default=0) or 1
+        table = [
+            (hour, [(counts.get(v, 0), 100 * counts.get(v, 0) // peak) for v in variants])
+            for hour, counts in sorted(hours.items(), reverse=True)
+        ]
+        totals = [sum(row["total"] for row in series if row["variant"] == v) for v in variants]
+        return self._page(
+            request,
+            "exposures.html",
+            f"Evaluations of {config.flag.key} in {config.environment.name}",
+            config=config,
+            days=days,
+            variants=variants,
+            totals=totals,
+            table=table,
+            last=exposures.last_evaluated(config.environment_id, config.flag.key),
+        )
+
+    def stale_view(self, request: HttpRequest) -> HttpResponse:
+        days = int(request.GET.get("days") or settings.STALE_FLAG_DAYS)
+        projects = [
+            (project, exposures.stale_flags(project, days=days))
+            for project in visible_projects(request.user).order_by("key")
+        ]
+        return self._page(request, "stale.html", "Stale flags", projects=projects, days=days)
