@@ -6,7 +6,7 @@ PORT ?= 3000
 HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
 
-.PHONY: run test lint format install install-dev demo serve migrate bench-engine clean check-deploy
+.PHONY: run test lint format install install-dev demo serve migrate bench-engine bench-realtime fuzz clean check-deploy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,20 @@ $(DEPLOY_TOOLS)/.installed: deploy/check-requirements.txt $(VENV)/.installed-dev
 
 check-deploy: install-dev $(DEPLOY_TOOLS)/.installed
 	PYTHONPATH=$(DEPLOY_TOOLS)/python $(BIN)/python deploy/check.py
+
+## bench-realtime: propagation delay across three instances, and 1,000 open streams
+bench-realtime: install-dev
+	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || sudo apt-get install -y wrk
+	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(BIN)/python bench/realtime.py
+
+## fuzz: schemathesis against /api/schema/ on a real server, bounded by FUZZ_EXAMPLES
+$(VENV)/.installed-fuzz: requirements-fuzz.txt $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -r requirements-fuzz.txt
+	touch $@
+
+fuzz: $(VENV)/.installed-fuzz
+	$(BIN)/python tests/fuzz_api.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

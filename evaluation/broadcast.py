@@ -34,20 +34,21 @@ def channel() -> str:
 
 def publish(versions: dict[int, int]) -> None:
     """After a commit (any thread): tell every process, this one included."""
+    changed_at = time.time()
     if settings.REDIS_URL:
         from django_redis import get_redis_connection
 
         try:
             connection = get_redis_connection("default")
             for environment_id, version in versions.items():
-                message = json.dumps({"environment": environment_id, "version": version})
-                connection.publish(channel(), message)
+                message = {"environment": environment_id, "version": version, "at": changed_at}
+                connection.publish(channel(), json.dumps(message))
         except Exception as error:  # the pollers pick the change up instead
             log.warning("could not publish a change: %s", error)
     broadcaster = Broadcaster.current
     if broadcaster is not None:
         for environment_id, version in versions.items():
-            broadcaster.announce_threadsafe(environment_id, version)
+            broadcaster.announce_threadsafe(environment_id, version, changed_at)
 
 
 class Broadcaster:
@@ -58,7 +59,8 @@ class Broadcaster:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.subscribers: dict[int, set[asyncio.Queue[int]]] = {}
+        # Each queue receives (version, epoch seconds of the change, or None when polled).
+        self.subscribers: dict[int, set[asyncio.Queue[tuple[int, float | None]]]] = {}
         self.known: dict[int, int] = {}
         self.pubsub_healthy = False
         self.tasks: list[asyncio.Task] = []
@@ -89,13 +91,13 @@ class Broadcaster:
 
     # --- subscriptions ------------------------------------------------------------------
 
-    def subscribe(self, environment_id: int, version: int) -> asyncio.Queue[int]:
-        queue: asyncio.Queue[int] = asyncio.Queue()
+    def subscribe(self, environment_id: int, version: int) -> asyncio.Queue:
+        queue: asyncio.Queue[tuple[int, float | None]] = asyncio.Queue()
         self.subscribers.setdefault(environment_id, set()).add(queue)
         self.known[environment_id] = max(self.known.get(environment_id, 0), version)
         return queue
 
-    def unsubscribe(self, environment_id: int, queue: asyncio.Queue[int]) -> None:
+    def unsubscribe(self, environment_id: int, queue: asyncio.Queue) -> None:
         queues = self.subscribers.get(environment_id)
         if queues is not None:
             queues.discard(queue)
@@ -107,7 +109,7 @@ class Broadcaster:
 
     # --- announcements ------------------------------------------------------------------
 
-    def announce(self, environment_id: int, version: int) -> None:
+    def announce(self, environment_id: int, version: int, at: float | None = None) -> None:
         from evaluation import cache
 
         cache.mark_stale(environment_id)
@@ -115,11 +117,11 @@ class Broadcaster:
             return
         self.known[environment_id] = version
         for queue in self.subscribers.get(environment_id, ()):
-            queue.put_nowait(version)
+            queue.put_nowait((version, at))
 
-    def announce_threadsafe(self, environment_id: int, version: int) -> None:
+    def announce_threadsafe(self, environment_id: int, version: int, at: float) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed
-            self.loop.call_soon_threadsafe(self.announce, environment_id, version)
+            self.loop.call_soon_threadsafe(self.announce, environment_id, version, at)
 
     # --- sources of announcements -------------------------------------------------------
 
@@ -154,7 +156,7 @@ class Broadcaster:
     def _announce_message(self, data: bytes | str) -> None:
         try:
             change = json.loads(data)
-            self.announce(int(change["environment"]), int(change["version"]))
+            self.announce(int(change["environment"]), int(change["version"]), change.get("at"))
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed change message")
 

@@ -1,7 +1,8 @@
 """GET /api/v1/stream: Server-Sent Events telling SDKs that their environment changed.
 
 The shape is OFREP's notify-then-refetch (shared/ofrep/event-streams.yaml): each event is
-`event: message`, `id: <version>`, `data: {"type": "refetchEvaluation", "etag": ...}`.
+`event: message`, `id: <version>`, `data: {"type": "refetchEvaluation", "etag": ...}`;
+`data` also carries `version` and `changedAt` (epoch seconds of the commit, when known).
 A reconnecting client sends `Last-Event-ID`; if the environment moved on meanwhile it gets
 one event at once, so no change is missed. Comment lines every `HEARTBEAT_SECONDS` keep
 idle proxies from closing the connection.
@@ -18,8 +19,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from evaluation import cache, credentials
 from evaluation.broadcast import Broadcaster
+from flagsite import metrics
 
 HEARTBEAT_SECONDS = 15.0
+# What OFREP's bulk response advertises: connect here (same credentials) and refetch on
+# each event. `endpoint` keeps the origin the provider already uses.
+OFREP_EVENT_STREAMS = [
+    {"type": "sse", "endpoint": {"requestUri": "/api/v1/stream"}, "inactivityDelaySec": 120}
+]
 RETRY_MILLISECONDS = 2000
 
 
@@ -28,12 +35,14 @@ def config_etag(environment_id: int, version: int) -> str:
     return f"{environment_id}-{version}"
 
 
-def event(environment_id: int, version: int) -> str:
+def event(environment_id: int, version: int, changed_at: float | None = None) -> str:
+    changed_at = changed_at or time.time()
     data = {
         "type": "refetchEvaluation",
         "etag": config_etag(environment_id, version),
         "version": version,
-        "lastModified": int(time.time()),
+        "lastModified": int(changed_at),
+        "changedAt": changed_at,
     }
     return f"id: {version}\nevent: message\ndata: {json.dumps(data)}\n\n"
 
@@ -72,7 +81,12 @@ async def stream(request: HttpRequest) -> HttpResponse:
     return response
 
 
+def _version(announcement: tuple[int, float | None]) -> int:
+    return announcement[0]
+
+
 async def _events(broadcaster, queue, environment_id: int, version: int, last_seen: int | None):
+    metrics.stream_opened()
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n: connected at version {version}\n\n"
         sent = version
@@ -80,14 +94,15 @@ async def _events(broadcaster, queue, environment_id: int, version: int, last_se
             yield event(environment_id, version)
         while True:
             try:
-                latest = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                latest, changed_at = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
             except TimeoutError:
                 yield ": heartbeat\n\n"
                 continue
             while not queue.empty():  # a burst of changes is one refetch
-                latest = max(latest, queue.get_nowait())
+                latest, changed_at = max((latest, changed_at), queue.get_nowait(), key=_version)
             if latest > sent:
                 sent = latest
-                yield event(environment_id, latest)
+                yield event(environment_id, latest, changed_at)
     finally:
         broadcaster.unsubscribe(environment_id, queue)
+        metrics.stream_closed()

@@ -21,6 +21,7 @@ from evaluation import cache as snapshots
 from evaluation import exposures
 from evaluation.credentials import Credential, CredentialError, authenticate
 from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot
+from evaluation.streams import OFREP_EVENT_STREAMS
 from flags.api.errors import error_body
 
 # A context is a handful of attributes; anything this large is a mistake or an attack.
@@ -333,6 +334,7 @@ def ofrep_flags(request: HttpRequest) -> HttpResponse:
     body = {
         "flags": [_ofrep_result(result, metadata, server) for result in results.values()],
         "metadata": {"version": snapshot.version},
+        "eventStreams": OFREP_EVENT_STREAMS,
     }
     return _json(body, etag=etag)
 

@@ -140,7 +140,7 @@ def _unique_as_field(obj: Any, error: ValidationError) -> ValidationError:
 
 @transaction.atomic
 def project_create(
-    *, key: str, name: str, description: str = "", actor: Actor, source: str
+    *, key: str, name: str = "", description: str = "", actor: Actor, source: str
 ) -> Project:
     if actor is not None and not actor.is_superuser:
         from django.core.exceptions import PermissionDenied

@@ -18,6 +18,18 @@ from flags.models import (
     Segment,
 )
 
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+def key_field(**kwargs) -> serializers.RegexField:
+    """A key as the store accepts it: lowercase letters, digits, '-', '_', '.'."""
+    return serializers.RegexField(
+        KEY_PATTERN,
+        max_length=kwargs.pop("max_length", 100),
+        error_messages={"invalid": "use lowercase letters, digits, '-', '_' or '.'"},
+        **kwargs,
+    )
+
 
 class StrictSerializer(serializers.Serializer):
     """Rejects fields it does not know, so a typo is an error rather than silently ignored."""
@@ -109,7 +121,7 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 
 
 class EnvironmentInputSerializer(StrictSerializer):
-    key = serializers.CharField(max_length=64)
+    key = key_field(max_length=64)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     protected = serializers.BooleanField(required=False, default=False)
 
@@ -128,13 +140,13 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 
 class ProjectInputSerializer(StrictSerializer):
-    key = serializers.CharField(max_length=100)
+    key = key_field()
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
 
 
 class VariantSerializer(StrictSerializer):
-    key = serializers.CharField(max_length=64)
+    key = key_field(max_length=64)
     value = serializers.JSONField()
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
@@ -180,7 +192,7 @@ class FlagSerializer(serializers.ModelSerializer):
 
 
 class FlagInputSerializer(StrictSerializer):
-    key = serializers.CharField(max_length=100)
+    key = key_field()
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     type = serializers.ChoiceField(choices=Flag.Type.values, default=Flag.Type.BOOLEAN)
@@ -243,7 +255,7 @@ class SegmentSerializer(serializers.ModelSerializer):
 
 
 class SegmentInputSerializer(StrictSerializer):
-    key = serializers.CharField(max_length=100)
+    key = key_field()
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     conditions = ConditionSerializer(many=True, required=False)
@@ -252,7 +264,7 @@ class SegmentInputSerializer(StrictSerializer):
 
 
 class SegmentUpdateSerializer(SegmentInputSerializer):
-    key = serializers.CharField(required=False, max_length=100)
+    key = key_field(required=False)
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -312,8 +324,8 @@ class MembershipInputSerializer(StrictSerializer):
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
-    project = serializers.CharField(source="project.key", default=None)
-    environment = serializers.CharField(source="environment.key", default=None)
+    project = serializers.CharField(source="project.key", default=None, allow_null=True)
+    environment = serializers.CharField(source="environment.key", default=None, allow_null=True)
 
     class Meta:
         model = AuditEntry

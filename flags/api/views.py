@@ -6,7 +6,8 @@ from django.contrib.auth import get_user_model
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers as fields
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -20,6 +21,20 @@ from flags.models import Membership, Project
 from flags.roles import Action, authorize, visible_projects
 
 API = "api"
+
+
+def paginated(serializer_class) -> fields.Serializer:
+    """The schema of a limit/offset page of `serializer_class` items."""
+    name = serializer_class.__name__.removesuffix("Serializer")
+    return inline_serializer(
+        name=f"Paginated{name}List",
+        fields={
+            "count": fields.IntegerField(),
+            "next": fields.URLField(allow_null=True),
+            "previous": fields.URLField(allow_null=True),
+            "results": serializer_class(many=True),
+        },
+    )
 
 
 def _parse(serializer_class, request: Request, **kwargs) -> dict:
@@ -157,7 +172,7 @@ FLAG_FILTERS = [
 class FlagViewSet(ProjectScoped):
     lookup_field = "key"
 
-    @extend_schema(parameters=FLAG_FILTERS, responses=serializers.FlagSerializer(many=True))
+    @extend_schema(parameters=FLAG_FILTERS, responses=paginated(serializers.FlagSerializer))
     def list(self, request: Request, project_key: str) -> Response:
         environment_key = request.query_params.get("environment")
         environment = (
@@ -261,7 +276,7 @@ class FlagConfigViewSet(ProjectScoped):
 class SegmentViewSet(ProjectScoped):
     lookup_field = "key"
 
-    @extend_schema(responses=serializers.SegmentSerializer(many=True))
+    @extend_schema(responses=paginated(serializers.SegmentSerializer))
     def list(self, request: Request, project_key: str) -> Response:
         return self._paginate(self.project.segments.all(), serializers.SegmentSerializer)
 
@@ -310,7 +325,7 @@ class ApiKeyViewSet(ProjectScoped):
     def _check_admin(self) -> None:
         authorize(self.request.user, self.project, Action.ADMINISTER)
 
-    @extend_schema(responses=serializers.ApiKeySerializer(many=True))
+    @extend_schema(responses=paginated(serializers.ApiKeySerializer))
     def list(self, request: Request, project_key: str) -> Response:
         self._check_admin()
         return self._paginate(selectors.api_keys_of(self.project), serializers.ApiKeySerializer)
@@ -345,7 +360,9 @@ class MembershipViewSet(ProjectScoped):
         return Response(serializers.MembershipSerializer(members, many=True).data)
 
     @extend_schema(
-        request=serializers.MembershipInputSerializer, responses=serializers.MembershipSerializer
+        request=serializers.MembershipInputSerializer,
+        responses={200: serializers.MembershipSerializer},
+        description="Give a person a role in the project, or change the role they have.",
     )
     def create(self, request: Request, project_key: str) -> Response:
         data = _parse(serializers.MembershipInputSerializer, request)
@@ -378,7 +395,7 @@ AUDIT_FILTERS = [
 
 
 class AuditViewSet(viewsets.ViewSet):
-    @extend_schema(parameters=AUDIT_FILTERS, responses=serializers.AuditEntrySerializer(many=True))
+    @extend_schema(parameters=AUDIT_FILTERS, responses=paginated(serializers.AuditEntrySerializer))
     def list(self, request: Request) -> Response:
         project_key = request.query_params.get("project")
         project = selectors.project_for(request.user, project_key) if project_key else None

@@ -150,3 +150,11 @@ def test_an_empty_request_object_is_an_empty_context(client, key):
     response = post(client, "/ofrep/v1/evaluate/flags/banner-text", {}, key)
     assert response.status_code == 200
     assert response.json()["value"] == "Hello"
+
+
+def test_bulk_advertises_the_change_stream(client, key):
+    response = post(client, "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "u1"}}, key)
+    streams = response.json()["eventStreams"]
+    assert streams[0]["type"] == "sse"
+    assert streams[0]["endpoint"]["requestUri"] == "/api/v1/stream"
+    assert streams[0]["inactivityDelaySec"] >= 1

@@ -44,6 +44,7 @@ class EventReader:
                     event["data"] = json.loads(line[6:])
                 elif line == "" and event:
                     event["received_at"] = time.monotonic()
+                    event["received_wall"] = time.time()
                     self.events.put(event)
                     event = {}
 
