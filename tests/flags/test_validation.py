@@ -88,7 +88,9 @@ def test_weights_must_sum_to_100(project):
 def test_negative_weight(project):
     flag = factories.flag(project, "neg")
     serving = {
-        "rollout": {"variants": [{"variant": "on", "weight": 110}, {"variant": "off", "weight": -10}]}
+        "rollout": {
+            "variants": [{"variant": "on", "weight": 110}, {"variant": "off", "weight": -10}]
+        }
     }
     rejected(lambda: factories.configure(flag, defaultServe=serving), "defaultServe")
 
@@ -157,14 +159,10 @@ def test_unknown_operator(project):
 
 
 def test_rule_serving_a_variant_of_another_flag(project):
-    factories.flag(
-        project, "colour", type="string", variants=[{"key": "red", "value": "#f00"}]
-    )
+    factories.flag(project, "colour", type="string", variants=[{"key": "red", "value": "#f00"}])
     flag = factories.flag(project, "toggle")
     message = rejected(
-        lambda: factories.configure(
-            flag, rules=[{"conditions": [], "serve": {"variant": "red"}}]
-        ),
+        lambda: factories.configure(flag, rules=[{"conditions": [], "serve": {"variant": "red"}}]),
         "rules[0]",
     )
     assert "red" in message
@@ -273,7 +271,10 @@ def test_failed_configuration_change_writes_nothing(project):
             enabled=True,
             rules=[
                 {"conditions": [], "serve": {"variant": "off"}},
-                {"conditions": [{"attribute": "x", "operator": "bogus"}], "serve": {"variant": "on"}},
+                {
+                    "conditions": [{"attribute": "x", "operator": "bogus"}],
+                    "serve": {"variant": "on"},
+                },
             ],
         )
     config = factories.config(flag)
