@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -41,6 +42,9 @@ def error_body(status_code: int, detail: str, fields: dict | None = None, **extr
 
 def exception_handler(exc, context):
     """Translate domain exceptions (services) and DRF's own into the API's JSON errors."""
+    if isinstance(exc, RequestDataTooBig):
+        detail = f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+        return Response(error_body(413, detail), status=413)
     if isinstance(exc, ConflictError):
         body = error_body(409, str(exc), current_version=exc.current_version)
         return Response(body, status=status.HTTP_409_CONFLICT)

@@ -426,3 +426,12 @@ def test_flag_config_version_is_per_environment(project, api):
     )
     versions = dict(FlagConfig.objects.filter(flag=flag).values_list("environment__key", "version"))
     assert versions == {"development": 2, "staging": 1, "production": 1}
+
+
+def test_oversized_body_is_413_json(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    response = api.post(
+        "/api/v1/projects/shop/flags", {"key": "big", "description": "x" * 20_000}, format="json"
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "request_too_large"
