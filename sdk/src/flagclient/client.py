@@ -1,0 +1,355 @@
+"""The flag client: one environment's compiled snapshot, evaluated in process, kept current.
+
+Evaluation reads `self._snapshot` once per call and never takes a lock: the updater thread
+compiles a new document off to the side and swaps the attribute in one assignment, so a
+reader sees the old snapshot or the new one, never a mixture. Nothing on the evaluation
+path raises; a problem becomes the caller's default with a reason and an error code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flagclient.engine import ErrorCode, EvaluationResult, Reason, Snapshot, compile_document
+
+log = logging.getLogger("flagclient")
+
+PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
+# A value forced by `override` (tests): OpenFeature's reason for a value nobody evaluated.
+OVERRIDE_REASON = "STATIC"
+
+# The flag type a default implies: `value("x", ctx, default=False)` expects a boolean flag.
+_EXPECTED_TYPE = {bool: "boolean", str: "string", int: "number", float: "number", dict: "json"}
+
+Listener = Callable[[str, list[str]], None]  # (event: "ready" | "changed" | "stale", flag keys)
+
+_clients: weakref.WeakSet[FlagClient] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._forget_threads()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class FlagClient:
+    """Evaluates one environment's flags in process; see docs/sdk.md.
+
+    `url` is the flag server's base URL, `server_key` a server key of the environment.
+    With `streaming` the client follows `GET /api/v1/stream` and refetches on each event,
+    reconnecting with back-off; while the stream is down (or with `streaming=False`) it
+    polls the document every `poll_interval` seconds. `bootstrap_path` names a file the
+    client writes each new document to and starts from when the server cannot be reached.
+    `report_exposures` posts aggregated evaluation counts every `exposure_interval` seconds.
+    `offline` makes no network calls at all: the bootstrap file and overrides only.
+    """
+
+    def __init__(
+        self,
+        url: str = "",
+        server_key: str = "",
+        *,
+        streaming: bool = True,
+        stream_url: str | None = None,
+        poll_interval: float = 30.0,
+        reconnect_delay: tuple[float, float] = (0.5, 30.0),
+        timeout: float = 5.0,
+        stream_read_timeout: float = 45.0,
+        bootstrap_path: str | os.PathLike[str] | None = None,
+        report_exposures: bool = False,
+        exposure_interval: float = 60.0,
+        offline: bool = False,
+        start: bool = True,
+    ) -> None:
+        from flagclient.updates import Updater, UpdaterOptions
+
+        self.url = url.rstrip("/")
+        self.offline = offline
+        self.bootstrap_path = Path(bootstrap_path) if bootstrap_path else None
+        self._snapshot: Snapshot | None = None
+        self._overrides: dict[str, EvaluationResult] = {}
+        self._listeners: list[Listener] = []
+        self._ready = threading.Event()
+        self._stale = False
+        self._running = False
+        self._closed = False
+        self._lock = threading.Lock()  # start/close and listener bookkeeping, never evaluation
+        self._options = UpdaterOptions(
+            url=self.url,
+            server_key=server_key,
+            streaming=streaming,
+            stream_url=stream_url or f"{self.url}/api/v1/stream",
+            poll_interval=poll_interval,
+            reconnect_delay=reconnect_delay,
+            timeout=timeout,
+            stream_read_timeout=stream_read_timeout,
+        )
+        self._updater_class = Updater
+        self._updater: Updater | None = None
+        self._exposures = None
+        if report_exposures and not offline:
+            from flagclient.exposures import ExposureReporter
+
+            self._exposures = ExposureReporter(
+                url=self.url, server_key=server_key, interval=exposure_interval, timeout=timeout
+            )
+        self._count = self._exposures.count if self._exposures is not None else None
+        _clients.add(self)
+        self._load_bootstrap()
+        if start:
+            self.start()
+
+    # --- evaluation (never raises) --------------------------------------------------------
+
+    def value(self, flag_key: str, context: Mapping[str, Any] | None = None, default: Any = None):
+        """The flag's value for `context`, or `default` if it cannot be evaluated."""
+        try:
+            if self._overrides and flag_key in self._overrides:
+                return self._overrides[flag_key].value
+            snapshot = self._snapshot
+            if snapshot is None:
+                self._restart_if_forked()
+                return default
+            result = snapshot.evaluate(
+                flag_key, {} if context is None else context, _EXPECTED_TYPE.get(default.__class__)
+            )
+            if self._count is not None:
+                self._count(result)
+            return default if result.error_code is not None else result.value
+        except Exception:  # noqa: BLE001 - the evaluation path answers, whatever happens
+            return default
+
+    def details(
+        self,
+        flag_key: str,
+        context: Mapping[str, Any] | None = None,
+        default: Any = None,
+        expected_type: str | None = None,
+    ) -> EvaluationResult:
+        """Value, variant, reason and error code; on an error `value` is `default`.
+
+        `expected_type` ("boolean", "string", "number", "json") defaults to the type of
+        `default`; a flag of another type answers TYPE_MISMATCH.
+        """
+        try:
+            override = self._overrides.get(flag_key) if self._overrides else None
+            if override is not None:
+                return override
+            snapshot = self._snapshot
+            if snapshot is None:
+                self._restart_if_forked()
+                return _error(flag_key, default, PROVIDER_NOT_READY, "no flag document yet")
+            if expected_type is None:
+                expected_type = _EXPECTED_TYPE.get(default.__class__)
+            result = snapshot.evaluate(flag_key, {} if context is None else context, expected_type)
+            if self._count is not None:
+                self._count(result)
+            if result.error_code is not None:
+                return _error(flag_key, default, result.error_code, result.error_details)
+            return result
+        except Exception as exc:  # noqa: BLE001
+            return _error(flag_key, default, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+
+    def all(self, context: Mapping[str, Any] | None = None) -> dict[str, EvaluationResult]:
+        """Every live flag's result for `context` ({} before the first document)."""
+        try:
+            snapshot = self._snapshot
+            results = {} if snapshot is None else snapshot.evaluate_all(context or {})
+            if self._count is not None:
+                for result in results.values():
+                    self._count(result)
+            results.update(self._overrides)
+            return results
+        except Exception:  # noqa: BLE001
+            log.exception("flagclient: evaluating every flag failed")
+            return {}
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether a document (downloaded or bootstrapped) is being served."""
+        return self._snapshot is not None
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last attempt to reach the server failed (values may be old)."""
+        return self._stale
+
+    @property
+    def version(self) -> int | None:
+        snapshot = self._snapshot
+        return None if snapshot is None else snapshot.version
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Block until a document is served or `timeout` passes; returns `ready`."""
+        self._ready.wait(timeout)
+        return self.ready
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event, flag_keys)` on "ready", "changed" and "stale".
+
+        Listeners run on the client's thread; keep them short. "ready" follows the first
+        document and every recovery after "stale".
+        """
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [known for known in self._listeners if known is not listener]
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread (idempotent; again in a forked child)."""
+        with self._lock:
+            if self._closed or self.offline or self._updater is not None:
+                return
+            self._running = True
+            self._updater = self._updater_class(self, self._options)
+            self._updater.start()
+            if self._exposures is not None:
+                self._exposures.start()
+
+    def close(self) -> None:
+        """Stop the background threads and flush exposure counts; evaluation keeps working."""
+        with self._lock:
+            self._closed, self._running = True, False
+            updater, self._updater = self._updater, None
+        if updater is not None:
+            updater.stop()
+        if self._exposures is not None:
+            self._exposures.close()
+        self._ready.set()  # nobody waits for a document that will not come
+
+    def __enter__(self) -> FlagClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _restart_if_forked(self) -> None:
+        if self._running and self._updater is None:
+            self.start()
+
+    def _forget_threads(self) -> None:
+        """In a forked child: the parent's threads did not come along; restart on first use.
+
+        The evaluation path already calls `self._count` when it is set, so pointing it at a
+        function that restarts the threads costs the evaluations nothing.
+        """
+        self._lock = threading.Lock()
+        self._updater = None
+        if self._exposures is not None:
+            self._exposures.forget_after_fork()
+        if self._running:
+            self._count = self._restart_then_count
+
+    def _restart_then_count(self, result: EvaluationResult) -> None:
+        self._count = self._exposures.count if self._exposures is not None else None
+        self.start()
+        if self._count is not None:
+            self._count(result)
+
+    # --- overrides (tests) ----------------------------------------------------------------
+
+    @contextmanager
+    def override(self, flag_key: str, value: Any) -> Iterator[None]:
+        """Serve `value` for `flag_key` inside the block (reason STATIC), ignoring the document."""
+        previous = self._overrides.get(flag_key)
+        variant = ("on" if value else "off") if value.__class__ is bool else None
+        result = EvaluationResult(flag_key, value, variant, OVERRIDE_REASON)
+        self._overrides = {**self._overrides, flag_key: result}
+        try:
+            yield
+        finally:
+            overrides = dict(self._overrides)
+            if previous is None:
+                overrides.pop(flag_key, None)
+            else:
+                overrides[flag_key] = previous
+            self._overrides = overrides
+
+    # --- called by the updater ------------------------------------------------------------
+
+    def _install(self, document: dict[str, Any], *, save: bool = True) -> bool:
+        """Compile and swap in `document` unless it is older than the snapshot served."""
+        snapshot = compile_document(document)
+        current = self._snapshot
+        if current is not None and snapshot.version < current.version:
+            return False  # an instance behind the others: never serve older after newer
+        self._snapshot = snapshot
+        if save:
+            self._save_bootstrap(document)
+        if current is None:
+            self._ready.set()
+            self._emit("ready", list(snapshot.flag_keys))
+        elif snapshot.version != current.version:
+            self._emit("changed", _changed_flags(current.document, document))
+        return True
+
+    def _mark(self, *, stale: bool) -> None:
+        if stale == self._stale:
+            return
+        self._stale = stale
+        if self._snapshot is not None:
+            self._emit("stale" if stale else "ready", [])
+
+    def _emit(self, event: str, flag_keys: list[str]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, flag_keys)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the updates
+                log.exception("flagclient: a %s listener failed", event)
+
+    # --- bootstrap file -------------------------------------------------------------------
+
+    def _load_bootstrap(self) -> None:
+        path = self.bootstrap_path
+        if path is None or not path.exists():
+            return
+        try:
+            self._install(json.loads(path.read_text()), save=False)
+            self._stale = not self.offline  # old until the server confirms it
+        except Exception:  # noqa: BLE001 - a damaged file is ignored, not fatal
+            log.warning("flagclient: ignoring unreadable bootstrap file %s", path, exc_info=True)
+
+    def _save_bootstrap(self, document: dict[str, Any]) -> None:
+        path = self.bootstrap_path
+        if path is None:
+            return
+        try:
+            partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(document))
+            os.chmod(partial, 0o600)
+            os.replace(partial, path)  # readers see the old file or the new, never half
+        except OSError:
+            log.warning("flagclient: could not write bootstrap file %s", path, exc_info=True)
+
+
+def _error(flag_key: str, default: Any, code: str, details: str | None) -> EvaluationResult:
+    return EvaluationResult(flag_key, default, None, Reason.ERROR, None, code, details)
+
+
+def _changed_flags(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys of flags whose definition differs; every flag when the segments changed."""
+    old_flags, new_flags = old.get("flags") or {}, new.get("flags") or {}
+    keys = list(dict.fromkeys([*old_flags, *new_flags]))
+    if (old.get("segments") or {}) != (new.get("segments") or {}):
+        return keys
+    return [key for key in keys if old_flags.get(key) != new_flags.get(key)]
