@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from flags import approvals, history, schedules
 from flags.api.serializers import FlagConfigInputSerializer, StrictSerializer
-from flags.api.views import API, FlagConfigViewSet, _parse
+from flags.api.views import API, FlagConfigViewSet, _parse, paginated
 from flags.models import ChangeRequest, ScheduledChange
 
 # --- Shapes -------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ class ScheduledChangeSerializer(fields.ModelSerializer):
 class HistoryViewSet(FlagConfigViewSet):
     """Versions of a flag's configuration in an environment, and restoring one."""
 
-    @extend_schema(responses=VersionSerializer(many=True))
+    @extend_schema(responses=paginated(VersionSerializer))
     def list(self, request: Request, **kwargs) -> Response:
         return self._paginate(history.versions_of(self._config()), VersionSerializer)
 
@@ -183,7 +183,7 @@ class ChangeRequestViewSet(FlagConfigViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=ChangeRequest.Status.values)],
-        responses=ChangeRequestSerializer(many=True),
+        responses=paginated(ChangeRequestSerializer),
     )
     def list(self, request: Request, **kwargs) -> Response:
         config = self._config() if "flag_key" in kwargs else None
@@ -255,7 +255,7 @@ class ScheduleViewSet(FlagConfigViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("pending", bool)],
-        responses=ScheduledChangeSerializer(many=True),
+        responses=paginated(ScheduledChangeSerializer),
     )
     def list(self, request: Request, **kwargs) -> Response:
         pending = request.query_params.get("pending", "").lower() in ("1", "true", "yes")
