@@ -76,6 +76,11 @@ bench-realtime: install-dev
 	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(BIN)/python bench/realtime.py
 
+## bench-sdk: in-process evaluation through flagclient vs the bare engine vs OFREP over HTTP
+.PHONY: bench-sdk
+bench-sdk: install-dev
+	$(BIN)/python bench/sdk.py
+
 ## fuzz: schemathesis against /api/schema/ on a real server, bounded by FUZZ_EXAMPLES
 $(VENV)/.installed-fuzz: requirements-fuzz.txt $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -r requirements-fuzz.txt

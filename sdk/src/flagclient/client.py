@@ -28,6 +28,7 @@ OVERRIDE_REASON = "STATIC"
 
 # The flag type a default implies: `value("x", ctx, default=False)` expects a boolean flag.
 _EXPECTED_TYPE = {bool: "boolean", str: "string", int: "number", float: "number", dict: "json"}
+_expected = _EXPECTED_TYPE.get
 
 Listener = Callable[[str, list[str]], None]  # (event: "ready" | "changed" | "stale", flag keys)
 
@@ -77,6 +78,10 @@ class FlagClient:
         self.offline = offline
         self.bootstrap_path = Path(bootstrap_path) if bootstrap_path else None
         self._snapshot: Snapshot | None = None
+        # The snapshot while nothing else is on the evaluation path (no overrides, no
+        # counting, no restart pending), else None: `value` then checks one attribute.
+        self._fast: Snapshot | None = None
+        self._state_lock = threading.Lock()
         self._overrides: dict[str, EvaluationResult] = {}
         self._listeners: list[Listener] = []
         self._ready = threading.Event()
@@ -104,6 +109,7 @@ class FlagClient:
                 url=self.url, server_key=server_key, interval=exposure_interval, timeout=timeout
             )
         self._count = self._exposures.count if self._exposures is not None else None
+        self._set()
         _clients.add(self)
         self._load_bootstrap()
         if start:
@@ -114,18 +120,13 @@ class FlagClient:
     def value(self, flag_key: str, context: Mapping[str, Any] | None = None, default: Any = None):
         """The flag's value for `context`, or `default` if it cannot be evaluated."""
         try:
-            if self._overrides and flag_key in self._overrides:
-                return self._overrides[flag_key].value
-            snapshot = self._snapshot
-            if snapshot is None:
-                self._restart_if_forked()
-                return default
-            result = snapshot.evaluate(
-                flag_key, {} if context is None else context, _EXPECTED_TYPE.get(default.__class__)
-            )
-            if self._count is not None:
-                self._count(result)
-            return default if result.error_code is not None else result.value
+            snapshot = self._fast
+            if snapshot is not None:  # a document, no overrides, no counting: the usual case
+                result = snapshot.evaluate(
+                    flag_key, {} if context is None else context, _expected(default.__class__)
+                )
+                return default if result.error_code is not None else result.value
+            return self._details(flag_key, context, default, None).value
         except Exception:  # noqa: BLE001 - the evaluation path answers, whatever happens
             return default
 
@@ -142,23 +143,42 @@ class FlagClient:
         `default`; a flag of another type answers TYPE_MISMATCH.
         """
         try:
-            override = self._overrides.get(flag_key) if self._overrides else None
-            if override is not None:
-                return override
-            snapshot = self._snapshot
+            snapshot = self._fast
             if snapshot is None:
-                self._restart_if_forked()
-                return _error(flag_key, default, PROVIDER_NOT_READY, "no flag document yet")
-            if expected_type is None:
-                expected_type = _EXPECTED_TYPE.get(default.__class__)
-            result = snapshot.evaluate(flag_key, {} if context is None else context, expected_type)
-            if self._count is not None:
-                self._count(result)
-            if result.error_code is not None:
-                return _error(flag_key, default, result.error_code, result.error_details)
-            return result
+                return self._details(flag_key, context, default, expected_type)
+            result = snapshot.evaluate(
+                flag_key,
+                {} if context is None else context,
+                expected_type or _expected(default.__class__),
+            )
+            if result.error_code is None:
+                return result
+            return _error(flag_key, default, result.error_code, result.error_details)
         except Exception as exc:  # noqa: BLE001
             return _error(flag_key, default, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+
+    def _details(
+        self,
+        flag_key: str,
+        context: Mapping[str, Any] | None,
+        default: Any,
+        expected_type: str | None,
+    ) -> EvaluationResult:
+        override = self._overrides.get(flag_key) if self._overrides else None
+        if override is not None:
+            return override
+        snapshot = self._snapshot
+        if snapshot is None:
+            self._restart_if_forked()
+            return _error(flag_key, default, PROVIDER_NOT_READY, "no flag document yet")
+        if expected_type is None:
+            expected_type = _expected(default.__class__)
+        result = snapshot.evaluate(flag_key, {} if context is None else context, expected_type)
+        if self._count is not None:
+            self._count(result)
+        if result.error_code is not None:
+            return _error(flag_key, default, result.error_code, result.error_details)
+        return result
 
     def all(self, context: Mapping[str, Any] | None = None) -> dict[str, EvaluationResult]:
         """Every live flag's result for `context` ({} before the first document)."""
@@ -253,15 +273,15 @@ class FlagClient:
         The evaluation path already calls `self._count` when it is set, so pointing it at a
         function that restarts the threads costs the evaluations nothing.
         """
-        self._lock = threading.Lock()
+        self._lock, self._state_lock = threading.Lock(), threading.Lock()
         self._updater = None
         if self._exposures is not None:
             self._exposures.forget_after_fork()
         if self._running:
-            self._count = self._restart_then_count
+            self._set(count=self._restart_then_count)
 
     def _restart_then_count(self, result: EvaluationResult) -> None:
-        self._count = self._exposures.count if self._exposures is not None else None
+        self._set(count=self._exposures.count if self._exposures is not None else None)
         self.start()
         if self._count is not None:
             self._count(result)
@@ -274,7 +294,7 @@ class FlagClient:
         previous = self._overrides.get(flag_key)
         variant = ("on" if value else "off") if value.__class__ is bool else None
         result = EvaluationResult(flag_key, value, variant, OVERRIDE_REASON)
-        self._overrides = {**self._overrides, flag_key: result}
+        self._set(overrides={**self._overrides, flag_key: result})
         try:
             yield
         finally:
@@ -283,7 +303,7 @@ class FlagClient:
                 overrides.pop(flag_key, None)
             else:
                 overrides[flag_key] = previous
-            self._overrides = overrides
+            self._set(overrides=overrides)
 
     # --- called by the updater ------------------------------------------------------------
 
@@ -293,7 +313,7 @@ class FlagClient:
         current = self._snapshot
         if current is not None and snapshot.version < current.version:
             return False  # an instance behind the others: never serve older after newer
-        self._snapshot = snapshot
+        self._set(snapshot=snapshot)
         if save:
             self._save_bootstrap(document)
         if current is None:
@@ -302,6 +322,14 @@ class FlagClient:
         elif snapshot.version != current.version:
             self._emit("changed", _changed_flags(current.document, document))
         return True
+
+    def _set(self, **state: Any) -> None:
+        """Change `_snapshot`, `_overrides` or `_count`, keeping `_fast` in step with them."""
+        with self._state_lock:
+            for name, value in state.items():
+                setattr(self, f"_{name}", value)
+            plain = not self._overrides and self._count is None
+            self._fast = self._snapshot if plain else None
 
     def _mark(self, *, stale: bool) -> None:
         if stale == self._stale:

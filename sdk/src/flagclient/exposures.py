@@ -1,8 +1,10 @@
 """Exposure counts: evaluations per flag, variant and reason, posted to the server in batches.
 
-Counting adds one to a dict under a lock; a thread posts the counts every interval (and at
-each hour boundary, since the server keeps hourly totals) to `POST /api/v1/sdk/exposures`,
-at most `BATCH` counters per request. Counts that cannot be posted are kept and retried,
+Counting adds one to a dict of the evaluating thread's own, without a lock (only that thread
+writes it; the totals only grow, and the flusher takes the difference since its last
+look). A thread posts the counts every interval (and at each hour boundary, since the
+server keeps hourly totals) to `POST /api/v1/sdk/exposures`, at most `BATCH` counters per
+request. Counts that cannot be posted are kept and retried,
 up to `MAX_PENDING` counters; nothing is ever sent per evaluation.
 """
 
@@ -24,7 +26,7 @@ MAX_PENDING = 50_000
 # The server refuses counts for hours older than a week; leave a margin.
 MAX_AGE_SECONDS = 6 * 24 * 3600
 
-Counts = dict[tuple[str, str, str], int]
+Counts = dict[tuple[str, str | None, str], int]
 
 
 class ExposureReporter:
@@ -35,16 +37,40 @@ class ExposureReporter:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._counts: Counts = {}
+        self._local = threading.local()
+        self._tallies: list[tuple[Counts, Counts]] = []  # (a thread's totals, totals taken)
         self._hour = _hour_now()
         self._pending: list[list[dict]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def count(self, result: EvaluationResult) -> None:
-        key = (result.flag_key, result.variant or "", result.reason)
+        try:
+            tally = self._local.tally
+        except AttributeError:
+            tally = self._new_tally()
+        key = (result.flag_key, result.variant, result.reason)
+        tally[key] = tally.get(key, 0) + 1
+
+    def _new_tally(self) -> Counts:
+        tally: Counts = {}
+        self._local.tally = tally
         with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
+            self._tallies.append((tally, {}))
+        return tally
+
+    def _take(self) -> Counts:
+        """What every thread counted since the last take."""
+        with self._lock:
+            tallies = list(self._tallies)
+        taken: Counts = {}
+        for tally, sent in tallies:
+            for key, total in tally.copy().items():  # a copy of a dict is atomic
+                delta = total - sent.get(key, 0)
+                if delta:
+                    taken[key] = taken.get(key, 0) + delta
+                    sent[key] = total
+        return taken
 
     def start(self) -> None:
         if self._thread is None:
@@ -61,7 +87,8 @@ class ExposureReporter:
     def forget_after_fork(self) -> None:
         """The parent posts what it counted; the child starts from nothing."""
         self._lock, self._flush_lock = threading.Lock(), threading.Lock()
-        self._counts, self._pending, self._thread = {}, [], None
+        self._local, self._tallies = threading.local(), []
+        self._pending, self._thread = [], None
         self._stop = threading.Event()
 
     def flush(self) -> int:
@@ -70,9 +97,8 @@ class ExposureReporter:
             return self._flush()
 
     def _flush(self) -> int:
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            hour, self._hour = self._hour, _hour_now()
+        counts = self._take()
+        hour, self._hour = self._hour, _hour_now()
         items = [
             {"flag": flag, "variant": variant or None, "reason": reason, "count": n, "hour": hour}
             for (flag, variant, reason), n in counts.items()

@@ -88,7 +88,7 @@ class Updater:
                 if connected:
                     delay = self.options.reconnect_delay[0]  # the stream worked: start over
                 self._refresh()  # the stream is down: do not wait for the poll to catch up
-                pause = max(delay, self._retry_hint or 0.0) * random.uniform(0.5, 1.0)
+                pause = max(delay * random.uniform(0.5, 1.0), self._retry_hint or 0.0)
                 self._wait_polling(pause)
                 delay = min(delay * 2, self.options.reconnect_delay[1])
         except Exception:  # noqa: BLE001 - a bug here must not take the host process down
