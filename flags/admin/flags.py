@@ -35,7 +35,7 @@ from flags.admin.forms import (
     VariantValueField,
 )
 from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target, Variant
-from flags.roles import Action, allows, authorize
+from flags.roles import Action, allows, authorize, check_direct_write, needs_change_request
 
 SOURCE = "admin"
 
@@ -84,6 +84,7 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
                 env.pk
                 for env in environments
                 if allows(self.user, flag.project, Action.CONFIGURE, env)
+                and not needs_change_request(self.user, env)
             }
             keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
             self._context = (environments, writable, keys)
@@ -133,6 +134,7 @@ def check_environment_rows(user: Any, formset: BaseInlineFormSet) -> None:
         environment_ids.add(chosen.pk if chosen else None)
     for environment in Environment.objects.filter(pk__in=environment_ids - {None}):
         authorize(user, flag.project, Action.CONFIGURE, environment)
+        check_direct_write(user, flag, environment)
 
 
 class FlagPageInline(JSONFieldsMixin, admin.TabularInline):

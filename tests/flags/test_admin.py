@@ -874,3 +874,22 @@ def test_the_audit_log_filters_by_project_flag_actor_and_time(client, project, c
     ]
     assert listed(created_at__gte="2000-01-01 00:00:00+00:00", flag_key="new-checkout")
     assert listed(created_at__gte="2999-01-01 00:00:00+00:00") == []
+
+
+def test_publisher_cannot_bypass_required_approval_through_the_flag_page(client, project, checkout):
+    project.require_approval = True
+    project.save()
+    as_role(client, project, "publisher")
+    response = client.get(flag_url(checkout))
+    configs = next(
+        inline.formset
+        for inline in response.context["inline_admin_formsets"]
+        if inline.formset.model is FlagConfig
+    )
+    assert configs.forms[ENVIRONMENT_ROWS["production"]].fields["enabled"].disabled
+    response = post_flag_page(client, checkout, **{"configs-2-enabled": "on"})
+    assert factories.config(checkout, "production").enabled is False
+    # Unprotected environments stay directly editable.
+    response = post_flag_page(client, checkout, **{"configs-0-enabled": "on"})
+    assert response.status_code == 302, errors_of(response)
+    assert factories.config(checkout, "development").enabled is True
