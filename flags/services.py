@@ -364,12 +364,15 @@ def _write_variants(flag: Flag, variants: list[dict]) -> None:
 
 
 def _check_variant_unused(flag: Flag, key: str) -> None:
+    rollouts = [
+        *FlagConfig.objects.filter(flag=flag).values_list("rollout", flat=True),
+        *Rule.objects.filter(flag=flag).values_list("rollout", flat=True),
+    ]
     uses = [
         FlagConfig.objects.filter(flag=flag, off_variant=key).exists(),
         FlagConfig.objects.filter(flag=flag, serve_variant=key).exists(),
-        FlagConfig.objects.filter(flag=flag, rollout__has_key=key).exists(),
         Rule.objects.filter(flag=flag, serve_variant=key).exists(),
-        Rule.objects.filter(flag=flag, rollout__has_key=key).exists(),
+        any(key in rollout_variants(rollout) for rollout in rollouts),
         Target.objects.filter(flag=flag, variant=key).exists(),
         Prerequisite.objects.filter(required_flag=flag, variants__contains=[key]).exists()
         if _json_contains_supported()
@@ -377,6 +380,13 @@ def _check_variant_unused(flag: Flag, key: str) -> None:
     ]
     if any(uses):
         raise ValidationError({"variants": f"variant {key!r} is in use and cannot be removed"})
+
+
+def rollout_variants(rollout: dict | list | None) -> list[str]:
+    """Variant keys of a stored rollout: `{variant: weight}` (admin) or `[{variant, weight}]`."""
+    if isinstance(rollout, dict):
+        return list(rollout)
+    return [item.get("variant") for item in rollout or [] if isinstance(item, dict)]
 
 
 def _json_contains_supported() -> bool:
@@ -437,13 +447,14 @@ def _serving_fields(serving: Any, field: str) -> dict:
     rollout = serving["rollout"]
     if not isinstance(rollout, dict) or not isinstance(rollout.get("variants"), list):
         raise ValidationError({field: 'a rollout is {"bucketBy": ..., "variants": [...]}'})
-    weights = {}
+    weights = []
     for item in rollout["variants"]:
-        if not isinstance(item, dict) or "variant" not in item or "weight" not in item:
+        if not isinstance(item, dict) or set(item) != {"variant", "weight"}:
             raise ValidationError({field: 'each rollout entry is {"variant": KEY, "weight": N}'})
-        weights[item["variant"]] = item["weight"]
+        weights.append({"variant": item["variant"], "weight": item["weight"]})
     return {
         "serve_variant": "",
+        # Kept as a list: bucketing walks the variants in the order the rollout gives them.
         "rollout": weights,
         "bucket_by": rollout.get("bucketBy") or "targetingKey",
     }

@@ -57,13 +57,17 @@ def variant_keys(flag: Flag) -> list[str]:
 
 
 def serving_document(
-    serve_variant: str, rollout: dict | None, bucket_by: str, keys: list[str]
+    serve_variant: str, rollout: dict | list | None, bucket_by: str, keys: list[str]
 ) -> dict:
-    """The document form of a serving; a rollout lists variants in the flag's order."""
+    """The document form of a serving.
+
+    A rollout stored as a list keeps its order; one stored as `{variant: weight}` (the admin's
+    form) lists its variants in the flag's order.
+    """
     if not rollout:
         return {"variant": serve_variant}
     if not isinstance(rollout, dict):
-        return {"rollout": {"bucketBy": bucket_by, "variants": rollout}}
+        return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": rollout}}
     ordered = [key for key in keys if key in rollout] + [key for key in rollout if key not in keys]
     variants = [{"variant": key, "weight": rollout[key]} for key in ordered]
     return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": variants}}

@@ -25,9 +25,6 @@ SYSTEM = factories.SYSTEM
 class Loaded:
     environment: Environment
     refused: dict[str, str] = field(default_factory=dict)  # flag or segment key -> reason
-    # Flags the store keeps, but not as written: the store lists a rollout's variants in
-    # the flag's order, so a rollout in another order buckets differently once stored.
-    reordered: set[str] = field(default_factory=set)
 
 
 def load_document(document: dict, environment_key: str = "production") -> Loaded:
@@ -53,8 +50,6 @@ def load_document(document: dict, environment_key: str = "production") -> Loaded
     for key, flag in document["flags"].items():
         if key not in created:
             continue
-        if _reorders_rollouts(flag):
-            loaded.reordered.add(key)
         try:
             _configure(created[key], environment, flag)
         except (ValidationError, KeyError, TypeError) as error:
@@ -77,17 +72,6 @@ def _create_flag(project, key: str, flag: dict):
         **SYSTEM,
     )
     return created
-
-
-def _reorders_rollouts(flag: dict) -> bool:
-    order = [variant["key"] for variant in flag["variants"]]
-    servings = [flag.get("defaultServe")] + [rule.get("serve") for rule in flag.get("rules") or []]
-    for serving in servings:
-        rollout = (serving or {}).get("rollout") or {}
-        listed = [entry["variant"] for entry in rollout.get("variants") or []]
-        if listed != [key for key in order if key in listed]:
-            return True
-    return False
 
 
 def _configure(flag, environment: Environment, entry: dict) -> None:
