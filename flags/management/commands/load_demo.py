@@ -1,5 +1,6 @@
 """Load a small demo project and an admin account (idempotent), for `make run`."""
 
+import hashlib
 import secrets
 from pathlib import Path
 
@@ -36,8 +37,14 @@ class Command(BaseCommand):
         self.stdout.write(f"Admin UI: log in as {username!r} with password {password!r}")
 
     def _admin(self, username: str) -> str:
-        """The demo admin's password, kept under var/ so every run prints the same one."""
-        stored = Path(settings.BASE_DIR) / "var" / "demo-admin-password"
+        """The demo admin's password, kept under var/ so every run prints the same one.
+
+        The file is named after the database, so loading the demo into another database
+        never changes the password printed for this one.
+        """
+        database = str(settings.DATABASES["default"]["NAME"])
+        suffix = hashlib.sha256(database.encode()).hexdigest()[:12]
+        stored = Path(settings.BASE_DIR) / "var" / f"demo-admin-password-{suffix}"
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
         if user is not None and stored.exists():
