@@ -42,8 +42,12 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
+# Served as in production: no debug, JSON logs above INFO only.
+PRODUCTION = {"NODE_ENV": "production", "JWT_SECRET": "bench-" + "x" * 40, "LOG_LEVEL": "WARNING"}
+
+
 def propagation() -> str:
-    with Cluster(instances=3) as cluster:
+    with Cluster(instances=3, extra_env=PRODUCTION) as cluster:
         key = cluster.seed["server_key"]
         token = cluster.token(0)
         reader = EventReader(cluster.url(2), key)
@@ -142,10 +146,17 @@ def _memory_mib(pid: int) -> float:
     return total / 1024
 
 
+def _open_streams(url: str) -> int:
+    """Streams the server itself counts as open, summed over its workers (/metrics)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    match = re.search(r"^flags_open_streams(?:\{[^}]*\})? ([\d.e+]+)$", text, re.M)
+    return int(float(match.group(1))) if match else -1
+
+
 def capacity() -> str:
     workers = os.environ.get("WEB_CONCURRENCY", "2")
     with (
-        Cluster(instances=0, extra_env={"WEB_CONCURRENCY": workers}) as cluster,
+        Cluster(instances=0, extra_env={"WEB_CONCURRENCY": workers, **PRODUCTION}) as cluster,
         tempfile.TemporaryDirectory() as directory,
     ):
         cluster.start()
@@ -162,12 +173,12 @@ def capacity() -> str:
             daemon=True,
         )
         holder.start()
-        all_open = opened.wait(60)
+        opened.wait(60)
         busy_rate, busy_p99 = _wrk(url, key, directory)
         busy_memory = _memory_mib(pid)
+        held = _open_streams(url)
         stop.set()
         holder.join(30)
-    held = STREAMS if all_open else "fewer than requested"
     return "\n".join(
         [
             f"### Capacity: one instance, {workers} workers, {STREAMS} open streams",
@@ -175,7 +186,7 @@ def capacity() -> str:
             "| | OFREP single-flag req/s | p99 | server memory (RSS) |",
             "|---|---|---|---|",
             f"| no streams | {idle_rate:,.0f} | {idle_p99} | {idle_memory:.0f} MiB |",
-            f"| {held} streams held | {busy_rate:,.0f} | {busy_p99} | {busy_memory:.0f} MiB |",
+            f"| {held:,} streams held | {busy_rate:,.0f} | {busy_p99} | {busy_memory:.0f} MiB |",
         ]
     )
 

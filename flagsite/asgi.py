@@ -1,17 +1,29 @@
-"""ASGI entry point: what gunicorn's uvicorn worker serves (long-lived streams need it).
+"""ASGI entry point: what gunicorn's uvicorn workers serve.
 
-Django's handler serves HTTP; the lifespan events start this process's change listener
-(evaluation.broadcast) at start-up, so every process hears about changes at once, whether
-or not it holds an event stream yet.
+One process serves two kinds of request. Event streams (`/api/v1/stream`) are long-lived
+and idle most of the time, so they run as async views in the event loop, through Django's
+ASGI handler. Every other request is short and synchronous, so it runs through Django's
+WSGI handler on a small thread pool (a2wsgi): Django's ASGI handler would add thread hops
+around each middleware, which measured three times slower for the same views.
+
+The lifespan events start this process's change listener (evaluation.broadcast) at
+start-up, so every process hears about changes at once, whether or not it holds a stream.
 """
 
 import os
 
+from a2wsgi import WSGIMiddleware
 from django.core.asgi import get_asgi_application
+from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flagsite.settings")
 
-django_application = get_asgi_application()
+django_asgi = get_asgi_application()
+django_wsgi = WSGIMiddleware(
+    get_wsgi_application(), workers=int(os.environ.get("WSGI_THREADS", "2"))
+)
+
+STREAM_PATHS = ("/api/v1/stream",)
 
 
 async def _lifespan(receive, send) -> None:
@@ -32,5 +44,7 @@ async def _lifespan(receive, send) -> None:
 async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
-        return
-    await django_application(scope, receive, send)
+    elif scope["type"] == "http" and scope["path"] not in STREAM_PATHS:
+        await django_wsgi(scope, receive, send)
+    else:
+        await django_asgi(scope, receive, send)

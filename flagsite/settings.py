@@ -118,6 +118,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: keeps the chain above synchronous, one thread hop per request under ASGI.
+    "flagsite.boundary.SyncBoundaryMiddleware",
 ]
 
 ROOT_URLCONF = "flagsite.urls"
