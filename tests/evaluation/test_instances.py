@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.servers import Cluster
+from tests.servers import Cluster, PrivateRedis
 
 pytestmark = pytest.mark.server
 
@@ -140,49 +140,6 @@ def test_open_streams_do_not_hold_up_evaluations(cluster):
     finally:
         for reader in readers:
             reader.close()
-
-
-class PrivateRedis:
-    """A Redis server of this test's own, so it can be killed and brought back."""
-
-    def __init__(self) -> None:
-        from tests.servers import free_port
-
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = None
-
-    def start(self) -> None:
-        import socket
-        import subprocess
-
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 def test_instances_keep_serving_and_catch_up_while_redis_is_down_and_after_it_returns():

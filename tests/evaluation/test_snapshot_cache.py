@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from flags import services
 from flags.models import Environment
 from tests import factories
 from tests.factories import SYSTEM
+from tests.servers import PrivateRedis
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +118,6 @@ def test_segment_change_bumps_every_environment_of_the_project(flag):
 # --- A real Redis that goes away ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 SCRIPT = """
 import json, os, signal, time
 import django
@@ -156,34 +150,15 @@ print(json.dumps(out))
 
 @pytest.mark.server
 def test_evaluation_survives_redis_going_away(tmp_path):
-    port = _free_port()
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    redis = PrivateRedis()
+    redis.start()
     try:
-        for _ in range(50):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "flagsite.settings",
             "DB_URL": f"sqlite:///{tmp_path / 'flags.sqlite3'}",
-            "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-            "REDIS_PID": str(redis.pid),
+            "REDIS_URL": redis.url,
+            "REDIS_PID": str(redis.process.pid),
             "NODE_ENV": "development",
         }
         done = subprocess.run(
@@ -196,7 +171,6 @@ def test_evaluation_survives_redis_going_away(tmp_path):
         )
     finally:
         redis.kill()
-        redis.wait()
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["before"] == "DISABLED"
