@@ -4,6 +4,9 @@ Keys (the whole scheme, in one place):
   `env:{id}:version`          the environment's current version (only ever increases)
   `env:{id}:doc:{version}`    the flag document of that version
   `apikey:{digest}`           a resolved API key (see evaluation.credentials)
+  `apikey:{digest}:used`      which process records the key's `last_used_at` this minute
+  `exposures:{env}:{hour}`    evaluation counts waiting to be drained (evaluation.exposures)
+  `{CACHE_PREFIX}:changes`    the pub/sub channel of committed changes (evaluation.broadcast)
 
 A change bumps the version in the database in the change's transaction; after the commit
 the service calls `environments_changed`, which raises the cached version. Each process
