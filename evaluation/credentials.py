@@ -86,15 +86,21 @@ def used_key(digest: str) -> str:
 
 
 def presented_secret(request: HttpRequest) -> str | None:
-    """The key from `Authorization: Bearer <key>` or, failing that, `X-API-Key: <key>`."""
+    """The key from `X-API-Key: <key>` or, failing that, `Authorization: Bearer <key>`.
+
+    X-API-Key wins when both are sent, so a caller whose Authorization header carries
+    something else (a gateway's token, a person's JWT) can still present a key.
+    """
     meta = request.META
+    secret = meta.get("HTTP_X_API_KEY")
+    if secret and secret.strip():
+        return secret.strip()
     authorization = meta.get("HTTP_AUTHORIZATION")
     if authorization:
         scheme, _, secret = authorization.partition(" ")
         if scheme.lower() == "bearer" and secret.strip():
             return secret.strip()
-    secret = meta.get("HTTP_X_API_KEY")
-    return secret.strip() if secret and secret.strip() else None
+    return None
 
 
 def authenticate(request: HttpRequest, *, server_only: bool = False) -> Credential:

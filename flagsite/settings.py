@@ -303,6 +303,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "evaluation.openapi.add_evaluation_paths",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ApiKeyKindEnum": "flags.models.ApiKey.Kind",
         "RoleEnum": "flags.models.Membership.Role",

@@ -158,3 +158,14 @@ def test_bulk_advertises_the_change_stream(client, key):
     assert streams[0]["type"] == "sse"
     assert streams[0]["endpoint"]["requestUri"] == "/api/v1/stream"
     assert streams[0]["inactivityDelaySec"] >= 1
+
+
+def test_x_api_key_wins_over_another_authorization_header(client, key):
+    response = post(
+        client,
+        "/ofrep/v1/evaluate/flags",
+        {"context": {"targetingKey": "u1"}},
+        key,
+        HTTP_AUTHORIZATION="Bearer a-gateway-token",
+    )
+    assert response.status_code == 200
