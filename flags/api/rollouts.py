@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from flags import approvals, history, schedules
-from flags.api.serializers import FlagConfigInputSerializer, StrictSerializer
+from flags.api.serializers import FlagConfigInputSerializer, InstantField, StrictSerializer
 from flags.api.views import API, FlagConfigViewSet, _parse, paginated
 from flags.models import ChangeRequest, ScheduledChange
 
@@ -41,7 +41,7 @@ class ChangeRequestInputSerializer(FlagConfigInputSerializer):
     """The configuration PATCH's payload, plus a title and an optional time to apply it."""
 
     title = fields.CharField(required=False, allow_blank=True, max_length=200)
-    scheduleAt = fields.DateTimeField(required=False, help_text="Apply at this time once approved.")  # noqa: N815
+    scheduleAt = InstantField(required=False, help_text="Apply at this time once approved.")  # noqa: N815
 
 
 class ReviewSerializer(StrictSerializer):
@@ -99,11 +99,11 @@ class ChangeRequestSerializer(fields.Serializer):
 
 
 class ScheduleInputSerializer(FlagConfigInputSerializer):
-    at = fields.DateTimeField(help_text="When to apply the change.")
+    at = InstantField(help_text="When to apply the change.")
 
 
 class RolloutStepSerializer(StrictSerializer):
-    at = fields.DateTimeField()
+    at = InstantField()
     percentage = fields.IntegerField(min_value=0, max_value=100)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from rest_framework import serializers
@@ -29,6 +30,27 @@ def key_field(**kwargs) -> serializers.RegexField:
         error_messages={"invalid": "use lowercase letters, digits, '-', '_' or '.'"},
         **kwargs,
     )
+
+
+EARLIEST, LATEST = 1970, 9000
+
+
+def check_datetime_range(value):
+    """Refuse instants the store cannot hold (or no one means): outside 1970 to 9000 UTC."""
+    try:
+        year = value.astimezone(UTC).year
+    except (OverflowError, ValueError):
+        year = 0
+    if not EARLIEST <= year <= LATEST:
+        raise serializers.ValidationError(f"must be between {EARLIEST} and {LATEST}")
+    return value
+
+
+class InstantField(serializers.DateTimeField):
+    """An ISO 8601 date-time, within the range the store holds."""
+
+    def to_internal_value(self, value):
+        return check_datetime_range(super().to_internal_value(value))
 
 
 class StrictSerializer(serializers.Serializer):
@@ -307,7 +329,7 @@ class ApiKeyInputSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
     kind = serializers.ChoiceField(choices=ApiKey.Kind.values)
     environment = serializers.CharField(max_length=64)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = InstantField(required=False, allow_null=True)
 
 
 class MembershipSerializer(serializers.ModelSerializer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.contrib.auth import get_user_model
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
@@ -75,7 +77,12 @@ def _time_param(request: Request, name: str):
         value = None
     if value is None:
         raise ValidationError({name: ["expected an ISO 8601 date-time"]})
-    return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return serializers.check_datetime_range(value)
+    except ValidationError as error:
+        raise ValidationError({name: error.detail}) from error
 
 
 class ProjectScoped(viewsets.ViewSet):

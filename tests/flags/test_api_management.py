@@ -435,3 +435,17 @@ def test_oversized_body_is_413_json(api, settings):
     )
     assert response.status_code == 413
     assert response.json()["error"] == "request_too_large"
+
+
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_instants_the_store_cannot_hold_are_400_not_500(api, instant):
+    from urllib.parse import quote
+
+    assert api.get(f"/api/v1/audit?since={quote(instant)}").status_code == 400
+    response = api.post(
+        "/api/v1/projects/shop/api-keys",
+        {"name": "k", "kind": "server", "environment": "production", "expires_at": instant},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "expires_at" in response.json()["fields"]
