@@ -85,7 +85,7 @@ def audit(
         source=source,
         action=action,
         object_type=obj_type,
-        object_key=obj_key,
+        object_key=obj_key[: AuditEntry._meta.get_field("object_key").max_length],
         project=project,
         environment=environment,
         flag_key=flag_key,

@@ -449,3 +449,13 @@ def test_instants_the_store_cannot_hold_are_400_not_500(api, instant):
     )
     assert response.status_code == 400
     assert "expires_at" in response.json()["fields"]
+
+
+def test_longest_allowed_key_name_is_audited_without_error(api):
+    response = api.post(
+        "/api/v1/projects/shop/api-keys",
+        {"name": "k" * 200, "kind": "client", "environment": "production"},
+        format="json",
+    )
+    assert response.status_code == 201
+    assert AuditEntry.objects.filter(object_type="api_key").exists()
