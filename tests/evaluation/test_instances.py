@@ -104,7 +104,9 @@ def test_change_on_one_instance_reaches_the_streams_and_evaluations_of_the_other
         assert int(event["id"]) == event["data"]["version"]
         assert event["data"]["etag"].endswith(f"-{event['data']['version']}")
         delay = event["received_at"] - changed_at
-        assert delay < 2.0, delay
+        # Pushed through Redis in milliseconds; without Redis, found by the 1 s version poll.
+        bound = 1.0 if cluster.redis_url else 3.0
+        assert delay < bound, delay
         expected = "off" if was_on else "on"
         wait_for(lambda: ofrep(b, key).get("variant") == expected, timeout=1.5)
     finally:
