@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -224,6 +225,14 @@ class PrivateRedis:
         self.process = None
 
     def start(self) -> None:
+        if shutil.which("redis-server") is None:
+            # `make test` works without Redis installed; CI always has it, so there it fails.
+            message = "redis-server is not installed (apt-get install -y redis-server)"
+            if os.environ.get("CI") == "true":
+                raise RuntimeError(message)
+            import pytest
+
+            pytest.skip(message)
         self.process = subprocess.Popen(
             [
                 "redis-server",
