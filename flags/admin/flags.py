@@ -337,12 +337,24 @@ class TagFilter(admin.SimpleListFilter):
 # --- The flag admin ----------------------------------------------------------------------
 
 
+def page_fingerprint(flag: Flag) -> str:
+    """What the flag page showed: the flag's last change and each configuration's version."""
+    versions = FlagConfig.objects.filter(flag=flag).order_by("environment_id")
+    pairs = ",".join(
+        f"{env}={version}" for env, version in versions.values_list("environment_id", "version")
+    )
+    return f"{flag.updated_at.timestamp():.6f}|{pairs}"
+
+
 class FlagForm(AdminForm):
     tag_names = forms.CharField(
         label="Tags",
         required=False,
         help_text="Comma-separated, e.g. checkout, mobile. New tags are created.",
     )
+    # The page's fingerprint when it was opened: a save over someone else's newer change is
+    # refused instead of silently overwriting it (the API answers 409 in that case).
+    loaded = forms.CharField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = Flag
@@ -353,6 +365,17 @@ class FlagForm(AdminForm):
         if self.instance.pk:
             names = sorted(tag.name for tag in self.instance.tags.all())
             self.initial.setdefault("tag_names", ", ".join(names))
+            self.initial.setdefault("loaded", page_fingerprint(self.instance))
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        loaded = cleaned.get("loaded", "")
+        if loaded and self.instance.pk and loaded != page_fingerprint(self.instance):
+            raise forms.ValidationError(
+                "Someone changed this flag since you opened the page. Reload it, then make "
+                "your change again."
+            )
+        return cleaned
 
     def clean_tag_names(self) -> list[str]:
         return [name.strip() for name in self.cleaned_data["tag_names"].split(",") if name.strip()]
@@ -432,7 +455,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Flag | None = None):
         main = ["project", "key", "name", "type", "description", "tag_names", "owner"]
         if obj is not None:
-            main += ["archived", "audit_entries", "rollout_links"]
+            main += ["archived", "audit_entries", "rollout_links", "loaded"]
         return (
             (None, {"fields": main}),
             ("Bucketing", {"classes": ("collapse",), "fields": ("salt",)}),

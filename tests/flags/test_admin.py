@@ -893,3 +893,19 @@ def test_publisher_cannot_bypass_required_approval_through_the_flag_page(client,
     response = post_flag_page(client, checkout, **{"configs-0-enabled": "on"})
     assert response.status_code == 302, errors_of(response)
     assert factories.config(checkout, "development").enabled is True
+
+
+def test_saving_a_stale_flag_page_is_refused_and_overwrites_nothing(client, project, checkout):
+    as_role(client, project, "editor")
+    stale = form_data(client.get(flag_url(checkout)))
+    # Meanwhile someone else switches the flag on in development.
+    factories.configure(checkout, "development", enabled=True)
+    stale["name"] = "Renamed on a stale page"
+    response = client.post(flag_url(checkout), stale)
+    assert "Someone changed this flag" in errors_of(response)
+    checkout.refresh_from_db()
+    assert checkout.name != "Renamed on a stale page"
+    assert factories.config(checkout, "development").enabled is True
+    # Reloaded, the same change goes through.
+    response = post_flag_page(client, checkout, name="Renamed on a fresh page")
+    assert response.status_code == 302, errors_of(response)
