@@ -139,13 +139,30 @@ def _etag(credential: Credential, snapshot: Snapshot, scope: str, body: bytes) -
     return f'"{credential.environment_id}-{snapshot.version}-{kind}{request_hash}"'
 
 
+def _no_fields(error: BadRequest) -> dict[str, Any]:
+    return {}
+
+
 def _prepare(
-    request: HttpRequest, scope: str, whole_request: bool = False
+    request: HttpRequest,
+    scope: str,
+    render: Callable[..., HttpResponse],
+    *,
+    whole_request: bool = False,
+    describe: Callable[[BadRequest], dict[str, Any]] = _no_fields,
 ) -> tuple[Credential, Snapshot, dict, str] | HttpResponse:
-    """Authenticate, parse; a tuple to evaluate with, or the response (304) to send."""
-    credential = authenticate(request)
-    snapshot = _snapshot(credential)
-    body, context = _read_context(request, whole_request=whole_request)
+    """Check the method, authenticate, parse: a tuple to evaluate with, or the response to
+    send (405, 401/403 or 400/413 drawn by `render`, with `describe`'s fields; or 304)."""
+    if request.method != "POST":
+        return _method_not_allowed("POST", render)
+    try:
+        credential = authenticate(request)
+        snapshot = _snapshot(credential)
+        body, context = _read_context(request, whole_request=whole_request)
+    except CredentialError as error:
+        return render(error.status, error.message)
+    except BadRequest as error:
+        return render(error.status, error.message, **describe(error))
     etag = _etag(credential, snapshot, scope, body)
     if _matches(request, etag):
         return _not_modified(etag)
@@ -181,14 +198,7 @@ def _native_result(result: EvaluationResult, server: bool) -> dict[str, Any]:
 @csrf_exempt
 def evaluate_flags(request: HttpRequest) -> HttpResponse:
     """POST /api/v1/evaluate: every flag of the key's environment for one context."""
-    if request.method != "POST":
-        return _method_not_allowed("POST", _native_error)
-    try:
-        prepared = _prepare(request, "")
-    except CredentialError as error:
-        return _native_error(error.status, error.message)
-    except BadRequest as error:
-        return _native_error(error.status, error.message)
+    prepared = _prepare(request, "", _native_error)
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
@@ -203,14 +213,7 @@ def evaluate_flags(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 def evaluate_flag(request: HttpRequest, flag_key: str) -> HttpResponse:
     """POST /api/v1/evaluate/<flag_key>: one flag for one context."""
-    if request.method != "POST":
-        return _method_not_allowed("POST", _native_error)
-    try:
-        prepared = _prepare(request, flag_key)
-    except CredentialError as error:
-        return _native_error(error.status, error.message)
-    except BadRequest as error:
-        return _native_error(error.status, error.message)
+    prepared = _prepare(request, flag_key, _native_error)
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
@@ -289,14 +292,12 @@ def _ofrep_result(
 @csrf_exempt
 def ofrep_flag(request: HttpRequest, key: str) -> HttpResponse:
     """POST /ofrep/v1/evaluate/flags/{key}: OFREP single-flag evaluation."""
-    if request.method != "POST":
-        return _method_not_allowed("POST", _ofrep_error)
-    try:
-        prepared = _prepare(request, key)
-    except CredentialError as error:
-        return _ofrep_error(error.status, error.message)
-    except BadRequest as error:
-        return _ofrep_error(error.status, error.message, key=key, errorCode=error.error_code)
+    prepared = _prepare(
+        request,
+        key,
+        _ofrep_error,
+        describe=lambda error: {"key": key, "errorCode": error.error_code},
+    )
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
@@ -315,14 +316,13 @@ def ofrep_flag(request: HttpRequest, key: str) -> HttpResponse:
 @csrf_exempt
 def ofrep_flags(request: HttpRequest) -> HttpResponse:
     """POST /ofrep/v1/evaluate/flags: OFREP bulk evaluation, with ETag / If-None-Match."""
-    if request.method != "POST":
-        return _method_not_allowed("POST", _ofrep_error)
-    try:
-        prepared = _prepare(request, "", whole_request=True)
-    except CredentialError as error:
-        return _ofrep_error(error.status, error.message)
-    except BadRequest as error:
-        return _ofrep_error(error.status, error.message, errorCode=error.error_code)
+    prepared = _prepare(
+        request,
+        "",
+        _ofrep_error,
+        whole_request=True,
+        describe=lambda error: {"errorCode": error.error_code},
+    )
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
