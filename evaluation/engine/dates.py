@@ -5,6 +5,7 @@ Accepted, and nothing else (see docs/evaluation.md):
     2025-01-01                       a calendar date: midnight UTC
     2025-01-01T10:00:00              a date and time without a zone: UTC
     2025-01-01T10:00:00.123          ... with 1 to 9 digits of a fraction of a second
+                                     (compared to the microsecond: digits past 6 are cut)
     2025-01-01T10:00:00Z             ... in UTC
     2025-01-01T10:00:00+02:00        ... at an offset of hours and minutes (-00:00 is UTC)
 
@@ -62,7 +63,9 @@ def _epoch_seconds(fields: tuple[str | None, ...]) -> float | None:
     stamp = days * _DAY + hours * 3600 + minutes * 60 + seconds - offset
     if fraction is None:
         return float(stamp)
-    return stamp + int(fraction) / 10 ** len(fraction)
+    # To the microsecond, as a double holds an epoch time: 23:59:59.999999999 must stay
+    # before midnight, which rounding the nanoseconds into the double would not keep.
+    return stamp + int(fraction[:6].ljust(6, "0")) / 1_000_000
 
 
 def _offset_seconds(zone: str | None) -> int | None:
