@@ -457,6 +457,18 @@ def sdk_flags(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
+def ofrep_not_found(request: HttpRequest) -> HttpResponse:
+    """A path under /ofrep/ that names no endpoint: OFREP's error shape, 404."""
+    return _ofrep_error(404, f"no OFREP endpoint at {request.path!r}", errorCode="GENERAL")
+
+
+@csrf_exempt
+def native_not_found(request: HttpRequest) -> HttpResponse:
+    """A path under /api/v1/evaluate/ that names no flag (empty, or with a slash): 404."""
+    return _native_error(404, f"no evaluation endpoint at {request.path!r}")
+
+
+@csrf_exempt
 def trivial(request: HttpRequest) -> HttpResponse:
     """A view that does nothing: the benchmark's floor (routed only with BENCH_TRIVIAL_VIEW=1)."""
     return HttpResponse(b"{}", content_type="application/json")
