@@ -2,7 +2,7 @@
 
 import os
 
-from django.urls import path
+from django.urls import path, re_path
 
 from evaluation import exposure_views, streams, views
 
@@ -14,6 +14,10 @@ urlpatterns = [
     path("api/v1/stream", streams.stream, name="stream"),
     path("ofrep/v1/evaluate/flags", views.ofrep_flags, name="ofrep-flags"),
     path("ofrep/v1/evaluate/flags/<str:key>", views.ofrep_flag, name="ofrep-flag"),
+    # Anything else under the evaluation prefixes (an empty or slashed flag key, a typo)
+    # is a JSON 404 in the endpoint's own shape, never the HTML page.
+    re_path(r"^ofrep/", views.ofrep_not_found),
+    re_path(r"^api/v1/evaluate/", views.native_not_found),
 ]
 
 # The benchmark's floor (bench/http.py); never routed unless the variable is set.

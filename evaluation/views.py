@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,11 @@ OFREP_REASONS = {Reason.DEFAULT: "STATIC", Reason.PREREQUISITE_FAILED: Reason.DI
 OFREP_ERROR_STATUS = 400
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# For a body holding a string with no UTF-8 form: escapes (`\ud800`) are still valid JSON.
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+# A lone surrogate can only come from a `\uD800`-`\uDFFF` escape: a body without one needs
+# no look at its strings (the check costs a byte search on the hot path).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 try:  # exposure counters, when the metrics module is there
     from flagsite.metrics import record_evaluations
@@ -56,8 +63,16 @@ class BadRequest(Exception):
 # --- shared steps ---------------------------------------------------------------------------
 
 
+def _encoded(body: Any) -> bytes:
+    """UTF-8 JSON; with JSON escapes where a string has no UTF-8 form (a lone surrogate)."""
+    try:
+        return _encode(body).encode()
+    except UnicodeEncodeError:
+        return _encode_ascii(body).encode()
+
+
 def _json(body: Any, status: int = 200, etag: str | None = None) -> HttpResponse:
-    response = HttpResponse(_encode(body), content_type="application/json", status=status)
+    response = HttpResponse(_encoded(body), content_type="application/json", status=status)
     if etag is not None:
         response["ETag"] = etag
         # Clients may keep the answer but must revalidate it (cheaply, with If-None-Match).
@@ -85,28 +100,79 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):  # 1e400: JSON allows it, no double holds it
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _body(request: HttpRequest) -> bytes:
+    """The request body, at most MAX_BODY_BYTES; BadRequest (413) past that.
+
+    A chunked body (`Transfer-Encoding: chunked`, no Content-Length) is read from the
+    server's input stream, which has it de-chunked: Django reads only up to the
+    Content-Length, so it would see an empty body and evaluate an empty context.
+    """
+    length = request.META.get("CONTENT_LENGTH")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise BadRequest(413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes")
+    if not length and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        stream = request.META.get("wsgi.input")
+        body = stream.read(MAX_BODY_BYTES + 1) if stream is not None else b""
+    else:
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            body = b"x" * (MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest(413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes")
+    return body
+
+
+def _invalid_text_at(value: Any, path: str = "context") -> str | None:
+    """The path of the first string (a key or a value) with no UTF-8 form, or None.
+
+    Only called for a body with a surrogate escape; iterative, as the value may be deep.
+    """
+    pending = [(value, path)]
+    while pending:
+        node, where = pending.pop()
+        if node.__class__ is str:
+            if not node.isascii() and not _is_utf8(node):
+                return where
+        elif node.__class__ is dict:
+            for key, item in node.items():
+                if not key.isascii() and not _is_utf8(key):
+                    return f"{where} (a key)"
+                pending.append((item, f"{where}.{key}"))
+        elif node.__class__ is list:
+            pending.extend((item, f"{where}[{index}]") for index, item in enumerate(node))
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_context(request: HttpRequest, *, whole_request: bool = False) -> tuple[bytes, dict]:
     """The raw body and the context in it: `{"context": {...}}`; an empty body is no context.
 
     A targetingKey that is not a string is left to the engine (each flag answers
     INVALID_CONTEXT), except for `whole_request` evaluations (OFREP bulk), which refuse it
-    once, as the OFREP specification's bulk 400 shows.
+    once, as the OFREP specification's bulk 400 shows. A string anywhere in the context that
+    is not valid Unicode (a lone surrogate) is refused once by every endpoint: nothing of
+    such a context reaches the engine, whose C code must only ever see UTF-8.
     """
-    length = request.META.get("CONTENT_LENGTH")
-    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise BadRequest(413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes")
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise BadRequest(
-            413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes"
-        ) from None
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(413, ErrorCode.GENERAL, f"the body is over {MAX_BODY_BYTES} bytes")
+    body = _body(request)
     if not body.strip():
         return body, {}
     try:
-        data = json.loads(body, parse_constant=_no_constant)
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as error:
         raise BadRequest(
             400, ErrorCode.PARSE_ERROR, f"the body is not valid JSON: {error}"
@@ -119,6 +185,14 @@ def _read_context(request: HttpRequest, *, whole_request: bool = False) -> tuple
     context = data.get("context", {})
     if context.__class__ is not dict:
         raise BadRequest(400, ErrorCode.INVALID_CONTEXT, "context must be a JSON object")
+    if b"\\u" in body and _SURROGATE_ESCAPE.search(body):
+        where = _invalid_text_at(context)
+        if where is not None:
+            raise BadRequest(
+                400,
+                ErrorCode.INVALID_CONTEXT,
+                f"{where} is not valid Unicode (a lone surrogate escape such as \\ud800)",
+            )
     targeting_key = context.get("targetingKey")
     if whole_request and targeting_key is not None and targeting_key.__class__ is not str:
         raise BadRequest(400, ErrorCode.INVALID_CONTEXT, "context.targetingKey must be a string")
@@ -134,13 +208,18 @@ def _snapshot(credential: Credential) -> Snapshot:
 
 def _etag(credential: Credential, snapshot: Snapshot, scope: str, body: bytes) -> str:
     """Changes with the environment's version and with the request (context, flag, key kind)."""
-    request_hash = hashlib.blake2b(scope.encode() + b"\0" + body, digest_size=8).hexdigest()
+    scope_bytes = scope.encode("utf-8", "surrogatepass")  # never raises, whatever the path
+    request_hash = hashlib.blake2b(scope_bytes + b"\0" + body, digest_size=8).hexdigest()
     kind = "s" if credential.is_server else "c"
     return f'"{credential.environment_id}-{snapshot.version}-{kind}{request_hash}"'
 
 
 def _no_fields(error: BadRequest) -> dict[str, Any]:
     return {}
+
+
+def _error_code(error: BadRequest) -> dict[str, Any]:
+    return {"errorCode": error.error_code}
 
 
 def _prepare(
@@ -198,7 +277,7 @@ def _native_result(result: EvaluationResult, server: bool) -> dict[str, Any]:
 @csrf_exempt
 def evaluate_flags(request: HttpRequest) -> HttpResponse:
     """POST /api/v1/evaluate: every flag of the key's environment for one context."""
-    prepared = _prepare(request, "", _native_error)
+    prepared = _prepare(request, "", _native_error, describe=_error_code)
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
@@ -213,17 +292,19 @@ def evaluate_flags(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 def evaluate_flag(request: HttpRequest, flag_key: str) -> HttpResponse:
     """POST /api/v1/evaluate/<flag_key>: one flag for one context."""
-    prepared = _prepare(request, flag_key, _native_error)
+    prepared = _prepare(request, flag_key, _native_error, describe=_error_code)
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
     result = snapshot.evaluate(flag_key, context)
-    record_evaluations((result,))
-    exposures.record(credential.environment_id, (result,))
     if result.error_code == ErrorCode.FLAG_NOT_FOUND:
+        # Neither counted nor recorded: the key is whatever a client put in the path, and
+        # each new one would be a new metric series and exposure counter.
         return _native_error(
             404, result.error_details or "no such flag", errorCode=result.error_code
         )
+    record_evaluations((result,))
+    exposures.record(credential.environment_id, (result,))
     answer = {"key": flag_key, **_native_result(result, credential.is_server)}
     answer["version"] = snapshot.version
     return _json(answer, etag=etag)
@@ -302,11 +383,11 @@ def ofrep_flag(request: HttpRequest, key: str) -> HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
     result = snapshot.evaluate(key, context)
-    record_evaluations((result,))
-    exposures.record(credential.environment_id, (result,))
-    if result.error_code == ErrorCode.FLAG_NOT_FOUND:
+    if result.error_code == ErrorCode.FLAG_NOT_FOUND:  # not counted: see evaluate_flag
         details = result.error_details or f"flag {key!r} was not found"
         return _ofrep_error(404, details, key=key, errorCode=result.error_code)
+    record_evaluations((result,))
+    exposures.record(credential.environment_id, (result,))
     metadata = _metadata_of(credential.environment_id, snapshot)
     answer = _ofrep_result(result, metadata, credential.is_server)
     status = OFREP_ERROR_STATUS if result.error_code is not None else 200
@@ -349,11 +430,12 @@ def _encoded_document(environment_id: int, snapshot: Snapshot) -> bytes:
     entry = _encoded_documents.get(environment_id)
     if entry is not None and entry[0] is snapshot:
         return entry[1]
-    encoded = _encode(snapshot.document).encode()
+    encoded = _encoded(snapshot.document)
     _encoded_documents[environment_id] = (snapshot, encoded)
     return encoded
 
 
+@csrf_exempt  # a key, not a cookie, authenticates: a POST gets the JSON 405, not CSRF's page
 def sdk_flags(request: HttpRequest) -> HttpResponse:
     """GET /api/v1/sdk/flags: the environment's flag document, for server keys only."""
     if request.method not in ("GET", "HEAD"):
@@ -372,6 +454,18 @@ def sdk_flags(request: HttpRequest) -> HttpResponse:
     response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
     return response
+
+
+@csrf_exempt
+def ofrep_not_found(request: HttpRequest) -> HttpResponse:
+    """A path under /ofrep/ that names no endpoint: OFREP's error shape, 404."""
+    return _ofrep_error(404, f"no OFREP endpoint at {request.path!r}", errorCode="GENERAL")
+
+
+@csrf_exempt
+def native_not_found(request: HttpRequest) -> HttpResponse:
+    """A path under /api/v1/evaluate/ that names no flag (empty, or with a slash): 404."""
+    return _native_error(404, f"no evaluation endpoint at {request.path!r}")
 
 
 @csrf_exempt

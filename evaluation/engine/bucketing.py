@@ -9,9 +9,11 @@ def bucket(salt: str, bucket_value: str, total_weight: int = 100) -> int:
     """The bucket in [0, total_weight) of `bucket_value` for a flag salted with `salt`.
 
     MurmurHash3 x86 32-bit, seed 0, unsigned, of the UTF-8 bytes of salt + value, scaled
-    with a multiply and shift rather than a modulo so that buckets stay evenly sized.
+    with a multiply and shift rather than a modulo so that buckets stay evenly sized. The
+    bytes are encoded here, never by the hash: a string that is not valid Unicode raises
+    UnicodeEncodeError instead of reaching C code that crashes on it.
     """
-    return (mmh3.hash(salt + bucket_value, 0, False) * total_weight) >> 32
+    return (mmh3.hash((salt + bucket_value).encode(), 0, False) * total_weight) >> 32
 
 
 def bucket_value_of(value: object) -> str | None:

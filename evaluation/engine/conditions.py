@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import re2
+
+from .dates import timestamp
 from .errors import DocumentError
 from .semver import parse_version
+from .text import require_text
 
 Context = Mapping[str, Any]
 Predicate = Callable[[Context], bool]
@@ -38,6 +40,7 @@ class ParsedCondition:
     test: ValueTest | None  # None for exists / not_exists / in_segment
     flip: bool  # negate, xor the operator being a negative one (not_in, not_exists, ...)
     segment_keys: tuple[str, ...]
+    strings: frozenset[str] | None = None  # equality over strings only: the values
 
 
 # --- value parsing (compile time) ---------------------------------------------------------
@@ -48,27 +51,20 @@ def _is_number(value: object) -> bool:
     return (cls is int or cls is float) and not (cls is float and math.isnan(value))
 
 
-def _timestamp(value: object) -> float | None:
-    """Epoch seconds of an ISO 8601 string or an epoch number; naive times are UTC."""
-    cls = value.__class__
-    if cls is int or cls is float:
-        return float(value)  # type: ignore[arg-type]
-    if cls is not str:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
 def _require_strings(values: list[Any], what: str) -> list[str]:
     for value in values:
         if value.__class__ is not str:
             raise DocumentError("values", f"{what} takes strings, got {value!r}")
+        require_text(value, "values")
     return values
+
+
+# A value test that does not match a string must still look at it: a string that is not
+# valid Unicode is an invalid context, not a mismatch, so the tests encode a string that is
+# not ASCII, and the UnicodeEncodeError of a lone surrogate ends the evaluation with
+# INVALID_CONTEXT (Snapshot.evaluate). Inline, not a call: these are the hottest lines of
+# the engine. Tests that match only document strings, which are valid, skip the look when
+# they match.
 
 
 # --- value tests (one per operator family); each returns a test of one present value ------
@@ -81,7 +77,7 @@ def _build_equality(values: list[Any]) -> ValueTest:
     for value in values:
         cls = value.__class__
         if cls is str:
-            strings.add(value)
+            strings.add(require_text(value, "values"))
         elif cls is bool:
             booleans.add(value)
         elif _is_number(value):
@@ -92,7 +88,13 @@ def _build_equality(values: list[Any]) -> ValueTest:
     if not numbers and not booleans:
 
         def string_test(value: Any) -> bool:
-            return value.__class__ is str and value in frozen_strings
+            if value.__class__ is not str:
+                return False
+            if value in frozen_strings:
+                return True
+            if not value.isascii():
+                value.encode()
+            return False
 
         return string_test
     frozen_numbers, frozen_booleans = frozenset(numbers), frozenset(booleans)
@@ -100,7 +102,11 @@ def _build_equality(values: list[Any]) -> ValueTest:
     def test(value: Any) -> bool:
         cls = value.__class__
         if cls is str:
-            return value in frozen_strings
+            if value in frozen_strings:
+                return True
+            if not value.isascii():
+                value.encode()
+            return False
         if cls is bool:  # checked before numbers: True == 1 in Python, not in a flag document
             return value in frozen_booleans
         if cls is int or cls is float:
@@ -116,6 +122,8 @@ def _build_contains(values: list[Any]) -> ValueTest:
     def test(value: Any) -> bool:
         if value.__class__ is not str:
             return False
+        if not value.isascii():  # "\ud800abc" contains "abc", yet is no text
+            value.encode()
         for needle in needles:  # noqa: SIM110 - a loop allocates no generator per call
             if needle in value:
                 return True
@@ -128,7 +136,11 @@ def _build_starts_with(values: list[Any]) -> ValueTest:
     prefixes = tuple(_require_strings(values, "starts_with"))
 
     def test(value: Any) -> bool:
-        return value.__class__ is str and value.startswith(prefixes)
+        if value.__class__ is not str:
+            return False
+        if not value.isascii():
+            value.encode()
+        return value.startswith(prefixes)
 
     return test
 
@@ -137,27 +149,51 @@ def _build_ends_with(values: list[Any]) -> ValueTest:
     suffixes = tuple(_require_strings(values, "ends_with"))
 
     def test(value: Any) -> bool:
-        return value.__class__ is str and value.endswith(suffixes)
+        if value.__class__ is not str:
+            return False
+        if not value.isascii():
+            value.encode()
+        return value.endswith(suffixes)
 
     return test
 
 
+def _regex_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is an answer to its editor, not a log line
+    options.never_capture = True  # only whether it matches is asked
+    return options
+
+
+_REGEX_OPTIONS = _regex_options()
+
+
+def compile_pattern(pattern: str) -> Any:
+    """An RE2 regular expression; DocumentError (on `values`) when RE2 cannot compile it.
+
+    RE2 matches in time linear in the value whatever the pattern: no backtracking, so no
+    look-around and no backreferences either. See docs/evaluation.md for the syntax.
+    """
+    require_text(pattern, "values", "a regular expression")
+    try:
+        return re2.compile(pattern, _REGEX_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "cannot be compiled"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise DocumentError("values", f"invalid regular expression {pattern!r}: {reason}") from None
+
+
 def _build_matches(values: list[Any]) -> ValueTest:
-    patterns = []
-    for pattern in _require_strings(values, "matches"):
-        try:
-            patterns.append(re.compile(pattern))
-        except re.error as exc:
-            raise DocumentError(
-                "values", f"invalid regular expression {pattern!r}: {exc.msg}"
-            ) from None
-    searches = tuple(compiled.search for compiled in patterns)
+    patterns = _require_strings(values, "matches")
+    searches = tuple(compile_pattern(pattern).search for pattern in patterns)
 
     def test(value: Any) -> bool:
         if value.__class__ is not str:
             return False
+        text = value.encode()  # RE2 reads UTF-8; a lone surrogate raises (INVALID_CONTEXT)
         for search in searches:  # noqa: SIM110 - a loop allocates no generator per call
-            if search(value) is not None:
+            if search(text) is not None:
                 return True
         return False
 
@@ -181,7 +217,11 @@ def _build_numeric(name: str) -> Callable[[list[Any]], ValueTest]:
 
         def test(value: Any) -> bool:
             cls = value.__class__
-            return (cls is int or cls is float) and compare(value, bound)
+            if cls is int or cls is float:
+                return compare(value, bound)
+            if cls is str and not value.isascii():
+                value.encode()
+            return False
 
         return test
 
@@ -209,7 +249,12 @@ def _build_semver(name: str) -> Callable[[list[Any]], ValueTest]:
             accepted = frozenset(keys)
 
             def equal_test(value: Any) -> bool:
-                return parse_version(value) in accepted
+                key = parse_version(value)
+                if key is None:
+                    if value.__class__ is str and not value.isascii():
+                        value.encode()
+                    return False
+                return key in accepted
 
             return equal_test
         bound = max(keys) if name in ("semver_lt", "semver_lte") else min(keys)
@@ -217,7 +262,11 @@ def _build_semver(name: str) -> Callable[[list[Any]], ValueTest]:
 
         def test(value: Any) -> bool:
             key = parse_version(value)
-            return key is not None and compare(key, bound)
+            if key is None:
+                if value.__class__ is str and not value.isascii():
+                    value.encode()
+                return False
+            return compare(key, bound)
 
         return test
 
@@ -228,18 +277,22 @@ def _build_date(name: str) -> Callable[[list[Any]], ValueTest]:
     def build(values: list[Any]) -> ValueTest:
         stamps = []
         for value in values:
-            stamp = None if value.__class__ is bool else _timestamp(value)
-            if stamp is None or not math.isfinite(stamp):
+            stamp = None if value.__class__ is bool else timestamp(value)
+            if stamp is None:
                 raise DocumentError(
-                    "values", f"invalid date {value!r}: use ISO 8601 or epoch seconds"
+                    "values",
+                    f"invalid date {value!r}: use YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.fff]"
+                    "[Z|±HH:MM] or epoch seconds",
                 )
             stamps.append(stamp)
         before = name == "before"
         bound = max(stamps) if before else min(stamps)
 
         def test(value: Any) -> bool:
-            stamp = _timestamp(value)
+            stamp = timestamp(value)
             if stamp is None:
+                if value.__class__ is str and not value.isascii():
+                    value.encode()
                 return False
             return stamp < bound if before else stamp > bound
 
@@ -266,6 +319,8 @@ def _build_cidr(values: list[Any]) -> ValueTest:
         try:
             address = ipaddress.ip_address(value)
         except ValueError:
+            if not value.isascii():
+                value.encode()
             return False
         version, number = address.version, int(address)
         for span_version, low, high in spans:
@@ -371,7 +426,10 @@ def parse_condition(
                     raise DocumentError("values", f"unknown segment {key!r}")
         return ParsedCondition(None, name, None, flip, keys)
     test = build(values) if build is not None else None
-    return ParsedCondition(attribute, name, test, flip, ())
+    strings = None
+    if build is _build_equality and all(value.__class__ is str for value in values):
+        strings = frozenset(values)
+    return ParsedCondition(attribute, name, test, flip, (), strings)
 
 
 def _parse_attribute(attribute: object, operator: Operator) -> str | None:
@@ -381,7 +439,7 @@ def _parse_attribute(attribute: object, operator: Operator) -> str | None:
         return None
     if attribute.__class__ is not str or not attribute:
         raise DocumentError("attribute", f"{operator.name} needs an attribute name")
-    return attribute  # type: ignore[return-value]
+    return require_text(attribute, "attribute", "the attribute name")  # type: ignore[arg-type]
 
 
 def check_condition(
@@ -440,11 +498,50 @@ def bind_condition(parsed: ParsedCondition, segments: Mapping[str, Predicate]) -
     attribute = parsed.attribute
     assert attribute is not None
     if parsed.test is None:  # exists / not_exists: the only operators that see absence
-        get_present = attribute_getter(attribute)
-        return lambda context: (get_present(context) is not None) is not flip
+        return _presence_condition(attribute_getter(attribute), flip)
     if "." not in attribute:
+        if parsed.strings is not None:
+            return _string_set_condition(attribute, parsed.strings, flip)
         return _simple_attribute_condition(attribute, parsed.test, flip)
     return _path_attribute_condition(attribute_getter(attribute), parsed.test, flip)
+
+
+def _presence_condition(get: Callable[[Context], Any], flip: bool) -> Predicate:
+    def condition(context: Context) -> bool:
+        value = get(context)
+        if value is None:
+            return flip
+        if value.__class__ is str and not value.isascii():
+            value.encode()
+        return not flip
+
+    return condition
+
+
+def _string_set_condition(attribute: str, strings: frozenset[str], flip: bool) -> Predicate:
+    # `country in ["US", "CA"]`, the commonest condition, with its value test inlined: the
+    # same answers as _simple_attribute_condition with _build_equality's test, one call fewer.
+    def condition(context: Context) -> bool:
+        value = context.get(attribute)
+        if value.__class__ is str:
+            if value in strings:
+                return not flip
+            if not value.isascii():
+                value.encode()  # a lone surrogate raises: INVALID_CONTEXT
+            return flip
+        if value is None:
+            return False
+        if value.__class__ is list:
+            for item in value:
+                if item.__class__ is str:
+                    if item in strings:
+                        return not flip
+                    if not item.isascii():
+                        item.encode()
+            return flip
+        return flip  # present, of another type: no match
+
+    return condition
 
 
 def _simple_attribute_condition(attribute: str, test: ValueTest, flip: bool) -> Predicate:

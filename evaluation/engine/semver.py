@@ -13,7 +13,11 @@ _SEMVER = re.compile(
     re.ASCII,
 )
 
-VersionKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+# A numeric identifier is compared as (number of digits, digits): the same order as its
+# value, since identifiers have no leading zeros, and no `int()` (which refuses past 4,300
+# digits) of a hostile value.
+Number = tuple[int, str]
+VersionKey = tuple[Number, Number, Number, int, tuple[tuple[int, Number | str], ...]]
 
 
 def parse_version(text: object) -> VersionKey | None:
@@ -28,9 +32,10 @@ def parse_version(text: object) -> VersionKey | None:
     if match is None:
         return None
     major, minor, patch, prerelease = match.groups()
+    release = ((len(major), major), (len(minor), minor), (len(patch), patch))
     if prerelease is None:
-        return (int(major), int(minor), int(patch), 1, ())
+        return (*release, 1, ())
     identifiers = tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in prerelease.split(".")
+        (0, (len(part), part)) if part.isdigit() else (1, part) for part in prerelease.split(".")
     )
-    return (int(major), int(minor), int(patch), 0, identifiers)
+    return (*release, 0, identifiers)

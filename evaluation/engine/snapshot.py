@@ -19,12 +19,15 @@ from .conditions import (
 )
 from .errors import DocumentError
 from .results import ErrorCode, EvaluationResult, Reason, error_result
+from .text import INVALID_TEXT, is_text, require_text
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
 # OpenFeature calls a JSON flag an "object" flag.
 _TYPE_ALIASES = {"object": "json"}
 # Deeper prerequisite chains than this count as not satisfied, like a cycle.
 MAX_PREREQUISITE_DEPTH = 16
+# A served JSON value with more strings, numbers, lists and objects than this is refused.
+MAX_VALUE_NODES = 100_000
 
 Serve = Callable[[Context], EvaluationResult]
 
@@ -72,6 +75,7 @@ def _parse_serving(
         bucket_by = "targetingKey"
     if bucket_by.__class__ is not str or not bucket_by:
         raise DocumentError("rollout.bucketBy", "must be an attribute name")
+    require_text(bucket_by, "rollout.bucketBy", "the attribute name")
     entries = _require_list(rollout.get("variants"), "rollout.variants")
     if not entries:
         raise DocumentError("rollout.variants", "a rollout needs at least one variant")
@@ -130,7 +134,13 @@ def _compile_serving(
             value = bucket_value_of(value)
             if value is None:
                 return missing
-        return buckets[(hash32(salt + value, 0, False) * 100) >> 32]
+        key = salt + value
+        # The hash gets UTF-8 bytes, never a string it would have to encode: its C code
+        # crashed the process on a lone surrogate. An ASCII string's buffer is its UTF-8,
+        # so only other strings are encoded (a lone surrogate raises: INVALID_CONTEXT).
+        if not key.isascii():
+            key = key.encode()  # type: ignore[assignment]
+        return buckets[(hash32(key, 0, False) * 100) >> 32]
 
     return serve
 
@@ -247,6 +257,7 @@ def _compile_flag(
         salt = key
     if salt.__class__ is not str:
         raise DocumentError("salt", "must be a string")
+    require_text(salt, "salt", "the salt")
     results = _compile_variants(key, flag_type, flag.get("variants"))
 
     off_key = flag.get("offVariant")
@@ -282,10 +293,12 @@ def _compile_variants(key: str, flag_type: str, variants: object) -> dict[str, E
         variant_key, value = variant.get("key"), variant.get("value")
         if variant_key.__class__ is not str or not variant_key:
             raise DocumentError(f"{field}.key", "must be a non-empty string")
+        require_text(variant_key, f"{field}.key", "the variant key")
         if variant_key in results:
             raise DocumentError(f"{field}.key", f"variant {variant_key!r} is listed twice")
         if not _check_value(flag_type, value):
             raise DocumentError(f"{field}.value", f"{value!r} is not a {flag_type} value")
+        _require_json_text(value, f"{field}.value")
         if flag_type == "json":
             value = copy.deepcopy(value)  # later edits of the document must not leak in
         results[variant_key] = EvaluationResult(key, value, variant_key, Reason.DEFAULT)
@@ -296,6 +309,30 @@ def _compile_variants(key: str, flag_type: str, variants: object) -> dict[str, E
     return results
 
 
+def _require_json_text(value: object, field: str) -> None:
+    """Every string of a served value (at any depth, keys too) is valid Unicode.
+
+    Served values are encoded into answers; the walk is iterative, so a deep value cannot
+    exhaust the stack, and bounded, so a value that contains itself cannot loop.
+    """
+    pending, visited = [value], 0
+    while pending:
+        node = pending.pop()
+        visited += 1
+        if visited > MAX_VALUE_NODES:
+            raise DocumentError(field, f"holds more than {MAX_VALUE_NODES} values")
+        cls = node.__class__
+        if cls is str:
+            require_text(node, field, "a string")  # type: ignore[arg-type]
+        elif isinstance(node, Mapping):
+            for key, item in node.items():
+                if key.__class__ is str:
+                    require_text(key, field, "a key")
+                pending.append(item)
+        elif cls is list or cls is tuple:
+            pending.extend(node)  # type: ignore[arg-type]
+
+
 def _compile_prerequisites(entries: Sequence[Any]) -> tuple[tuple[str, frozenset[str]], ...]:
     prerequisites = []
     for index, entry in enumerate(entries):
@@ -304,6 +341,7 @@ def _compile_prerequisites(entries: Sequence[Any]) -> tuple[tuple[str, frozenset
         flag_key = entry.get("flag")
         if flag_key.__class__ is not str or not flag_key:
             raise DocumentError(f"{field}.flag", "must be a flag key")
+        require_text(flag_key, f"{field}.flag", "the flag key")
         variants = _require_list(entry.get("variants"), f"{field}.variants")
         if not variants or any(variant.__class__ is not str for variant in variants):
             raise DocumentError(f"{field}.variants", "must list at least one variant key")
@@ -325,6 +363,7 @@ def _compile_targets(
         for value in _require_list(entry.get("values"), f"{field}.values"):
             if value.__class__ is not str:
                 raise DocumentError(f"{field}.values", f"targeting keys are strings: {value!r}")
+            require_text(value, f"{field}.values", "a targeting key")
             targets.setdefault(value, result)  # the first target listing a key wins
     return targets
 
@@ -343,6 +382,7 @@ def _compile_rules(
         rule_id = entry.get("id")
         if rule_id.__class__ is not str:
             raise DocumentError(f"{field}.id", "must be a string")
+        require_text(rule_id, f"{field}.id", "the rule id")
         conditions = entry.get("conditions")
         conditions = () if conditions is None else _require_list(conditions, f"{field}.conditions")
         predicates = []
@@ -416,10 +456,14 @@ def _string_list(segment: Mapping[str, Any], field: str) -> list[str]:
     for value in values:
         if value.__class__ is not str:
             raise DocumentError(field, f"targeting keys are strings: {value!r}")
+        require_text(value, field, "a targeting key")
     return list(values)
 
 
 # --- the snapshot -------------------------------------------------------------------------
+
+
+_INVALID_CONTEXT_TEXT = f"a string read from the context {INVALID_TEXT}"
 
 
 class Snapshot:
@@ -457,51 +501,88 @@ class Snapshot:
         self, flag_key: str, context: Context | object, expected_type: str | None = None
     ) -> EvaluationResult:
         """Evaluate one flag for one context; never raises."""
+        # The steps of `_refusal` are written out here: one call fewer on the hottest path.
         try:
             flag = self._flags.get(flag_key)
             if flag is None:
                 return error_result(
                     flag_key, ErrorCode.FLAG_NOT_FOUND, f"flag {flag_key!r} does not exist"
                 )
-            return self._evaluate(flag, context, expected_type)
+            if flag.error is not None:
+                return flag.error
+            if expected_type is not None and expected_type != flag.type:
+                mismatch = _type_mismatch(flag, expected_type)
+                if mismatch is not None:
+                    return mismatch
+            if context.__class__ is not dict and not isinstance(context, Mapping):
+                return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _NOT_AN_OBJECT)
+            targeting_key = context.get("targetingKey")  # type: ignore[union-attr]
+            if targeting_key is not None:
+                if targeting_key.__class__ is not str:
+                    return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _KEY_NOT_A_STRING)
+                if not targeting_key.isascii():
+                    targeting_key.encode()  # a lone surrogate raises: INVALID_CONTEXT
+            return flag.resolve(context, targeting_key, self._flags, ())  # type: ignore[arg-type]
+        except UnicodeEncodeError:  # a string read from the context is not valid Unicode
+            return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
         except Exception as exc:  # noqa: BLE001 - evaluation must answer, whatever happens
             return error_result(flag_key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
 
     def evaluate_all(self, context: Context | object) -> dict[str, EvaluationResult]:
         """Evaluate every flag that is not archived for one context; never raises."""
+        try:
+            refusal = _refusal(context)  # the context is checked once, not once per flag
+            targeting_key = None if refusal else context.get("targetingKey")  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - a mapping whose get() fails
+            failure = f"{type(exc).__name__}: {exc}"
+            return {
+                key: flag.error or error_result(key, ErrorCode.GENERAL, failure)
+                for key, flag in self._live
+            }
+        flags = self._flags
         answers = {}
         for key, flag in self._live:
+            if flag.error is not None:
+                answers[key] = flag.error
+                continue
+            if refusal is not None:
+                answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
+                continue
             try:
-                answers[key] = self._evaluate(flag, context, None)
+                answers[key] = flag.resolve(context, targeting_key, flags, ())  # type: ignore[arg-type]
+            except UnicodeEncodeError:
+                answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
             except Exception as exc:  # noqa: BLE001
                 answers[key] = error_result(key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
         return answers
 
-    def _evaluate(
-        self, flag: CompiledFlag, context: Context | object, expected_type: str | None
-    ) -> EvaluationResult:
-        if flag.error is not None:
-            return flag.error
-        if (
-            expected_type is not None
-            and expected_type != flag.type
-            and _TYPE_ALIASES.get(expected_type) != flag.type
-        ):
-            return error_result(
-                flag.key,
-                ErrorCode.TYPE_MISMATCH,
-                f"flag {flag.key!r} is a {flag.type} flag, not {expected_type}",
-            )
-        if context.__class__ is not dict and not isinstance(context, Mapping):
-            return error_result(
-                flag.key, ErrorCode.INVALID_CONTEXT, "the context must be a JSON object"
-            )
-        targeting_key = context.get("targetingKey")  # type: ignore[union-attr]
-        if targeting_key is not None and targeting_key.__class__ is not str:
-            return error_result(
-                flag.key, ErrorCode.INVALID_CONTEXT, "targetingKey must be a string"
-            )
-        return flag.resolve(context, targeting_key, self._flags, ())  # type: ignore[arg-type]
+
+_NOT_AN_OBJECT = "the context must be a JSON object"
+_KEY_NOT_A_STRING = "targetingKey must be a string"
+
+
+def _type_mismatch(flag: CompiledFlag, expected_type: str) -> EvaluationResult | None:
+    if _TYPE_ALIASES.get(expected_type) == flag.type:
+        return None
+    return error_result(
+        flag.key,
+        ErrorCode.TYPE_MISMATCH,
+        f"flag {flag.key!r} is a {flag.type} flag, not {expected_type}",
+    )
+
+
+def _refusal(context: object) -> str | None:
+    """Why no flag can be evaluated for `context` (INVALID_CONTEXT), or None."""
+    if context.__class__ is not dict and not isinstance(context, Mapping):
+        return _NOT_AN_OBJECT
+    targeting_key = context.get("targetingKey")
+    if targeting_key is None:
+        return None
+    if targeting_key.__class__ is not str:
+        return _KEY_NOT_A_STRING
+    if not is_text(targeting_key):
+        return f"targetingKey {INVALID_TEXT}"
+    return None
 
 
 def compile_document(document: dict[str, Any]) -> Snapshot:
@@ -517,9 +598,11 @@ def compile_document(document: dict[str, Any]) -> Snapshot:
     flags = document.get("flags")
     if not isinstance(flags, Mapping):
         raise DocumentError("flags", "a flag document needs a flags object")
-    version = document.get("version", 0)
+    version = document.get("version")
+    if version is None:  # absent or null: the default, like every optional field
+        version = 0
     if version.__class__ is not int:
-        raise DocumentError("version", "must be an integer")
+        raise DocumentError("version", f"must be an integer, got {version!r}")
     raw_segments = document.get("segments")
     if raw_segments is None:
         raw_segments = {}
@@ -528,6 +611,8 @@ def compile_document(document: dict[str, Any]) -> Snapshot:
     segments: dict[str, Predicate | DocumentError] = {}
     for segment_key, segment in raw_segments.items():
         try:
+            if segment_key.__class__ is str and not is_text(segment_key):
+                raise DocumentError("", f"the segment key {INVALID_TEXT}")
             segments[segment_key] = _compile_segment(segment)
         except DocumentError as exc:
             segments[segment_key] = exc
@@ -545,6 +630,8 @@ def _compile_or_error(
         archived.error = error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} is archived")
         return archived
     try:
+        if key.__class__ is str and not is_text(key):
+            raise DocumentError("", f"the flag key {INVALID_TEXT}")
         if not isinstance(flag, Mapping):
             raise DocumentError("", "a flag must be an object")
         archived_field = flag.get("archived", False)

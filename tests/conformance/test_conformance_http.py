@@ -4,7 +4,9 @@ Each file's document is loaded into the database through flags.services (a flag 
 services refuse, such as one with an invalid regular expression, cannot reach the API: its
 cases are skipped, and the runner checks that the engine calls each of them PARSE_ERROR),
 then every case is evaluated through the native and the
-OFREP endpoints, single-flag and bulk, and compared as the README says. OFREP has no
+OFREP endpoints, single-flag and bulk, and compared as the README says. A context the API
+refuses as a whole (a string that is not valid Unicode, anywhere in it) is a 400 with its
+error code on every endpoint, which the runner reads as that error. OFREP has no
 DEFAULT or PREREQUISITE_FAILED reason: the API answers STATIC and DISABLED and keeps the
 native reason in the flag metadata, and this runner checks both.
 """
@@ -69,7 +71,7 @@ class Api:
 
     def native_one(self, flag: str, context: dict) -> dict:
         response = self.post(f"/api/v1/evaluate/{flag}", context)
-        if response.status_code == 404:
+        if response.status_code in (400, 404):  # no such flag, or a context refused whole
             return _error(response.json()["errorCode"])
         assert response.status_code == 200, response.content
         return _native(response.json())
@@ -94,6 +96,8 @@ class Api:
 
     def native_bulk(self, flag: str, context: dict) -> dict:
         answer = self._bulk("native", context)
+        if answer["status"] == 400:  # a context refused as a whole
+            return _error(answer["body"]["errorCode"])
         assert answer["status"] == 200
         if flag not in answer["body"]["flags"]:
             return _error("FLAG_NOT_FOUND")  # archived and missing flags are not listed

@@ -119,3 +119,80 @@ def test_a_targeting_key_that_is_not_a_string_is_an_invalid_context(client, key)
     native = client.post("/api/v1/evaluate", body, "application/json", HTTP_X_API_KEY=key)
     assert native.status_code == 200
     assert native.json()["flags"]["theme"]["errorCode"] == "INVALID_CONTEXT"
+
+
+EVALUATION_PATHS = [
+    "/api/v1/evaluate",
+    "/api/v1/evaluate/theme",
+    "/ofrep/v1/evaluate/flags",
+    "/ofrep/v1/evaluate/flags/theme",
+]
+
+
+@pytest.mark.parametrize("path", EVALUATION_PATHS)
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"context": {"targetingKey": "\\ud800"}}', "context.targetingKey"),
+        (b'{"context": {"user": {"name": ["ok", "x\\uDFFF"]}}}', "context.user.name[1]"),
+        (b'{"context": {"\\udc00": 1}}', "context (a key)"),
+    ],
+)
+def test_a_context_that_is_not_valid_unicode_is_refused_once(client, key, path, body, where):
+    response = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["errorCode"] == "INVALID_CONTEXT"
+    assert f"{where} is not valid Unicode" in (answer.get("errorDetails") or answer["detail"])
+
+
+@pytest.mark.parametrize("path", EVALUATION_PATHS)
+def test_a_surrogate_pair_and_nul_are_ordinary_characters(client, key, path):
+    body = b'{"context": {"targetingKey": "\\ud83d\\ude00\\u0000", "k\\u0000": "a\\u0000b"}}'
+    response = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize("path", EVALUATION_PATHS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"context": {"n": 1e400}}',
+        b'{"context": {"n": -1E+999}}',
+        b'{"context": {"n": ' + b"7" * 10_000 + b"}}",
+        b'{"context": {"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}",
+    ],
+    ids=["1e400", "-1e999", "10000-digits", "10000-deep"],
+)
+def test_numbers_out_of_range_and_deep_nesting_are_400(client, key, path, body):
+    response = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "PARSE_ERROR"
+
+
+def test_post_on_the_document_is_a_json_405_even_with_csrf_checks(key):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    response = strict.post("/api/v1/sdk/flags", b"{}", "application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "path", ["/ofrep/v1/evaluate/flags/", "/ofrep/v1/nothing", "/api/v1/evaluate/a/b"]
+)
+def test_paths_that_name_no_endpoint_are_json_404(client, key, path):
+    response = client.post(path, b"{}", content_type="application/json", HTTP_X_API_KEY=key)
+    assert response.status_code == 404
+    assert response.json()
+
+
+def test_an_unknown_flag_is_neither_counted_nor_an_exposure(client, key):
+    from evaluation import exposures
+
+    before = dict(exposures._counts)
+    for path in ("/ofrep/v1/evaluate/flags/nope\x00x", "/api/v1/evaluate/nope-2"):
+        response = client.post(path, b"{}", content_type="application/json", HTTP_X_API_KEY=key)
+        assert response.status_code == 404
+    assert not [k for k in exposures._counts if k not in before and k[1].startswith("nope")]

@@ -26,7 +26,7 @@ INVALID_CONDITIONS = [
     (condition("like", ["x"]), "operator", "unknown operator 'like'"),
     ({"attribute": "a", "values": ["x"]}, "operator", "unknown operator None"),
     (condition("matches", ["(["]), "values", "invalid regular expression '(['"),
-    (condition("matches", ["("]), "values", "missing ), unterminated subpattern"),
+    (condition("matches", ["("]), "values", "missing )"),
     (condition("matches", [5]), "values", "matches takes strings"),
     (condition("semver_gt", ["1.2"]), "values", "invalid semantic version '1.2'"),
     (condition("semver_eq", ["1.2.3", "x"]), "values", "invalid semantic version 'x'"),
@@ -69,9 +69,7 @@ def test_check_condition_names_the_field(bad: dict[str, Any], field: str, messag
 def test_regex_message_is_human_readable() -> None:
     with pytest.raises(DocumentError) as caught:
         check_condition(condition("matches", ["(["]))
-    assert (
-        str(caught.value) == "values: invalid regular expression '([': unterminated character set"
-    )
+    assert str(caught.value) == "values: invalid regular expression '([': missing ]: ["
 
 
 VALID_CONDITIONS = [
