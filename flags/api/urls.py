@@ -24,6 +24,17 @@ rollout_urlpatterns = [
     ),
     path(f"{CONFIG}/kill", rollouts.HistoryViewSet.as_view({"post": "kill"}), name="flag-kill"),
     path(REQUESTS, rollouts.ChangeRequestViewSet.as_view(listing), name="change-requests"),
+    # Changes that alter what protected environments serve without writing to one.
+    path(
+        f"{FLAG}/change-requests",
+        rollouts.ChangeRequestViewSet.as_view({"get": "list", "post": "create_for_flag"}),
+        name="flag-change-requests",
+    ),
+    path(
+        f"{PROJECT}/segments/<str:segment_key>/change-requests",
+        rollouts.ChangeRequestViewSet.as_view({"get": "list", "post": "create_for_segment"}),
+        name="segment-change-requests",
+    ),
     path(
         f"{PROJECT}/change-requests",
         rollouts.ChangeRequestViewSet.as_view({"get": "list"}),
