@@ -6,7 +6,6 @@ cache. A malformed variable stops start-up with one line naming it, never a trac
 
 import os
 import sys
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,24 +58,56 @@ if NODE_ENV not in ENVIRONMENTS:
 
 # Staging is run like production: same secrets required, same transport security.
 PRODUCTION_LIKE = NODE_ENV in ("staging", "production")
-DEBUG = False if PRODUCTION_LIKE else _env_bool("DEBUG", default=True)
+# Django's debug pages show settings and source: only when asked for, never production-like.
+DEBUG = False if PRODUCTION_LIKE else _env_bool("DEBUG", default=False)
 TESTING = "pytest" in sys.modules
 
-_DEV_SECRET = "development-only-secret-do-not-use-in-production-0123456789abcdef"
+
+def _installation_secret(path: Path) -> str:
+    """This installation's own random secret, made on first start, readable by its owner only.
+
+    Written to a temporary file and linked into place, so workers starting together all read
+    the one that won; nothing published in the source signs anything.
+    """
+    import secrets
+
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(48))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process made it first: use theirs
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
+
 
 SECRET_KEY = _env("SECRET_KEY")
 JWT_SECRET = _env("JWT_SECRET")
+SECRET_KEY_FILE = Path(_env("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret-key")
 if PRODUCTION_LIKE:
     if not JWT_SECRET:
         _fail("JWT_SECRET", f"must be set when NODE_ENV={NODE_ENV} (the key that signs API tokens)")
     if len(JWT_SECRET) < 32:
         _fail("JWT_SECRET", "must be at least 32 characters long")
     SECRET_KEY = SECRET_KEY or JWT_SECRET
-else:
-    if not JWT_SECRET and not TESTING:
-        warnings.warn("JWT_SECRET is not set: using a development-only signing key", stacklevel=1)
-    JWT_SECRET = JWT_SECRET or _DEV_SECRET
-    SECRET_KEY = SECRET_KEY or _DEV_SECRET
+elif not (SECRET_KEY and JWT_SECRET):
+    try:
+        _secret = _installation_secret(SECRET_KEY_FILE)
+    except OSError as error:
+        _fail("SECRET_KEY_FILE", f"cannot read or create {SECRET_KEY_FILE} ({error.strerror})")
+    # Two keys from one secret: a leaked session key does not sign API tokens.
+    import hashlib
+
+    SECRET_KEY = SECRET_KEY or hashlib.sha256(f"django:{_secret}".encode()).hexdigest()
+    JWT_SECRET = JWT_SECRET or hashlib.sha256(f"jwt:{_secret}".encode()).hexdigest()
 
 PORT = _env_int("PORT", 3000)
 
