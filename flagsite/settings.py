@@ -130,6 +130,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -149,6 +151,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Admin pages: a Content-Security-Policy (flagsite/csp.py).
+    "flagsite.csp.AdminContentSecurityPolicyMiddleware",
+    # Evaluation: each API key's rate, counted locally and summed in the shared cache.
+    "flagsite.throttling.KeyRateLimitMiddleware",
+    # Failed logins: the lockout answer (flagsite.throttling.lockout_response).
+    "axes.middleware.AxesMiddleware",
     # Last: keeps the chain above synchronous, one thread hop per request under ASGI.
     "flagsite.boundary.SyncBoundaryMiddleware",
 ]
@@ -232,6 +240,22 @@ else:
 
 # --- Authentication --------------------------------------------------------------------
 
+# django-axes first: a locked-out username or address is refused before a password is hashed.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the shared cache: across instances
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one, counted separately
+AXES_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=_env_int("LOGIN_LOCKOUT_SECONDS", 900))
+AXES_LOCKOUT_CALLABLE = "flagsite.throttling.lockout_response"
+AXES_ENABLED = AXES_FAILURE_LIMIT > 0
+AXES_VERBOSE = False
+if not REDIS_URL:
+    # The embedded default's cache is per process: counts hold per worker, not across them.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -314,7 +338,25 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "flags.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Per person (and per address before login), counted in the shared cache.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": _env("API_RATE_USER", "1200/minute"),
+        "anon": _env("API_RATE_ANON", "120/minute"),
+    },
 }
+for _name, _rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items():
+    _count, _, _period = _rate.partition("/")
+    if not _count.isdigit() or _period not in ("second", "minute", "hour", "day"):
+        _fail(f"API_RATE_{_name.upper()}", f"expected N/second|minute|hour|day, got {_rate!r}")
+
+# Evaluation requests per API key per window across instances; 0 turns the limit off.
+EVALUATION_RATE_LIMIT = _env_int("EVALUATION_RATE_LIMIT", 100_000)
+EVALUATION_RATE_WINDOW = max(1, _env_int("EVALUATION_RATE_WINDOW", 60))
+EVALUATION_RATE_SYNC = max(0, _env_int("EVALUATION_RATE_SYNC", 1))
 
 SIMPLE_JWT = {
     "SIGNING_KEY": JWT_SECRET,
@@ -322,6 +364,11 @@ SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_env_int("JWT_ACCESS_MINUTES", 15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=_env_int("JWT_REFRESH_DAYS", 7)),
     "UPDATE_LAST_LOGIN": True,
+    # Each refresh returns a new refresh token; the one used is blacklisted (flags.api.auth).
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    # Tokens carry a digest of the password hash: a password change revokes them all.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {

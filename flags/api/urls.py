@@ -2,9 +2,8 @@
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from flags.api import rollouts, views
+from flags.api import auth, rollouts, views
 
 PROJECT = "projects/<str:project_key>"
 FLAG = f"{PROJECT}/flags/<str:flag_key>"
@@ -69,8 +68,8 @@ rollout_urlpatterns = [
 ]
 
 urlpatterns = [
-    path("auth/token/", TokenObtainPairView.as_view(), name="token"),
-    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("auth/token/", auth.TokenView.as_view(), name="token"),
+    path("auth/token/refresh/", auth.RefreshView.as_view(), name="token-refresh"),
     path("projects", views.ProjectViewSet.as_view(listing), name="projects"),
     path("projects/<str:key>", views.ProjectViewSet.as_view({"get": "retrieve"}), name="project"),
     path(f"{PROJECT}/environments", views.EnvironmentViewSet.as_view(listing), name="environments"),
