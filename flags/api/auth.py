@@ -18,6 +18,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from flagsite.throttling import lockout_response
+
 REVOKED = "the token was revoked: its user changed their password, or left"
 
 
@@ -39,7 +41,16 @@ class RevocableRefreshSerializer(TokenRefreshSerializer):
 
 
 class TokenView(TokenObtainPairView):
-    """POST username and password: an access and a refresh token."""
+    """POST username and password: an access and a refresh token.
+
+    django-axes marks a locked-out attempt on the request DRF hands to `authenticate` (its
+    own Request, not Django's), so the lockout answer is given here: 429 JSON, Retry-After.
+    """
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if getattr(request, "axes_locked_out", False):
+            response = lockout_response(request._request)
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 class RefreshView(TokenRefreshView):
