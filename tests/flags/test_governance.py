@@ -302,3 +302,38 @@ def test_cli_bypass_is_for_operators_only(shop):
     admin = factories.member(shop, "admin")
     message = fails("archive", "shop/existing", "--as", admin.username, "--bypass-approval", "x")
     assert "operators" in message
+
+
+# --- Flags for client-side keys, and owners ---------------------------------------------
+
+
+def test_new_flags_are_not_for_client_side_keys_until_made_so(shop):
+    admin = client_for(factories.member(shop, "admin"))
+    created = admin.post(f"{P}/flags", {"key": "fresh"}, format="json").json()
+    assert created["clientSide"] is False
+    assert production(shop)["flags"]["fresh"]["clientSide"] is False
+    changed = admin.patch(f"{P}/flags/fresh", {"clientSide": True}, format="json")
+    assert changed.json()["clientSide"] is True
+    assert production(shop)["flags"]["fresh"]["clientSide"] is True
+    run("create", "shop/from-cli", "--client-side", "--bypass-approval", "test")
+    assert production(shop)["flags"]["from-cli"]["clientSide"] is True
+
+
+def test_making_a_flag_client_side_reaches_protected_production(shop):
+    editor = client_for(factories.member(shop, "editor"))
+    answer = editor.patch(f"{P}/flags/existing", {"clientSide": True}, format="json")
+    assert answer.status_code == 403
+    assert production(shop)["flags"]["existing"]["clientSide"] is False
+
+
+def test_a_flag_owner_is_a_member_of_its_project_and_names_nobody_else(shop):
+    other = factories.project("elsewhere")
+    outsider = factories.member(other, "viewer", username="outsider")
+    admin = client_for(factories.member(shop, "admin"))
+    for name in (outsider.username, "no-such-user"):
+        answer = admin.patch(f"{P}/flags/existing", {"owner": name}, format="json")
+        assert answer.status_code == 400
+        assert answer.json()["detail"] == f"owner: {name!r} is not a member of project 'shop'"
+    member = factories.member(shop, "viewer", username="insider")
+    named = admin.patch(f"{P}/flags/existing", {"owner": member.username}, format="json")
+    assert named.status_code == 200 and named.json()["owner"] == "insider"

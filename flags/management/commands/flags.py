@@ -151,6 +151,11 @@ class Command(FlagsCommand):
         sub.add_argument("--name", default="")
         sub.add_argument("--description", default="")
         sub.add_argument("--tag", dest="tags", action="append", default=[], help="repeatable")
+        sub.add_argument(
+            "--client-side",
+            action="store_true",
+            help="make it available to client-side keys (browsers, mobile apps)",
+        )
         add_common_arguments(sub)
 
     def _create(self, *, flag: str, type: str, variants: str | None, **options) -> None:
@@ -163,6 +168,7 @@ class Command(FlagsCommand):
             variants=_variants(variants) if variants else None,
             description=options["description"],
             tags=options["tags"],
+            client_side=options["client_side"],
             actor=self.actor,
             source=SOURCE,
         )
