@@ -57,6 +57,9 @@ def flag_entry(flag: Flag) -> dict:
         "type": flag.type,
         "enabled": bool(config and config.enabled),
         "archived": flag.archived,
+        # Whether client-side keys may evaluate it (the evaluation views decide what that
+        # means for their answers); a flag's own field, the same in every environment.
+        "clientSide": flag.client_side,
         "salt": flag.salt or flag.key,
         "variants": [{"key": v.key, "value": v.value} for v in variants],
         "offVariant": config.off_variant if config else (keys[-1] if keys else ""),

@@ -1,7 +1,9 @@
 """Change requests: an editor proposes a change to a protected environment, others review it.
 
-A request records the configuration version it was written against (its base). It is
-applied only with `expected_version=base`, so a configuration changed meanwhile makes it a
+A request records the version of what it changes (its base): a flag's configuration in one
+environment, or, for a change that alters what protected environments serve without being
+a write to one (a flag's variants or archived state, a segment), the flag or the segment.
+It is applied only with `expected_version=base`, so a change made meanwhile makes it a
 conflict; its author rebases it (re-reads and re-confirms) and it is reviewed again.
 """
 
@@ -12,12 +14,21 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 
-from evaluation.documents import flag_state
-from flags import history, services
-from flags.models import ChangeRequest, ChangeReview, FlagConfig, Project, ScheduledChange
+from evaluation.documents import flag_state, segment_entry
+from flags import history, impact, services
+from flags.models import (
+    ChangeRequest,
+    ChangeReview,
+    Flag,
+    FlagConfig,
+    Project,
+    ScheduledChange,
+    Segment,
+)
 from flags.roles import Action, Role, authorize, role_of
 
 if TYPE_CHECKING:
@@ -33,36 +44,50 @@ def approvals_required() -> int:
     return max(1, int(getattr(settings, "CHANGE_REQUEST_APPROVALS", 1)))
 
 
+Kind = ChangeRequest.Kind
+RELATED = ("config__flag__project", "config__environment", "flag__project", "segment__project")
+
+
 def _name(request: ChangeRequest) -> str:
+    if request.kind == Kind.FLAG:
+        return f"{request.flag.key}#{request.pk}"
+    if request.kind == Kind.SEGMENT:
+        return f"segment {request.segment.key}#{request.pk}"
     return f"{request.config.flag.key}/{request.config.environment.key}#{request.pk}"
 
 
 def _audit(request: ChangeRequest, action: str, actor, source: str, **values) -> None:
     config = request.config
+    flag_key = config.flag.key if config else (request.flag.key if request.flag else "")
     services.audit(
         actor=actor,
         source=source,
         action=action,
         obj_type="change_request",
         obj_key=_name(request),
-        project=config.flag.project,
-        environment=config.environment,
-        flag_key=config.flag.key,
+        project=request.project,
+        environment=config.environment if config else None,
+        flag_key=flag_key,
         **values,
     )
 
 
 def _locked(request: ChangeRequest) -> ChangeRequest:
-    return (
-        ChangeRequest.objects.select_for_update()
-        .select_related("config__flag__project", "config__environment")
-        .get(pk=request.pk)
-    )
+    return ChangeRequest.objects.select_for_update().select_related(*RELATED).get(pk=request.pk)
+
+
+def current_version(request: ChangeRequest) -> int:
+    """The version of what the request changes, now."""
+    if request.kind == Kind.FLAG:
+        return Flag.objects.filter(pk=request.flag_id).values_list("version", flat=True).get()
+    if request.kind == Kind.SEGMENT:
+        return Segment.objects.filter(pk=request.segment_id).values_list("version", flat=True).get()
+    return request.config.version
 
 
 def is_conflict(request: ChangeRequest) -> bool:
     """A live request written against a version that is no longer current."""
-    return request.status in LIVE and request.base_version != request.config.version
+    return request.status in LIVE and request.base_version != current_version(request)
 
 
 # --- Writes -------------------------------------------------------------------------------
@@ -115,6 +140,88 @@ def change_request_create(
     return request
 
 
+class _Preview(Exception):
+    def __init__(self, state: dict, measurement: impact.Measurement) -> None:
+        self.state, self.measurement = state, measurement
+
+
+def _preview(project: Project, write, read, *, flag_keys=(), segment_keys=()) -> tuple:
+    """What `write` would make of the object and of protected environments' answers.
+
+    Written by the services as the system in a savepoint and rolled back, like
+    `history.change_preview`: their validation is the one that knows what is valid.
+    """
+    try:
+        with transaction.atomic():
+            with impact.measured(
+                project, flag_keys=flag_keys, segment_keys=segment_keys
+            ) as measurement:
+                write()
+            raise _Preview(read(), measurement)
+    except _Preview as preview:
+        return preview.state, preview.measurement
+
+
+# A flag's own fields that change what it serves; the rest (name, tags, ...) never needs one.
+FLAG_REQUEST_FIELDS = ("variants", "archived", "salt", "client_side")
+
+
+def _indirect_create(
+    *, kind: str, subject: Flag | Segment, data: dict, title: str, actor, source: str
+) -> ChangeRequest:
+    if actor is None or not actor.pk:
+        raise PermissionDenied("a change request is proposed by a person")
+    authorize(actor, subject.project, Action.EDIT_FLAGS)
+    if not data:
+        raise ValidationError({"changes": "propose at least one change"})
+    if kind == Kind.FLAG:
+        for field in set(data) - set(FLAG_REQUEST_FIELDS):
+            raise ValidationError({field: "serves nothing new: change it directly"})
+    subject = type(subject).objects.select_for_update().select_related("project").get(pk=subject.pk)
+    base_version = subject.version  # read first: the preview bumps it (then rolls back)
+    base_state, state, impact_json = _indirect_preview(kind, subject, data)
+    if not impact_json:
+        raise ValidationError(
+            {"changes": "this changes nothing a protected environment serves: make it directly"}
+        )
+    request = ChangeRequest.objects.create(
+        kind=kind,
+        flag=subject if kind == Kind.FLAG else None,
+        segment=subject if kind == Kind.SEGMENT else None,
+        author=actor,
+        author_name=actor.get_username(),
+        title=title,
+        data=data,
+        base_version=base_version,
+        base_state=base_state,
+        proposed_state=state,
+        impact=impact_json,
+    )
+    _audit(request, "propose", actor, source, before=base_state, after=state)
+    return request
+
+
+@transaction.atomic
+def flag_change_request_create(
+    *, flag: Flag, data: dict, title: str = "", actor: AbstractBaseUser | None, source: str
+) -> ChangeRequest:
+    """Propose a change to a flag's own fields (what `flag_update` takes) that alters what a
+    protected environment serves: its variants' values, archived, salt, client-side."""
+    return _indirect_create(
+        kind=Kind.FLAG, subject=flag, data=data, title=title, actor=actor, source=source
+    )
+
+
+@transaction.atomic
+def segment_change_request_create(
+    *, segment: Segment, data: dict, title: str = "", actor: AbstractBaseUser | None, source: str
+) -> ChangeRequest:
+    """Propose a change to a segment that a protected environment's rules use."""
+    return _indirect_create(
+        kind=Kind.SEGMENT, subject=segment, data=data, title=title, actor=actor, source=source
+    )
+
+
 @transaction.atomic
 def change_request_review(
     *,
@@ -126,10 +233,9 @@ def change_request_review(
 ) -> ChangeRequest:
     """Approve or reject; enough approvals apply the change (or schedule it for its time)."""
     request = _locked(request)
-    config = request.config
     if actor is None:
         raise PermissionDenied("a change request is reviewed by a person")
-    authorize(actor, config.flag.project, Action.CONFIGURE_PROTECTED)
+    authorize(actor, request.project, Action.CONFIGURE_PROTECTED)
     if request.author_id == actor.pk:
         raise PermissionDenied("you cannot review your own change request; ask someone else")
     if request.status != Status.OPEN:
@@ -175,23 +281,31 @@ def _apply_or_schedule(request: ChangeRequest, actor, source: str) -> None:
         pass  # stays approved and shows as a conflict until its author rebases it
 
 
-def change_request_apply(*, request: ChangeRequest, actor, source: str) -> FlagConfig:
+def change_request_apply(*, request: ChangeRequest, actor, source: str) -> FlagConfig | None:
     """Apply an approved request on its base version (ConflictError if that moved on)."""
     if request.status != Status.APPROVED:
         raise ValidationError({"status": f"the request is {request.status}, not approved"})
-    config = services.flag_config_update(
-        config=request.config,
-        data=request.data,
-        actor=actor,
-        source=source,
-        expected_version=request.base_version,
-        action=f"apply request #{request.pk}",
-        approved=True,
-    )
+    write = {
+        "data": request.data,
+        "actor": actor,
+        "source": source,
+        "expected_version": request.base_version,
+        "approved": True,
+    }
+    config = None
+    if request.kind == Kind.FLAG:
+        version = services.flag_update(flag=request.flag, **write).version
+    elif request.kind == Kind.SEGMENT:
+        version = services.segment_update(segment=request.segment, **write).version
+    else:
+        config = services.flag_config_update(
+            config=request.config, action=f"apply request #{request.pk}", **write
+        )
+        version = config.version
     request.status = Status.APPLIED
-    request.applied_version = config.version
+    request.applied_version = version
     request.save(update_fields=["status", "applied_version", "updated_at"])
-    _audit(request, "apply", actor, source, after={"version": config.version})
+    _audit(request, "apply", actor, source, after={"version": version})
     return config
 
 
@@ -205,25 +319,59 @@ def change_request_rebase(
         raise PermissionDenied("only the author of a change request rebases it")
     if request.status not in LIVE:
         raise ValidationError({"status": f"the request is {request.status}"})
-    config = FlagConfig.objects.select_for_update().get(pk=request.config_id)
-    if request.base_version == config.version:
+    if request.base_version == current_version(request):
         raise ValidationError({"version": "the request is already based on the current version"})
     if not confirm:
         raise ValidationError(
             {"confirm": "compare your change with the current configuration, then confirm"}
         )
     before = {"base_version": request.base_version}
-    request.config = config
-    request.base_version = config.version
-    request.base_state = flag_state(config.flag, config.environment)
-    request.proposed_state = history.change_preview(config=config, data=request.data)
+    if request.kind == Kind.CONFIG:
+        config = FlagConfig.objects.select_for_update().get(pk=request.config_id)
+        request.config = config
+        request.base_version = config.version
+        request.base_state = flag_state(config.flag, config.environment)
+        request.proposed_state = history.change_preview(config=config, data=request.data)
+    else:
+        _rebase_indirect(request, actor, source)
     request.status = Status.OPEN
     request.save()
     request.schedule.filter(status=ScheduledChange.Status.PENDING).update(
         status=ScheduledChange.Status.CANCELLED
     )
-    _audit(request, "rebase", actor, source, before=before, after={"base_version": config.version})
+    after = {"base_version": request.base_version}
+    _audit(request, "rebase", actor, source, before=before, after=after)
     return request
+
+
+def _rebase_indirect(request: ChangeRequest, actor, source: str) -> None:
+    """Re-read the flag or segment and what the change now does to protected environments."""
+    subject = request.flag if request.kind == Kind.FLAG else request.segment
+    subject = type(subject).objects.select_for_update().get(pk=subject.pk)
+    request.base_version = subject.version  # read first: the preview bumps it (then rolls back)
+    fresh = _indirect_preview(request.kind, subject, request.data)
+    request.base_state, request.proposed_state, request.impact = fresh
+
+
+def _indirect_preview(kind: str, subject, data: dict) -> tuple[dict, dict, list]:
+    system = {"actor": None, "source": "system"}
+    if kind == Kind.FLAG:
+        base = services.flag_meta(subject)
+        state, measurement = _preview(
+            subject.project,
+            lambda: services.flag_update(flag=subject, data=data, **system),
+            lambda: services.flag_meta(Flag.objects.get(pk=subject.pk)),
+            flag_keys=[subject.key],
+        )
+    else:
+        base = segment_entry(subject)
+        state, measurement = _preview(
+            subject.project,
+            lambda: services.segment_update(segment=subject, data=data, **system),
+            lambda: segment_entry(Segment.objects.get(pk=subject.pk)),
+            segment_keys=[subject.key],
+        )
+    return base, state, measurement.as_json()
 
 
 @transaction.atomic
@@ -231,7 +379,7 @@ def change_request_cancel(
     *, request: ChangeRequest, actor: AbstractBaseUser | None, source: str
 ) -> ChangeRequest:
     request = _locked(request)
-    project = request.config.flag.project
+    project = request.project
     if (
         actor is not None
         and request.author_id != actor.pk
@@ -261,16 +409,25 @@ def approvals_of(request: ChangeRequest) -> int:
 
 
 def change_requests_of(
-    *, project: Project, config: FlagConfig | None = None, status: str | None = None
+    *,
+    project: Project,
+    config: FlagConfig | None = None,
+    flag: Flag | None = None,
+    segment: Segment | None = None,
+    status: str | None = None,
 ):
-    requests = ChangeRequest.objects.filter(config__flag__project=project)
+    requests = ChangeRequest.objects.filter(
+        Q(config__flag__project=project) | Q(flag__project=project) | Q(segment__project=project)
+    )
     if config is not None:
         requests = requests.filter(config=config)
+    if flag is not None:
+        requests = requests.filter(Q(flag=flag) | Q(config__flag=flag))
+    if segment is not None:
+        requests = requests.filter(segment=segment)
     if status:
         requests = requests.filter(status=status)
-    return requests.select_related("config__flag", "config__environment").prefetch_related(
-        "reviews"
-    )
+    return requests.select_related(*RELATED).prefetch_related("reviews")
 
 
 def change_request_for(project: Project, pk: int | str) -> ChangeRequest:

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.engine import DocumentError
 from flags.models import Environment, Flag, Project
+from flags.roles import Operator
 from flags.services import ConflictError
 
 EXIT_BAD_INPUT = 2
@@ -61,14 +62,29 @@ def add_common_arguments(parser, *, json_output: bool = True) -> None:
         metavar="USERNAME",
         help="act as this user: their roles apply and audit entries name them",
     )
+    parser.add_argument(
+        "--bypass-approval",
+        dest="bypass_approval",
+        metavar="REASON",
+        help="as an operator (without --as), write where a change request would be needed; "
+        "the reason is recorded in the audit log with the change",
+    )
     if json_output:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def actor_named(username: str | None):
-    """The user named by `--as`; None (the operator at the shell) without it."""
+def actor_named(username: str | None, bypass_reason: str | None = None):
+    """The user named by `--as`; without it, the operator at the shell.
+
+    An operator passes the role checks, not the approvals: `--bypass-approval REASON` is the
+    one way around those, and it is audited.
+    """
+    if bypass_reason is not None and not bypass_reason.strip():
+        raise fail("--bypass-approval needs a reason, e.g. --bypass-approval 'incident 42'")
     if not username:
-        return None
+        return Operator(bypass_reason=(bypass_reason or "").strip()[:500])
+    if bypass_reason is not None:
+        raise fail("--bypass-approval is for operators: leave out --as (people ask for approval)")
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
         raise fail(f"unknown user {username!r}")

@@ -90,6 +90,14 @@ class Flag(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     archived = models.BooleanField(default=False)
+    client_side = models.BooleanField(
+        default=False,
+        verbose_name="available to client-side keys",
+        help_text="Client keys (browsers, mobile apps) may evaluate this flag.",
+    )
+    # Bumped by every change to the flag's own fields (variants, archived, ...): the base a
+    # change request on the flag was written against.
+    version = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -244,6 +252,8 @@ class Segment(models.Model):
     conditions = models.JSONField(default=list, blank=True)
     included = models.JSONField(default=list, blank=True, help_text="Targeting keys always in.")
     excluded = models.JSONField(default=list, blank=True, help_text="Targeting keys always out.")
+    # Bumped by every change: the base a change request on the segment was written against.
+    version = models.PositiveIntegerField(default=1, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -374,7 +384,17 @@ class FlagConfigVersion(models.Model):
 
 
 class ChangeRequest(models.Model):
-    """A proposed change to a flag's configuration in a protected environment."""
+    """A proposed change to what a protected environment serves, reviewed by others.
+
+    Most change one flag's configuration in one environment (`config`); a change to a flag's
+    own fields (`flag`: variants, archived, ...) or to a segment (`segment`) is proposed the
+    same way when it alters what a protected environment serves, and `impact` says how.
+    """
+
+    class Kind(models.TextChoices):
+        CONFIG = "config"
+        FLAG = "flag"
+        SEGMENT = "segment"
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -383,7 +403,18 @@ class ChangeRequest(models.Model):
         REJECTED = "rejected"
         CANCELLED = "cancelled"
 
-    config = models.ForeignKey(FlagConfig, on_delete=models.CASCADE, related_name="requests")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CONFIG)
+    config = models.ForeignKey(
+        FlagConfig, null=True, blank=True, on_delete=models.CASCADE, related_name="requests"
+    )
+    flag = models.ForeignKey(
+        Flag, null=True, blank=True, on_delete=models.CASCADE, related_name="change_requests"
+    )
+    segment = models.ForeignKey(
+        Segment, null=True, blank=True, on_delete=models.CASCADE, related_name="change_requests"
+    )
+    # [{"environment": key, "subject": "flag checkout", "changes": [line, ...]}, ...]
+    impact = models.JSONField(default=list, blank=True)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -403,7 +434,23 @@ class ChangeRequest(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"change request {self.pk} on {self.config}"
+        return f"change request {self.pk} on {self.subject}"
+
+    @property
+    def subject(self) -> str:
+        if self.kind == self.Kind.FLAG:
+            return f"flag {self.flag.key}"
+        if self.kind == self.Kind.SEGMENT:
+            return f"segment {self.segment.key}"
+        return str(self.config)
+
+    @property
+    def project(self) -> Project:
+        if self.kind == self.Kind.FLAG:
+            return self.flag.project
+        if self.kind == self.Kind.SEGMENT:
+            return self.segment.project
+        return self.config.flag.project
 
 
 class ChangeReview(models.Model):

@@ -26,6 +26,34 @@ class Action(Enum):
     ADMINISTER = Role.ADMIN  # project settings, environments, API keys, roles
 
 
+class Operator:
+    """The person at the shell running `manage.py flags` without `--as`.
+
+    Operators hold the database's keys, so every role check passes; approvals do not: a
+    write that needs an approved change request is refused unless the operator names a
+    reason with `--bypass-approval`, and every write let through that way is audited with it.
+    """
+
+    pk = None
+    is_authenticated = True
+    is_active = True
+    is_superuser = True
+    is_staff = True
+
+    def __init__(self, bypass_reason: str = "") -> None:
+        self.bypass_reason = bypass_reason
+
+    def get_username(self) -> str:
+        return "operator"
+
+    def __str__(self) -> str:
+        return self.get_username()
+
+
+def bypasses_approval(actor: object) -> bool:
+    return isinstance(actor, Operator) and bool(actor.bypass_reason)
+
+
 def role_of(user: AbstractBaseUser | None, project: Project) -> str | None:
     if user is None or not user.is_authenticated:
         return None
@@ -58,8 +86,8 @@ def authorize(
 ) -> None:
     """Raise PermissionDenied with a reason a person can act on.
 
-    `actor=None` is the system itself (migrations, the demo loader, `manage.py` without
-    `--as`): operators at the shell already hold the keys to the database.
+    `actor=None` is the system itself (migrations, the demo loader, the scheduler applying
+    what was approved): it passes every check. People at the shell are an `Operator`.
     """
     if actor is None or allows(actor, project, action, environment):
         return
@@ -77,10 +105,16 @@ def authorize(
 
 
 def needs_change_request(actor: AbstractBaseUser | None, environment: Environment) -> bool:
-    """With `require_approval`, only project admins change protected environments directly."""
+    """With `require_approval`, only project admins change protected environments directly.
+
+    An operator at the shell is not a project admin: only `--bypass-approval` lets them
+    past, and that is audited.
+    """
     project = environment.project
     if actor is None or not (project.require_approval and environment.protected):
         return False
+    if isinstance(actor, Operator):
+        return not actor.bypass_reason
     return role_of(actor, project) != Role.ADMIN
 
 
@@ -89,11 +123,48 @@ def check_direct_write(actor: AbstractBaseUser | None, flag, environment: Enviro
     if not needs_change_request(actor, environment):
         return
     project = environment.project
+    proposal = (
+        f"POST /api/v1/projects/{project.key}/flags/{flag.key}/environments/"
+        f"{environment.key}/change-requests"
+    )
     raise PermissionDenied(
         f"project {project.key!r} requires approval for changes to protected environment "
-        f"{environment.key!r}: open a change request (POST /api/v1/projects/{project.key}"
-        f"/flags/{flag.key}/environments/{environment.key}/change-requests)"
+        f"{environment.key!r}: {_way_forward(actor, proposal)}"
     )
+
+
+def _way_forward(actor: object, proposal: str) -> str:
+    if isinstance(actor, Operator):
+        return (
+            "act as a person with --as USERNAME (their role and approvals apply), or, as an "
+            'operator, pass --bypass-approval "REASON" (audited)'
+        )
+    return f"open a change request ({proposal})"
+
+
+def check_indirect_write(
+    actor: AbstractBaseUser | None, environment: Environment, subject: str, proposal: str
+) -> None:
+    """Refuse a change to `subject` (a flag's own fields, a segment) that alters what the
+    protected `environment` serves, unless the actor may write there directly.
+
+    The same gate as a direct write: the protected role, and, where the project requires
+    approval, an approved change request (`proposal` says where to open one).
+    """
+    project = environment.project
+    if not allows(actor, project, Action.CONFIGURE, environment) and actor is not None:
+        role = role_of(actor, project) or "no role"
+        raise PermissionDenied(
+            f"{actor.get_username()} is {role} in project {project.key!r}; this change to "
+            f"{subject} alters what protected environment {environment.key!r} serves and "
+            f"needs the {Action.CONFIGURE_PROTECTED.value} role"
+        )
+    if needs_change_request(actor, environment):
+        raise PermissionDenied(
+            f"project {project.key!r} requires approval for changes to protected environment "
+            f"{environment.key!r}, and this change to {subject} alters what it serves: "
+            f"{_way_forward(actor, proposal)}"
+        )
 
 
 def visible_projects(user: AbstractBaseUser):

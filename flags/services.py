@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from evaluation import cache
 from evaluation.documents import flag_state, segment_entry
-from flags import history
+from flags import history, impact
 from flags.models import (
     ApiKey,
     AuditEntry,
@@ -36,7 +36,13 @@ from flags.models import (
     Tag,
     Target,
 )
-from flags.roles import Action, authorize, check_direct_write
+from flags.roles import (
+    Action,
+    authorize,
+    bypasses_approval,
+    check_direct_write,
+    check_indirect_write,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -92,6 +98,38 @@ def audit(
         before=before,
         after=after,
     )
+
+
+def _audit_bypass(actor: Actor, environment: Environment, subject: str, source: str) -> None:
+    """An operator's `--bypass-approval`: the reason goes into the audit log with the change."""
+    if not (bypasses_approval(actor) and environment.protected):
+        return
+    if not environment.project.require_approval:
+        return
+    audit(
+        actor=actor,
+        source=source,
+        action="bypass-approval",
+        obj_type="approval",
+        obj_key=subject,
+        project=environment.project,
+        environment=environment,
+        after={"reason": actor.bypass_reason},
+    )
+
+
+def _check_impact(
+    *, actor: Actor, measurement: impact.Measurement, approved: bool, source: str, proposal: str
+) -> None:
+    """Hold a change to a flag's own fields or a segment to the gate of each protected
+    environment whose answers it changes (docs/admin.md, "Who may change what")."""
+    for environment in {env.pk: env for env, _, _ in measurement.changes}.values():
+        subject = next(s for env, s, _ in measurement.changes if env.pk == environment.pk)
+        if approved:
+            authorize(actor, environment.project, Action.CONFIGURE, environment)
+        else:
+            check_indirect_write(actor, environment, subject, proposal)
+        _audit_bypass(actor, environment, subject, source)
 
 
 def environments_changed(environment_ids: Iterable[int]) -> None:
@@ -152,7 +190,7 @@ def project_create(
         Environment.objects.create(
             project=project, key=env_key, name=env_name, protected=protected, position=position
         )
-    if actor is not None:
+    if actor is not None and actor.pk:
         Membership.objects.create(project=project, user=actor, role=Membership.Role.ADMIN)
     audit(
         actor=actor,
@@ -280,7 +318,7 @@ def _set_tags(flag: Flag, names: Iterable[str]) -> None:
     flag.tags.set(tags)
 
 
-def _flag_meta(flag: Flag) -> dict:
+def flag_meta(flag: Flag) -> dict:
     return {
         "key": flag.key,
         "name": flag.name,
@@ -288,6 +326,7 @@ def _flag_meta(flag: Flag) -> dict:
         "type": flag.type,
         "salt": flag.salt,
         "archived": flag.archived,
+        "clientSide": flag.client_side,
         "owner": flag.owner.get_username() if flag.owner else None,
         "tags": sorted(flag.tags.values_list("name", flat=True)) if flag.pk else [],
         "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()]
@@ -308,10 +347,12 @@ def flag_create(
     tags: Iterable[str] = (),
     owner: AbstractBaseUser | None = None,
     salt: str = "",
+    client_side: bool = False,
     actor: Actor,
     source: str,
 ) -> Flag:
     authorize(actor, project, Action.EDIT_FLAGS)
+    _check_owner(project, owner)
     if type not in Flag.Type.values:
         raise ValidationError(
             {"type": f"unknown type {type!r} (one of {', '.join(Flag.Type.values)})"}
@@ -328,6 +369,7 @@ def flag_create(
         type=type,
         salt=salt,
         owner=owner,
+        client_side=client_side,
     )
     _save(flag)
     _write_variants(flag, variants)
@@ -342,10 +384,20 @@ def flag_create(
         obj_key=key,
         project=project,
         flag_key=key,
-        after=_flag_meta(flag),
+        after=flag_meta(flag),
     )
     environments_changed(_project_environment_ids(project))
     return flag
+
+
+def _check_owner(project: Project, owner: AbstractBaseUser | None) -> None:
+    """A flag's owner is a member of its project; naming anyone else reveals nothing."""
+    if owner is None:
+        return
+    if not Membership.objects.filter(project=project, user_id=owner.pk).exists():
+        raise ValidationError(
+            {"owner": f"{owner.get_username()!r} is not a member of project {project.key!r}"}
+        )
 
 
 def _write_variants(flag: Flag, variants: list[dict]) -> None:
@@ -395,16 +447,75 @@ def _json_contains_supported() -> bool:
     return connection.features.supports_json_field_contains
 
 
+FLAG_FIELDS = ("name", "description", "salt", "archived", "owner", "client_side")
+
+
 @transaction.atomic
-def flag_update(*, flag: Flag, data: dict, actor: Actor, source: str) -> Flag:
-    """Change a flag's own fields (not its per-environment configuration)."""
+def flag_update(
+    *,
+    flag: Flag,
+    data: dict,
+    actor: Actor,
+    source: str,
+    expected_version: int | None = None,
+    approved: bool = False,
+) -> Flag:
+    """Change a flag's own fields (not its per-environment configuration).
+
+    Variants' values, `archived`, `salt` and `client_side` change what every environment
+    serves: in a protected environment that passes the same gate as a direct write to it
+    (the protected role; an approved change request where the project requires approval,
+    which `approved` says this applies).
+    """
     authorize(actor, flag.project, Action.EDIT_FLAGS)
+    current = Flag.objects.select_for_update().filter(pk=flag.pk).values_list("version", flat=True)
+    flag.version = current.get()
     if "key" in data and data["key"] != flag.key:
         raise ValidationError({"key": "a flag's key cannot change once created"})
     if "type" in data and data["type"] != flag.type:
         raise ValidationError({"type": "a flag's type cannot change once created"})
-    before = _flag_meta(flag)
-    for field in ("name", "description", "salt", "archived", "owner"):
+    if expected_version is not None and expected_version != flag.version:
+        raise ConflictError(
+            f"flag {flag.key} is at version {flag.version}, not {expected_version}: "
+            "reload and make your change again",
+            flag.version,
+        )
+    if "owner" in data:
+        _check_owner(flag.project, data["owner"])
+    proposal = f"POST /api/v1/projects/{flag.project.key}/flags/{flag.key}/change-requests"
+    with impact.measured(flag.project, flag_keys=[flag.key]) as measurement:
+        before, after = _write_flag_fields(flag, data)
+    if after == before:
+        return flag
+    if measurement.changes:
+        _check_impact(
+            actor=actor,
+            measurement=measurement,
+            approved=approved,
+            source=source,
+            proposal=proposal,
+        )
+    Flag.objects.filter(pk=flag.pk).update(version=F("version") + 1)
+    flag.refresh_from_db(fields=["version"])
+    audit(
+        actor=actor,
+        source=source,
+        action="archive" if after["archived"] and not before["archived"] else "update",
+        obj_type="flag",
+        obj_key=flag.key,
+        project=flag.project,
+        flag_key=flag.key,
+        before=before,
+        after=after,
+    )
+    environments_changed(_project_environment_ids(flag.project))
+    return flag
+
+
+def _write_flag_fields(flag: Flag, data: dict) -> tuple[dict, dict]:
+    """Write the flag's own fields; its metadata before and after."""
+    before = flag_meta(flag)
+    for field in FLAG_FIELDS:
         if field in data:
             setattr(flag, field, data[field])
     if "variants" in data:
@@ -416,23 +527,7 @@ def flag_update(*, flag: Flag, data: dict, actor: Actor, source: str) -> Flag:
         _write_variants(flag, data["variants"])
     if "tags" in data:
         _set_tags(flag, data["tags"])
-    after = _flag_meta(flag)
-    if after == before:
-        return flag
-    action = "archive" if after["archived"] and not before["archived"] else "update"
-    audit(
-        actor=actor,
-        source=source,
-        action=action,
-        obj_type="flag",
-        obj_key=flag.key,
-        project=flag.project,
-        flag_key=flag.key,
-        before=before,
-        after=after,
-    )
-    environments_changed(_project_environment_ids(flag.project))
-    return flag
+    return before, flag_meta(flag)
 
 
 # --- A flag's configuration in an environment -------------------------------------------
@@ -527,6 +622,8 @@ def flag_config_update(
         before=before,
         after=after,
     )
+    if not approved:
+        _audit_bypass(actor, environment, f"flag {flag.key}", source)
     environments_changed([environment.pk])
     return config
 
@@ -713,6 +810,10 @@ def admin_flag_created(*, flag: Flag, actor: Actor) -> None:
 SEGMENT_FIELDS = ("name", "description", "conditions", "included", "excluded")
 
 
+def _segment_proposal(project: Project, key: str) -> str:
+    return f"POST /api/v1/projects/{project.key}/segments/{key}/change-requests"
+
+
 @transaction.atomic
 def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
     authorize(actor, project, Action.EDIT_FLAGS)
@@ -720,7 +821,17 @@ def segment_create(*, project: Project, key: str, data: dict, actor: Actor, sour
     for field in SEGMENT_FIELDS[1:]:
         if field in data:
             setattr(segment, field, data[field])
-    _save(segment)
+    # A rule may already ask for a segment of this key (it matched no one until now).
+    with impact.measured(project, segment_keys=[key]) as measurement:
+        _save(segment)
+    if measurement.changes:
+        _check_impact(
+            actor=actor,
+            measurement=measurement,
+            approved=False,
+            source=source,
+            proposal=_segment_proposal(project, key),
+        )
     audit(
         actor=actor,
         source=source,
@@ -735,28 +846,58 @@ def segment_create(*, project: Project, key: str, data: dict, actor: Actor, sour
 
 
 @transaction.atomic
-def segment_update(*, segment: Segment, data: dict, actor: Actor, source: str) -> Segment:
+def segment_update(
+    *,
+    segment: Segment,
+    data: dict,
+    actor: Actor,
+    source: str,
+    expected_version: int | None = None,
+    approved: bool = False,
+) -> Segment:
+    """Change a segment; where a protected environment's rules use it, that is a change to
+    what the environment serves and passes the same gate as a direct write to it."""
     authorize(actor, segment.project, Action.EDIT_FLAGS)
     if "key" in data and data["key"] != segment.key:
         raise ValidationError({"key": "a segment's key cannot change once created"})
-    before = segment_entry(segment)
-    for field in SEGMENT_FIELDS:
-        if field in data:
-            setattr(segment, field, data[field])
-    _save(segment)
-    after = segment_entry(segment)
-    if after != before:
-        audit(
-            actor=actor,
-            source=source,
-            action="update",
-            obj_type="segment",
-            obj_key=segment.key,
-            project=segment.project,
-            before=before,
-            after=after,
+    current = Segment.objects.select_for_update().filter(pk=segment.pk)
+    segment.version = current.values_list("version", flat=True).get()
+    if expected_version is not None and expected_version != segment.version:
+        raise ConflictError(
+            f"segment {segment.key} is at version {segment.version}, not {expected_version}: "
+            "reload and make your change again",
+            segment.version,
         )
-        environments_changed(_project_environment_ids(segment.project))
+    before = segment_entry(segment)
+    with impact.measured(segment.project, segment_keys=[segment.key]) as measurement:
+        for field in SEGMENT_FIELDS:
+            if field in data:
+                setattr(segment, field, data[field])
+        _save(segment)
+    after = segment_entry(segment)
+    if after == before:
+        return segment
+    if measurement.changes:
+        _check_impact(
+            actor=actor,
+            measurement=measurement,
+            approved=approved,
+            source=source,
+            proposal=_segment_proposal(segment.project, segment.key),
+        )
+    Segment.objects.filter(pk=segment.pk).update(version=F("version") + 1)
+    segment.refresh_from_db(fields=["version"])
+    audit(
+        actor=actor,
+        source=source,
+        action="update",
+        obj_type="segment",
+        obj_key=segment.key,
+        project=segment.project,
+        before=before,
+        after=after,
+    )
+    environments_changed(_project_environment_ids(segment.project))
     return segment
 
 

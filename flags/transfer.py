@@ -207,7 +207,10 @@ def _check_document(where: str, document: Any) -> None:
 def _meta(key: str, entry: dict) -> dict:
     """A flag's project-wide fields from its document entry, in a comparable form."""
     metadata = entry.get("metadata") or {}
+    # Files written before flags had `clientSide` leave each flag's own setting as it is.
+    side = {"client_side": entry["clientSide"]} if isinstance(entry.get("clientSide"), bool) else {}
     return {
+        **side,
         "type": entry.get("type"),
         "name": metadata.get("name") or key,
         "description": metadata.get("description") or "",
@@ -363,7 +366,10 @@ def _plan(target: _Target, incoming: _Incoming, existing: str, actor: Actor) -> 
         if flag is None:
             plan.items.append(_added_flag(key, meta, incoming.configs[key]))
             continue
-        changes = diff(_stored_meta(flag), meta)
+        stored_meta = _stored_meta(flag)
+        if "client_side" not in meta:
+            stored_meta.pop("client_side")
+        changes = diff(stored_meta, meta)
         for env_key, config in incoming.configs[key].items():
             environment = target.environments[env_key]
             stored = _config(flag_state(flag, environment)) if environment else None
@@ -405,6 +411,7 @@ def _stored_meta(flag: Flag) -> dict:
         "tags": sorted(tag.name for tag in flag.tags.all()),
         "salt": flag.salt or flag.key,
         "archived": flag.archived,
+        "client_side": flag.client_side,
         "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()],
     }
 
@@ -547,6 +554,7 @@ def _write_flag(project: Project, key: str, meta: dict, state: str, write: dict)
             description=meta["description"],
             tags=meta["tags"],
             salt=salt,
+            client_side=meta.get("client_side", False),
             **write,
         )
         if meta["archived"]:

@@ -6,7 +6,6 @@ cache. A malformed variable stops start-up with one line naming it, never a trac
 
 import os
 import sys
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,24 +58,56 @@ if NODE_ENV not in ENVIRONMENTS:
 
 # Staging is run like production: same secrets required, same transport security.
 PRODUCTION_LIKE = NODE_ENV in ("staging", "production")
-DEBUG = False if PRODUCTION_LIKE else _env_bool("DEBUG", default=True)
+# Django's debug pages show settings and source: only when asked for, never production-like.
+DEBUG = False if PRODUCTION_LIKE else _env_bool("DEBUG", default=False)
 TESTING = "pytest" in sys.modules
 
-_DEV_SECRET = "development-only-secret-do-not-use-in-production-0123456789abcdef"
+
+def _installation_secret(path: Path) -> str:
+    """This installation's own random secret, made on first start, readable by its owner only.
+
+    Written to a temporary file and linked into place, so workers starting together all read
+    the one that won; nothing published in the source signs anything.
+    """
+    import secrets
+
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(48))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process made it first: use theirs
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
+
 
 SECRET_KEY = _env("SECRET_KEY")
 JWT_SECRET = _env("JWT_SECRET")
+SECRET_KEY_FILE = Path(_env("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret-key")
 if PRODUCTION_LIKE:
     if not JWT_SECRET:
         _fail("JWT_SECRET", f"must be set when NODE_ENV={NODE_ENV} (the key that signs API tokens)")
     if len(JWT_SECRET) < 32:
         _fail("JWT_SECRET", "must be at least 32 characters long")
     SECRET_KEY = SECRET_KEY or JWT_SECRET
-else:
-    if not JWT_SECRET and not TESTING:
-        warnings.warn("JWT_SECRET is not set: using a development-only signing key", stacklevel=1)
-    JWT_SECRET = JWT_SECRET or _DEV_SECRET
-    SECRET_KEY = SECRET_KEY or _DEV_SECRET
+elif not (SECRET_KEY and JWT_SECRET):
+    try:
+        _secret = _installation_secret(SECRET_KEY_FILE)
+    except OSError as error:
+        _fail("SECRET_KEY_FILE", f"cannot read or create {SECRET_KEY_FILE} ({error.strerror})")
+    # Two keys from one secret: a leaked session key does not sign API tokens.
+    import hashlib
+
+    SECRET_KEY = SECRET_KEY or hashlib.sha256(f"django:{_secret}".encode()).hexdigest()
+    JWT_SECRET = JWT_SECRET or hashlib.sha256(f"jwt:{_secret}".encode()).hexdigest()
 
 PORT = _env_int("PORT", 3000)
 
@@ -99,6 +130,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -118,6 +151,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Admin pages: a Content-Security-Policy (flagsite/csp.py).
+    "flagsite.csp.AdminContentSecurityPolicyMiddleware",
+    # Evaluation: each API key's rate, counted locally and summed in the shared cache.
+    "flagsite.throttling.KeyRateLimitMiddleware",
+    # Failed logins: the lockout answer (flagsite.throttling.lockout_response).
+    "axes.middleware.AxesMiddleware",
     # Last: keeps the chain above synchronous, one thread hop per request under ASGI.
     "flagsite.boundary.SyncBoundaryMiddleware",
 ]
@@ -201,6 +240,22 @@ else:
 
 # --- Authentication --------------------------------------------------------------------
 
+# django-axes first: a locked-out username or address is refused before a password is hashed.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the shared cache: across instances
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one, counted separately
+AXES_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=_env_int("LOGIN_LOCKOUT_SECONDS", 900))
+AXES_LOCKOUT_CALLABLE = "flagsite.throttling.lockout_response"
+AXES_ENABLED = AXES_FAILURE_LIMIT > 0
+AXES_VERBOSE = False
+if not REDIS_URL:
+    # The embedded default's cache is per process: counts hold per worker, not across them.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -260,7 +315,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "text": {
+            "()": "flagsite.logs.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
         "json": {"()": "flagsite.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
@@ -283,7 +341,25 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "flags.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Per person (and per address before login), counted in the shared cache.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": _env("API_RATE_USER", "1200/minute"),
+        "anon": _env("API_RATE_ANON", "120/minute"),
+    },
 }
+for _name, _rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items():
+    _count, _, _period = _rate.partition("/")
+    if not _count.isdigit() or _period not in ("second", "minute", "hour", "day"):
+        _fail(f"API_RATE_{_name.upper()}", f"expected N/second|minute|hour|day, got {_rate!r}")
+
+# Evaluation requests per API key per window across instances; 0 turns the limit off.
+EVALUATION_RATE_LIMIT = _env_int("EVALUATION_RATE_LIMIT", 100_000)
+EVALUATION_RATE_WINDOW = max(1, _env_int("EVALUATION_RATE_WINDOW", 60))
+EVALUATION_RATE_SYNC = max(0, _env_int("EVALUATION_RATE_SYNC", 1))
 
 SIMPLE_JWT = {
     "SIGNING_KEY": JWT_SECRET,
@@ -291,6 +367,11 @@ SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_env_int("JWT_ACCESS_MINUTES", 15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=_env_int("JWT_REFRESH_DAYS", 7)),
     "UPDATE_LAST_LOGIN": True,
+    # Each refresh returns a new refresh token; the one used is blacklisted (flags.api.auth).
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    # Tokens carry a digest of the password hash: a password change revokes them all.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {

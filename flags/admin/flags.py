@@ -455,7 +455,9 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Flag | None = None):
         main = ["project", "key", "name", "type", "description", "tag_names", "owner"]
         if obj is not None:
-            main += ["archived", "audit_entries", "rollout_links", "loaded"]
+            main += ["archived", "client_side", "audit_entries", "rollout_links", "loaded"]
+        else:
+            main += ["client_side"]
         return (
             (None, {"fields": main}),
             ("Bucketing", {"classes": ("collapse",), "fields": ("salt",)}),
@@ -662,7 +664,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         flag = Flag.objects.select_related("project").get(pk=form.instance.pk)
         data = {
             name: form.cleaned_data[name]
-            for name in ("name", "description", "salt", "archived", "owner")
+            for name in ("name", "description", "salt", "archived", "owner", "client_side")
             if name in form.cleaned_data
         }
         data["tags"] = form.cleaned_data.get("tag_names", [])
@@ -690,6 +692,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             tags=data.get("tag_names", []),
             owner=data.get("owner"),
             salt=data.get("salt", ""),
+            client_side=data.get("client_side", False),
             actor=request.user,
             source=SOURCE,
         )

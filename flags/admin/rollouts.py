@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -57,17 +58,22 @@ def _error_text(error: Exception) -> str:
 @admin.register(ChangeRequest)
 class ChangeRequestAdmin(admin.ModelAdmin):
     list_display = ("id", "flag", "environment", "title", "author_name", "status", "created_at")
-    list_filter = ("status",)
-    list_select_related = ("config__flag", "config__environment")
-    search_fields = ("title", "config__flag__key", "author_name")
+    list_filter = ("status", "kind")
+    list_select_related = ("config__flag", "config__environment", "flag", "segment")
+    search_fields = ("title", "config__flag__key", "flag__key", "segment__key", "author_name")
 
     # --- The list: requests of the projects the person can see, read-only rows
 
     def get_queryset(self, request: HttpRequest):
+        projects = visible_projects(request.user)
         return (
             super()
             .get_queryset(request)
-            .filter(config__flag__project__in=visible_projects(request.user))
+            .filter(
+                Q(config__flag__project__in=projects)
+                | Q(flag__project__in=projects)
+                | Q(segment__project__in=projects)
+            )
         )
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -87,10 +93,14 @@ class ChangeRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="flag")
     def flag(self, obj: ChangeRequest) -> str:
-        return obj.config.flag.key
+        if obj.kind == ChangeRequest.Kind.SEGMENT:
+            return f"segment {obj.segment.key}"
+        return obj.config.flag.key if obj.config else obj.flag.key
 
     @admin.display(description="environment")
     def environment(self, obj: ChangeRequest) -> str:
+        if obj.config is None:
+            return ", ".join(sorted({item["environment"] for item in obj.impact}))
         return obj.config.environment.name
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -201,21 +211,34 @@ class ChangeRequestAdmin(admin.ModelAdmin):
 
     def request_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         change_request = get_object_or_404(
-            ChangeRequest.objects.select_related("config__flag__project", "config__environment"),
-            pk=pk,
+            ChangeRequest.objects.select_related(*approvals.RELATED), pk=pk
         )
-        config = self._config(request, change_request.config_id)
+        if change_request.config_id is None:
+            config = None
+            if not allows(request.user, change_request.project, Action.READ):
+                raise Http404("No such change request.")
+            title = f"Change request #{pk}: {change_request.subject}"
+            diff = [
+                f"{item['environment']}: {line}"
+                for item in change_request.impact
+                for line in item["changes"]
+            ]
+        else:
+            config = self._config(request, change_request.config_id)
+            title = f"Change request #{pk}: {config.flag.key} in {config.environment.name}"
+            diff = history.state_diff(change_request.base_state, change_request.proposed_state)
         if request.method == "POST":
             self._request_post(request, change_request)
             return HttpResponseRedirect(request.path)
         return self._page(
             request,
             "request.html",
-            f"Change request #{pk}: {config.flag.key} in {config.environment.name}",
+            title,
             config=config,
             change=change_request,
+            current_version=approvals.current_version(change_request),
             conflict=approvals.is_conflict(change_request),
-            diff=history.state_diff(change_request.base_state, change_request.proposed_state),
+            diff=diff,
             reviews=change_request.reviews.all(),
             approvals_required=approvals.approvals_required(),
             is_author=change_request.author_id == request.user.pk,

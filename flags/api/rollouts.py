@@ -12,8 +12,14 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from flags import approvals, history, schedules
-from flags.api.serializers import FlagConfigInputSerializer, InstantField, StrictSerializer
+from flags import approvals, history, schedules, selectors
+from flags.api.serializers import (
+    FlagConfigInputSerializer,
+    InstantField,
+    SegmentUpdateSerializer,
+    StrictSerializer,
+    VariantSerializer,
+)
 from flags.api.views import API, FlagConfigViewSet, _parse, paginated
 from flags.models import ChangeRequest, ScheduledChange
 
@@ -44,6 +50,28 @@ class ChangeRequestInputSerializer(FlagConfigInputSerializer):
     scheduleAt = InstantField(required=False, help_text="Apply at this time once approved.")  # noqa: N815
 
 
+class FlagChangeRequestInputSerializer(StrictSerializer):
+    """A change to a flag's own fields that alters what protected environments serve."""
+
+    title = fields.CharField(required=False, allow_blank=True, max_length=200)
+    variants = VariantSerializer(many=True, required=False, max_length=100)
+    archived = fields.BooleanField(required=False)
+    salt = fields.CharField(required=False, allow_blank=True, max_length=100)
+    clientSide = fields.BooleanField(required=False)  # noqa: N815
+
+
+class SegmentChangeRequestInputSerializer(SegmentUpdateSerializer):
+    """A change to a segment that rules of protected environments use."""
+
+    title = fields.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class ImpactSerializer(fields.Serializer):
+    environment = fields.CharField()
+    subject = fields.CharField(help_text="flag KEY or segment KEY")
+    changes = fields.ListField(child=fields.CharField())
+
+
 class ReviewSerializer(StrictSerializer):
     comment = fields.CharField(required=False, allow_blank=True, max_length=2000)
 
@@ -56,8 +84,11 @@ class RebaseSerializer(StrictSerializer):
 
 class ChangeRequestSerializer(fields.Serializer):
     id = fields.IntegerField()
-    flag = fields.CharField()
-    environment = fields.CharField()
+    kind = fields.ChoiceField(choices=ChangeRequest.Kind.choices)
+    flag = fields.CharField(allow_null=True)
+    environment = fields.CharField(allow_null=True, help_text="Set for kind config.")
+    segment = fields.CharField(allow_null=True, help_text="Set for kind segment.")
+    impact = ImpactSerializer(many=True, help_text="What it changes in protected environments.")
     title = fields.CharField()
     author = fields.CharField()
     status = fields.ChoiceField(choices=ChangeRequest.Status.choices)
@@ -77,18 +108,30 @@ class ChangeRequestSerializer(fields.Serializer):
     def render(request: ChangeRequest) -> dict:
         config = request.config
         current = [r for r in request.reviews.all() if r.base_version == request.base_version]
+        flag = config.flag if config else request.flag
+        if config is not None:
+            diff = history.state_diff(request.base_state, request.proposed_state)
+        else:
+            diff = [
+                f"{i['environment']}: {i['subject']}: {line}"
+                for i in request.impact
+                for line in i["changes"]
+            ]
         return {
             "id": request.pk,
-            "flag": config.flag.key,
-            "environment": config.environment.key,
+            "kind": request.kind,
+            "flag": flag.key if flag else None,
+            "environment": config.environment.key if config else None,
+            "segment": request.segment.key if request.segment else None,
+            "impact": request.impact,
             "title": request.title,
             "author": request.author_name,
             "status": request.status,
             "conflict": approvals.is_conflict(request),
             "baseVersion": request.base_version,
-            "currentVersion": config.version,
+            "currentVersion": approvals.current_version(request),
             "changes": request.data,
-            "diff": history.state_diff(request.base_state, request.proposed_state),
+            "diff": diff,
             "approvals": [r.reviewer_name for r in current if r.decision == "approve"],
             "approvalsRequired": approvals.approvals_required(),
             "rejections": [r.reviewer_name for r in current if r.decision == "reject"],
@@ -186,9 +229,23 @@ class ChangeRequestViewSet(FlagConfigViewSet):
         responses=paginated(ChangeRequestSerializer),
     )
     def list(self, request: Request, **kwargs) -> Response:
-        config = self._config() if "flag_key" in kwargs else None
+        config = self._config() if "environment_key" in kwargs else None
+        flag = (
+            selectors.flag_for(self.project, kwargs["flag_key"])
+            if not config and ("flag_key" in kwargs)
+            else None
+        )
+        segment = (
+            selectors.segment_for(self.project, kwargs["segment_key"])
+            if "segment_key" in kwargs
+            else None
+        )
         requests = approvals.change_requests_of(
-            project=self.project, config=config, status=request.query_params.get("status")
+            project=self.project,
+            config=config,
+            flag=flag,
+            segment=segment,
+            status=request.query_params.get("status"),
         )
         page = self.paginator.paginate_queryset(requests, request, view=self)
         body = [ChangeRequestSerializer.render(item) for item in page]
@@ -206,6 +263,38 @@ class ChangeRequestViewSet(FlagConfigViewSet):
             title=title,
             scheduled_at=scheduled_at,
             expected_version=expected,
+            actor=request.user,
+            source=API,
+        )
+        return self._show(change_request, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=FlagChangeRequestInputSerializer, responses={201: ChangeRequestSerializer}
+    )
+    def create_for_flag(self, request: Request, **kwargs) -> Response:
+        data = _parse(FlagChangeRequestInputSerializer, request)
+        title = data.pop("title", "")
+        if "clientSide" in data:
+            data["client_side"] = data.pop("clientSide")
+        change_request = approvals.flag_change_request_create(
+            flag=selectors.flag_for(self.project, kwargs["flag_key"]),
+            data=data,
+            title=title,
+            actor=request.user,
+            source=API,
+        )
+        return self._show(change_request, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=SegmentChangeRequestInputSerializer, responses={201: ChangeRequestSerializer}
+    )
+    def create_for_segment(self, request: Request, **kwargs) -> Response:
+        data = _parse(SegmentChangeRequestInputSerializer, request)
+        title = data.pop("title", "")
+        change_request = approvals.segment_change_request_create(
+            segment=selectors.segment_for(self.project, kwargs["segment_key"]),
+            data=data,
+            title=title,
             actor=request.user,
             source=API,
         )

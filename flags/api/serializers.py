@@ -178,6 +178,9 @@ class FlagSerializer(serializers.ModelSerializer):
     tags = serializers.SerializerMethodField()
     owner = serializers.SerializerMethodField()
     environments = serializers.SerializerMethodField()
+    clientSide = serializers.BooleanField(  # noqa: N815
+        source="client_side", help_text="Client-side keys may evaluate it."
+    )
 
     class Meta:
         model = Flag
@@ -188,6 +191,7 @@ class FlagSerializer(serializers.ModelSerializer):
             "type",
             "salt",
             "archived",
+            "clientSide",
             "owner",
             "tags",
             "variants",
@@ -221,6 +225,9 @@ class FlagInputSerializer(StrictSerializer):
     variants = VariantSerializer(many=True, required=False, max_length=100)
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     salt = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    clientSide = serializers.BooleanField(  # noqa: N815
+        required=False, help_text="Client-side keys may evaluate it (default false)."
+    )
 
 
 class FlagUpdateSerializer(StrictSerializer):
@@ -232,6 +239,7 @@ class FlagUpdateSerializer(StrictSerializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     salt = serializers.CharField(required=False, allow_blank=True, max_length=100)
     archived = serializers.BooleanField(required=False)
+    clientSide = serializers.BooleanField(required=False)  # noqa: N815
     owner = serializers.CharField(required=False, allow_null=True, help_text="A username.")
 
 

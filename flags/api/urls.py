@@ -2,9 +2,8 @@
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from flags.api import rollouts, views
+from flags.api import auth, rollouts, views
 
 PROJECT = "projects/<str:project_key>"
 FLAG = f"{PROJECT}/flags/<str:flag_key>"
@@ -24,6 +23,17 @@ rollout_urlpatterns = [
     ),
     path(f"{CONFIG}/kill", rollouts.HistoryViewSet.as_view({"post": "kill"}), name="flag-kill"),
     path(REQUESTS, rollouts.ChangeRequestViewSet.as_view(listing), name="change-requests"),
+    # Changes that alter what protected environments serve without writing to one.
+    path(
+        f"{FLAG}/change-requests",
+        rollouts.ChangeRequestViewSet.as_view({"get": "list", "post": "create_for_flag"}),
+        name="flag-change-requests",
+    ),
+    path(
+        f"{PROJECT}/segments/<str:segment_key>/change-requests",
+        rollouts.ChangeRequestViewSet.as_view({"get": "list", "post": "create_for_segment"}),
+        name="segment-change-requests",
+    ),
     path(
         f"{PROJECT}/change-requests",
         rollouts.ChangeRequestViewSet.as_view({"get": "list"}),
@@ -58,8 +68,8 @@ rollout_urlpatterns = [
 ]
 
 urlpatterns = [
-    path("auth/token/", TokenObtainPairView.as_view(), name="token"),
-    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("auth/token/", auth.TokenView.as_view(), name="token"),
+    path("auth/token/refresh/", auth.RefreshView.as_view(), name="token-refresh"),
     path("projects", views.ProjectViewSet.as_view(listing), name="projects"),
     path("projects/<str:key>", views.ProjectViewSet.as_view({"get": "retrieve"}), name="project"),
     path(f"{PROJECT}/environments", views.EnvironmentViewSet.as_view(listing), name="environments"),

@@ -200,6 +200,8 @@ class FlagViewSet(ProjectScoped):
     )
     def create(self, request: Request, project_key: str) -> Response:
         data = _parse(serializers.FlagInputSerializer, request)
+        if "clientSide" in data:
+            data["client_side"] = data.pop("clientSide")
         flag = services.flag_create(project=self.project, actor=request.user, source=API, **data)
         flag = selectors.flag_for(self.project, flag.key)
         return Response(serializers.FlagSerializer(flag).data, status=status.HTTP_201_CREATED)
@@ -213,10 +215,14 @@ class FlagViewSet(ProjectScoped):
     def partial_update(self, request: Request, project_key: str, flag_key: str) -> Response:
         flag = selectors.flag_for(self.project, flag_key)
         data = _parse(serializers.FlagUpdateSerializer, request)
+        if "clientSide" in data:
+            data["client_side"] = data.pop("clientSide")
         if "owner" in data and data["owner"] is not None:
             owner = get_user_model().objects.filter(username=data["owner"]).first()
-            if owner is None:
-                raise ValidationError({"owner": [f"unknown user {data['owner']!r}"]})
+            if owner is None:  # the same answer as for a non-member: no way to list users
+                raise ValidationError(
+                    {"owner": [f"{data['owner']!r} is not a member of project {project_key!r}"]}
+                )
             data["owner"] = owner
         services.flag_update(flag=flag, data=data, actor=request.user, source=API)
         flag = selectors.flag_for(self.project, flag_key)

@@ -15,7 +15,9 @@ def test_procfile_serves_and_migrates_in_the_release_phase():
     processes = dict(
         line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if line
     )
-    assert processes == {"release": MIGRATE, "web": SERVE}
+    # A platform routes to the dyno from outside: it binds every address (serve defaults to
+    # loopback).
+    assert processes == {"release": MIGRATE, "web": f"HOST=0.0.0.0 {SERVE}"}
 
 
 def test_render_blueprint_serves_migrates_and_wires_the_stores():

@@ -44,7 +44,7 @@ def test_create_makes_a_boolean_flag_off_everywhere(project):
     assert sorted(flag.tags.values_list("name", flat=True)) == ["ui", "web"]
     assert not flag.configs.filter(enabled=True).exists()
     entry = AuditEntry.objects.get(flag_key="dark-mode", action="create")
-    assert (entry.source, entry.actor_name) == ("cli", "system")
+    assert (entry.source, entry.actor_name) == ("cli", "operator")
 
 
 def test_create_takes_variants_as_a_list_or_a_mapping(project):

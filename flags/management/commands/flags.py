@@ -29,7 +29,7 @@ from flags.cli import (
     project_named,
     split_flag_reference,
 )
-from flags.models import ApiKey, Flag, FlagConfig, Project
+from flags.models import ApiKey, Flag, FlagConfig
 from flags.roles import Action, authorize, visible_projects
 
 FORMATS = ("json", "yaml")
@@ -49,7 +49,7 @@ class Command(FlagsCommand):
             getattr(self, f"_args_{name}")(commands)
 
     def handle(self, *args, subcommand: str, **options) -> None:
-        self.actor = actor_named(options.pop("as_user", None))
+        self.actor = actor_named(options.pop("as_user", None), options.pop("bypass_approval", None))
         self.as_json = options.pop("json", False)
         getattr(self, f"_{subcommand}")(**options)
 
@@ -59,7 +59,7 @@ class Command(FlagsCommand):
         add_common_arguments(commands.add_parser("projects", help="list projects"))
 
     def _projects(self, **options) -> None:
-        projects = visible_projects(self.actor) if self.actor else Project.objects.all()
+        projects = visible_projects(self.actor)
         rows = [
             {
                 "key": p.key,
@@ -151,6 +151,11 @@ class Command(FlagsCommand):
         sub.add_argument("--name", default="")
         sub.add_argument("--description", default="")
         sub.add_argument("--tag", dest="tags", action="append", default=[], help="repeatable")
+        sub.add_argument(
+            "--client-side",
+            action="store_true",
+            help="make it available to client-side keys (browsers, mobile apps)",
+        )
         add_common_arguments(sub)
 
     def _create(self, *, flag: str, type: str, variants: str | None, **options) -> None:
@@ -163,6 +168,7 @@ class Command(FlagsCommand):
             variants=_variants(variants) if variants else None,
             description=options["description"],
             tags=options["tags"],
+            client_side=options["client_side"],
             actor=self.actor,
             source=SOURCE,
         )

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = "Serve on $HOST:$PORT (default 0.0.0.0:3000) with $WEB_CONCURRENCY gunicorn workers."
+    help = "Serve on $HOST:$PORT (default 127.0.0.1:3000) with $WEB_CONCURRENCY gunicorn workers."
 
     def handle(self, *args, **options) -> None:
         gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which(
@@ -16,7 +16,9 @@ class Command(BaseCommand):
         )
         if gunicorn is None:
             raise CommandError("gunicorn is not installed (pip install -r requirements.txt)")
-        host, port = os.environ.get("HOST", "0.0.0.0"), os.environ.get("PORT", "3000")
+        # Reachable from this machine only unless told otherwise (containers set HOST=0.0.0.0).
+        host = os.environ.setdefault("HOST", "127.0.0.1")
+        port = os.environ.get("PORT", "3000")
         self.stdout.write(f"Serving on http://{host}:{port} (admin at /admin)")
         self.stdout.flush()
         os.execv(gunicorn, [gunicorn, "-c", "python:flagsite.gunicorn"])
