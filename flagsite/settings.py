@@ -237,6 +237,9 @@ else:
             "KEY_PREFIX": CACHE_PREFIX,
         }
     }
+# Login lockouts and API rate limits count here: the shared cache, or each process's memory
+# while the shared cache is unreachable (flagsite/limits_cache.py).
+CACHES["limits"] = {"BACKEND": "flagsite.limits_cache.FallbackCache", "LOCATION": "default"}
 
 # --- Authentication --------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the shared cache: across instances
+AXES_CACHE = "limits"
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one, counted separately
 AXES_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(seconds=_env_int("LOGIN_LOCKOUT_SECONDS", 900))
@@ -343,8 +347,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Per person (and per address before login), counted in the shared cache.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "flagsite.throttling.UserRateThrottle",
+        "flagsite.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": _env("API_RATE_USER", "1200/minute"),

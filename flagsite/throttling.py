@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from rest_framework import throttling
 
 from evaluation.credentials import presented_secret
 
@@ -48,6 +49,22 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
         response = HttpResponse(detail, status=429, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(seconds)
     return response
+
+
+class UserRateThrottle(throttling.UserRateThrottle):
+    """DRF's per-person rate, counted in the limits cache (per process while Redis is away)."""
+
+    @property
+    def cache(self):  # type: ignore[override]
+        return caches["limits"]
+
+
+class AnonRateThrottle(throttling.AnonRateThrottle):
+    """DRF's per-address rate before login, counted like UserRateThrottle."""
+
+    @property
+    def cache(self):  # type: ignore[override]
+        return caches["limits"]
 
 
 # --- Evaluation: per key -------------------------------------------------------------------

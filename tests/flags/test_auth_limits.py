@@ -5,6 +5,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from flags import services
+from flagsite import limits_cache
 from flagsite.throttling import KeyRateLimiter
 from tests import factories
 
@@ -205,3 +206,35 @@ def test_the_key_limit_syncs_at_most_every_interval():
     digest = "e" * 64
     served = sum(limiter.admit(digest, now=1000.0) == 0 for _ in range(20))
     assert served == 10, "the local count alone holds the limit between syncs"
+
+
+def _dead_redis_caches():
+    from tests.servers import free_port
+
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        },
+        "limits": {"BACKEND": "flagsite.limits_cache.FallbackCache", "LOCATION": "default"},
+    }
+
+
+@override_settings(AXES_FAILURE_LIMIT=3)
+def test_logins_and_limits_keep_working_per_process_while_redis_is_away(caplog):
+    factories.user("erin")
+    factories.user("frank")
+    try:
+        with override_settings(CACHES=_dead_redis_caches()):
+            assert _login(APIClient(), "erin", PASSWORD).status_code == 200, "login still works"
+            answers = [
+                _login(APIClient(), "frank", "wrong", f"10.3.0.{n}").status_code for n in range(3)
+            ]
+            locked = _login(APIClient(), "frank", PASSWORD, "10.3.1.1")
+    finally:
+        limits_cache._state.failed_at = None  # the next test's Redis is up
+    assert answers == [401, 401, 429], "lockouts still count, in this process"
+    assert locked.status_code == 429
+    warnings = [r for r in caplog.records if "login and rate limits" in r.getMessage()]
+    assert len(warnings) == 1, "one line when the shared cache goes away, not one per request"
