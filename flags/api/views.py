@@ -95,8 +95,6 @@ class ManagementViewSet(viewsets.ViewSet):
     flag key is a 400 naming the parameter, not a database error.
     """
 
-    pagination_class = Pagination
-
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
         for name, value in kwargs.items():
@@ -106,7 +104,7 @@ class ManagementViewSet(viewsets.ViewSet):
     @property
     def paginator(self) -> Pagination:
         if not hasattr(self, "_paginator"):
-            self._paginator = self.pagination_class()
+            self._paginator = Pagination()
         return self._paginator
 
     def _paginate(self, queryset, serializer_class) -> Response:
