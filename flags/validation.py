@@ -211,42 +211,70 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def _children(item: dict | list | tuple, path: str) -> list[tuple[Any, str]]:
-    if isinstance(item, dict):
-        return [(child, f"{path}.{key}" if path else str(key)) for key, child in item.items()]
-    return [(child, f"{path}[{index}]") for index, child in enumerate(item)]
+def _path(root: str, steps: tuple | None) -> str:
+    """The place `steps` (a linked (parent, key) chain, innermost first) names under root."""
+    keys = []
+    while steps is not None:
+        steps, key = steps
+        keys.append(key)
+    path = root
+    for key in reversed(keys):
+        path = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+    return path
 
 
-def _value_problem(item: Any) -> str | None:
-    if isinstance(item, str):
+def _suspect(text: str) -> bool:
+    # Joined strings keep each one's lone surrogates lone, so one pass over them all tells.
+    return text_problem(text) is not None
+
+
+def _scalar_problem(item: Any) -> str | None:
+    if type(item) is str:
         return text_problem(item)
-    if isinstance(item, float) and not math.isfinite(item):
+    if type(item) is float and not math.isfinite(item):
         return "a number too large to store"
-    if isinstance(item, dict):
-        for key in item:
-            problem = text_problem(key) if isinstance(key, str) else None
-            if problem:
-                return f"a key {problem}"
     return None
 
 
 def find_text_problem(value: Any, root: str = "") -> tuple[str, str] | None:
     """Where and why `value` holds text the store cannot take (or nests past the limit).
 
-    Walks dicts (their keys too), lists and tuples without recursion, in document order.
-    The place is `root`, then `.key` and `[index]` steps, e.g. `rules[0].conditions[1]`.
+    Walks dicts (their keys too), lists and tuples without recursion. The place is `root`,
+    then `.key` and `[index]` steps, e.g. `rules[0].conditions[1]`. The strings of each
+    container are looked at joined, in one pass in C, and a place is only spelled out for
+    a problem: checking a clean body costs about what parsing it did.
     """
-    stack: list[tuple[Any, str, int]] = [(value, root, 0)]
+    if not isinstance(value, dict | list | tuple):
+        problem = _scalar_problem(value)
+        return (root, problem) if problem else None
+    stack: list[tuple[Any, int, tuple | None]] = [(value, 0, None)]
     while stack:
-        item, path, depth = stack.pop()
-        problem = _value_problem(item)
-        if problem:
-            return path, problem
-        if not isinstance(item, dict | list | tuple):
-            continue
+        item, depth, steps = stack.pop()
         if depth >= MAX_JSON_DEPTH:
+            path = _path(root, steps)
             return (path if len(path) <= 80 else path[:80] + "…"), DEPTH_MESSAGE
-        stack.extend((child, name, depth + 1) for child, name in reversed(_children(item, path)))
+        if isinstance(item, dict):
+            if _suspect("".join(key for key in item if type(key) is str)):
+                for key in item:
+                    if type(key) is str and (problem := text_problem(key)):
+                        return _path(root, steps), f"a key {problem}"
+            entries: Any = item.items()
+        else:
+            entries = enumerate(item)
+        texts, containers, numbers = [], [], False
+        for key, child in entries:
+            kind = type(child)
+            if kind is str:
+                texts.append(child)
+            elif kind is dict or kind is list or isinstance(child, dict | list | tuple):
+                containers.append((key, child))
+            elif kind is float:
+                numbers = True
+        if numbers or _suspect("".join(texts)):
+            for key, child in item.items() if isinstance(item, dict) else enumerate(item):
+                if problem := _scalar_problem(child):
+                    return _path(root, (steps, key)), problem
+        stack.extend((child, depth + 1, (steps, key)) for key, child in reversed(containers))
     return None
 
 

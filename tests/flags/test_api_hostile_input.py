@@ -165,6 +165,13 @@ BODIES = [
         "defaultServe.rollout.bucketBy",
     ),
     ("patch", CONFIG, {"offVariant": SURROGATE}, "offVariant"),
+    # Two halves of a pair in two strings are two lone surrogates, not an emoji.
+    (
+        "patch",
+        CONFIG,
+        {"targets": [{"variant": "on", "values": ["\ud83d", "\ude00"]}]},
+        "targets[0].values[0]",
+    ),
     ("post", f"{CONFIG}/change-requests", {"title": NUL, "enabled": True}, "title"),
     (
         "post",
@@ -236,7 +243,7 @@ def test_a_body_holding_infinity_is_refused(api):
 
 
 def test_a_clean_body_still_goes_through(api):
-    body = {"rules": [rule({"attribute": "plan", "operator": "equals", "values": ["pro\t✓"]})]}
+    body = {"rules": [rule({"attribute": "plan", "operator": "equals", "values": ["pro\t✓😀"]})]}
     assert send(api, "patch", CONFIG, json.dumps(body)).status_code == 200
 
 
