@@ -1,4 +1,10 @@
-"""`POST /api/v1/sdk/exposures`: server-side SDKs that evaluate in process post their counts."""
+"""`POST /api/v1/sdk/exposures`: server-side SDKs that evaluate in process post their counts.
+
+A count must be well formed (else the request is a 400 naming the item and field) and name
+a flag of the key's environment, one of its variants (none only with reason ERROR) and an
+engine reason; a count that does not is dropped, counted in the answer's `dropped` and in
+`flags_exposures_dropped_total`, and never reaches the counters.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,25 @@ import time
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from evaluation import exposures
+from evaluation import cache, exposures
 from evaluation.credentials import CredentialError, authenticate
+from evaluation.engine import Reason, Snapshot
 from flags.api.errors import error_body
+from flagsite import metrics
 
 MAX_ITEMS = 1000
 MAX_COUNT = 1_000_000_000
 # Counts for hours older than this are refused: the admin's charts have moved on.
 MAX_AGE_SECONDS = 7 * 24 * 3600
 FIELDS = {"flag", "variant", "reason", "count", "hour"}
+REASONS = frozenset(
+    value for name, value in vars(Reason).items() if name.isupper() and isinstance(value, str)
+)
 
 
 class BadExposures(ValueError):
@@ -79,6 +92,10 @@ def sdk_exposures(request: HttpRequest) -> HttpResponse:
         return _error(error.status, error.message)
     try:
         body = json.loads(request.body or b"null")
+    except RequestDataTooBig:
+        return _error(413, f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    except RecursionError:
+        return _error(400, "the body is not valid JSON: nested too deeply")
     except ValueError as error:
         return _error(400, f"the body is not valid JSON: {error}")
     if not isinstance(body, dict) or set(body) != {"exposures"}:
@@ -91,6 +108,50 @@ def sdk_exposures(request: HttpRequest) -> HttpResponse:
         parsed = [_item(item, index, now) for index, item in enumerate(items)]
     except BadExposures as error:
         return _error(400, str(error))
+    known = _known_flags(credential.environment_id)
+    dropped: dict[str, int] = {}
+    accepted = 0
     for flag, variant, reason, count, hour in parsed:
+        why = _unknown(known, flag, variant, reason)
+        if why:
+            dropped[why] = dropped.get(why, 0) + 1
+            continue
         exposures.add(credential.environment_id, flag, variant, reason, count, hour)
-    return JsonResponse({"accepted": len(parsed)}, status=202)
+        accepted += 1
+    for why, number in dropped.items():
+        metrics.record_dropped_exposures(why, number)
+    answer: dict[str, Any] = {"accepted": accepted, "dropped": sum(dropped.values())}
+    if dropped:
+        answer["droppedBy"] = dropped
+    return JsonResponse(answer, status=202)
+
+
+_known: dict[int, tuple[Snapshot, dict[str, frozenset[str]]]] = {}
+
+
+def _known_flags(environment_id: int) -> dict[str, frozenset[str]]:
+    """Each flag of the environment's current snapshot with its variant keys."""
+    snapshot = cache.snapshot(environment_id)
+    if snapshot is None:
+        return {}
+    entry = _known.get(environment_id)
+    if entry is not None and entry[0] is snapshot:
+        return entry[1]
+    flags = {
+        key: frozenset(v.get("key") for v in flag.get("variants", ()) if isinstance(v, dict))
+        for key, flag in snapshot.document.get("flags", {}).items()
+        if isinstance(flag, dict)
+    }
+    _known[environment_id] = (snapshot, flags)
+    return flags
+
+
+def _unknown(known: dict[str, frozenset[str]], flag: str, variant: str, reason: str) -> str:
+    """Why a count names nothing of the environment ("unknown_flag", ...), or ""."""
+    if flag not in known:
+        return "unknown_flag"
+    if reason not in REASONS:
+        return "unknown_reason"
+    if variant not in known[flag] and not (variant == "" and reason == Reason.ERROR):
+        return "unknown_variant"
+    return ""

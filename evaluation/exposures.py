@@ -10,6 +10,11 @@ Nothing is ever written per evaluation.
 Redis keys (under the cache's KEY_PREFIX):
   `exposures:{environment_id}:{hour}`  hash, field "flag\\tvariant\\treason" -> count
   `exposures:pending`                  set of the hashes above not yet drained
+
+One bad counter never stops the others: a counter the store cannot hold (a NUL or a tab
+in a name, a name longer than its column) is dropped where it is met, logged and counted
+(`flags_exposures_dropped_total`), and the rest of its batch is written. Only a store that
+is away fails a flush or a drain, and then nothing is lost: the counts wait for the next.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
-from evaluation.engine import EvaluationResult
+from evaluation.engine import ErrorCode, EvaluationResult
+from flagsite import metrics
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +62,17 @@ def _forget_after_fork() -> None:
 
 
 def record(environment_id: int, results: Iterable[EvaluationResult]) -> None:
-    """Count evaluations just served; cheap enough for every request."""
+    """Count evaluations just served; cheap enough for every request.
+
+    A flag that does not exist is not counted: its key is whatever the caller put in the
+    URL, and any client key could fill the counters with made-up names.
+    """
     hour = int(time.time()) // HOUR * HOUR
     with _lock:
         counts = _counts
         for result in results:
+            if result.error_code == ErrorCode.FLAG_NOT_FOUND:
+                continue
             key = (environment_id, result.flag_key, result.variant or "", result.reason, hour)
             counts[key] = counts.get(key, 0) + 1
         size = len(counts)
@@ -121,6 +133,46 @@ def _give_back(counts: dict[Key, int]) -> None:
             _counts[key] = _counts.get(key, 0) + count
 
 
+# The ExposureCount columns' sizes, and hours a timestamp can name.
+_LIMITS = {"flag": 100, "variant": 64, "reason": 32}
+_LAST_HOUR = 2**40
+
+
+def _unstorable(key: Key) -> str | None:
+    """Why a counter cannot be stored (or be a field of a Redis hash), or None."""
+    environment_id, flag_key, variant, reason, hour = key
+    for name, text in (("flag", flag_key), ("variant", variant), ("reason", reason)):
+        if not isinstance(text, str) or len(text) > _LIMITS[name]:
+            return f"{name} is not a string of at most {_LIMITS[name]} characters"
+        if SEPARATOR in text or any(character in text for character in "\x00\r\n"):
+            return f"{name} holds a control character"
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{name} is not valid Unicode"
+    if not isinstance(environment_id, int) or not isinstance(hour, int):
+        return "environment or hour is not a number"
+    if not 0 <= hour < _LAST_HOUR:
+        return "hour is out of range"
+    return None
+
+
+def _storable(counts: dict[Key, int]) -> dict[Key, int]:
+    """The counters that can be stored; the others are logged, counted and dropped."""
+    kept, dropped = {}, 0
+    for key, count in counts.items():
+        why = _unstorable(key)
+        if why is None and isinstance(count, int) and 0 < count < 2**62:
+            kept[key] = count
+            continue
+        dropped += 1
+        log.warning("dropped an exposure counter %r: %s", key[:4], why or "bad count")
+    if dropped:
+        metrics.record_dropped_exposures("unstorable", dropped)
+    return kept
+
+
 def flush() -> int:
     """Move this process's counters to Redis (or the database); the number of counters."""
     counts = _take()
@@ -153,7 +205,7 @@ def _redis():
 def _to_redis(counts: dict[Key, int]) -> None:
     pipe = _redis().pipeline(transaction=False)
     pending = cache.make_key(PENDING)
-    for (environment_id, flag_key, variant, reason, hour), count in counts.items():
+    for (environment_id, flag_key, variant, reason, hour), count in _storable(counts).items():
         key = _hash_key(environment_id, hour)
         pipe.hincrby(key, SEPARATOR.join((flag_key, variant, reason)), count)
         pipe.sadd(pending, key)
@@ -161,8 +213,14 @@ def _to_redis(counts: dict[Key, int]) -> None:
 
 
 def _to_database(counts: dict[Key, int], now: datetime | None = None) -> None:
+    """Upsert the counters in one transaction; raises only if the database is away.
+
+    Should the batch still be refused for its data, each row is written on its own and
+    the ones the database refuses are dropped (logged and counted), not the batch.
+    """
     from flags.models import Environment, ExposureCount
 
+    counts = _storable(counts)
     now = now or datetime.now(UTC)
     existing = set(
         Environment.objects.filter(pk__in={key[0] for key in counts}).values_list("pk", flat=True)
@@ -189,8 +247,25 @@ def _to_database(counts: dict[Key, int], now: datetime | None = None) -> None:
         f"THEN EXCLUDED.last_at ELSE {table}.last_at END"
     )
     params = [(*row[:4], adapt(row[4]), row[5], adapt(row[6])) for row in rows]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+    except (DataError, IntegrityError):
+        _rows_one_by_one(sql, params)
+
+
+def _rows_one_by_one(sql: str, params: list[tuple]) -> None:
+    dropped = 0
+    with transaction.atomic():
+        for row in params:
+            try:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(sql, row)
+            except (DataError, IntegrityError) as error:
+                dropped += 1
+                log.warning("dropped an exposure counter %r: %s", row[:4], error)
+    if dropped:
+        metrics.record_dropped_exposures("refused", dropped)
 
 
 # Read a hash and delete it in one step, so each count is drained by one drainer only.
@@ -224,11 +299,20 @@ def drain() -> int:
 
 
 def _parse_hash(key: str, fields: list[bytes]) -> dict[Key, int]:
+    """A drained hash's counters; a field that is not `flag\\tvariant\\treason` -> a count
+    (written before names were checked, or by something else) is dropped, not the hash."""
     environment_id, hour = (int(part) for part in key.rsplit(":", 2)[-2:])
-    counts = {}
-    for field, value in zip(fields[::2], fields[1::2], strict=True):
-        flag_key, variant, reason = field.decode().split(SEPARATOR)
+    counts, dropped = {}, 0
+    for field, value in zip(fields[::2], fields[1::2], strict=False):
+        parts = field.decode(errors="replace").split(SEPARATOR)
+        if len(parts) != 3 or not value.isdigit():
+            dropped += 1
+            log.warning("dropped a malformed exposure counter %r of %s", field[:200], key)
+            continue
+        flag_key, variant, reason = parts
         counts[(environment_id, flag_key, variant, reason, hour)] = int(value)
+    if dropped:
+        metrics.record_dropped_exposures("malformed", dropped)
     return counts
 
 

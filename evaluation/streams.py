@@ -49,7 +49,9 @@ def event(environment_id: int, version: int, changed_at: float | None = None) ->
 
 def _last_event_id(request: HttpRequest) -> int | None:
     raw = request.headers.get("Last-Event-ID", "").strip()
-    return int(raw) if raw.isdigit() else None
+    # A version is a bigint: longer digit runs (int() refuses 4,300+) or non-ASCII digits
+    # ("²" passes isdigit()) are no version we ever sent.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
 
 
 def _authenticate(request: HttpRequest) -> credentials.Credential:

@@ -2,7 +2,9 @@
 
 Commands stay thin: parse, call a service, print. Domain errors raised by the services
 (ValidationError with field names, PermissionDenied, ConflictError) become one line on
-stderr and exit code 2, like every other bad input.
+stderr and exit code 2, like every other bad input. Arguments and the JSON or YAML they
+name are checked like an API body first (flags.validation: no NUL, no lone surrogate, not
+nested too deep).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from evaluation.engine import DocumentError
 from flags.models import Environment, Flag, Project
 from flags.roles import Operator
 from flags.services import ConflictError
+from flags.validation import find_text_problem, load_json
 
 EXIT_BAD_INPUT = 2
 SOURCE = "cli"
@@ -126,10 +129,36 @@ def flag_named(reference: str) -> Flag:
 
 
 def parse_json(text: str, what: str) -> Any:
+    """JSON from an argument or a file, with the store's limits (flags.validation)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise fail(f"invalid JSON in {what}: {error}") from error
+        return load_json(text, "")
+    except ValidationError as error:
+        path, [first] = next(iter(error.error_dict.items()))
+        if first.code == "invalid":
+            reason = first.message.removeprefix("not valid JSON: ")
+            raise fail(f"invalid JSON in {what}: {reason}") from None
+        raise fail(_problem_in(what, path, first.message)) from None
+
+
+def check_loaded(value: Any, what: str) -> Any:
+    """A document read some other way (YAML) with the same limits as `parse_json`."""
+    found = find_text_problem(value)
+    if found is not None:
+        raise fail(_problem_in(what, *found))
+    return value
+
+
+def check_arguments(options: dict[str, Any]) -> None:
+    """Arguments as typed: bytes that are not UTF-8 come in as lone surrogates."""
+    for name, value in options.items():
+        if isinstance(value, str | list | tuple):
+            found = find_text_problem(value)
+            if found is not None:
+                raise fail(f"{name}: {found[1]}")
+
+
+def _problem_in(what: str, path: str, problem: str) -> str:
+    return f"{what}: {path}: {problem}" if path else f"{what}: {problem}"
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -163,6 +192,7 @@ class FlagsCommand(BaseCommand):
 
     def execute(self, *args, **options):
         with translated_errors():
+            check_arguments(options)
             return super().execute(*args, **options)
 
     def print_json(self, data: Any) -> None:

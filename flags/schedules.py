@@ -5,16 +5,21 @@ workers share the queue and never apply one change twice: a worker locks a due r
 it through `flag_config_update` and marks it in the same transaction; the others skip the
 locked row and, once it commits, no longer see it as pending. SQLite has no row locks (the
 clause is a no-op there): run a single worker on the embedded default.
+
+A change that cannot be applied is marked failed with the reason (and audited), whatever
+went wrong, so one bad change never holds up the queue; only a database that is away stops
+a pass, and the change stays pending for the next.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.http import Http404
 from django.utils import timezone
 
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
 
 Status = ScheduledChange.Status
 SOURCE = "scheduler"
+log = logging.getLogger(__name__)
 
 
 def _audit(config: FlagConfig, action: str, actor, source: str, **values) -> None:
@@ -240,16 +246,29 @@ def due_change_apply(now: datetime | None = None) -> ScheduledChange | None:
             with transaction.atomic():
                 config = _apply(change)
         except (ValidationError, PermissionDenied, services.ConflictError) as error:
-            change.status = Status.FAILED
-            change.error = _reason(error)
-            failure = {"id": change.pk, "error": change.error}
-            _audit(change.config, "fail", None, SOURCE, after=failure)
+            _mark_failed(change, _reason(error))
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the change stays pending for the next pass
+        except Exception as error:
+            # Anything else is this change's own problem (data the store refuses, a bug
+            # it triggers): left pending it would be claimed first on every pass and hold
+            # up every change behind it, so it fails with the reason and the queue moves on.
+            log.exception("scheduled change #%s could not be applied", change.pk)
+            _mark_failed(change, f"could not be applied: {type(error).__name__}: {error}")
         else:
             change.status = Status.APPLIED
             change.applied_version = config.version
         change.applied_at = timezone.now()
         change.save(update_fields=["status", "applied_version", "applied_at", "error"])
         return change
+
+
+def _mark_failed(change: ScheduledChange, reason: str) -> None:
+    # The reason may quote the data that failed: keep it storable (no NUL, no surrogate).
+    reason = reason.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()[:2000]
+    change.status = Status.FAILED
+    change.error = reason
+    _audit(change.config, "fail", None, SOURCE, after={"id": change.pk, "error": reason})
 
 
 def due_changes_apply(now: datetime | None = None, limit: int = 1000) -> list[ScheduledChange]:

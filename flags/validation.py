@@ -7,6 +7,8 @@ evaluation engine's own checks, so what is saved is exactly what the engine can 
 
 from __future__ import annotations
 
+import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
@@ -14,6 +16,8 @@ from django.core.exceptions import ValidationError
 from evaluation.engine import DocumentError, check_condition, check_serving
 
 if TYPE_CHECKING:
+    from django.utils.datastructures import MultiValueDict
+
     from flags.models import Flag, FlagConfig, Prerequisite, Rule, Segment, Target
 
 BOOLEAN_VARIANTS = {"on": True, "off": False}
@@ -180,3 +184,135 @@ def check_segment(segment: Segment) -> None:
     check_conditions(segment.conditions, None)
     check_keys_list("included", segment.included)
     check_keys_list("excluded", segment.excluded)
+
+
+# --- Text from outside: what the database and C code can hold ------------------------------
+#
+# PostgreSQL refuses NUL in text and jsonb, psycopg (and every C library that wants UTF-8)
+# refuses lone surrogates, and Python's JSON encoder and decoder recurse once per level.
+# Every door checks what it received with these functions before anything reaches a
+# service, so such input is a 400 / a form error / exit 2 naming the field, never a 500.
+
+MAX_JSON_DEPTH = 64
+DEPTH_MESSAGE = f"nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored (a NUL character, a lone surrogate), or None."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        point = ord(text[error.start])
+        return f"contains a lone surrogate (\\u{point:04x}), which is not valid Unicode"
+    return None
+
+
+def _path(root: str, steps: tuple | None) -> str:
+    """The place `steps` (a linked (parent, key) chain, innermost first) names under root."""
+    keys = []
+    while steps is not None:
+        steps, key = steps
+        keys.append(key)
+    path = root
+    for key in reversed(keys):
+        path = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+    return path
+
+
+def _suspect(text: str) -> bool:
+    # Joined strings keep each one's lone surrogates lone, so one pass over them all tells.
+    return text_problem(text) is not None
+
+
+def _scalar_problem(item: Any) -> str | None:
+    if type(item) is str:
+        return text_problem(item)
+    if type(item) is float and not math.isfinite(item):
+        return "a number too large to store"
+    return None
+
+
+def find_text_problem(value: Any, root: str = "") -> tuple[str, str] | None:
+    """Where and why `value` holds text the store cannot take (or nests past the limit).
+
+    Walks dicts (their keys too), lists and tuples without recursion. The place is `root`,
+    then `.key` and `[index]` steps, e.g. `rules[0].conditions[1]`. The strings of each
+    container are looked at joined, in one pass in C, and a place is only spelled out for
+    a problem: checking a clean body costs about what parsing it did.
+    """
+    if not isinstance(value, dict | list | tuple):
+        problem = _scalar_problem(value)
+        return (root, problem) if problem else None
+    stack: list[tuple[Any, int, tuple | None]] = [(value, 0, None)]
+    while stack:
+        item, depth, steps = stack.pop()
+        if depth >= MAX_JSON_DEPTH:
+            path = _path(root, steps)
+            return (path if len(path) <= 80 else path[:80] + "…"), DEPTH_MESSAGE
+        if isinstance(item, dict):
+            if _suspect("".join(key for key in item if type(key) is str)):
+                for key in item:
+                    if type(key) is str and (problem := text_problem(key)):
+                        return _path(root, steps), f"a key {problem}"
+            entries: Any = item.items()
+        else:
+            entries = enumerate(item)
+        texts, containers, numbers = [], [], False
+        for key, child in entries:
+            kind = type(child)
+            if kind is str:
+                texts.append(child)
+            elif kind is dict or kind is list or isinstance(child, dict | list | tuple):
+                containers.append((key, child))
+            elif kind is float:
+                numbers = True
+        if numbers or _suspect("".join(texts)):
+            for key, child in item.items() if isinstance(item, dict) else enumerate(item):
+                if problem := _scalar_problem(child):
+                    return _path(root, (steps, key)), problem
+        stack.extend((child, depth + 1, (steps, key)) for key, child in reversed(containers))
+    return None
+
+
+def check_text(value: Any, field: str = "") -> None:
+    """`find_text_problem` as a ValidationError naming the place (`body` for the root)."""
+    found = find_text_problem(value, field)
+    if found is not None:
+        path, problem = found
+        raise ValidationError({path if path[:1] not in ("", "[") else f"body{path}": problem})
+
+
+def check_fields(data: MultiValueDict) -> None:
+    """`check_text` on a query string or a form body, each field named as sent."""
+    for name, values in data.lists():
+        check_text(name, "query")
+        check_text(values[0] if len(values) == 1 else values, name)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(text: str, field: str) -> Any:
+    """Parse JSON typed by a person or sent by a client, then `check_text` it.
+
+    Bad JSON (code "invalid"), nesting past MAX_JSON_DEPTH, which would otherwise exhaust
+    the recursion limit, and text the store cannot hold (code "unstorable") are all a
+    ValidationError on `field`.
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValidationError({field: ValidationError(DEPTH_MESSAGE, code="unstorable")}) from None
+    except ValueError as error:
+        message = f"not valid JSON: {error}"
+        raise ValidationError({field: ValidationError(message, code="invalid")}) from None
+    found = find_text_problem(value, field)
+    if found is not None:
+        path, problem = found
+        raise ValidationError({path: ValidationError(problem, code="unstorable")})
+    return value

@@ -61,6 +61,13 @@ SNAPSHOT_AGE = Gauge(
     multiprocess_mode="livemax",
 )
 
+EXPOSURES_DROPPED = Counter(
+    "flags_exposures_dropped_total",
+    "Exposure counters dropped instead of stored, by why: naming no flag, variant or reason "
+    "of the key's environment, or text the store cannot hold (evaluation.exposures).",
+    ["why"],
+)
+
 _CACHE_HIT = SNAPSHOT_CACHE.labels("hit")
 _CACHE_MISS = SNAPSHOT_CACHE.labels("miss")
 
@@ -79,6 +86,11 @@ def record_evaluations(results: Iterable[EvaluationResult]) -> None:
 def record_cache(hit: bool) -> None:
     """Count one snapshot cache look-up."""
     (_CACHE_HIT if hit else _CACHE_MISS).inc()
+
+
+def record_dropped_exposures(why: str, count: int = 1) -> None:
+    """Count exposure counters dropped for `why` (unknown_flag, unstorable, ...)."""
+    EXPOSURES_DROPPED.labels(why).inc(count)
 
 
 def stream_opened() -> None:

@@ -338,7 +338,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "flags.api.pagination.Pagination",
+    # DRF's three, plus the store's limits on what a body may hold (flags/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "flags.api.parsers.JSONParser",
+        "flags.api.parsers.FormParser",
+        "flags.api.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "flags.api.schema.AutoSchema",

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from flags.admin.parameters import CheckedParametersAdmin
 from flags.models import Membership, Project
 from flags.roles import RANK, Action, allows
 
@@ -37,7 +37,7 @@ def projects(request: HttpRequest, action: Action) -> QuerySet[Project]:
     return Project.objects.filter(pk__in=project_ids(request, action))
 
 
-class ProjectScopedAdmin(admin.ModelAdmin):
+class ProjectScopedAdmin(CheckedParametersAdmin):
     """A model admin whose rows belong to a project and are guarded by its roles.
 
     `project_lookup` leads from the model to its project; `edit_action` is what adding,

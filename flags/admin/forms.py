@@ -1,4 +1,8 @@
-"""Form pieces of the admin: readable JSON fields, key lists, and service errors on forms."""
+"""Form pieces of the admin: readable JSON fields, key lists, and service errors on forms.
+
+Every text box is checked like an API body (flags.validation): JSON nested too deep, a NUL
+character or a lone surrogate anywhere is a form error on that field, never a 500.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,22 @@ from django.db import models
 from django.http import HttpRequest
 from django.utils.text import capfirst
 
+from flags.validation import find_text_problem, load_json
+
 JSON_WIDGET_ATTRS = {"class": "flags-json", "rows": 4, "cols": 40, "spellcheck": "false"}
+
+
+def _problem_message(path: str, problem: str) -> str:
+    return f"{path}: {problem}" if path else problem
+
+
+def parse_json_box(text: str) -> Any:
+    """JSON typed in a text box; a ValidationError (code "invalid" for bad JSON) saying why."""
+    try:
+        return load_json(text, "")
+    except ValidationError as error:
+        path, [first] = next(iter(error.error_dict.items()))
+        raise ValidationError(_problem_message(path, first.message), code=first.code) from None
 
 
 class PrettyJSONField(forms.JSONField):
@@ -26,7 +45,18 @@ class PrettyJSONField(forms.JSONField):
     def to_python(self, value: Any) -> Any:
         if not self.disabled and value in self.empty_values and self.empty_json is not None:
             return type(self.empty_json)()
-        return super().to_python(value)
+        if self.disabled or not isinstance(value, str) or value in self.empty_values:
+            return super().to_python(value)
+        converted = parse_json_box(value)
+        return forms.fields.JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if self.disabled or data is None:
+            return super().bound_data(data, initial)
+        try:
+            return parse_json_box(data)
+        except ValidationError:  # shown again as typed, with the error next to it
+            return forms.fields.InvalidJSONInput(data)
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):
@@ -44,7 +74,9 @@ class VariantValueField(PrettyJSONField):
     def to_python(self, value: Any) -> Any:
         try:
             return super().to_python(value)
-        except ValidationError:
+        except ValidationError as error:
+            if error.code != "invalid":  # JSON, but nested too deep or holding a NUL
+                raise
             return value.strip()
 
     def bound_data(self, data: Any, initial: Any) -> Any:
@@ -68,8 +100,10 @@ class KeyListField(forms.Field):
         text = (value or "").strip()
         if text.startswith("["):
             try:
-                return json.loads(text)
-            except json.JSONDecodeError as error:
+                return parse_json_box(text)
+            except ValidationError as error:
+                if error.code != "invalid":
+                    raise
                 raise ValidationError("Enter keys one per line, or a valid JSON list.") from error
         return [item.strip() for item in re.split(r"[\n,]+", text) if item.strip()]
 
@@ -121,6 +155,10 @@ class AdminForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        for name, value in list(cleaned.items()):
+            found = find_text_problem(value)
+            if found is not None:
+                self.add_error(name, _problem_message(*found))
         if self.service_error is not None:
             self._update_errors(self.service_error)
         return cleaned

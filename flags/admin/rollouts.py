@@ -21,9 +21,11 @@ from django.utils.html import format_html_join
 
 from evaluation import exposures
 from flags import approvals, history, schedules
+from flags.admin.parameters import CheckedParametersAdmin, whole_number
 from flags.models import ChangeRequest, FlagConfig
 from flags.roles import Action, allows, needs_change_request, visible_projects
 from flags.services import ConflictError
+from flags.validation import check_fields, load_json
 
 SOURCE = "admin"
 
@@ -47,6 +49,15 @@ def rollout_links(flag) -> str:
     )
 
 
+def _posted_number(post, name: str, default: int | None = None) -> int:
+    raw = post.get(name, "")
+    if raw == "" and default is not None:
+        return default
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        return int(raw)
+    raise ValidationError({name: f"expected a whole number, not {raw[:40]!r}"})
+
+
 def _error_text(error: Exception) -> str:
     if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
         return "; ".join(f"{field}: {m}" for field, ms in error.message_dict.items() for m in ms)
@@ -56,7 +67,7 @@ def _error_text(error: Exception) -> str:
 
 
 @admin.register(ChangeRequest)
-class ChangeRequestAdmin(admin.ModelAdmin):
+class ChangeRequestAdmin(CheckedParametersAdmin):
     list_display = ("id", "flag", "environment", "title", "author_name", "status", "created_at")
     list_filter = ("status", "kind")
     list_select_related = ("config__flag", "config__environment", "flag", "segment")
@@ -167,47 +178,52 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         )
 
     def _versions_post(self, request: HttpRequest, config: FlagConfig) -> None:
+        try:
+            action, success = self._versions_action(request, config)
+        except ValidationError as error:  # the form's own input, before any service
+            self.message_user(request, _error_text(error), messages.ERROR)
+            return
+        if action is not None:
+            self._run(request, action, success)
+
+    def _versions_action(self, request: HttpRequest, config: FlagConfig):
+        """What the versions page's form asks for, as (the write, its success message)."""
         user, post = request.user, request.POST
+        check_fields(post)
+        version = _posted_number(post, "version", config.version)
         if "restore" in post:
-            number = int(post["restore"])
-            self._run(
-                request,
+            number = _posted_number(post, "restore")
+            return (
                 lambda: history.version_restore(
                     config=config,
                     version=number,
                     actor=user,
                     source=SOURCE,
-                    expected_version=int(post.get("version", config.version)),
+                    expected_version=version,
                 ),
                 f"Version {number} restored as a new version.",
             )
-        elif "kill" in post:
-            self._run(
-                request,
+        if "kill" in post:
+            return (
                 lambda: schedules.flag_kill(config=config, actor=user, source=SOURCE),
                 f"{config.flag.key} is off in {config.environment.name}; schedule cancelled.",
             )
-        elif "propose" in post:
-            try:
-                data = json.loads(post.get("changes") or "{}")
-            except ValueError as error:
-                self.message_user(request, f"The change is not JSON: {error}", messages.ERROR)
-                return
+        if "propose" in post:
+            data = load_json(post.get("changes") or "{}", "changes")
             if not isinstance(data, dict):
-                self.message_user(request, "The change is a JSON object.", messages.ERROR)
-                return
-            self._run(
-                request,
+                raise ValidationError({"changes": "The change is a JSON object."})
+            return (
                 lambda: approvals.change_request_create(
                     config=config,
                     data=data,
                     title=post.get("title", ""),
-                    expected_version=int(post.get("version", config.version)),
+                    expected_version=version,
                     actor=user,
                     source=SOURCE,
                 ),
                 "Change request opened; someone else with the publisher role reviews it.",
             )
+        return None, ""
 
     def request_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         change_request = get_object_or_404(
@@ -247,6 +263,11 @@ class ChangeRequestAdmin(admin.ModelAdmin):
 
     def _request_post(self, request: HttpRequest, change_request: ChangeRequest) -> None:
         user, post = request.user, request.POST
+        try:
+            check_fields(post)
+        except ValidationError as error:
+            self.message_user(request, _error_text(error), messages.ERROR)
+            return
         comment = post.get("comment", "")
         if "approve" in post or "reject" in post:
             approve = "approve" in post
@@ -284,7 +305,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     def exposures_view(self, request: HttpRequest, config_id: int) -> HttpResponse:
         """Evaluations per variant and hour over the last days, and when last evaluated."""
         config = self._config(request, config_id)
-        days = min(max(int(request.GET.get("days", 7) or 7), 1), 90)
+        days = whole_number(request, "days", 7, 1, 90)
         since = datetime.now(UTC) - timedelta(days=days)
         series = exposures.exposure_series(config.environment_id, config.flag.key, since)
         variants = sorted({row["variant"] for row in series})
@@ -310,7 +331,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         )
 
     def stale_view(self, request: HttpRequest) -> HttpResponse:
-        days = int(request.GET.get("days") or settings.STALE_FLAG_DAYS)
+        days = whole_number(request, "days", settings.STALE_FLAG_DAYS, 1, 3650)
         projects = [
             (project, exposures.stale_flags(project, days=days))
             for project in visible_projects(request.user).order_by("key")

@@ -26,10 +26,21 @@ CODES = {
 }
 
 
-def _fields(detail) -> dict | None:
+def _fields(detail, path: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors as flat `{"rules[0].serve.variant": [message, ...]}`."""
     if isinstance(detail, dict):
-        return {key: value for key, value in detail.items()}
-    return None
+        fields: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            name = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+            fields.update(_fields(value, name))
+        return fields
+    if isinstance(detail, list) and any(isinstance(item, dict | list) for item in detail):
+        fields = {}
+        for index, item in enumerate(detail):
+            fields.update(_fields(item, f"{path}[{index}]"))
+        return fields
+    messages = detail if isinstance(detail, list) else [detail]
+    return {path or "body": [str(message) for message in messages]}
 
 
 def error_body(status_code: int, detail: str, fields: dict | None = None, **extra) -> dict:
@@ -63,9 +74,8 @@ def exception_handler(exc, context):
     detail = response.data
     fields = _fields(detail) if isinstance(exc, exceptions.ValidationError) else None
     if fields:
-        first_key, first_value = next(iter(fields.items()))
-        message = first_value[0] if isinstance(first_value, list) and first_value else first_value
-        text = f"{first_key}: {message}"
+        first_key, first_messages = next(iter(fields.items()))
+        text = f"{first_key}: {first_messages[0]}"
     elif isinstance(detail, dict) and "detail" in detail:
         text = str(detail["detail"])
     elif isinstance(detail, list):

@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers as fields
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -20,7 +21,7 @@ from flags.api.serializers import (
     StrictSerializer,
     VariantSerializer,
 )
-from flags.api.views import API, FlagConfigViewSet, _parse, paginated
+from flags.api.views import API, FlagConfigViewSet, _bool_param, _parse, paginated
 from flags.models import ChangeRequest, ScheduledChange
 
 # --- Shapes -------------------------------------------------------------------------------
@@ -240,12 +241,12 @@ class ChangeRequestViewSet(FlagConfigViewSet):
             if "segment_key" in kwargs
             else None
         )
+        wanted = request.query_params.get("status") or None
+        if wanted is not None and wanted not in ChangeRequest.Status.values:
+            choices = ", ".join(ChangeRequest.Status.values)
+            raise ValidationError({"status": [f"expected one of {choices}"]})
         requests = approvals.change_requests_of(
-            project=self.project,
-            config=config,
-            flag=flag,
-            segment=segment,
-            status=request.query_params.get("status"),
+            project=self.project, config=config, flag=flag, segment=segment, status=wanted
         )
         page = self.paginator.paginate_queryset(requests, request, view=self)
         body = [ChangeRequestSerializer.render(item) for item in page]
@@ -347,7 +348,7 @@ class ScheduleViewSet(FlagConfigViewSet):
         responses=paginated(ScheduledChangeSerializer),
     )
     def list(self, request: Request, **kwargs) -> Response:
-        pending = request.query_params.get("pending", "").lower() in ("1", "true", "yes")
+        pending = _bool_param(request, "pending") or False
         changes = schedules.schedule_of(self._config(), pending_only=pending)
         return self._paginate(changes, ScheduledChangeSerializer)
 

@@ -1,7 +1,10 @@
 """OpenAPI generation: every operation documents the error responses it can really give."""
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
+
+from flags.api.pagination import MAX_LIMIT, MAX_OFFSET
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -19,13 +22,39 @@ class ErrorSerializer(serializers.Serializer):
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+        description=f"Items per page, 1 to {MAX_LIMIT} (default 50).",
+    ),
+    OpenApiParameter(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+        description="Items to skip.",
+    ),
+]
+
+
+def _is_page(serializer) -> bool:
+    return type(serializer).__name__.startswith("Paginated")
+
 
 class AutoSchema(SpectacularAutoSchema):
     def _is_list_view(self, serializer=None) -> bool:
         # A page object (views.paginated) is the whole response, not an item of an array.
-        if type(serializer).__name__.startswith("Paginated"):
+        if _is_page(serializer):
             return False
         return super()._is_list_view(serializer)
+
+    def get_override_parameters(self) -> list:
+        """A page's `limit` and `offset`, so clients (and the fuzzer) know their range."""
+        parameters = list(super().get_override_parameters())
+        responses = self.get_response_serializers()
+        pages = responses.values() if isinstance(responses, dict) else [responses]
+        if any(_is_page(serializer) for serializer in pages):
+            parameters += PAGE_PARAMETERS
+        return parameters
 
     def _error_codes(self) -> list[int]:
         codes = [400, 401, 403, 404]

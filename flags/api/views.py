@@ -19,8 +19,10 @@ from rest_framework.response import Response
 from evaluation.documents import flag_state
 from flags import selectors, services
 from flags.api import serializers
+from flags.api.pagination import Pagination
 from flags.models import Membership, Project
 from flags.roles import Action, authorize, visible_projects
+from flags.validation import check_fields, check_text
 
 API = "api"
 
@@ -85,7 +87,33 @@ def _time_param(request: Request, name: str):
         raise ValidationError({name: error.detail}) from error
 
 
-class ProjectScoped(viewsets.ViewSet):
+class ManagementViewSet(viewsets.ViewSet):
+    """The base of every management endpoint.
+
+    Once the caller is authenticated, the text of the path's parameters and of the query
+    string is checked like a body's (flags.api.parsers), so a NUL in `?search=` or in a
+    flag key is a 400 naming the parameter, not a database error.
+    """
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        for name, value in kwargs.items():
+            check_text(value, name)
+        check_fields(request.query_params)
+
+    @property
+    def paginator(self) -> Pagination:
+        if not hasattr(self, "_paginator"):
+            self._paginator = Pagination()
+        return self._paginator
+
+    def _paginate(self, queryset, serializer_class) -> Response:
+        paginator = self.paginator
+        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class ProjectScoped(ManagementViewSet):
     """Resolves `project_key` (and `environment_key`) from the URL for the caller."""
 
     lookup_value_regex = r"[a-z0-9][a-z0-9_.-]*"
@@ -96,21 +124,8 @@ class ProjectScoped(viewsets.ViewSet):
             self._project = selectors.project_for(self.request.user, self.kwargs["project_key"])
         return self._project
 
-    def _paginate(self, queryset, serializer_class) -> Response:
-        paginator = self.paginator
-        page = paginator.paginate_queryset(queryset, self.request, view=self)
-        return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
-    @property
-    def paginator(self):
-        from rest_framework.settings import api_settings
-
-        if not hasattr(self, "_paginator"):
-            self._paginator = api_settings.DEFAULT_PAGINATION_CLASS()
-        return self._paginator
-
-
-class ProjectViewSet(viewsets.ViewSet):
+class ProjectViewSet(ManagementViewSet):
     lookup_field = "key"
     lookup_value_regex = r"[a-z0-9][a-z0-9_.-]*"
 
@@ -407,7 +422,7 @@ AUDIT_FILTERS = [
 ]
 
 
-class AuditViewSet(viewsets.ViewSet):
+class AuditViewSet(ManagementViewSet):
     @extend_schema(parameters=AUDIT_FILTERS, responses=paginated(serializers.AuditEntrySerializer))
     def list(self, request: Request) -> Response:
         project_key = request.query_params.get("project")
@@ -420,9 +435,4 @@ class AuditViewSet(viewsets.ViewSet):
             since=_time_param(request, "since"),
             until=_time_param(request, "until"),
         )
-        from rest_framework.settings import api_settings
-
-        paginator = api_settings.DEFAULT_PAGINATION_CLASS()
-        page = paginator.paginate_queryset(entries, request, view=self)
-        data = serializers.AuditEntrySerializer(page, many=True).data
-        return paginator.get_paginated_response(data)
+        return self._paginate(entries, serializers.AuditEntrySerializer)

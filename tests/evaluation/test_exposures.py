@@ -185,3 +185,110 @@ def test_stale_flags_are_never_evaluated_or_serve_one_variant(setup):
         "banner": "one variant to everyone for 30 days",
         "fresh": "never evaluated",
     }
+
+
+# --- Counts that name nothing of the environment, and counts the store cannot hold -------
+
+
+def dropped(why: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("flags_exposures_dropped_total", {"why": why}) or 0.0
+
+
+def test_sdk_counts_naming_no_flag_variant_or_reason_of_the_environment_are_dropped(setup):
+    _, environment, client = setup
+    before = {why: dropped(why) for why in ("unknown_flag", "unknown_variant", "unknown_reason")}
+    good = {"flag": "checkout", "variant": "on", "reason": "SPLIT", "count": 7}
+    body = {
+        "exposures": [
+            good,
+            {**good, "flag": "check\u0000out"},
+            {**good, "flag": "check\tout"},
+            {**good, "flag": "nope"},
+            {**good, "variant": "maybe"},
+            {**good, "variant": None},  # only an error has no variant
+            {**good, "reason": "BECAUSE"},
+            {"flag": "checkout", "variant": None, "reason": "ERROR", "count": 2},
+        ]
+    }
+
+    response = client.post("/api/v1/sdk/exposures", body, format="json")
+
+    assert response.status_code == 202, response.content
+    assert response.json() == {
+        "accepted": 2,
+        "dropped": 6,
+        "droppedBy": {"unknown_flag": 3, "unknown_variant": 2, "unknown_reason": 1},
+    }
+    assert dropped("unknown_flag") - before["unknown_flag"] == 3
+    assert dropped("unknown_variant") - before["unknown_variant"] == 2
+    assert dropped("unknown_reason") - before["unknown_reason"] == 1
+    call_command("run_scheduler", "--once")
+    assert totals(environment) == {("checkout", "on", "SPLIT"): 7, ("checkout", "", "ERROR"): 2}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 10_000 + "]" * 10_000,
+        '{"exposures": ' + "[" * 10_000 + "]" * 10_000 + "}",
+        '{"exposures": [{"flag": "checkout", "reason": "SPLIT", "count": 1, "hour": NaN}]}',
+    ],
+)
+def test_deeply_nested_or_nan_exposure_bodies_are_a_400(setup, body):
+    _, _, client = setup
+    response = client.post("/api/v1/sdk/exposures", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_evaluating_a_flag_that_does_not_exist_counts_nothing(setup):
+    _, environment, client = setup
+    for key in ("a%00b", "a%09b", "nope"):
+        response = client.post(f"/ofrep/v1/evaluate/flags/{key}", {}, format="json")
+        assert response.status_code == 404
+    client.post("/ofrep/v1/evaluate/flags/banner", {}, format="json")
+
+    exposures.drain()
+
+    assert totals(environment) == {("banner", "off", "DISABLED"): 1}
+
+
+def test_one_counter_the_store_cannot_hold_never_fails_a_drain(setup):
+    _, environment, _ = setup
+    before = dropped("unstorable")
+    hour = int(datetime.now(UTC).timestamp())
+    exposures.add(environment.pk, "checkout", "on", "SPLIT", 3, hour)
+    exposures.add(environment.pk, "check\x00out", "on", "SPLIT", 5, hour)
+    exposures.add(environment.pk, "checkout", "o\tn", "SPLIT", 5, hour)
+    exposures.add(environment.pk, "checkout", "off", "\ud800", 5, hour)
+    exposures.add(environment.pk, "x" * 101, "on", "SPLIT", 5, hour)
+
+    call_command("run_scheduler", "--once")  # exits 0: no exception
+
+    assert totals(environment) == {("checkout", "on", "SPLIT"): 3}
+    assert dropped("unstorable") - before == 4
+    exposures.drain()  # nothing was put back to fail again
+    assert totals(environment) == {("checkout", "on", "SPLIT"): 3}
+
+
+@pytest.mark.skipif(not exposures.settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_malformed_field_in_redis_loses_only_itself(setup):
+    _, environment, _ = setup
+    before = dropped("malformed") + dropped("unstorable")
+    hour = int(datetime.now(UTC).timestamp()) // 3600 * 3600
+    key = exposures._hash_key(environment.pk, hour)
+    redis = exposures._redis()
+    redis.hset(key, "checkout\ton\tSPLIT", 4)
+    redis.hset(key, "check\tout\ton\tSPLIT", 9)  # a tab in a name: four parts
+    redis.hset(key, "checkout\toff\tSPLIT", "many")
+    redis.hset(key, "check\x00out\ton\tSPLIT", 9)
+    redis.hset(key, "checkout\toff\tSPLIT\t", 9)
+    redis.sadd(exposures.cache.make_key(exposures.PENDING), key)
+
+    call_command("run_scheduler", "--once")
+
+    assert totals(environment) == {("checkout", "on", "SPLIT"): 4}
+    assert dropped("malformed") + dropped("unstorable") - before == 4
+    assert redis.scard(exposures.cache.make_key(exposures.PENDING)) == 0

@@ -381,7 +381,7 @@ INVALID_RULES = {
         {"conditions": '[{"operator": "in_segment", "values": ["nobody"]}]'},
         "nobody",
     ),
-    "conditions that are not JSON": ({"conditions": "[{"}, "Enter a valid JSON."),
+    "conditions that are not JSON": ({"conditions": "[{"}, "not valid JSON: Expecting property"),
 }
 
 

@@ -237,7 +237,7 @@ def test_configuration_change_bumps_environment_version(project, api):
                     }
                 ]
             },
-            "rules",
+            "rules[0].conditions[0].operator",
         ),
         (
             {

@@ -1,9 +1,18 @@
 """Scheduled changes and rollouts: applied when due, once, by any number of workers."""
 
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -14,6 +23,7 @@ from flags.models import AuditEntry, FlagConfig, ScheduledChange
 from tests import factories
 
 pytestmark = pytest.mark.django_db
+SYSTEM = {"actor": None, "source": "cli"}
 
 
 def url(flag, environment: str, rest: str = "") -> str:
@@ -141,6 +151,124 @@ def test_editors_with_approval_required_must_schedule_through_a_request():
     response = api.post(url(flag, "production", "/schedule"), body, format="json")
     assert response.status_code == 403
     assert "change request" in response.json()["detail"]
+
+
+def test_a_change_that_cannot_be_applied_fails_and_the_others_apply_in_the_same_pass(capsys):
+    project = factories.project()
+    flag = factories.flag(project)
+    staging, development = factories.config(flag, "staging"), factories.config(flag, "development")
+    now = timezone.now()
+    first = schedules.schedule_create(
+        config=staging, data={"enabled": True}, run_at=now - timedelta(minutes=3), **SYSTEM
+    )
+    # A row no door writes any more (say, from before a check existed): applying it raises
+    # a TypeError, not a validation error.
+    broken = ScheduledChange.objects.create(
+        config=staging, data=5, run_at=now - timedelta(minutes=2), created_by_name="legacy"
+    )
+    last = schedules.schedule_create(
+        config=development, data={"enabled": True}, run_at=now - timedelta(minutes=1), **SYSTEM
+    )
+
+    call_command("run_scheduler", "--once")  # no exception: exit status 0
+
+    out = capsys.readouterr().out
+    assert f"applied scheduled change #{first.pk}" in out
+    assert f"failed scheduled change #{broken.pk}" in out
+    assert f"applied scheduled change #{last.pk}" in out
+    broken.refresh_from_db()
+    assert broken.status == "failed"
+    assert broken.error.startswith("could not be applied: TypeError")
+    assert AuditEntry.objects.filter(object_type="scheduled_change", action="fail").count() == 1
+    assert (
+        factories.config(flag, "staging").enabled and factories.config(flag, "development").enabled
+    )
+    call_command("run_scheduler", "--once")  # the failed change is not tried again
+    assert ScheduledChange.objects.get(pk=broken.pk).applied_at == broken.applied_at
+
+
+SETUP = """
+from datetime import timedelta
+from django.utils import timezone
+from flags import schedules, services
+from flags.models import FlagConfig, ScheduledChange
+project = services.project_create(key="ops", name="", actor=None, source="system")
+flag = services.flag_create(project=project, key="switch", actor=None, source="system")
+config = FlagConfig.objects.get(flag=flag, environment__key="staging")
+now = timezone.now()
+broken = ScheduledChange.objects.create(
+    config=config, data=5, run_at=now - timedelta(seconds=5), created_by_name="legacy"
+)
+later = schedules.schedule_create(
+    config=config, data={"enabled": True}, run_at=now + timedelta(seconds=2),
+    actor=None, source="cli",
+)
+print(broken.pk, later.pk)
+"""
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the probe is closed
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("redis", ["none", "away"])
+def test_the_scheduler_process_keeps_running_past_a_change_that_fails(tmp_path, redis):
+    """With Redis away, every pass's drain fails as well: logged, and the loop goes on."""
+    database = tmp_path / "db.sqlite3"
+    env = {
+        **os.environ,
+        "DB_URL": f"sqlite:///{database}",
+        "REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0" if redis == "away" else "",
+        "NODE_ENV": "development",
+    }
+    manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [*manage, *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run("migrate", "--no-input", "-v", "0")
+    broken, later = (int(pk) for pk in run("shell", "-c", SETUP).splitlines()[-1].split())
+    log_file = tmp_path / "scheduler.log"
+    scheduler = subprocess.Popen(
+        [*manage, "run_scheduler", "--interval", "0.2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file.open("w"),  # a file: a full pipe would block the process
+    )
+
+    def status(pk: int) -> str:
+        with sqlite3.connect(database) as db:
+            row = db.execute("SELECT status FROM flags_scheduledchange WHERE id = ?", (pk,))
+            return row.fetchone()[0]
+
+    try:
+        deadline = time.monotonic() + 60
+        while status(later) == "pending" and scheduler.poll() is None:
+            assert time.monotonic() < deadline, "the later change was never applied"
+            time.sleep(0.2)
+        assert scheduler.poll() is None, log_file.read_text()  # still running
+        assert (status(broken), status(later)) == ("failed", "applied")
+        while redis == "away" and "draining exposures still fails" not in log_file.read_text():
+            assert time.monotonic() < deadline and scheduler.poll() is None, log_file.read_text()
+            time.sleep(0.2)  # passes go on while the drain keeps failing
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        returncode = scheduler.wait(30)
+    assert returncode == 0
+    log = log_file.read_text()
+    assert f"scheduled change #{broken} could not be applied" in log
+    if redis == "away":  # the traceback once, then a line a pass
+        assert log.count("draining exposures failed; trying again next pass") == 1, log
+        assert "draining exposures still fails" in log
+    else:
+        assert "draining exposures" not in log
 
 
 # --- Several workers ----------------------------------------------------------------------

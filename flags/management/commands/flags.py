@@ -22,6 +22,7 @@ from flags.cli import (
     FlagsCommand,
     actor_named,
     add_common_arguments,
+    check_loaded,
     environment_named,
     fail,
     flag_named,
@@ -31,6 +32,7 @@ from flags.cli import (
 )
 from flags.models import ApiKey, Flag, FlagConfig
 from flags.roles import Action, authorize, visible_projects
+from flags.validation import DEPTH_MESSAGE
 
 FORMATS = ("json", "yaml")
 # Imports of more flags than this report their progress on stderr.
@@ -708,18 +710,21 @@ def _dump(document: dict, fmt: str) -> str:
 
 
 def _read(path: str, stdin) -> str:
-    if path == "-":
-        return stdin.read()
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise fail(f"cannot read {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise fail(f"cannot read {path}: not UTF-8 (byte {error.start})") from error
 
 
 def _load(text: str, fmt: str, path: str) -> Any:
     if fmt == "json":
         return parse_json(text, path)
     try:
-        return yaml.safe_load(text)
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise fail(f"invalid YAML in {path}: {error}") from error
+    except RecursionError:
+        raise fail(f"invalid YAML in {path}: {DEPTH_MESSAGE}") from None
+    return check_loaded(document, path)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from evaluation import exposures
 from flags import schedules
+
+log = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -22,17 +26,48 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="one pass, then exit")
         parser.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
 
+    failing: set[str] = set()
+
     def handle(self, *args, once: bool = False, interval: float = 5.0, **options) -> None:
         stop = threading.Event()
         if not once and threading.current_thread() is threading.main_thread():
             for number in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(number, lambda *_: stop.set())
         while True:
-            self._pass()
-            if once or stop.wait(interval):
+            failed = self._pass()
+            if once:
+                if failed:
+                    raise CommandError(f"{', '.join(failed)} failed (see the log)", returncode=1)
+                break
+            if stop.wait(interval):
                 break
 
-    def _pass(self) -> None:
+    def _pass(self) -> list[str]:
+        """One pass: each step runs even if the one before failed; the steps that failed.
+
+        A failing step (the database or Redis away, say) is tried again on the next pass;
+        the loop itself never stops for it. The log gets the traceback when a step starts
+        failing, one line on each pass it still fails, and one when it works again.
+        """
+        failed = []
+        for name, step in (("applying changes", self._apply), ("draining exposures", self._drain)):
+            if not connection.in_atomic_block:  # (called from inside a transaction: tests)
+                connection.close_if_unusable_or_obsolete()  # an outage's is replaced
+            try:
+                step()
+            except Exception as error:
+                if name in self.failing:
+                    log.warning("scheduler: %s still fails: %s", name, error)
+                else:
+                    log.exception("scheduler: %s failed; trying again next pass", name)
+                failed.append(name)
+            else:
+                if name in self.failing:
+                    log.warning("scheduler: %s works again", name)
+        self.failing = set(failed)
+        return failed
+
+    def _apply(self) -> None:
         for change in schedules.due_changes_apply():
             line = f"{change.status} scheduled change #{change.pk} on {change.config}"
             if change.applied_version:
@@ -40,6 +75,8 @@ class Command(BaseCommand):
             if change.error:
                 line += f": {change.error}"
             self.stdout.write(line)
+
+    def _drain(self) -> None:
         flushed = exposures.drain()
         if flushed:
             self.stdout.write(f"flushed {flushed} exposure counts")
