@@ -46,11 +46,14 @@ def test_the_api_refuses_a_pattern_re2_cannot_compile(project, pattern, message)
     response = api.patch(url, body, content_type="application/json")
     assert response.status_code == 400, response.content
     answer = response.json()
-    assert "rules[0]" in answer["fields"], answer
+    # The field named is the rule, or (for text that is not valid Unicode, refused before
+    # the rule is compiled) the exact value inside it.
+    fields = [name for name in answer["fields"] if name.startswith("rules[0]")]
+    assert fields, answer
     assert (
         "invalid regular expression" in answer["detail"] or "not valid Unicode" in answer["detail"]
     ), answer
-    assert message in answer["fields"]["rules[0]"][0], answer
+    assert message in answer["fields"][fields[0]][0], answer
     assert api.get(url).json()["rules"] == []
 
 
