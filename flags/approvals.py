@@ -73,7 +73,10 @@ def _audit(request: ChangeRequest, action: str, actor, source: str, **values) ->
 
 
 def _locked(request: ChangeRequest) -> ChangeRequest:
-    return ChangeRequest.objects.select_for_update().select_related(*RELATED).get(pk=request.pk)
+    # Only the request's own row is locked: PostgreSQL cannot lock the nullable side of the
+    # outer joins (a request is about a configuration, a flag or a segment).
+    locked = ChangeRequest.objects.select_for_update(of=("self",)).select_related(*RELATED)
+    return locked.get(pk=request.pk)
 
 
 def current_version(request: ChangeRequest) -> int:
