@@ -108,10 +108,11 @@ def test_change_on_one_instance_reaches_the_streams_and_evaluations_of_the_other
     key = cluster.seed["server_key"]
     a, b, c = (cluster.url(i) for i in range(3))
     was_on = ofrep(b, key)["reason"] != "DISABLED"
+    token = cluster.token(0)  # a login hashes a password: not part of the propagation
     reader = EventReader(c, key)
     try:
         changed_at = time.monotonic()
-        toggle(a, cluster.token(0), enabled=not was_on)
+        toggle(a, token, enabled=not was_on)
         event = reader.next(timeout=3)
         assert event["data"]["type"] == "refetchEvaluation"
         assert int(event["id"]) == event["data"]["version"]
