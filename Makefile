@@ -6,7 +6,7 @@ PORT ?= 3000
 HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
 
-.PHONY: run test lint format install install-dev demo serve migrate bench-engine bench-realtime fuzz clean check-deploy
+.PHONY: run test lint format install install-dev demo serve migrate bench-engine bench-realtime bench-faults fuzz clean check-deploy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ bench-realtime: install-dev
 	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || sudo apt-get install -y wrk
 	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(BIN)/python bench/realtime.py
+
+## bench-faults: Redis killed, PostgreSQL stopped, a worker killed, a rolling restart, under
+## load on servers of its own (needs initdb, pg_ctl and redis-server)
+bench-faults: install-dev
+	$(BIN)/python bench/faults.py
 
 ## bench-sdk: in-process evaluation through flagclient vs the bare engine vs OFREP over HTTP
 .PHONY: bench-sdk

@@ -7,6 +7,10 @@ wakes the event streams of that environment. As a safety net, and as the only pa
 Redis is absent or down, it also re-reads the version of every environment with open
 streams every `POLL_SECONDS` (fast) or `SAFETY_POLL_SECONDS` (while pub/sub is healthy).
 Versions only ever move forward, so a notification that arrives twice or late is harmless.
+
+On shutdown (flagsite.gunicorn's worker, before it waits for connections to finish)
+`close_streams` asks every open stream to end, so a restart is not held up by them and
+their clients reconnect, with `Last-Event-ID`, to a process that is staying.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import time
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from flagsite.failures import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
+# What a stream's queue receives when the process shuts down: end the stream now.
+CLOSE: tuple[int, float | None] = (-1, None)
 POLL_SECONDS = 1.0
 SAFETY_POLL_SECONDS = 10.0
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -63,6 +71,7 @@ class Broadcaster:
         self.subscribers: dict[int, set[asyncio.Queue[tuple[int, float | None]]]] = {}
         self.known: dict[int, int] = {}
         self.pubsub_healthy = False
+        self.closing = False
         self.tasks: list[asyncio.Task] = []
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -95,6 +104,8 @@ class Broadcaster:
         queue: asyncio.Queue[tuple[int, float | None]] = asyncio.Queue()
         self.subscribers.setdefault(environment_id, set()).add(queue)
         self.known[environment_id] = max(self.known.get(environment_id, 0), version)
+        if self.closing:
+            queue.put_nowait(CLOSE)
         return queue
 
     def unsubscribe(self, environment_id: int, queue: asyncio.Queue) -> None:
@@ -106,6 +117,14 @@ class Broadcaster:
 
     def open_streams(self) -> int:
         return sum(len(queues) for queues in self.subscribers.values())
+
+    def close_streams(self) -> int:
+        """Shutting down: ask every open stream (and any opened from now on) to end."""
+        self.closing = True
+        queues = [queue for group in self.subscribers.values() for queue in group]
+        for queue in queues:
+            queue.put_nowait(CLOSE)
+        return len(queues)
 
     # --- announcements ------------------------------------------------------------------
 
@@ -178,6 +197,9 @@ class Broadcaster:
         from evaluation import cache
 
         for environment_id in list(self.subscribers):
-            version = await sync_to_async(cache.current_version)(environment_id)
+            try:
+                version = await sync_to_async(cache.current_version)(environment_id)
+            except StoreUnavailable:  # logged once by flagsite.failures; the next poll retries
+                continue
             if version is not None:
                 self.announce(environment_id, version)

@@ -3,7 +3,8 @@
 Keys (the whole scheme, in one place):
   `env:{id}:version`          the environment's current version (only ever increases)
   `env:{id}:doc:{version}`    the flag document of that version
-  `apikey:{digest}`           a resolved API key (see evaluation.credentials)
+  `credential:{digest}`       a resolved API key, kept as the last known one for outages
+                              (see evaluation.credentials)
   `apikey:{digest}:used`      which process records the key's `last_used_at` this minute
   `exposures:{env}:{hour}`    evaluation counts waiting to be drained (evaluation.exposures)
   `{CACHE_PREFIX}:changes`    the pub/sub channel of committed changes (evaluation.broadcast)
@@ -13,11 +14,16 @@ the service calls `environments_changed`, which raises the cached version. Each 
 keeps compiled snapshots in memory and asks the cache for the version at most every
 `VERSION_CHECK_SECONDS`; while it is unchanged no query reaches the database. When the
 shared cache fails, the process keeps serving its last snapshot and checks the version in
-the database instead, at the same bounded interval.
+the database instead, at the same bounded interval. When the database fails too (or the
+version cannot be read at all), it keeps serving its last snapshot: a snapshot is only ever
+replaced by a newer one. Only a process that holds no snapshot of the environment, and
+cannot build one from the cache, answers StoreUnavailable. Store failures are logged once
+per state change by flagsite.failures, not per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,6 +33,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from evaluation.engine import Snapshot, compile_document
+from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
 log = logging.getLogger(__name__)
 
@@ -63,87 +70,77 @@ class _Entry:
 
 _entries: dict[int, _Entry] = {}
 _lock = threading.Lock()
-_cache_down_since: float | None = None
-_cache_failed_at = float("-inf")
-# After a failure the shared cache is left alone this long, so an unreachable Redis costs
-# one timeout per interval rather than one per request.
-CACHE_RETRY_SECONDS = 1.0
-
-
-def _note_cache_failure(error: Exception) -> None:
-    global _cache_down_since, _cache_failed_at
-    _cache_failed_at = time.monotonic()
-    if _cache_down_since is None:
-        log.warning("shared cache unavailable, serving last snapshots: %s", error)
-        _cache_down_since = _cache_failed_at
-
-
-def _cache_resting() -> bool:
-    return time.monotonic() - _cache_failed_at < CACHE_RETRY_SECONDS
-
-
-def _note_cache_ok() -> None:
-    global _cache_down_since
-    if _cache_down_since is not None:
-        log.info("shared cache available again")
-        _cache_down_since = None
+# (environment, version) documents that failed to compile, so each is logged once.
+_broken: set[tuple[int, int]] = set()
 
 
 def _database_version(environment_id: int) -> int | None:
     from flags.models import Environment
 
-    rows = Environment.objects.filter(pk=environment_id).values_list("version", flat=True)
-    return rows.first()
+    with reaching(DATABASE):
+        rows = Environment.objects.filter(pk=environment_id).values_list("version", flat=True)
+        return rows.first()
 
 
 def _raise_cached_version(environment_id: int, version: int) -> None:
     key = cache.make_key(version_key(environment_id))
-    if uses_redis():
-        from django_redis import get_redis_connection
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
+        if uses_redis():
+            from django_redis import get_redis_connection
 
-        get_redis_connection("default").eval(_SET_IF_GREATER, 1, key, version)
-        return
-    current = cache.get(version_key(environment_id))
-    if current is None or version > current:
-        cache.set(version_key(environment_id), version, LOCAL_VERSION_TTL)
+            get_redis_connection("default").eval(_SET_IF_GREATER, 1, key, version)
+            return
+        current = cache.get(version_key(environment_id))
+        if current is None or version > current:
+            cache.set(version_key(environment_id), version, LOCAL_VERSION_TTL)
+
+
+def _cached_version(environment_id: int) -> int | None:
+    try:
+        with reaching(CACHE):  # a dead Redis must not stop evaluation
+            version = cache.get(version_key(environment_id))
+    except StoreUnavailable:
+        return None
+    return int(version) if version is not None else None
 
 
 def current_version(environment_id: int) -> int | None:
-    """The environment's version from the shared cache, else from the database."""
-    if _cache_resting():
-        return _database_version(environment_id)
-    try:
-        version = cache.get(version_key(environment_id))
-        _note_cache_ok()
-    except Exception as error:  # a dead Redis must not stop evaluation
-        _note_cache_failure(error)
-        return _database_version(environment_id)
+    """The environment's version from the shared cache, else from the database.
+
+    None if the environment does not exist; StoreUnavailable if neither store can tell.
+    """
+    version = _cached_version(environment_id)
     if version is not None:
-        return int(version)
+        return version
     version = _database_version(environment_id)
     if version is not None:
-        try:
-            _raise_cached_version(environment_id, version)
-        except Exception as error:
-            _note_cache_failure(error)
+        _raise_cached_version(environment_id, version)
     return version
+
+
+def known_version(environment_id: int) -> int:
+    """The current version or, while the stores are away, the one this process serves."""
+    try:
+        return current_version(environment_id) or 0
+    except StoreUnavailable:
+        entry = _entries.get(environment_id)
+        if entry is None:
+            raise
+        return entry.snapshot.version
 
 
 def _load_document(environment_id: int, version: int) -> dict:
     from evaluation.documents import build_document
 
-    try:
+    document = None
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
         document = cache.get(document_key(environment_id, version))
-    except Exception as error:
-        _note_cache_failure(error)
-        document = None
     if document is not None:
         return document
-    document = build_document(environment_id)
-    try:
+    with reaching(DATABASE):
+        document = build_document(environment_id)
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
         cache.set(document_key(environment_id, document["version"]), document, DOCUMENT_TTL)
-    except Exception as error:
-        _note_cache_failure(error)
     return document
 
 
@@ -153,7 +150,13 @@ def snapshot(environment_id: int) -> Snapshot | None:
     entry = _entries.get(environment_id)
     if entry is not None and now - entry.checked_at < VERSION_CHECK_SECONDS:
         return entry.snapshot
-    version = current_version(environment_id)
+    try:
+        version = current_version(environment_id)
+    except StoreUnavailable:
+        if entry is None:
+            raise
+        entry.checked_at = now  # the last good snapshot, checked again after the interval
+        return entry.snapshot
     if version is None:
         return entry.snapshot if entry else None
     if entry is not None and entry.snapshot.version >= version:
@@ -169,10 +172,20 @@ def _refresh(environment_id: int, version: int, now: float) -> Snapshot:
             return entry.snapshot
         try:
             fresh = compile_document(_load_document(environment_id, version))
+        except StoreUnavailable:
+            if entry is None:
+                raise
+            entry.checked_at = now
+            return entry.snapshot
         except Exception:
             if entry is None:
                 raise
-            log.exception("could not load version %s of environment %s", version, environment_id)
+            if (environment_id, version) not in _broken:
+                _broken.add((environment_id, version))
+                log.exception(
+                    "could not load version %s of environment %s", version, environment_id
+                )
+            entry.checked_at = now
             return entry.snapshot
         # Never step back: a slower reader must not replace a newer snapshot.
         if entry is None or fresh.version >= entry.snapshot.version:
@@ -191,10 +204,7 @@ def environments_changed(versions: dict[int, int]) -> None:
     from evaluation import broadcast
 
     for environment_id, version in versions.items():
-        try:
-            _raise_cached_version(environment_id, version)
-        except Exception as error:
-            _note_cache_failure(error)
+        _raise_cached_version(environment_id, version)
         mark_stale(environment_id)
     broadcast.publish(versions)
 
@@ -207,13 +217,14 @@ def mark_stale(environment_id: int) -> None:
 
 
 def api_key_revoked(digest: str) -> None:
-    try:
-        cache.delete(f"apikey:{digest}")
-    except Exception as error:
-        _note_cache_failure(error)
+    """After a revoke commits: every process must see it within the revocation bound."""
+    from evaluation import credentials
+
+    credentials.record_revocation(digest)
 
 
 def clear_local() -> None:
     """Forget every compiled snapshot of this process (tests, and after a fork)."""
     with _lock:
         _entries.clear()
+        _broken.clear()

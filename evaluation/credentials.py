@@ -4,20 +4,30 @@ The evaluation endpoints are the hot path, so a key is looked up in the database
 once per `SHARED_SECONDS` across all processes sharing the cache, and each process keeps
 what it resolved for `LOCAL_SECONDS`:
 
-  request -> process memory (LOCAL_SECONDS) -> shared cache `apikey:{digest}` (SHARED_SECONDS)
-          -> database
+  request -> process memory (LOCAL_SECONDS) -> shared cache `credential:{digest}`
+          (answers younger than SHARED_SECONDS) -> database
 
-Revocation bound: revoking a key deletes its shared entry after the commit
+Revocation bound: after a revoke commits, the revoked key is written to the shared cache
 (`evaluation.cache.api_key_revoked`), so other processes see it once their own copy is
-older than LOCAL_SECONDS. Even when a process re-caches the key between the database read
-and the delete (a race), that entry lives at most SHARED_SECONDS. A revoked key therefore
-stops working everywhere within `REVOCATION_BOUND_SECONDS` (5 s), usually within 2 s.
-Expiry is checked on every request against the cached `expires_at`, so it is exact.
+older than LOCAL_SECONDS. Even when a process re-caches the key between its database read
+and that write (a race), its entry counts as an answer for at most SHARED_SECONDS. A
+revoked key therefore stops working everywhere within `REVOCATION_BOUND_SECONDS` (5 s),
+usually within 2 s. Expiry is checked on every request against the cached `expires_at`, so
+it is exact.
+
+Outages: a shared entry of a known key stays in the cache for `KNOWN_SECONDS` although it
+counts as an answer for only SHARED_SECONDS: it is the last known credential. While the
+database is away the newest thing this process or the shared cache knows about a key is
+used, however old: a key known before the outage keeps working, a key revoked at least
+REVOCATION_BOUND_SECONDS before it stays refused, a digest answered "unknown" stays
+unknown (401), and a key nobody has seen is refused with StoreUnavailable (503) rather
+than called unknown, because the service cannot tell. No key can be created or revoked
+while the database is away, so the credentials served are those of the moment it went.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -27,12 +37,13 @@ from django.utils import timezone
 
 from flags.models import ApiKey
 from flags.services import key_digest
-
-log = logging.getLogger(__name__)
+from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
 LOCAL_SECONDS = 2.0
 SHARED_SECONDS = 3
 REVOCATION_BOUND_SECONDS = LOCAL_SECONDS + SHARED_SECONDS
+# A known key's entry outlives its SHARED_SECONDS as the answer of last resort in an outage.
+KNOWN_SECONDS = 24 * 3600
 # `last_used_at` is written at most this often per key, whatever the traffic.
 TOUCH_SECONDS = 60
 # Past this many remembered digests (most of them guesses) the process forgets them all.
@@ -43,8 +54,10 @@ MAX_SECRET_LENGTH = 200
 SERVER = ApiKey.Kind.SERVER.value
 CLIENT = ApiKey.Kind.CLIENT.value
 
-# Time source of the in-process caches; tests move it forward instead of sleeping.
+# Time sources, which tests move forward instead of sleeping: `clock` for this process's
+# copies, `wall_clock` for the age of shared entries (comparable across processes).
 clock = time.monotonic
+wall_clock = time.time
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +85,21 @@ class CredentialError(Exception):
         self.message = message
 
 
-_MISS = object()
-_local: dict[str, tuple[Credential | None, float]] = {}
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the database said about a digest (None: no such key), and when (wall clock)."""
+
+    credential: Credential | None
+    resolved_at: float
+
+
+# digest -> (the answer, when this process last took it, on `clock`)
+_local: dict[str, tuple[_Answer, float]] = {}
 _touched: dict[str, float] = {}
 
 
 def shared_key(digest: str) -> str:
-    return f"apikey:{digest}"
+    return f"credential:{digest}"
 
 
 def used_key(digest: str) -> str:
@@ -104,7 +125,10 @@ def presented_secret(request: HttpRequest) -> str | None:
 
 
 def authenticate(request: HttpRequest, *, server_only: bool = False) -> Credential:
-    """The request's credential, or CredentialError (401 or 403)."""
+    """The request's credential, or CredentialError (401 or 403).
+
+    StoreUnavailable (503) when the database is away and this key was never seen.
+    """
     secret = presented_secret(request)
     if secret is None:
         raise CredentialError(401, "send an API key as 'Authorization: Bearer <key>' or X-API-Key")
@@ -124,58 +148,107 @@ def authenticate(request: HttpRequest, *, server_only: bool = False) -> Credenti
 
 
 def resolve(digest: str) -> Credential | None:
-    """The credential with this digest (revoked or expired included); None if unknown."""
+    """The credential with this digest (revoked or expired included); None if unknown.
+
+    Raises StoreUnavailable only when the database is away and nothing is known of the key.
+    """
     now = clock()
     entry = _local.get(digest)
     if entry is not None and now - entry[1] < LOCAL_SECONDS:
-        return entry[0]
-    credential = _from_shared_cache(digest)
-    if credential is _MISS:
-        credential = _from_database(digest)
-    if len(_local) >= LOCAL_LIMIT:
+        return entry[0].credential
+    shared = _from_shared_cache(digest)
+    if shared is not None and wall_clock() - shared.resolved_at < SHARED_SECONDS:
+        return _remember(digest, shared, now)
+    try:
+        answer = _from_database(digest)
+    except StoreUnavailable:
+        known = [answer for answer in (entry and entry[0], shared) if answer is not None]
+        if not known:
+            raise
+        # The newest of what is known; kept for LOCAL_SECONDS before the next attempt.
+        return _remember(digest, max(known, key=lambda answer: answer.resolved_at), now)
+    _share(digest, answer)
+    return _remember(digest, answer, now)
+
+
+def _remember(digest: str, answer: _Answer, now: float) -> Credential | None:
+    if len(_local) >= LOCAL_LIMIT and digest not in _local:
+        # Mostly guesses: forget the unknown digests, and everything only if keys fill it.
+        known = {key: entry for key, entry in _local.items() if entry[0].credential is not None}
         _local.clear()
-    _local[digest] = (credential, now)  # type: ignore[assignment]
-    return credential  # type: ignore[return-value]
+        if len(known) < LOCAL_LIMIT // 2:
+            _local.update(known)
+    _local[digest] = (answer, now)
+    return answer.credential
 
 
-def _from_shared_cache(digest: str) -> Credential | None | object:
-    """The cached credential, None for a cached unknown digest, _MISS for a miss.
+def record_revocation(digest: str) -> None:
+    """After a revoke commits: write the revoked key where every process looks first."""
+    try:
+        answer = _from_database(digest)
+    except StoreUnavailable:
+        with contextlib.suppress(StoreUnavailable), reaching(CACHE):
+            cache.delete(shared_key(digest))
+        return
+    _share(digest, answer)
+    _remember(digest, answer, clock())
 
-    Unknown digests are cached too (as ""), so guessed keys do not reach the database.
+
+def _from_shared_cache(digest: str) -> _Answer | None:
+    """The shared answer (revoked and unknown keys included), or None if there is none.
+
+    Unknown digests are cached too (briefly), so guessed keys do not reach the database.
     """
     try:
-        cached = cache.get(shared_key(digest))
-    except Exception as error:  # a dead Redis must not stop evaluation
-        log.warning("shared cache unavailable for API keys: %s", error)
-        return _MISS
-    if cached is None:
-        return _MISS
-    if cached == "":
+        with reaching(CACHE):
+            cached = cache.get(shared_key(digest))
+    except StoreUnavailable:  # a dead Redis must not stop evaluation
         return None
-    key_id, environment_id, kind, expires_at, revoked = cached
-    return Credential(key_id, digest, environment_id, kind, expires_at, revoked)
-
-
-def _from_database(digest: str) -> Credential | None:
-    row = (
-        ApiKey.objects.filter(digest=digest)
-        .values_list("pk", "environment_id", "kind", "expires_at", "revoked_at")
-        .first()
+    if not isinstance(cached, tuple) or not cached:
+        return None
+    resolved_at, *fields = cached
+    if not fields:
+        return _Answer(None, resolved_at)
+    key_id, environment_id, kind, expires_at, revoked = fields
+    return _Answer(
+        Credential(key_id, digest, environment_id, kind, expires_at, revoked), resolved_at
     )
-    if row is None:
-        credential, cached = None, ""
-    else:
-        key_id, environment_id, kind, expires_at, revoked_at = row
-        expires = expires_at.timestamp() if expires_at is not None else None
-        credential = Credential(
-            key_id, digest, environment_id, kind, expires, revoked_at is not None
+
+
+def _from_database(digest: str) -> _Answer:
+    resolved_at = wall_clock()  # before the read: an answer is never newer than it claims
+    with reaching(DATABASE):
+        row = (
+            ApiKey.objects.filter(digest=digest)
+            .values_list("pk", "environment_id", "kind", "expires_at", "revoked_at")
+            .first()
         )
-        cached = (key_id, environment_id, kind, expires, revoked_at is not None)
-    try:
-        cache.set(shared_key(digest), cached, SHARED_SECONDS)
-    except Exception as error:
-        log.warning("shared cache unavailable for API keys: %s", error)
-    return credential
+    if row is None:
+        return _Answer(None, resolved_at)
+    key_id, environment_id, kind, expires_at, revoked_at = row
+    expires = expires_at.timestamp() if expires_at is not None else None
+    credential = Credential(key_id, digest, environment_id, kind, expires, revoked_at is not None)
+    return _Answer(credential, resolved_at)
+
+
+def _share(digest: str, answer: _Answer) -> None:
+    credential = answer.credential
+    if credential is None:
+        # Guesses are many: their entries stay only as long as they count as an answer.
+        record: tuple = (answer.resolved_at,)
+        seconds = SHARED_SECONDS
+    else:
+        record = (
+            answer.resolved_at,
+            credential.key_id,
+            credential.environment_id,
+            credential.kind,
+            credential.expires_at,
+            credential.revoked,
+        )
+        seconds = KNOWN_SECONDS
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
+        cache.set(shared_key(digest), record, seconds)
 
 
 def _touch(credential: Credential) -> None:
@@ -188,12 +261,15 @@ def _touch(credential: Credential) -> None:
         _touched.clear()
     _touched[credential.digest] = now
     try:
-        first = cache.add(used_key(credential.digest), 1, TOUCH_SECONDS)
-    except Exception:
+        with reaching(CACHE):
+            first = cache.add(used_key(credential.digest), 1, TOUCH_SECONDS)
+    except StoreUnavailable:
         first = True
     if first:
         # Bookkeeping, not a change to the flag store: no audit entry, no version bump.
-        ApiKey.objects.filter(pk=credential.key_id).update(last_used_at=timezone.now())
+        # While the database is away the minute's touch is skipped, not retried.
+        with contextlib.suppress(StoreUnavailable), reaching(DATABASE):
+            ApiKey.objects.filter(pk=credential.key_id).update(last_used_at=timezone.now())
 
 
 def clear_local() -> None:

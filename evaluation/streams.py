@@ -6,19 +6,25 @@ The shape is OFREP's notify-then-refetch (shared/ofrep/event-streams.yaml): each
 A reconnecting client sends `Last-Event-ID`; if the environment moved on meanwhile it gets
 one event at once, so no change is missed. Comment lines every `HEARTBEAT_SECONDS` keep
 idle proxies from closing the connection.
+
+When the process shuts down, each stream sends a short `retry:` (spread over
+`CLOSING_RETRY_MILLISECONDS`, so a thousand clients do not reconnect in the same
+millisecond) and ends; the client reconnects to another process with its Last-Event-ID.
+While the stores are away a stream opens at the version this process serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from evaluation import cache, credentials
-from evaluation.broadcast import Broadcaster
+from evaluation.broadcast import CLOSE, Broadcaster
 from flagsite import metrics
 
 HEARTBEAT_SECONDS = 15.0
@@ -28,6 +34,8 @@ OFREP_EVENT_STREAMS = [
     {"type": "sse", "endpoint": {"requestUri": "/api/v1/stream"}, "inactivityDelaySec": 120}
 ]
 RETRY_MILLISECONDS = 2000
+# The reconnection delay a stream closed by a shutdown advises: a random value in this range.
+CLOSING_RETRY_MILLISECONDS = (100, 1000)
 
 
 def config_etag(environment_id: int, version: int) -> str:
@@ -47,11 +55,16 @@ def event(environment_id: int, version: int, changed_at: float | None = None) ->
     return f"id: {version}\nevent: message\ndata: {json.dumps(data)}\n\n"
 
 
+# A version is a 64-bit integer: a longer id is not one of ours (and int() of 5,000 digits
+# raises), so it counts as no id at all.
+MAX_EVENT_ID_DIGITS = 19
+
+
 def _last_event_id(request: HttpRequest) -> int | None:
     raw = request.headers.get("Last-Event-ID", "").strip()
-    # A version is a bigint: longer digit runs (int() refuses 4,300+) or non-ASCII digits
-    # ("²" passes isdigit()) are no version we ever sent.
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_EVENT_ID_DIGITS:
+        return None
+    return int(raw)
 
 
 def _authenticate(request: HttpRequest) -> credentials.Credential:
@@ -71,7 +84,7 @@ async def stream(request: HttpRequest) -> HttpResponse:
         code = "not_authenticated" if error.status == 401 else "permission_denied"
         return JsonResponse({"error": code, "detail": error.message}, status=error.status)
     environment_id = credential.environment_id
-    version = await sync_to_async(cache.current_version)(environment_id) or 0
+    version = await sync_to_async(cache.known_version)(environment_id)
     broadcaster = Broadcaster.ensure_started()
     queue = broadcaster.subscribe(environment_id, version)
     response = StreamingHttpResponse(
@@ -87,6 +100,12 @@ def _version(announcement: tuple[int, float | None]) -> int:
     return announcement[0]
 
 
+def closing() -> str:
+    """The stream's last words on shutdown: reconnect soon (elsewhere), nothing is lost."""
+    retry = random.randint(*CLOSING_RETRY_MILLISECONDS)
+    return f"retry: {retry}\n: server shutting down, reconnect\n\n"
+
+
 async def _events(broadcaster, queue, environment_id: int, version: int, last_seen: int | None):
     metrics.stream_opened()
     try:
@@ -96,12 +115,16 @@ async def _events(broadcaster, queue, environment_id: int, version: int, last_se
             yield event(environment_id, version)
         while True:
             try:
-                latest, changed_at = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                announcements = [await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)]
             except TimeoutError:
                 yield ": heartbeat\n\n"
                 continue
             while not queue.empty():  # a burst of changes is one refetch
-                latest, changed_at = max((latest, changed_at), queue.get_nowait(), key=_version)
+                announcements.append(queue.get_nowait())
+            if any(announcement is CLOSE for announcement in announcements):
+                yield closing()
+                return
+            latest, changed_at = max(announcements, key=_version)
             if latest > sent:
                 sent = latest
                 yield event(environment_id, latest, changed_at)

@@ -7,7 +7,9 @@ WSGI handler on a small thread pool (a2wsgi): Django's ASGI handler would add th
 around each middleware, which measured three times slower for the same views.
 
 The lifespan events start this process's change listener (evaluation.broadcast) at
-start-up, so every process hears about changes at once, whether or not it holds a stream.
+start-up, so every process hears about changes at once, whether or not it holds a stream,
+and note which stores answer the new process (its readiness, flagsite.health). Shutdown
+ends the event streams first (flagsite.gunicorn), then the listener.
 """
 
 import os
@@ -27,12 +29,16 @@ STREAM_PATHS = ("/api/v1/stream",)
 
 
 async def _lifespan(receive, send) -> None:
+    from asgiref.sync import sync_to_async
+
     from evaluation.broadcast import Broadcaster
+    from flagsite import health
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             Broadcaster.ensure_started()
+            await sync_to_async(health.note_reachable_stores)()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if Broadcaster.current is not None:

@@ -1,8 +1,22 @@
-"""Liveness and readiness probes: cheap, unauthenticated, JSON."""
+"""Liveness and readiness probes: cheap, unauthenticated, JSON.
+
+Readiness must not take every instance out of the load balancer when a shared store goes
+away: evaluation keeps answering from what each process last knew (docs/deployment.md). So
+a store that stops answering after it has answered this process makes `/readyz` report
+`degraded` with 200; only a store this process has never reached (a wrong DB_URL, a start
+during an outage) makes it 503.
+"""
+
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from flagsite import failures
+
+# The stores that answered this process at least once, by what identifies them.
+_reached: set[str] = set()
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -10,18 +24,23 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def _problem(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
 def _database_ok() -> str | None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as error:
-        return f"{type(error).__name__}: {error}".splitlines()[0]
+        if failures.store_of(error) is not None:
+            failures.note_down(failures.DATABASE, error)
+        return _problem(error)
+    failures.note_up(failures.DATABASE)
     return None
 
 
 def _cache_ok() -> str | None:
-    if not settings.REDIS_URL:
-        return None
     try:
         import redis
 
@@ -33,20 +52,44 @@ def _cache_ok() -> str | None:
         finally:
             client.close()
     except Exception as error:
-        return f"{type(error).__name__}: {error}".splitlines()[0]
+        return _problem(error)
     return None
 
 
+def _database_identity() -> str:
+    params = connection.settings_dict
+    return f"database:{params.get('HOST', '')}:{params.get('PORT', '')}/{params.get('NAME', '')}"
+
+
+def _probes() -> list[tuple[str, str, Callable[[], str | None]]]:
+    probes = [("database", _database_identity(), _database_ok)]
+    if settings.REDIS_URL:
+        probes.append(("redis", f"redis:{settings.REDIS_URL}", _cache_ok))
+    return probes
+
+
+def note_reachable_stores() -> None:
+    """At a worker's start: which stores answer it (each worker answers probes alone)."""
+    for _, identity, probe in _probes():
+        if probe() is None:
+            _reached.add(identity)
+    connection.close()
+
+
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: the database, and Redis when configured, answer."""
-    failures = {
-        name: problem
-        for name, problem in (("database", _database_ok()), ("redis", _cache_ok()))
-        if problem is not None
-    }
-    checks = {"database": "ok", "redis": "ok" if settings.REDIS_URL else "not configured"}
-    checks.update(failures)
-    status = 503 if failures else 200
+    """Ready to serve: each store answers, or answered before (then `degraded`, still 200)."""
+    checks = {"database": "ok", "redis": "not configured"}
+    never_reached = failing = False
+    for name, identity, probe in _probes():
+        problem = probe()
+        if problem is None:
+            _reached.add(identity)
+            checks[name] = "ok"
+            continue
+        checks[name] = problem
+        failing = True
+        never_reached = never_reached or identity not in _reached
+    status = "unavailable" if never_reached else "degraded" if failing else "ok"
     return JsonResponse(
-        {"status": "unavailable" if failures else "ok", "checks": checks}, status=status
+        {"status": status, "checks": checks}, status=503 if status == "unavailable" else 200
     )

@@ -142,6 +142,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so it times every request and tags it with its request id (docs/deployment.md).
     "flagsite.requestlog.RequestLogMiddleware",
+    # A store outage is a 503 naming the store; any other error under the API a JSON 500.
+    "flagsite.failures.FailureMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -197,6 +199,9 @@ def _database(url: str) -> dict:
         _fail("DB_URL", f"cannot parse it ({error})")
     if config["ENGINE"].endswith("postgresql") and not config.get("NAME"):
         _fail("DB_URL", "names no database (postgres://user:pass@host:5432/DATABASE)")
+    if config["ENGINE"].endswith("postgresql"):
+        # An unreachable server must fail a request fast (503), not hold it for minutes.
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
     return config
 
 

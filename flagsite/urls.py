@@ -8,6 +8,9 @@ from django.views.generic import RedirectView
 from flags.api.urls import schema_urlpatterns
 from flagsite import health, metrics
 
+# Uncaught errors: a JSON 500 under /api/ and /ofrep/, a 503 naming a store that is away.
+handler500 = "flagsite.failures.handler500"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -22,6 +22,9 @@ class EventReader:
         self.events: queue.Queue[dict] = queue.Queue()
         self.connected = threading.Event()
         self.closed = False
+        self.retries: list[int] = []  # every `retry:` the server advised
+        self.ended = threading.Event()  # the server ended the stream
+        self.error: Exception | None = None  # how it ended, if not cleanly
         headers = {"Authorization": f"Bearer {key}"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
@@ -30,12 +33,22 @@ class EventReader:
         assert self.connected.wait(10), "the stream did not open"
 
     def _run(self, url: str, headers: dict) -> None:
+        try:
+            self._read(url, headers)
+        except httpx.HTTPError as error:
+            self.error = error
+        finally:
+            self.ended.set()
+
+    def _read(self, url: str, headers: dict) -> None:
         event: dict = {}
         with httpx.stream("GET", f"{url}/api/v1/stream", headers=headers, timeout=None) as r:
             self.status = r.status_code
             for line in r.iter_lines():
                 if self.closed:
                     return
+                if line.startswith("retry: "):
+                    self.retries.append(int(line[7:]))
                 if line.startswith(": connected"):
                     self.connected.set()
                 elif line.startswith("id: "):
@@ -95,7 +108,7 @@ def test_change_on_one_instance_reaches_the_streams_and_evaluations_of_the_other
     key = cluster.seed["server_key"]
     a, b, c = (cluster.url(i) for i in range(3))
     was_on = ofrep(b, key)["reason"] != "DISABLED"
-    token = cluster.token(0)  # a login hashes a password: outside the timed window
+    token = cluster.token(0)  # a login hashes a password: not part of the propagation
     reader = EventReader(c, key)
     try:
         changed_at = time.monotonic()
