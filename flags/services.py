@@ -37,6 +37,7 @@ from flags.models import (
     Target,
 )
 from flags.roles import Action, authorize, check_direct_write
+from integrations import events
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -79,7 +80,7 @@ def audit(
     before: Any = None,
     after: Any = None,
 ) -> AuditEntry:
-    return AuditEntry.objects.create(
+    entry = AuditEntry.objects.create(
         actor=actor if actor is not None and actor.pk else None,
         actor_name=_actor_name(actor),
         source=source,
@@ -92,6 +93,8 @@ def audit(
         before=before,
         after=after,
     )
+    events.audit_recorded(entry)  # webhooks: queued in this transaction, sent after commit
+    return entry
 
 
 def environments_changed(environment_ids: Iterable[int]) -> None:

@@ -104,6 +104,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "flags",
     "evaluation",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -325,3 +326,37 @@ EXPOSURE_FLUSH_SECONDS = _env_int("EXPOSURE_FLUSH_SECONDS", 0 if TESTING else 10
 
 # Request bodies above this size are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("MAX_BODY_BYTES", 1024 * 1024)
+
+# --- Integrations: single sign-on, webhooks, triggers (docs/integrations.md) -------------
+
+OIDC_ISSUER = _env("OIDC_ISSUER")
+OIDC_CLIENT_ID = _env("OIDC_CLIENT_ID")
+OIDC_CLIENT_SECRET = _env("OIDC_CLIENT_SECRET")
+OIDC_SCOPES = _env("OIDC_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = _env("OIDC_GROUPS_CLAIM", "groups")
+OIDC_ROLE_MAP = _env("OIDC_ROLE_MAP")
+OIDC_SUPERUSER_GROUPS = _env_list("OIDC_SUPERUSER_GROUPS")
+OIDC_PROVIDER_NAME = _env("OIDC_PROVIDER_NAME", "single sign-on")
+LOCAL_LOGIN = _env_bool("LOCAL_LOGIN", default=True)
+WEBHOOK_TIMEOUT_SECONDS = _env_int("WEBHOOK_TIMEOUT_SECONDS", 5)
+WEBHOOK_MAX_ATTEMPTS = _env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_RETRY_SECONDS = _env_int("WEBHOOK_RETRY_SECONDS", 10)
+WEBHOOK_DISABLE_AFTER = _env_int("WEBHOOK_DISABLE_AFTER", 15)
+TRIGGER_RATE_PER_MINUTE = _env_int("TRIGGER_RATE_PER_MINUTE", 10)
+
+try:
+    from integrations.conf import ConfigurationError, sso_settings
+
+    globals().update(
+        sso_settings(
+            issuer=OIDC_ISSUER,
+            client_id=OIDC_CLIENT_ID,
+            client_secret=OIDC_CLIENT_SECRET,
+            scopes=OIDC_SCOPES,
+            role_map_text=OIDC_ROLE_MAP,
+            local_login=LOCAL_LOGIN,
+            production_like=PRODUCTION_LIKE,
+        )
+    )
+except ConfigurationError as error:
+    _fail(error.variable, error.problem)
