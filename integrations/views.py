@@ -3,7 +3,8 @@
 A plain Django view, like the evaluation endpoints: every answer is JSON in the API's error
 shape, whatever the caller sends. The body is optional; when given it must be a JSON
 object (Alertmanager, Grafana and Datadog send one), its strings free of NUL and lone
-surrogates, and it is read only for a short reason kept in the audit log.
+surrogates, and it is read only for a short reason kept in the audit log. Bodies of other
+types (forms, text) are not read at all.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ MAX_REASON = 300
 
 
 class BadBody(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, field: str = "body") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field
 
 
 def _answer(status: int, detail: str, field: str | None = None, **headers: str) -> JsonResponse:
@@ -54,7 +56,8 @@ def _check_strings(value: Any, path: str = "body") -> None:
     while stack:
         item, where = stack.pop()
         if isinstance(item, str) and _bad_text(item):
-            raise BadBody(400, f"{where}: contains NUL or a lone surrogate")
+            field = "reason" if where == "body.reason" else "body"
+            raise BadBody(400, f"{where}: contains NUL or a lone surrogate", field)
         if isinstance(item, dict):
             for key, child in item.items():
                 if _bad_text(key):
@@ -62,6 +65,11 @@ def _check_strings(value: Any, path: str = "body") -> None:
                 stack.append((child, f"{where}.{key}"))
         elif isinstance(item, list):
             stack.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
+
+
+def _is_json(content_type: str) -> bool:
+    # Senders that name no type get the benefit of the doubt; forms and text are not read.
+    return content_type in ("", "application/json") or content_type.endswith("+json")
 
 
 def _no_constant(name: str) -> None:
@@ -78,8 +86,8 @@ def _read_body(request: HttpRequest) -> dict:
         raise BadBody(413, f"the body is over {MAX_BODY_BYTES} bytes") from None
     if len(raw) > MAX_BODY_BYTES:
         raise BadBody(413, f"the body is over {MAX_BODY_BYTES} bytes")
-    if not raw.strip():
-        return {}
+    if not raw.strip() or not _is_json(request.content_type):
+        return {}  # a form or text body carries nothing the trigger reads
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -102,7 +110,7 @@ def reason_of(body: dict) -> str:
     if reason is None:
         return ""
     if not isinstance(reason, str):
-        raise BadBody(400, "reason: must be a string")
+        raise BadBody(400, "reason: must be a string", "reason")
     return str(reason)[:MAX_REASON]
 
 
@@ -117,8 +125,7 @@ def fire(request: HttpRequest, uid: str) -> JsonResponse:
         trigger = triggers.authenticate(uid, _secret(request), address)
         firing = triggers.trigger_fire(trigger=trigger, reason=reason)
     except BadBody as error:
-        field = "reason" if error.message.startswith("reason") else "body"
-        return _answer(error.status, error.message, field)
+        return _answer(error.status, error.message, error.field)
     except triggers.TriggerRefused as error:
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
         if error.status == 401:
