@@ -166,6 +166,9 @@ DATABASES = {"default": _database(DB_URL)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # SQLite under several threads: wait for the write lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Transactions take the write lock when they begin, so a read-then-write transaction
+    # waits for another writer instead of failing at once with "database is locked".
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

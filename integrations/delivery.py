@@ -5,8 +5,8 @@ A receiver gets its deliveries one at a time, oldest first: a worker leases the 
 outcome. A failed attempt is retried with exponential back-off (`WEBHOOK_RETRY_SECONDS`,
 doubled each time, at most an hour) up to `WEBHOOK_MAX_ATTEMPTS`, and later deliveries to
 that receiver wait behind it, so a receiver sees changes in the order they were made.
-`WEBHOOK_DISABLE_AFTER` failed attempts in a row disable the webhook. On PostgreSQL the
-lease is taken with `SELECT … FOR UPDATE SKIP LOCKED`, so several workers share the queue.
+`WEBHOOK_DISABLE_AFTER` failed attempts in a row disable the webhook. The lease is taken
+with a compare-and-set UPDATE, so several workers (threads or processes) share the queue.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import requests
 from django.conf import settings
 from django.db import close_old_connections, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from integrations.models import Delivery, Webhook
@@ -38,8 +38,6 @@ POLL_SECONDS = 1.0
 SLACK_TEXT_LIMIT = 2900  # Slack refuses section texts over 3,000 characters
 
 _wake = threading.Event()
-# SQLite has no row locks: threads of one process take turns to claim instead.
-_claim_lock = threading.Lock()
 
 
 def wake() -> None:
@@ -169,37 +167,40 @@ def _head_due():
 
 
 def claim(now: datetime | None = None) -> Delivery | None:
-    """Lease a webhook whose oldest pending delivery is due; that delivery, or None."""
+    """Lease a webhook whose oldest pending delivery is due; that delivery, or None.
+
+    The lease is a compare-and-set UPDATE: of several workers racing for one webhook, one
+    moves its lease and the others see no row changed. An idle worker only reads.
+    """
     now = now or timezone.now()
-    with _claim_lock, transaction.atomic():
-        webhook = (
-            Webhook.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(active=True)
-            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-            .annotate(head_at=Subquery(_head_due()))
-            .filter(head_at__lte=now)
-            .order_by("head_at", "id")
-            .first()
-        )
-        if webhook is None:
-            return None
-        webhook.lease_until = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + 30)
-        webhook.save(update_fields=["lease_until"])
-        delivery = (
-            webhook.deliveries.filter(status=Delivery.Status.PENDING)
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    candidates = (
+        Webhook.objects.filter(free, active=True)
+        .annotate(head_at=Subquery(_head_due()))
+        .filter(head_at__lte=now)
+        .order_by("head_at", "id")
+        .values_list("pk", flat=True)[:10]
+    )
+    lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + 30)
+    for pk in list(candidates):
+        if Webhook.objects.filter(free, pk=pk).update(lease_until=lease) != 1:
+            continue  # another worker took it
+        head = (
+            Delivery.objects.filter(webhook_id=pk, status=Delivery.Status.PENDING)
             .select_related("event", "webhook")
             .order_by("id")
             .first()
         )
-        delivery.webhook = webhook
-        return delivery
+        if head is not None:
+            return head
+        Webhook.objects.filter(pk=pk).update(lease_until=None)
+    return None
 
 
 @transaction.atomic
 def record(delivery: Delivery, outcome: Outcome, now: datetime | None = None) -> Delivery:
     """Write the attempt's outcome, schedule a retry or give up, and release the lease."""
     now = now or timezone.now()
-    webhook = Webhook.objects.select_for_update().get(pk=delivery.webhook_id)
     delivery.attempts += 1
     delivery.last_attempt_at = now
     delivery.response_status = outcome.status
@@ -207,18 +208,20 @@ def record(delivery: Delivery, outcome: Outcome, now: datetime | None = None) ->
     delivery.duration_ms = outcome.duration_ms
     if outcome.ok:
         delivery.status = Delivery.Status.SENT
-        webhook.failures = 0
+    elif delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        delivery.status = Delivery.Status.FAILED
     else:
-        webhook.failures += 1
-        if delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
-            delivery.status = Delivery.Status.FAILED
-        else:
-            delivery.next_attempt_at = now + backoff(delivery.attempts)
+        delivery.next_attempt_at = now + backoff(delivery.attempts)
+    # Writes first, reads after: SQLite then takes its write lock at once, never upgrading.
     delivery.save()
-    webhook.lease_until = None
-    if not outcome.ok and webhook.failures >= settings.WEBHOOK_DISABLE_AFTER:
+    failures = 0 if outcome.ok else F("failures") + 1
+    webhooks = Webhook.objects.filter(pk=delivery.webhook_id)
+    webhooks.update(failures=failures, lease_until=None)
+    webhook = webhooks.get()
+    if not outcome.ok and webhook.active and webhook.failures >= settings.WEBHOOK_DISABLE_AFTER:
         _disable(webhook)
-    webhook.save(update_fields=["failures", "lease_until", "active", "disabled_reason"])
+        webhook.save(update_fields=["active", "disabled_reason"])
+    delivery.webhook = webhook
     return delivery
 
 
