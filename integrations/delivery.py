@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -128,10 +131,28 @@ class Outcome:
     duration_ms: int
 
 
+def private_address(url: str) -> str | None:
+    """The first loopback, private, link-local or reserved address the URL's host has."""
+    try:
+        infos = socket.getaddrinfo(urlsplit(url).hostname, None)
+    except (socket.gaierror, UnicodeError):
+        return None  # the attempt itself reports that the host cannot be reached
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            return str(address)
+    return None
+
+
 def send(delivery: Delivery) -> Outcome:
     """POST the delivery once; never raises (every failure is an Outcome)."""
     body = request_body(delivery)
     started = time.monotonic()
+    if not settings.WEBHOOK_PRIVATE_TARGETS:
+        # Project admins choose the URLs: they must not reach the service's own network.
+        address = private_address(delivery.webhook.url)
+        if address is not None:
+            return Outcome(False, None, f"refused: the receiver is at private address {address}", 0)
     try:
         response = requests.post(
             delivery.webhook.url,

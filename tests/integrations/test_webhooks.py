@@ -361,3 +361,21 @@ def test_the_admin_shows_a_new_webhooks_secret_once(project, admin, client):
     assert webhook.secret in response.content.decode()
     again = client.get(f"/admin/integrations/webhook/{webhook.pk}/change/")
     assert webhook.secret not in again.content.decode()
+
+
+def test_receivers_at_private_addresses_are_refused_unless_allowed(
+    project, flag, receivers, settings
+):
+    settings.WEBHOOK_PRIVATE_TARGETS = False
+    receiver = receivers()
+    hook(project, receiver.url.replace("127.0.0.1", "localhost"))
+    factories.configure(flag, "development", enabled=True)
+
+    (attempt,) = delivery.deliver_due()
+
+    assert attempt.error.startswith("refused: the receiver is at private address")
+    assert receiver.received == []
+    settings.WEBHOOK_PRIVATE_TARGETS = True
+    assert [d.status for d in delivery.deliver_due(timezone.now() + timedelta(minutes=1))] == [
+        "sent"
+    ]
