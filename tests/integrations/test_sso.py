@@ -189,3 +189,34 @@ def test_an_id_token_with_a_bad_signature_is_refused(start_provider, projects, l
 
     assert page.url.path == "/admin/login/" and "did not verify" in page.text
     assert not get_user_model().objects.filter(username="alice").exists()
+
+
+@pytest.mark.django_db
+def test_the_sso_doors_are_closed_when_it_is_not_configured(client, settings):
+    settings.OIDC_ISSUER = ""
+    assert client.get("/oidc/authenticate/").status_code == 404
+    assert client.get("/oidc/callback/?code=x&state=y").status_code == 404
+    assert 'name="password"' in client.get("/admin/login/").content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "query",
+    [
+        "code=x&state=forged",
+        "code=%00&state=%00",
+        "code=" + "a" * 5000 + "&state=" + "b" * 5000,
+        "state=%ED%A0%80&code=%F0%9F",
+        "error=access_denied&state=nothing",
+        "",
+    ],
+)
+def test_a_forged_or_hostile_callback_goes_back_to_the_login_page(client, settings, query):
+    settings.OIDC_ISSUER = "http://127.0.0.1:9/never-contacted"
+    settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = CLIENT_ID, CLIENT_SECRET
+    settings.AUTHENTICATION_BACKENDS = [SSO_BACKEND, LOCAL_BACKEND]
+
+    response = client.get(f"/oidc/callback/?{query}")
+
+    assert response.status_code == 302 and response["Location"] == "/admin/login/"
+    assert get_user_model().objects.count() == 0
