@@ -90,6 +90,11 @@ bench-realtime: install-dev
 bench-sdk: install-dev
 	$(BIN)/python bench/sdk.py
 
+## bench-webhooks: what subscribed webhooks cost a write; deliveries per second
+.PHONY: bench-webhooks
+bench-webhooks: install-dev
+	$(BIN)/python bench/webhooks.py
+
 ## fuzz: schemathesis against /api/schema/ on a real server, bounded by FUZZ_EXAMPLES
 $(VENV)/.installed-fuzz: requirements-fuzz.txt $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -r requirements-fuzz.txt
