@@ -35,8 +35,17 @@ run: demo
 	PORT=$(PORT) HOST=$(HOST) WEB_CONCURRENCY=$(WEB_CONCURRENCY) $(BIN)/python manage.py serve
 
 ## test: the whole test suite (embedded default unless DB_URL / REDIS_URL are set)
-test: install-dev
+test: install-dev oidc-provider
 	$(BIN)/python -m pytest
+
+# The single sign-on tests run a real OpenID Connect provider under node, from a lock file.
+OIDC_PROVIDER := tests/integrations/oidc
+.PHONY: oidc-provider
+oidc-provider: $(OIDC_PROVIDER)/node_modules/.installed
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --silent && touch node_modules/.installed; \
+	else echo "npm is missing: single sign-on tests are skipped (apt-get install -y nodejs npm)"; fi
 
 lint: install-dev
 	$(BIN)/ruff check .
@@ -86,6 +95,11 @@ bench-faults: install-dev
 bench-sdk: install-dev
 	$(BIN)/python bench/sdk.py
 
+## bench-webhooks: what subscribed webhooks cost a write; deliveries per second
+.PHONY: bench-webhooks
+bench-webhooks: install-dev
+	$(BIN)/python bench/webhooks.py
+
 ## fuzz: schemathesis against /api/schema/ on a real server, bounded by FUZZ_EXAMPLES
 $(VENV)/.installed-fuzz: requirements-fuzz.txt $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -r requirements-fuzz.txt
@@ -95,4 +109,4 @@ fuzz: $(VENV)/.installed-fuzz
 	$(BIN)/python tests/fuzz_api.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache $(OIDC_PROVIDER)/node_modules

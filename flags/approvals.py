@@ -30,6 +30,7 @@ from flags.models import (
     Segment,
 )
 from flags.roles import Action, Role, authorize, role_of
+from integrations import events
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -262,6 +263,9 @@ def change_request_review(
     if approvals_of(request) >= approvals_required():
         request.status = Status.APPROVED
         request.save(update_fields=["status", "updated_at"])
+        events.change_request_approved(
+            request=request, actor_name=actor.get_username(), source=source
+        )
         _apply_or_schedule(request, actor, source)
     return request
 

@@ -57,6 +57,9 @@ def bypasses_approval(actor: object) -> bool:
 def role_of(user: AbstractBaseUser | None, project: Project) -> str | None:
     if user is None or not user.is_authenticated:
         return None
+    own_role = getattr(user, "project_role", None)
+    if own_role is not None:  # an actor that is not a person: an incoming trigger
+        return own_role(project)
     if user.is_superuser:
         return Role.ADMIN
     cache = user.__dict__.setdefault("_project_roles", {})

@@ -43,6 +43,7 @@ from flags.roles import (
     check_direct_write,
     check_indirect_write,
 )
+from integrations import events
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -85,7 +86,7 @@ def audit(
     before: Any = None,
     after: Any = None,
 ) -> AuditEntry:
-    return AuditEntry.objects.create(
+    entry = AuditEntry.objects.create(
         actor=actor if actor is not None and actor.pk else None,
         actor_name=_actor_name(actor),
         source=source,
@@ -98,6 +99,8 @@ def audit(
         before=before,
         after=after,
     )
+    events.audit_recorded(entry)  # webhooks: queued in this transaction, sent after commit
+    return entry
 
 
 def _audit_bypass(actor: Actor, environment: Environment, subject: str, source: str) -> None:

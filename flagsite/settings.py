@@ -137,6 +137,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "flags",
     "evaluation",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -209,6 +210,9 @@ DATABASES = {"default": _database(DB_URL)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # SQLite under several threads: wait for the write lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Transactions take the write lock when they begin, so a read-then-write transaction
+    # waits for another writer instead of failing at once with "database is locked".
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -248,11 +252,7 @@ CACHES["limits"] = {"BACKEND": "flagsite.limits_cache.FallbackCache", "LOCATION"
 
 # --- Authentication --------------------------------------------------------------------
 
-# django-axes first: a locked-out username or address is refused before a password is hashed.
-AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
+# Who authenticates people is decided with single sign-on, below (AUTHENTICATION_BACKENDS).
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the shared cache: across instances
 AXES_CACHE = "limits"
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one, counted separately
@@ -421,3 +421,40 @@ EXPOSURE_FLUSH_SECONDS = _env_int("EXPOSURE_FLUSH_SECONDS", 0 if TESTING else 10
 
 # Request bodies above this size are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("MAX_BODY_BYTES", 1024 * 1024)
+
+# --- Integrations: single sign-on, webhooks, triggers (docs/integrations.md) -------------
+
+OIDC_ISSUER = _env("OIDC_ISSUER")
+OIDC_CLIENT_ID = _env("OIDC_CLIENT_ID")
+OIDC_CLIENT_SECRET = _env("OIDC_CLIENT_SECRET")
+OIDC_SCOPES = _env("OIDC_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = _env("OIDC_GROUPS_CLAIM", "groups")
+OIDC_ROLE_MAP = _env("OIDC_ROLE_MAP")
+OIDC_SUPERUSER_GROUPS = _env_list("OIDC_SUPERUSER_GROUPS")
+OIDC_PROVIDER_NAME = _env("OIDC_PROVIDER_NAME", "single sign-on")
+LOCAL_LOGIN = _env_bool("LOCAL_LOGIN", default=True)
+WEBHOOK_TIMEOUT_SECONDS = _env_int("WEBHOOK_TIMEOUT_SECONDS", 5)
+WEBHOOK_MAX_ATTEMPTS = _env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_RETRY_SECONDS = _env_int("WEBHOOK_RETRY_SECONDS", 10)
+WEBHOOK_DISABLE_AFTER = _env_int("WEBHOOK_DISABLE_AFTER", 15)
+WEBHOOK_PRIVATE_TARGETS = _env_bool("WEBHOOK_PRIVATE_TARGETS", default=not PRODUCTION_LIKE)
+TRIGGER_RATE_PER_MINUTE = _env_int("TRIGGER_RATE_PER_MINUTE", 10)
+
+try:
+    from integrations.conf import ConfigurationError, sso_settings
+
+    globals().update(
+        sso_settings(
+            issuer=OIDC_ISSUER,
+            client_id=OIDC_CLIENT_ID,
+            client_secret=OIDC_CLIENT_SECRET,
+            scopes=OIDC_SCOPES,
+            role_map_text=OIDC_ROLE_MAP,
+            local_login=LOCAL_LOGIN,
+            production_like=PRODUCTION_LIKE,
+        )
+    )
+except ConfigurationError as error:
+    _fail(error.variable, error.problem)
+# django-axes first: a locked-out username or address is refused before a password is hashed.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", *AUTHENTICATION_BACKENDS]

@@ -16,6 +16,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
     path("", include("evaluation.urls")),
+    path("", include("integrations.urls")),
     path("api/v1/", include("flags.api.urls")),
     path("api/", include(schema_urlpatterns)),
 ]

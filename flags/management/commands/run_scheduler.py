@@ -11,14 +11,16 @@ from django.db import connection
 
 from evaluation import exposures
 from flags import schedules
+from integrations import delivery
 
 log = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
     help = (
-        "Apply scheduled changes and rollout steps that are due, and move exposure counts "
-        "into the database; loops every --interval seconds, or runs once with --once (cron). "
+        "Apply scheduled changes and rollout steps that are due, send webhook deliveries, "
+        "and move exposure counts into the database; loops every --interval seconds, or "
+        "runs once with --once (cron). "
         "On PostgreSQL run as many as you like; on SQLite run one."
     )
 
@@ -29,12 +31,16 @@ class Command(BaseCommand):
     failing: set[str] = set()
 
     def handle(self, *args, once: bool = False, interval: float = 5.0, **options) -> None:
-        stop = threading.Event()
+        # Webhooks go out from threads of their own: a slow receiver never delays a change.
+        webhooks = None if once else delivery.Worker()
+        stop = webhooks.stop if webhooks else threading.Event()
         if not once and threading.current_thread() is threading.main_thread():
             for number in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(number, lambda *_: stop.set())
+        if webhooks:
+            webhooks.start()
         while True:
-            failed = self._pass()
+            failed = self._pass(once)
             if once:
                 if failed:
                     raise CommandError(f"{', '.join(failed)} failed (see the log)", returncode=1)
@@ -42,7 +48,7 @@ class Command(BaseCommand):
             if stop.wait(interval):
                 break
 
-    def _pass(self) -> list[str]:
+    def _pass(self, once: bool = False) -> list[str]:
         """One pass: each step runs even if the one before failed; the steps that failed.
 
         A failing step (the database or Redis away, say) is tried again on the next pass;
@@ -50,7 +56,10 @@ class Command(BaseCommand):
         failing, one line on each pass it still fails, and one when it works again.
         """
         failed = []
-        for name, step in (("applying changes", self._apply), ("draining exposures", self._drain)):
+        steps = [("applying changes", self._apply), ("draining exposures", self._drain)]
+        if once:  # the loop sends webhooks from its worker threads; one pass sends them here
+            steps.append(("sending webhooks", self._deliver))
+        for name, step in steps:
             if not connection.in_atomic_block:  # (called from inside a transaction: tests)
                 connection.close_if_unusable_or_obsolete()  # an outage's is replaced
             try:
@@ -80,3 +89,7 @@ class Command(BaseCommand):
         flushed = exposures.drain()
         if flushed:
             self.stdout.write(f"flushed {flushed} exposure counts")
+
+    def _deliver(self) -> None:
+        for sent in delivery.deliver_due():
+            self.stdout.write(f"{sent.status} delivery #{sent.pk} to {sent.webhook}")

@@ -1,0 +1,9 @@
+"""The integrations app: single sign-on, outgoing webhooks, incoming triggers."""
+
+from django.apps import AppConfig
+
+
+class IntegrationsConfig(AppConfig):
+    name = "integrations"
+    verbose_name = "Integrations"
+    default_auto_field = "django.db.models.BigAutoField"
