@@ -443,18 +443,19 @@ TRIGGER_RATE_PER_MINUTE = _env_int("TRIGGER_RATE_PER_MINUTE", 10)
 try:
     from integrations.conf import ConfigurationError, sso_settings
 
-    globals().update(
-        sso_settings(
-            issuer=OIDC_ISSUER,
-            client_id=OIDC_CLIENT_ID,
-            client_secret=OIDC_CLIENT_SECRET,
-            scopes=OIDC_SCOPES,
-            role_map_text=OIDC_ROLE_MAP,
-            local_login=LOCAL_LOGIN,
-            production_like=PRODUCTION_LIKE,
-        )
+    _login = sso_settings(
+        issuer=OIDC_ISSUER,
+        client_id=OIDC_CLIENT_ID,
+        client_secret=OIDC_CLIENT_SECRET,
+        scopes=OIDC_SCOPES,
+        role_map_text=OIDC_ROLE_MAP,
+        local_login=LOCAL_LOGIN,
+        production_like=PRODUCTION_LIKE,
     )
 except ConfigurationError as error:
     _fail(error.variable, error.problem)
 # django-axes first: a locked-out username or address is refused before a password is hashed.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", *AUTHENTICATION_BACKENDS]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    *_login["AUTHENTICATION_BACKENDS"],
+]
