@@ -154,26 +154,39 @@ def audit_recorded(entry: AuditEntry) -> WebhookEvent | None:
 
 
 def change_request_approved(*, request: ChangeRequest, actor_name: str, source: str) -> None:
-    """Queue `change_request.approved` once a request has all its approvals."""
+    """Queue `change_request.approved` once a request has all its approvals.
+
+    A request on a configuration names its environment; one on a flag's own fields or on a
+    segment is queued once per protected environment whose answers it changes (its impact).
+    """
     config = request.config
-    project = config.flag.project
+    if config is not None:
+        project, flag_key, version = config.flag.project, config.flag.key, config.version
+        environment_keys = [config.environment.key]
+    else:
+        project = request.project
+        flag_key = request.flag.key if request.flag is not None else ""
+        version = request.base_version
+        environment_keys = sorted({entry["environment"] for entry in request.impact or []})
     body = {
         "kind": "change_request.approved",
         "kinds": ["change_request.approved"],
         "occurredAt": timezone.now().isoformat(),
         "project": project.key,
-        "environment": config.environment.key,
-        "flag": config.flag.key,
+        "flag": flag_key,
         "actor": actor_name,
         "source": source,
         "action": "approve",
-        "version": config.version,
+        "version": version,
         "changeRequest": {"id": request.pk, "title": request.title, "author": request.author_name},
         "changes": history.state_diff(request.base_state, request.proposed_state),
         "before": request.base_state,
         "after": request.proposed_state,
     }
-    _queue(project, config.environment.key, body)
+    if request.segment is not None:
+        body["segment"] = request.segment.key
+    for environment_key in environment_keys or [""]:
+        _queue(project, environment_key, {**body, "environment": environment_key})
 
 
 def guarded_rollout_paused(*, config: FlagConfig, reason: str, source: str = "system") -> None:

@@ -51,8 +51,9 @@ def test_the_variables_choose_who_may_log_in():
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    lockouts = "axes.backends.AxesStandaloneBackend"  # always first: refuses locked-out logins
     local = "django.contrib.auth.backends.ModelBackend"
     sso = "integrations.sso.SsoBackend"
-    assert backends(JWT_SECRET=JWT_SECRET) == [local]
-    assert backends(**SSO, OIDC_ROLE_MAP="acme-admins=shop:admin") == [sso, local]
-    assert backends(**SSO, LOCAL_LOGIN="false") == [sso]
+    assert backends(JWT_SECRET=JWT_SECRET) == [lockouts, local]
+    assert backends(**SSO, OIDC_ROLE_MAP="acme-admins=shop:admin") == [lockouts, sso, local]
+    assert backends(**SSO, LOCAL_LOGIN="false") == [lockouts, sso]

@@ -242,6 +242,39 @@ def test_change_requests_opened_and_approved_are_events(project, flag, receivers
     assert approved["changeRequest"] == {"id": request.pk, "title": "Launch", "author": "ed"}
 
 
+def test_an_approved_segment_request_is_an_event_of_each_environment_it_changes(
+    project, flag, receivers
+):
+    project.require_approval = True
+    project.save()
+    services.segment_create(project=project, key="beta", data={"included": ["u1"]}, **SYSTEM)
+    rule = {"conditions": [{"operator": "in_segment", "values": ["beta"]}]}
+    services.flag_config_update(
+        config=factories.config(flag, "production"),
+        data={"enabled": True, "rules": [{**rule, "serve": {"variant": "on"}}]},
+        **SYSTEM,
+    )
+    production, staging = receivers(), receivers()
+    hook(project, production.url, kinds=["change_request.approved"], environments=["production"])
+    hook(project, staging.url, kinds=["change_request.approved"], environments=["staging"])
+    author = factories.member(project, "editor", username="ed")
+    reviewer = factories.member(project, "publisher", username="pat")
+
+    request = approvals.segment_change_request_create(
+        segment=project.segments.get(key="beta"),
+        data={"included": ["u1", "u2"]},
+        actor=author,
+        source="api",
+    )
+    approvals.change_request_review(request=request, approve=True, actor=reviewer, source="api")
+    delivery.deliver_due()
+
+    (approved,) = (r.json for r in production.received)
+    assert approved["kind"] == "change_request.approved" and approved["segment"] == "beta"
+    assert approved["environment"] == "production" and approved["actor"] == "pat"
+    assert staging.received == [], "staging's answers did not change"
+
+
 def test_rollout_steps_and_guarded_pauses_are_events(project, flag, receivers):
     from flags import schedules
 
