@@ -41,6 +41,8 @@ MAX_PENDING = 50_000
 MAX_AGE_SECONDS = 6 * 24 * 3600
 MAX_RETRY_AFTER = 3600.0  # counts wait for days; a longer Retry-After is a mistake
 
+_NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
+
 Counts = dict[tuple[str, str | None, str], int]
 Pending = dict[tuple[str, str | None, str, int], int]
 
@@ -107,7 +109,7 @@ class ExposureReporter:
     # --- counting (the evaluation path) ---------------------------------------------------
 
     def count(self, result: EvaluationResult) -> None:
-        if result.error_code == ErrorCode.FLAG_NOT_FOUND:
+        if result.error_code == _NOT_FOUND:
             return
         try:
             counts = self._local.counts
