@@ -256,8 +256,9 @@ def test_a_refused_key_stops_every_request_with_one_log_line(
 ):
     if where == "document":
         server.document = status(code)
-    client = make_client()
+    client = make_client(start=False)
     seen = events(client)
+    client.start()
     if where == "stream":  # refused later, on a reconnection, with a document served
         wait_for(lambda: client.ready and client.stats.get("stream_connections"), 5)
         server.stream = status(code)
