@@ -147,3 +147,32 @@ def test_offline_client_starts_no_thread(bootstrap):
     before = {t.ident for t in threading.enumerate()}
     with FlagClient("http://unused", "ffs_x", offline=True, bootstrap_path=bootstrap):
         assert {t.ident for t in threading.enumerate()} == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("poll_interval", 0),
+        ("poll_interval", -1.0),
+        ("poll_interval", float("nan")),
+        ("timeout", "5"),
+        ("timeout", True),
+        ("stream_read_timeout", None),
+        ("exposure_interval", float("inf")),
+        ("reconnect_delay", (30.0, 1.0)),
+        ("reconnect_delay", (0.5,)),
+        ("reconnect_delay", "fast"),
+        ("max_document_bytes", 0),
+        ("max_document_bytes", 1.5),
+    ],
+)
+def test_a_bad_option_is_refused_naming_it(option, value):
+    with pytest.raises(ValueError, match=option):
+        FlagClient(dead_url(), "ffs_x", start=False, **{option: value})
+
+
+def test_a_bootstrap_file_over_the_size_cap_is_ignored(bootstrap):
+    with FlagClient(offline=True, bootstrap_path=bootstrap, max_document_bytes=100) as client:
+        assert not client.ready
+    with FlagClient(offline=True, bootstrap_path=bootstrap) as client:
+        assert client.ready

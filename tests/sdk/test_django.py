@@ -78,6 +78,23 @@ def test_missing_settings_are_reported(settings):
         get_client()
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "argument"),
+    [
+        ("POLL_INTERVAL", -1, "poll_interval"),
+        ("TIMEOUT", "5", "timeout"),
+        ("RECONNECT_DELAY", (30, 1), "reconnect_delay"),
+        ("MAX_DOCUMENT_BYTES", 0, "max_document_bytes"),
+    ],
+)
+def test_bad_options_are_reported_naming_the_option(settings, key, value, argument):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.FLAGCLIENT = {"OFFLINE": True, key: value}
+    with pytest.raises(ImproperlyConfigured, match=argument):
+        get_client()
+
+
 def test_the_view_decorator_answers_404_or_redirects_when_the_flag_is_off():
     @flag_required("new-checkout")
     def checkout(request):

@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +32,8 @@ OVERRIDE_REASON = "STATIC"
 _EXPECTED_TYPE = {bool: "boolean", str: "string", int: "number", float: "number", dict: "json"}
 _expected = _EXPECTED_TYPE.get
 
-Listener = Callable[[str, list[str]], None]  # (event: "ready" | "changed" | "stale", flag keys)
+# (event: "ready" | "changed" | "stale" | "error", flag keys)
+Listener = Callable[[str, list[str]], None]
 
 _clients: weakref.WeakSet[FlagClient] = weakref.WeakSet()
 
@@ -47,12 +50,15 @@ class FlagClient:
     """Evaluates one environment's flags in process; see docs/sdk.md.
 
     `url` is the flag server's base URL, `server_key` a server key of the environment.
-    With `streaming` the client follows `GET /api/v1/stream` and refetches on each event,
-    reconnecting with back-off; while the stream is down (or with `streaming=False`) it
-    polls the document every `poll_interval` seconds. `bootstrap_path` names a file the
-    client writes each new document to and starts from when the server cannot be reached.
-    `report_exposures` posts aggregated evaluation counts every `exposure_interval` seconds.
-    `offline` makes no network calls at all: the bootstrap file and overrides only.
+    With `streaming` the client follows `GET /api/v1/stream` and refetches when an event
+    announces a new version, reconnecting with back-off; while the stream is down (or with
+    `streaming=False`) it polls the document every `poll_interval` seconds, and every
+    `stream_poll_interval` seconds while it is up. Each request has a total deadline of
+    `timeout` seconds; a document larger than `max_document_bytes` is refused.
+    `bootstrap_path` names a file the client writes each new document to and starts from
+    when the server cannot be reached. `report_exposures` posts aggregated evaluation
+    counts every `exposure_interval` seconds. `offline` makes no network calls at all: the
+    bootstrap file and overrides only.
     """
 
     def __init__(
@@ -63,9 +69,12 @@ class FlagClient:
         streaming: bool = True,
         stream_url: str | None = None,
         poll_interval: float = 30.0,
+        stream_poll_interval: float = 300.0,
         reconnect_delay: tuple[float, float] = (0.5, 30.0),
+        stream_healthy_after: float = 60.0,
         timeout: float = 5.0,
         stream_read_timeout: float = 45.0,
+        max_document_bytes: int = 10 * 1024 * 1024,
         bootstrap_path: str | os.PathLike[str] | None = None,
         report_exposures: bool = False,
         exposure_interval: float = 60.0,
@@ -74,6 +83,17 @@ class FlagClient:
     ) -> None:
         from flagclient.updates import Updater, UpdaterOptions
 
+        _check_seconds(
+            poll_interval=poll_interval,
+            stream_poll_interval=stream_poll_interval,
+            stream_healthy_after=stream_healthy_after,
+            timeout=timeout,
+            stream_read_timeout=stream_read_timeout,
+            exposure_interval=exposure_interval,
+        )
+        reconnect_delay = _check_delays(reconnect_delay)
+        if max_document_bytes.__class__ is not int or max_document_bytes <= 0:
+            raise ValueError("max_document_bytes: a positive whole number of bytes")
         self.url = url.rstrip("/")
         self.offline = offline
         self.bootstrap_path = Path(bootstrap_path) if bootstrap_path else None
@@ -84,8 +104,13 @@ class FlagClient:
         self._state_lock = threading.Lock()
         self._overrides: dict[str, EvaluationResult] = {}
         self._listeners: list[Listener] = []
-        self._ready = threading.Event()
+        self._stats: Counter[str] = Counter()
+        self._ready = threading.Event()  # a snapshot is served (or none will ever come)
+        self._current = threading.Event()  # the server confirmed it (or never will)
         self._stale = False
+        self._phase = "none"  # what listeners were last told: none | ready | stale
+        self._announce_next = False
+        self._error: str | None = None
         self._running = False
         self._closed = False
         self._lock = threading.Lock()  # start/close and listener bookkeeping, never evaluation
@@ -95,9 +120,12 @@ class FlagClient:
             streaming=streaming,
             stream_url=stream_url or f"{self.url}/api/v1/stream",
             poll_interval=poll_interval,
+            stream_poll_interval=stream_poll_interval,
             reconnect_delay=reconnect_delay,
+            stream_healthy_after=stream_healthy_after,
             timeout=timeout,
             stream_read_timeout=stream_read_timeout,
+            max_document_bytes=max_document_bytes,
         )
         self._updater_class = Updater
         self._updater: Updater | None = None
@@ -106,7 +134,11 @@ class FlagClient:
             from flagclient.exposures import ExposureReporter
 
             self._exposures = ExposureReporter(
-                url=self.url, server_key=server_key, interval=exposure_interval, timeout=timeout
+                url=self.url,
+                server_key=server_key,
+                interval=exposure_interval,
+                timeout=timeout,
+                stats=self._stats,
             )
         self._count = self._exposures.count if self._exposures is not None else None
         self._set()
@@ -203,8 +235,21 @@ class FlagClient:
 
     @property
     def stale(self) -> bool:
-        """Whether the last attempt to reach the server failed (values may be old)."""
+        """Whether the values may be old: the last request for the document failed, the
+        bootstrap file has not been confirmed yet, or the server refused the key."""
         return self._stale
+
+    @property
+    def error(self) -> str | None:
+        """Why the client stopped talking to the server for good (a refused key), or None."""
+        return self._error
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts of what happened on the network: document_requests, document_failures,
+        documents_too_large, bad_documents, versions_gone_back, stream_connections,
+        streams_dropped, events, malformed_events, exposures_posted, exposures_dropped."""
+        return dict(self._stats)
 
     @property
     def version(self) -> int | None:
@@ -220,11 +265,17 @@ class FlagClient:
         self._ready.wait(timeout)
         return self.ready
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call `listener(event, flag_keys)` on "ready", "changed" and "stale".
+    def _wait_until_confirmed(self, timeout: float | None) -> bool:
+        """Block until the server confirmed a document (or never will); whether it did."""
+        self._current.wait(timeout)
+        return self._phase == "ready"
 
-        Listeners run on the client's thread; keep them short. "ready" follows the first
-        document and every recovery after "stale".
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event, flag_keys)` on "ready", "changed", "stale" and "error".
+
+        Listeners run on the client's threads; keep them short. "ready" follows the first
+        document the server confirms and every recovery after "stale", once each; "error"
+        says the server refused the key (see `error`).
         """
         with self._lock:
             self._listeners = [*self._listeners, listener]
@@ -236,9 +287,9 @@ class FlagClient:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background thread (idempotent; again in a forked child)."""
+        """Start the background threads (idempotent; again in a forked child)."""
         with self._lock:
-            if self._closed or self.offline or self._updater is not None:
+            if self._closed or self.offline or self._updater is not None or self._error:
                 return
             self._running = True
             self._updater = self._updater_class(self, self._options)
@@ -246,16 +297,23 @@ class FlagClient:
             if self._exposures is not None:
                 self._exposures.start()
 
-    def close(self) -> None:
-        """Stop the background threads and flush exposure counts; evaluation keeps working."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the background threads and post the last exposure counts, within `timeout`
+        seconds; never raises. Evaluation keeps working on the last snapshot."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             self._closed, self._running = True, False
             updater, self._updater = self._updater, None
-        if updater is not None:
-            updater.stop()
-        if self._exposures is not None:
-            self._exposures.close()
-        self._ready.set()  # nobody waits for a document that will not come
+        try:
+            if updater is not None:
+                updater.stop(deadline)
+            if self._exposures is not None:
+                self._exposures.close(deadline)
+        except Exception:  # noqa: BLE001 - closing must not break the caller's shutdown
+            log.exception("flagclient: closing failed")
+        finally:
+            self._ready.set()  # nobody waits for a document that will not come
+            self._current.set()
 
     def __enter__(self) -> FlagClient:
         return self
@@ -307,21 +365,50 @@ class FlagClient:
 
     # --- called by the updater ------------------------------------------------------------
 
-    def _install(self, document: dict[str, Any], *, save: bool = True) -> bool:
-        """Compile and swap in `document` unless it is older than the snapshot served."""
-        snapshot = compile_document(document)
+    def _install(self, snapshot: Snapshot, document: bytes | None = None) -> None:
+        """Serve `snapshot` (the updater decided it should be); save its `document` bytes."""
         current = self._snapshot
-        if current is not None and snapshot.version < current.version:
-            return False  # an instance behind the others: never serve older after newer
         self._set(snapshot=snapshot)
-        if save:
+        if document is not None:
             self._save_bootstrap(document)
-        if current is None:
-            self._ready.set()
-            self._emit("ready", list(snapshot.flag_keys))
-        elif snapshot.version != current.version:
-            self._emit("changed", _changed_flags(current.document, document))
-        return True
+        self._ready.set()
+        if current is not None:
+            changed = _changed_flags(current.document, snapshot.document)
+            if changed or snapshot.version != current.version:
+                self._emit("changed", changed)
+
+    def _attempted(self, *, ok: bool) -> None:
+        """A request for the document succeeded or failed: tell listeners what changed."""
+        self._stale = not ok
+        if self._error is not None:
+            return
+        snapshot = self._snapshot
+        phase = "none" if snapshot is None else "stale" if self._stale else "ready"
+        previous, self._phase = self._phase, phase
+        announce, self._announce_next = self._announce_next, False
+        if phase == "ready":
+            self._current.set()
+        if phase == previous and not announce:
+            return
+        if phase == "ready":
+            self._emit("ready", list(snapshot.flag_keys) if previous == "none" else [])
+        elif phase == "stale":
+            self._emit("stale", [])
+
+    def _refused(self, message: str) -> None:
+        """The server refused the key: stop counting, wake the waiters, say it once."""
+        self._error, self._stale = message, True
+        if self._exposures is not None:
+            self._exposures.halt()
+            self._set(count=None)
+        self._ready.set()
+        self._current.set()
+        self._emit("error", [])
+
+    def _announce_next_attempt(self) -> None:
+        """Tell listeners the outcome of the next request even if it changes nothing (the
+        OpenFeature provider reports its state once the SDK has marked it READY)."""
+        self._announce_next = True
 
     def _set(self, **state: Any) -> None:
         """Change `_snapshot`, `_overrides` or `_count`, keeping `_fast` in step with them."""
@@ -330,13 +417,6 @@ class FlagClient:
                 setattr(self, f"_{name}", value)
             plain = not self._overrides and self._count is None
             self._fast = self._snapshot if plain else None
-
-    def _mark(self, *, stale: bool) -> None:
-        if stale == self._stale:
-            return
-        self._stale = stale
-        if self._snapshot is not None:
-            self._emit("stale" if stale else "ready", [])
 
     def _emit(self, event: str, flag_keys: list[str]) -> None:
         for listener in self._listeners:
@@ -352,18 +432,23 @@ class FlagClient:
         if path is None or not path.exists():
             return
         try:
-            self._install(json.loads(path.read_text()), save=False)
-            self._stale = not self.offline  # old until the server confirms it
+            if path.stat().st_size > self._options.max_document_bytes:
+                raise ValueError("larger than max_document_bytes")
+            self._set(snapshot=compile_document(json.loads(path.read_bytes())))
         except Exception:  # noqa: BLE001 - a damaged file is ignored, not fatal
             log.warning("flagclient: ignoring unreadable bootstrap file %s", path, exc_info=True)
+            return
+        self._ready.set()
+        self._stale = not self.offline  # old until the server confirms it
+        self._phase = "stale" if self._stale else "ready"
 
-    def _save_bootstrap(self, document: dict[str, Any]) -> None:
+    def _save_bootstrap(self, document: bytes) -> None:
         path = self.bootstrap_path
         if path is None:
             return
         try:
             partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            partial.write_text(json.dumps(document))
+            partial.write_bytes(document)
             os.chmod(partial, 0o600)
             os.replace(partial, path)  # readers see the old file or the new, never half
         except OSError:
@@ -372,6 +457,24 @@ class FlagClient:
 
 def _error(flag_key: str, default: Any, code: str, details: str | None) -> EvaluationResult:
     return EvaluationResult(flag_key, default, None, Reason.ERROR, None, code, details)
+
+
+def _check_seconds(**values: Any) -> None:
+    for name, value in values.items():
+        if value.__class__ not in (int, float) or not 0 < value < float("inf"):
+            raise ValueError(f"{name}: a positive number of seconds")
+
+
+def _check_delays(delays: Any) -> tuple[float, float]:
+    try:
+        first, longest = delays
+        _check_seconds(reconnect_delay=first)
+        _check_seconds(reconnect_delay=longest)
+    except (TypeError, ValueError):
+        raise ValueError("reconnect_delay: (first, longest), positive seconds") from None
+    if first > longest:
+        raise ValueError("reconnect_delay: the first delay is longer than the longest")
+    return float(first), float(longest)
 
 
 def _changed_flags(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -1,144 +1,297 @@
 """Exposure counts: evaluations per flag, variant and reason, posted to the server in batches.
 
 Counting adds one to a dict of the evaluating thread's own, without a lock (only that thread
-writes it; the totals only grow, and the flusher takes the difference since its last
-look). A thread posts the counts every interval (and at each hour boundary, since the
-server keeps hourly totals) to `POST /api/v1/sdk/exposures`, at most `BATCH` counters per
-request. Counts that cannot be posted are kept and retried,
-up to `MAX_PENDING` counters; nothing is ever sent per evaluation.
+writes it; the totals only grow, and the reporter takes the difference since its last
+look). When a thread ends, what it counted moves to one shared tally and its dict is
+dropped, so short-lived threads leave nothing behind. Only flags of the document are
+counted: a key that names no flag (a typo, a caller's input) would be refused by the server
+and could grow the counters without end.
+
+A thread posts the counts every interval (and at each hour boundary, since the server keeps
+hourly totals) to `POST /api/v1/sdk/exposures`, at most `BATCH` counters per request.
+Counts not yet accepted wait in one counter per (flag, variant, reason, hour): a failed
+post and the counts that follow merge into the same counters, which are capped at
+`MAX_PENDING` and `MAX_AGE_SECONDS`. Nothing is ever sent per evaluation, and nothing here
+blocks an evaluation: posts have a deadline and run on the reporter's thread, and
+`close()` gives the last post only what is left of its own bound.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import threading
 import time
+import weakref
+from collections import Counter
+from typing import Any
 
-import httpx
-
-from flagclient.engine import EvaluationResult
+from flagclient.engine import ErrorCode, EvaluationResult
+from flagclient.stream import BUSY, REFUSED
+from flagclient.transport import Session
 
 log = logging.getLogger("flagclient")
 
 HOUR = 3600
 BATCH = 1000  # the server's limit per request
+MAX_COUNT = 1_000_000_000  # the server's limit per counter
 MAX_PENDING = 50_000
 # The server refuses counts for hours older than a week; leave a margin.
 MAX_AGE_SECONDS = 6 * 24 * 3600
+MAX_RETRY_AFTER = 3600.0  # counts wait for days; a longer Retry-After is a mistake
+
+_NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
 
 Counts = dict[tuple[str, str | None, str], int]
+Pending = dict[tuple[str, str | None, str, int], int]
+
+
+class _Tally:
+    """One thread's counts, and how much of each the reporter has taken."""
+
+    __slots__ = ("counts", "taken", "__weakref__")
+
+    def __init__(self) -> None:
+        self.counts: Counts = {}
+        self.taken: Counts = {}
+
+    def untaken(self) -> Counts:
+        counts, taken = self.counts.copy(), self.taken  # a copy of a dict is atomic
+        delta = {}
+        for key, total in counts.items():
+            if total != taken.get(key, 0):
+                delta[key] = total - taken.get(key, 0)
+                taken[key] = total
+        return delta
+
+
+class _ThreadEnd:
+    """Lives in a thread's local storage; its finalizer runs when the thread ends."""
+
+    __slots__ = ("__weakref__",)
 
 
 class ExposureReporter:
-    def __init__(self, *, url: str, server_key: str, interval: float, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        server_key: str,
+        interval: float,
+        timeout: float,
+        stats: Counter[str] | None = None,
+    ) -> None:
         self.url = f"{url}/api/v1/sdk/exposures"
         self.interval = interval
-        self._headers = {"Authorization": f"Bearer {server_key}"}
+        self.stats: Counter[str] = Counter() if stats is None else stats
+        self._server_key = server_key
         self._timeout = timeout
+        self._reset()
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._local = threading.local()
-        self._tallies: list[tuple[Counts, Counts]] = []  # (a thread's totals, totals taken)
+        self._tallies: set[_Tally] = set()
+        # Tallies of threads that ended, appended by finalizers (no lock: a finalizer may
+        # run anywhere, even in a forked child before its locks are renewed).
+        self._ended: collections.deque[_Tally] = collections.deque()
+        self._retired: Counts = {}
+        self._pending: Pending = {}
         self._hour = _hour_now()
-        self._pending: list[list[dict]] = []
+        self._not_before = 0.0
+        self._refused = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._session: Session | None = None
+
+    # --- counting (the evaluation path) ---------------------------------------------------
 
     def count(self, result: EvaluationResult) -> None:
+        if result.error_code == _NOT_FOUND:
+            return
         try:
-            tally = self._local.tally
+            counts = self._local.counts
         except AttributeError:
-            tally = self._new_tally()
+            counts = self._new_tally()
         key = (result.flag_key, result.variant, result.reason)
-        tally[key] = tally.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + 1
 
     def _new_tally(self) -> Counts:
-        tally: Counts = {}
-        self._local.tally = tally
+        tally, end = _Tally(), _ThreadEnd()
+        weakref.finalize(end, self._ended.append, tally).atexit = False
+        self._local.counts, self._local.end = tally.counts, end
         with self._lock:
-            self._tallies.append((tally, {}))
-        return tally
+            self._retire_ended()  # threads come and go: keep their leftovers small
+            self._tallies.add(tally)
+        return tally.counts
+
+    def _retire_ended(self) -> None:
+        """Move what ended threads counted into one tally (called with the lock held)."""
+        while self._ended:
+            tally = self._ended.popleft()
+            self._tallies.discard(tally)
+            _merge(self._retired, tally.untaken())
 
     def _take(self) -> Counts:
         """What every thread counted since the last take."""
         with self._lock:
-            tallies = list(self._tallies)
-        taken: Counts = {}
-        for tally, sent in tallies:
-            for key, total in tally.copy().items():  # a copy of a dict is atomic
-                delta = total - sent.get(key, 0)
-                if delta:
-                    taken[key] = taken.get(key, 0) + delta
-                    sent[key] = total
+            self._retire_ended()
+            taken, self._retired = self._retired, {}
+            for tally in self._tallies:
+                _merge(taken, tally.untaken())
         return taken
 
+    # --- lifecycle ------------------------------------------------------------------------
+
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="flagclient-exposures")
-            self._thread.daemon = True
+        if self._thread is None and not self._refused:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="flagclient-exposures", daemon=True
+            )
             self._thread.start()
 
-    def close(self) -> None:
+    def close(self, deadline: float) -> None:
+        """Stop the thread and post what is left, by `deadline` (monotonic) at the latest."""
         self._stop.set()
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join(self._timeout * 2)
-        self.flush()
+        session, self._session = self._session, None
+        if session is not None:
+            session.abort()  # a post in flight fails at once
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if session is not None:
+            session.close()
+        self.flush(deadline)
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def halt(self) -> None:
+        """Stop posting for good (the server refused the key); counts are dropped."""
+        self._refused = True
+        self._stop.set()
+        if self._session is not None:
+            self._session.abort()
 
     def forget_after_fork(self) -> None:
         """The parent posts what it counted; the child starts from nothing."""
-        self._lock, self._flush_lock = threading.Lock(), threading.Lock()
-        self._local, self._tallies = threading.local(), []
-        self._pending, self._thread = [], None
-        self._stop = threading.Event()
+        self._reset()
 
-    def flush(self) -> int:
-        """Post every count now; returns how many counters the server accepted."""
-        with self._flush_lock:
-            return self._flush()
+    # --- posting --------------------------------------------------------------------------
 
-    def _flush(self) -> int:
-        counts = self._take()
-        hour, self._hour = self._hour, _hour_now()
-        items = [
-            {"flag": flag, "variant": variant or None, "reason": reason, "count": n, "hour": hour}
-            for (flag, variant, reason), n in counts.items()
-        ]
-        # One pending entry per request, so a failure never re-sends an accepted batch.
-        self._pending.extend(items[start : start + BATCH] for start in range(0, len(items), BATCH))
-        accepted = 0
-        while self._pending:
-            batch = self._pending[0]
-            if time.time() - batch[0]["hour"] > MAX_AGE_SECONDS:
-                self._pending.pop(0)
-                continue
-            if not self._post(batch):
-                break
-            accepted += len(batch)
-            self._pending.pop(0)
-        while sum(len(batch) for batch in self._pending) > MAX_PENDING:
-            self._pending.pop(0)
-        return accepted
+    def flush(self, deadline: float | None = None) -> int:
+        """Post every count now (by `deadline`, monotonic); how many counters were accepted."""
+        wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._flush_lock.acquire(timeout=wait):
+            return 0
+        try:
+            return self._flush(deadline)
+        finally:
+            self._flush_lock.release()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             until_hour = self._hour + HOUR - time.time()
             self._stop.wait(max(0.0, min(self.interval, until_hour)))
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                return
+            try:
                 self.flush()
+            except Exception:  # noqa: BLE001 - reporting must never stop for good
+                log.exception("flagclient: posting exposure counts failed")
 
-    def _post(self, batch: list[dict]) -> bool:
+    def _flush(self, deadline: float | None) -> int:
+        counts = self._take()
+        hour, self._hour = self._hour, _hour_now()
+        for (flag, variant, reason), n in counts.items():
+            key = (flag, variant, reason, hour)
+            self._pending[key] = self._pending.get(key, 0) + n
+        self._bound()
+        if self._refused or time.monotonic() < self._not_before:
+            return 0
+        accepted = 0
+        while self._pending:
+            keys = list(itertools.islice(self._pending, BATCH))
+            sent = {key: min(self._pending[key], MAX_COUNT) for key in keys}
+            if not self._post([_item(key, n) for key, n in sent.items()], deadline):
+                break
+            for key, n in sent.items():
+                left = self._pending.pop(key) - n
+                if left > 0:
+                    self._pending[key] = left
+            accepted += len(sent)
+        return accepted
+
+    def _bound(self) -> None:
+        """Drop counters too old for the server, then the oldest past MAX_PENDING."""
+        oldest = time.time() - MAX_AGE_SECONDS
+        for key in [key for key in self._pending if key[3] < oldest or not _postable(key)]:
+            self.stats["exposures_dropped"] += self._pending.pop(key)
+        while len(self._pending) > MAX_PENDING:
+            self.stats["exposures_dropped"] += self._pending.pop(next(iter(self._pending)))
+
+    def _post(self, batch: list[dict[str, Any]], deadline: float | None) -> bool:
+        """Whether the batch is done with (accepted, or refused as invalid)."""
+        budget = self._timeout
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic())
+        if budget <= 0:
+            return False
+        if self._session is None:
+            self._session = Session(self._server_key, self.url)
         try:
-            response = httpx.post(
-                self.url, json={"exposures": batch}, headers=self._headers, timeout=self._timeout
+            answer = self._session.request(
+                "POST", self.url, json={"exposures": batch}, deadline=budget, max_bytes=65536
             )
-            if response.status_code == 400:
-                log.warning("flagclient: exposures refused: %s", response.text[:200])
-                return True  # a bad batch is dropped, not retried for ever
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever happens, keep the counts
             log.warning("flagclient: could not post exposure counts: %s", exc)
             return False
-        return True
+        if 200 <= answer.status < 300:
+            self.stats["exposures_posted"] += sum(item["count"] for item in batch)
+            return True
+        if answer.status == 400:
+            log.warning("flagclient: exposures refused: %s", answer.body[:200])
+            return True  # a bad batch is dropped, not retried for ever
+        if answer.status in REFUSED:
+            log.error("flagclient: the server refused the key for exposures (%s)", answer.status)
+            self._refused = True
+            self._pending.clear()
+            return False
+        if answer.status in BUSY:
+            pause = answer.retry_after()
+            if pause is not None:
+                self._not_before = time.monotonic() + min(pause, MAX_RETRY_AFTER)
+        log.warning("flagclient: could not post exposure counts: %s", answer.status)
+        return False
+
+
+def _merge(into: Counts, counts: Counts) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
+
+
+def _postable(key: tuple[str, str | None, str, int]) -> bool:
+    """A key the server accepts: a flag key it could have sent us, encodable as JSON."""
+    flag, variant, reason, _ = key
+    try:
+        (flag + (variant or "") + reason).encode("utf-8")
+    except (TypeError, UnicodeEncodeError):
+        return False
+    return 0 < len(flag) <= 100
+
+
+def _item(key: tuple[str, str | None, str, int], count: int) -> dict[str, Any]:
+    flag, variant, reason, hour = key
+    return {
+        "flag": flag,
+        "variant": variant or None,
+        "reason": reason,
+        "count": count,
+        "hour": hour,
+    }
 
 
 def _hour_now() -> int:

@@ -1,8 +1,10 @@
 """An OpenFeature provider (PyPI's `openfeature-sdk`) evaluating in process with a FlagClient.
 
-Install with the extra: `pip install "flagclient[openfeature]"`. Events: PROVIDER_READY when
-the first document arrives (and again after a recovery), PROVIDER_CONFIGURATION_CHANGED with
-the changed flag keys on every new version, PROVIDER_STALE when the server cannot be reached.
+Install with the extra: `pip install "flagclient[openfeature]"`. Each state is reported to
+OpenFeature once when it changes: PROVIDER_READY when a document is served (and again after
+a recovery), PROVIDER_STALE when the server cannot be reached, PROVIDER_ERROR with
+PROVIDER_FATAL when it refused the key; PROVIDER_CONFIGURATION_CHANGED with the changed
+flag keys on every new version.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEventDetails
-from openfeature.exception import ErrorCode, ProviderNotReadyError
+from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
@@ -23,14 +25,19 @@ from flagclient.client import FlagClient
 # OpenFeature has no PREREQUISITE_FAILED; like the server's OFREP endpoints, answer DISABLED
 # (the off variant is what is served) and keep the engine's reason in the metadata.
 _REASONS = {"PREREQUISITE_FAILED": Reason.DISABLED}
+# The client's events and the provider states they report.
+_STATES = {"ready": "ready", "stale": "stale", "error": "fatal"}
 
 
 class FlagProvider(AbstractProvider):
     """`FlagProvider(client)` or `FlagProvider(url=..., server_key=..., **client_options)`.
 
-    `initialize` waits up to `ready_timeout` seconds for the first document; if none comes
-    it raises PROVIDER_NOT_READY (the SDK reports PROVIDER_ERROR and serves defaults) and
-    emits PROVIDER_READY once the document arrives.
+    `initialize` waits up to `ready_timeout` seconds for the server's document. It returns
+    (OpenFeature marks the provider READY) once a document is served, from the server or
+    from the client's bootstrap file (PROVIDER_STALE follows when the server still cannot
+    be reached). With nothing to serve it raises PROVIDER_NOT_READY: the SDK reports
+    PROVIDER_ERROR, serves defaults, and PROVIDER_READY follows once, when the document
+    arrives. A refused key raises PROVIDER_FATAL at once.
     """
 
     def __init__(
@@ -46,24 +53,32 @@ class FlagProvider(AbstractProvider):
         self._owns_client = client is None
         self.client = client or FlagClient(url, server_key, start=False, **client_options)
         self.ready_timeout = ready_timeout
-        self._phase = "new"  # new -> initializing -> running | failed -> running
-        self._phase_lock = threading.Lock()
+        self._initializing = False
+        self._reported: str | None = None  # what OpenFeature was told: ready | stale | fatal
+        self._lock = threading.Lock()
 
     def get_metadata(self) -> Metadata:
         return Metadata(name="flagclient")
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
-        with self._phase_lock:
-            self._phase = "initializing"
+        with self._lock:
+            self._initializing, self._reported = True, None
         self.client.add_listener(self._on_client_event)
         self.client.start()
-        ready = self.client.wait_until_ready(self.ready_timeout)
-        with self._phase_lock:
-            if ready or self.client.ready:
-                self._phase = "running"  # the SDK emits PROVIDER_READY when we return
+        self.client._wait_until_confirmed(self.ready_timeout)
+        client = self.client
+        with self._lock:
+            self._initializing = False
+            if client.error is not None:
+                self._reported = "fatal"
+                raise ProviderFatalError(client.error)
+            if client.ready:  # the SDK reports PROVIDER_READY when we return
+                self._reported = "ready"
+                if client.stale:  # from the bootstrap file: report the next failure
+                    client._announce_next_attempt()
                 return
-            self._phase = "failed"
-        raise ProviderNotReadyError(f"no flag document from {self.client.url} yet")
+            self._reported = "error"
+        raise ProviderNotReadyError(f"no flag document from {client.url} yet")
 
     def shutdown(self) -> None:
         self.client.remove_listener(self._on_client_event)
@@ -71,20 +86,28 @@ class FlagProvider(AbstractProvider):
             self.client.close()
 
     def _on_client_event(self, event: str, flag_keys: list[str]) -> None:
-        with self._phase_lock:
-            if self._phase == "initializing":
+        with self._lock:  # one report at a time, in the order the client saw them
+            if self._initializing:
+                return  # initialize reports the outcome itself
+            if event == "changed":
+                self.emit_provider_configuration_changed(
+                    ProviderEventDetails(flags_changed=flag_keys)
+                )
                 return
-            if self._phase == "failed":
-                if event != "ready":
-                    return
-                self._phase = "running"
-        details = ProviderEventDetails(flags_changed=flag_keys or None)
-        if event == "ready":
-            self.emit_provider_ready(details)
-        elif event == "changed":
-            self.emit_provider_configuration_changed(details)
-        elif event == "stale":
-            self.emit_provider_stale(ProviderEventDetails(message="flag server unreachable"))
+            state = _STATES.get(event)
+            if state is None or state == self._reported:
+                return
+            self._reported = state
+            if state == "ready":
+                self.emit_provider_ready(ProviderEventDetails(flags_changed=flag_keys or None))
+            elif state == "stale":
+                self.emit_provider_stale(ProviderEventDetails(message="flag server unreachable"))
+            else:
+                self.emit_provider_error(
+                    ProviderEventDetails(
+                        message=self.client.error, error_code=ErrorCode.PROVIDER_FATAL
+                    )
+                )
 
     # --- resolution -----------------------------------------------------------------------
 

@@ -1,10 +1,21 @@
-"""The client's background thread: download the document, follow the stream, else poll.
+"""The client's update thread: fetch the document when the stream announces one, else poll.
 
-One thread does everything, so there is never more than one request for the document in
-flight and snapshots are installed in the order they were fetched. The stream only says
-"something changed, here is the new version"; the document itself always comes from
+One thread fetches, so there is never more than one request for the document in flight
+and snapshots are installed in the order they were fetched. The stream thread
+(`flagclient.stream`) only says "version N exists"; the document always comes from
 `GET /api/v1/sdk/flags` with `If-None-Match`, so a missed or repeated event costs one
-cheap 304 at most.
+cheap 304 at most, and a flood of events costs at most one fetch per `EVENT_FETCH_GAP`.
+
+Every request has a total deadline (`timeout`) and a size cap (`max_document_bytes`); a
+failure of any kind keeps the last good snapshot, makes `stale` true, and is retried
+after a back-off that doubles up to the poll interval, never sooner than the server's
+`Retry-After`. A refused key (401, 403) stops every request for good.
+
+Versions: a higher version is installed at once. A lower one is, for a moment, normal (an
+instance behind a load balancer that has not heard of a change yet), so it is not served
+at first; if the server still answers lower after `LOWER_VERSION_GRACE` seconds, the
+server is the truth (a database restored from a backup, a new server) and its document is
+installed, going back in time.
 """
 
 from __future__ import annotations
@@ -12,23 +23,29 @@ from __future__ import annotations
 import json
 import logging
 import random
-import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
+from flagclient.engine import Snapshot, compile_document
+from flagclient.stream import BUSY, REFUSED, StreamFollower
+from flagclient.transport import Answer, Session, TooLarge
 
 if TYPE_CHECKING:
     from flagclient.client import FlagClient
 
 log = logging.getLogger("flagclient")
 
-USER_AGENT = "flagclient/0.1"
 # After an event, the instance answering the refetch may not have seen the change yet
-# (instances learn of it by pub/sub): retry a few times before waiting for the next poll.
+# (instances learn of it by pub/sub): ask again a few times before leaving it to the poll.
 CATCH_UP_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
+# A lower version must persist this long (the whole catch-up window) to be believed.
+LOWER_VERSION_GRACE = sum(CATCH_UP_DELAYS)
+# Between two fetches caused by stream events: a flood of events is one fetch per gap.
+EVENT_FETCH_GAP = 0.25
+FIRST_RETRY = 0.5  # after a failed fetch; doubles up to the poll interval
 
 
 @dataclass(frozen=True)
@@ -38,166 +55,249 @@ class UpdaterOptions:
     streaming: bool
     stream_url: str
     poll_interval: float
+    stream_poll_interval: float
     reconnect_delay: tuple[float, float]
+    stream_healthy_after: float
     timeout: float
     stream_read_timeout: float
+    max_document_bytes: int
 
 
-class StreamUnavailable(Exception):
-    """The stream answered, but not with events (404 on an old server, 401, 5xx ...)."""
+class Refused(Exception):
+    """The server refused the key: 401 or 403."""
 
 
 class Updater:
     def __init__(self, client: FlagClient, options: UpdaterOptions) -> None:
         self.client = client
         self.options = options
-        self._stop = threading.Event()
+        self.stats: Counter[str] = client._stats
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._session = Session(options.server_key, options.url)
         self._etag: str | None = None
-        self._next_poll = 0.0
-        self._retry_hint: float | None = None
-        self._stream_response: httpx.Response | None = None
-        self._http = httpx.Client(
-            headers={"Authorization": f"Bearer {options.server_key}", "User-Agent": USER_AGENT},
-            timeout=options.timeout,
-        )
+        self._next_poll = 0.0  # the first fetch is at once
+        self._not_before = 0.0  # after a failure: its back-off, or the server's Retry-After
+        self._failures = 0
+        self._streaming = False
+        # A fetch the stream asked for: since when, and the version it announced.
+        self._wanted_since: float | None = None
+        self._wanted_version: int | None = None
+        self._last_event_fetch = float("-inf")
+        self._catch_up = 0
+        self._recheck_at: float | None = None  # catch-up, or confirming a lower version
+        self._lower_since: float | None = None
+        self._refusal_lock = threading.Lock()
+        self._stream = StreamFollower(self, options) if options.streaming else None
         self._thread = threading.Thread(target=self._run, name="flagclient", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self._stream is not None:
+            self._stream.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._interrupt_stream()
+    def stop(self, deadline: float) -> None:
+        """Stop both threads, waiting for them until `deadline` (monotonic) at most."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+        self._session.abort()
+        if self._stream is not None:
+            self._stream.stop()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self._http.close()
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._stream is not None:
+            self._stream.join(deadline - time.monotonic())
+        self._session.close()
+
+    # --- told by the stream thread --------------------------------------------------------
+
+    def stream_connected(self) -> None:
+        """Changes made while we were not listening: fetch once; then poll rarely."""
+        with self._changed:
+            self._streaming = True  # the fetch below schedules the next poll accordingly
+            self._want(None)
+            self._changed.notify()
+
+    def stream_lost(self) -> None:
+        """Do not wait for the poll to catch up: fetch once now, then poll."""
+        with self._changed:
+            self._streaming = False
+            self._next_poll = min(self._next_poll, time.monotonic())
+            self._changed.notify()
+
+    def announce(self, version: int | None) -> None:
+        """An event: version `version` exists (None: something changed)."""
+        if version is not None and version == self.client.version and self._lower_since is None:
+            return  # what we serve already
+        with self._changed:
+            self._want(version)
+            self._changed.notify()
+
+    def refused(self, status: int, where: str) -> None:
+        """The key was refused: say so once, and stop every request."""
+        with self._refusal_lock:
+            if self._stopped:
+                return
+            with self._changed:
+                self._stopped = True
+                self._changed.notify_all()
+        self._session.abort()
+        if self._stream is not None:
+            self._stream.stop()
+        message = (
+            f"the flag server refused the server key ({status} on the {where}); no more "
+            "requests will be made: check the key, then create the client again"
+        )
+        log.error("flagclient: %s", message)
+        self.client._refused(message)
+
+    def _want(self, version: int | None) -> None:
+        if self._wanted_since is None:
+            self._wanted_since = time.monotonic()
+            self._wanted_version = version
+            self._catch_up = 0
+        elif version is not None:
+            current = self._wanted_version
+            self._wanted_version = version if current is None else max(current, version)
 
     # --- the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._refresh()
-            delay = self.options.reconnect_delay[0]
-            while not self._stop.is_set():
-                if not self.options.streaming:
-                    self._wait_polling(self.options.poll_interval)
-                    continue
-                connected = self._listen()
-                if self._stop.is_set():
-                    return
-                if connected:
-                    delay = self.options.reconnect_delay[0]  # the stream worked: start over
-                self._refresh()  # the stream is down: do not wait for the poll to catch up
-                pause = max(delay * random.uniform(0.5, 1.0), self._retry_hint or 0.0)
-                self._wait_polling(pause)
-                delay = min(delay * 2, self.options.reconnect_delay[1])
-        except Exception:  # noqa: BLE001 - a bug here must not take the host process down
-            log.exception("flagclient: the update thread stopped")
+        while True:
+            with self._changed:
+                while True:
+                    if self._stopped:
+                        return
+                    wait = self._due() - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._changed.wait(wait)
+            try:
+                self._fetch()
+            except Exception:  # noqa: BLE001 - a bug here must not stop the updates for good
+                log.exception("flagclient: the update thread failed; retrying")
+                self._failed("an internal error")
 
-    def _wait_polling(self, seconds: float) -> None:
-        """Sleep `seconds`, polling the document whenever the poll interval comes round."""
-        until = time.monotonic() + seconds
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= self._next_poll:
-                self._refresh()
-                continue
-            if now >= until:
-                return
-            self._stop.wait(min(until, self._next_poll) - now)
+    def _due(self) -> float:
+        """When the next fetch is due (monotonic)."""
+        due = self._next_poll
+        if self._wanted_since is not None:
+            due = min(due, max(self._wanted_since, self._last_event_fetch + EVENT_FETCH_GAP))
+        if self._recheck_at is not None:
+            due = min(due, self._recheck_at)
+        return max(due, self._not_before)
 
     # --- the document ---------------------------------------------------------------------
 
-    def _refresh(self, at_least: int | None = None) -> bool:
-        """Fetch the document if changed (ETag); True if the server answered."""
-        self._next_poll = time.monotonic() + self.options.poll_interval
+    def _fetch(self) -> None:
+        now = time.monotonic()
+        with self._changed:
+            if self._wanted_since is not None and self._wanted_since <= now:
+                self._last_event_fetch = now
+            self._recheck_at = None
+            self._next_poll = now + self._interval()
+        options = self.options
+        headers = {"Accept": "application/json"}
+        if self._etag:
+            headers["If-None-Match"] = self._etag
+        self.stats["document_requests"] += 1
         try:
-            headers = {"If-None-Match": self._etag} if self._etag else {}
-            response = self._http.get(f"{self.options.url}/api/v1/sdk/flags", headers=headers)
-            if response.status_code != 304:
-                response.raise_for_status()
-                if self.client._install(response.json()):
-                    self._etag = response.headers.get("ETag")
+            answer = self._session.request(
+                "GET",
+                f"{options.url}/api/v1/sdk/flags",
+                headers=headers,
+                deadline=options.timeout,
+                max_bytes=options.max_document_bytes,
+            )
+        except TooLarge as exc:
+            self.stats["documents_too_large"] += 1
+            self._failed(f"the document is too large ({exc}; max_document_bytes)")
         except Exception as exc:  # noqa: BLE001 - any failure: keep the last snapshot
-            log.warning("flagclient: could not fetch the flag document: %s", exc)
-            self.client._mark(stale=True)
+            if not self._stopped:
+                self._failed(f"{type(exc).__name__}: {exc}")
+        else:
+            self._answered(answer)
+
+    def _answered(self, answer: Answer) -> None:
+        if answer.status == 304:  # the version served is the server's: nothing to doubt
+            self._lower_since = None
+            self._succeeded(self.client.version)
+        elif answer.status in REFUSED:
+            self.refused(answer.status, "document")
+        elif answer.status != 200:
+            pause = answer.retry_after() if answer.status in BUSY else None
+            self._failed(f"the server answered {answer.status}", at_least=pause)
+        else:
+            self._install(answer)
+
+    def _install(self, answer: Answer) -> None:
+        try:
+            snapshot = compile_document(json.loads(answer.body))
+        except Exception as exc:  # noqa: BLE001 - not JSON, not a document, too deep...
+            self.stats["bad_documents"] += 1
+            self._failed(f"not a flag document ({type(exc).__name__}: {exc})"[:300])
+            return
+        if self._accept(snapshot):
+            self.client._install(snapshot, answer.body)
+            self._etag = answer.headers.get("ETag")
+        self._succeeded(snapshot.version)
+
+    def _accept(self, snapshot: Snapshot) -> bool:
+        """Whether to serve `snapshot`: not older than what is served, unless that persists."""
+        current = self.client.version
+        if current is None or snapshot.version >= current:
+            self._lower_since = None
+            return True
+        now = time.monotonic()
+        if self._lower_since is None:
+            self._lower_since = now
+            self._recheck_at = now + LOWER_VERSION_GRACE
             return False
-        self.client._mark(stale=False)
+        if now - self._lower_since < LOWER_VERSION_GRACE:
+            self._recheck_at = self._lower_since + LOWER_VERSION_GRACE
+            return False
+        log.warning(
+            "flagclient: the server went back from version %s to %s (a restored database?); "
+            "serving its document",
+            current,
+            snapshot.version,
+        )
+        self.stats["versions_gone_back"] += 1
+        self._lower_since = None
         return True
 
-    def _catch_up(self, version: int) -> None:
-        for pause in CATCH_UP_DELAYS:
-            if not self._refresh() or (self.client.version or 0) >= version:
-                return
-            if self._stop.wait(pause):
-                return
+    def _succeeded(self, served: int | None) -> None:
+        self._failures = 0
+        with self._changed:
+            wanted = self._wanted_version
+            if self._wanted_since is not None:
+                if wanted is None or served is None or served >= wanted:
+                    self._wanted_since = None
+                elif self._catch_up < len(CATCH_UP_DELAYS):
+                    pause = CATCH_UP_DELAYS[self._catch_up]
+                    self._catch_up += 1
+                    recheck = time.monotonic() + pause
+                    self._recheck_at = min(self._recheck_at or recheck, recheck)
+                else:  # the next event or poll will tell
+                    self._wanted_since = None
+        self.client._attempted(ok=True)
 
-    # --- the stream -----------------------------------------------------------------------
+    def _failed(self, why: str, at_least: float | None = None) -> None:
+        """Nothing is fetched again before a back-off (or the server's Retry-After) passes."""
+        self.stats["document_failures"] += 1
+        log.warning("flagclient: could not fetch the flag document: %s", why)
+        longest = self.options.poll_interval
+        pause = min(FIRST_RETRY * 2**self._failures, longest) * random.uniform(0.5, 1.0)
+        pause = max(pause, min(at_least or 0.0, longest))
+        self._failures = min(self._failures + 1, 30)
+        retry_at = time.monotonic() + pause
+        with self._changed:
+            self._wanted_since = None  # the retry fetches whatever is newest
+            self._not_before = retry_at
+            self._next_poll = min(self._next_poll, retry_at)
+        self.client._attempted(ok=False)
 
-    def _listen(self) -> bool:
-        """Follow the stream until it ends or fails; True if it was connected at all."""
+    def _interval(self) -> float:
         options = self.options
-        timeout = httpx.Timeout(options.timeout, read=options.stream_read_timeout)
-        headers = {"Accept": "text/event-stream"}
-        if self.client.version is not None:
-            headers["Last-Event-ID"] = str(self.client.version)
-        connected = False
-        try:
-            with self._http.stream(
-                "GET", options.stream_url, headers=headers, timeout=timeout
-            ) as response:
-                if response.status_code != 200:
-                    raise StreamUnavailable(f"the stream answered {response.status_code}")
-                self._stream_response = response
-                connected = True
-                self._catch_up(0)  # changes made while we were not listening
-                for event in self._events(response):
-                    version = event.get("version")
-                    if isinstance(version, int) and version > (self.client.version or -1):
-                        self._catch_up(version)
-        except Exception as exc:  # noqa: BLE001 - any failure means: reconnect later
-            if not self._stop.is_set():
-                log.info("flagclient: stream closed: %s", exc)
-        finally:
-            self._stream_response = None
-        return connected
-
-    def _events(self, response: httpx.Response):
-        data: list[str] = []
-        for line in response.iter_lines():
-            if self._stop.is_set():
-                return
-            if line.startswith(":"):
-                continue
-            if not line:
-                if data:
-                    yield _parse(data)
-                data = []
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "data":
-                data.append(value)
-            elif field == "retry" and value.isdigit():
-                self._retry_hint = int(value) / 1000
-
-    def _interrupt_stream(self) -> None:
-        """Wake a read blocked on the stream (closing a socket from another thread may not)."""
-        response = self._stream_response
-        if response is None:
-            return
-        try:
-            stream = response.extensions.get("network_stream")
-            sock = stream.get_extra_info("socket") if stream is not None else None
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, AttributeError):
-            pass
-
-
-def _parse(data: list[str]) -> dict:
-    try:
-        event = json.loads("\n".join(data))
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
+        return options.stream_poll_interval if self._streaming else options.poll_interval

@@ -29,7 +29,12 @@ OPTIONS = {
     "STREAMING": "streaming",
     "STREAM_URL": "stream_url",
     "POLL_INTERVAL": "poll_interval",
+    "STREAM_POLL_INTERVAL": "stream_poll_interval",
+    "RECONNECT_DELAY": "reconnect_delay",
+    "STREAM_HEALTHY_AFTER": "stream_healthy_after",
     "TIMEOUT": "timeout",
+    "STREAM_READ_TIMEOUT": "stream_read_timeout",
+    "MAX_DOCUMENT_BYTES": "max_document_bytes",
     "BOOTSTRAP_PATH": "bootstrap_path",
     "REPORT_EXPOSURES": "report_exposures",
     "EXPOSURE_INTERVAL": "exposure_interval",
@@ -59,7 +64,10 @@ def _build_client(config: dict[str, Any] | None) -> FlagClient:
     if not offline and not (config.get("URL") and config.get("SERVER_KEY")):
         raise ImproperlyConfigured("FLAGCLIENT needs URL and SERVER_KEY (or OFFLINE: True)")
     options = {name: config[key] for key, name in OPTIONS.items() if key in config}
-    return FlagClient(config.get("URL", ""), config.get("SERVER_KEY", ""), **options)
+    try:
+        return FlagClient(config.get("URL", ""), config.get("SERVER_KEY", ""), **options)
+    except (TypeError, ValueError) as error:
+        raise ImproperlyConfigured(f"FLAGCLIENT: {error}") from error
 
 
 def _reset_client(*, setting: str, **kwargs: Any) -> None:
