@@ -91,6 +91,7 @@ def test_the_wheel_installs_and_evaluates_in_a_fresh_venv(built_wheel, tmp_path)
         req.split(">")[0].split("<")[0] for req in answer["requires"] if "extra" not in req
     ] == [
         "google-re2",
+        "httpcore",
         "httpx",
         "mmh3",
     ]
