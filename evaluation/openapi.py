@@ -85,8 +85,11 @@ def _errors(codes: tuple[int, ...], schema: dict = ERROR) -> dict[str, Any]:
         404: "No such flag",
         405: "Wrong method",
         413: "Body too large",
+        429: "The key's evaluation rate is exceeded (see Retry-After)",
+        503: "A key never seen before while the store is unavailable (see Retry-After)",
     }
-    return {str(code): _json(schema, names[code]) for code in codes}
+    # Any request may meet the key's rate limit or a store outage.
+    return {str(code): _json(schema, names[code]) for code in (*codes, 429, 503)}
 
 
 def _post(

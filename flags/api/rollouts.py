@@ -163,8 +163,8 @@ class RolloutInputSerializer(StrictSerializer):
 class ScheduledChangeSerializer(fields.ModelSerializer):
     createdBy = fields.CharField(source="created_by_name")  # noqa: N815
     runAt = fields.DateTimeField(source="run_at")  # noqa: N815
-    appliedAt = fields.DateTimeField(source="applied_at")  # noqa: N815
-    appliedVersion = fields.IntegerField(source="applied_version")  # noqa: N815
+    appliedAt = fields.DateTimeField(source="applied_at", allow_null=True)  # noqa: N815
+    appliedVersion = fields.IntegerField(source="applied_version", allow_null=True)  # noqa: N815
     changes = fields.JSONField(source="data")
     request = fields.IntegerField(source="request_id", allow_null=True)
 

@@ -57,7 +57,8 @@ class AutoSchema(SpectacularAutoSchema):
         return parameters
 
     def _error_codes(self) -> list[int]:
-        codes = [400, 401, 403, 404]
+        # 429: rate limits and login lockouts; 503: the database or the cache is unavailable.
+        codes = [400, 401, 403, 404, 429, 503]
         if self.method in WRITES:
             codes.append(413)
         if self.method in ("PATCH", "POST") and "environment_key" in self.path:
