@@ -6,7 +6,8 @@
 - the Helm chart with Helm's own Go SDK (PyPI helm-python-sdk): lint, render with each
   ci/*-values.yaml, refuse to render without secrets; every rendered manifest validated
   against the Kubernetes JSON Schemas (PyPI kubernetes-validate);
-- the ECS task definition against botocore's model of ECS RegisterTaskDefinition.
+- every deployment runs the scheduler beside the API;
+- the ECS task definitions against botocore's model of ECS RegisterTaskDefinition.
 
 The Makefile installs the tools into var/deploy-tools and runs this with them on PYTHONPATH.
 Prints one line per check; exits 1 naming every failure.
@@ -28,6 +29,7 @@ COMPOSE_SCHEMA = TOOLS / "npm" / "package" / "schemas" / "compose.schema.json"
 COMPOSE_SCHEMA_SHA256 = "46b7d35f19dd93a05f8fea530291bf84d881c1791ec167ecf0e6fb94e639d496"
 CHART = REPO / "deploy" / "helm" / "feature-flags"
 KUBERNETES_VERSION = "1.30.0"
+ECS_TASKS = ("task-definition.json", "scheduler-task-definition.json")
 SPEC_VARIABLES = ("DB_URL", "REDIS_URL", "NODE_ENV", "JWT_SECRET", "ALLOWED_ORIGINS")
 
 
@@ -56,6 +58,12 @@ def check_compose() -> str:
             raise Invalid(f"the api service must wait for a healthy {store}")
         if "healthcheck" not in services.get(store, {}):
             raise Invalid(f"the {store} service has no healthcheck")
+    scheduler = services.get("scheduler", {})
+    if scheduler.get("command") != ["scheduler"] or scheduler.get("image") != api.get("image"):
+        raise Invalid("the scheduler service must run the api image with the command scheduler")
+    settings = {name: api["environment"][name] for name in SPEC_VARIABLES}
+    if any(scheduler.get("environment", {}).get(name) != settings[name] for name in settings):
+        raise Invalid("the scheduler service must have the api service's settings")
     return f"valid against the Compose Specification schema ({len(services)} services)"
 
 
@@ -91,6 +99,7 @@ def check_chart() -> str:
     if not values_files:
         raise Invalid(f"no values files in {CHART / 'ci'}")
     rendered = 0
+    schedulers = 0
     with helm.Chart.load(str(CHART)) as chart:
         try:
             chart.render({}, name="flags", namespace="flags", is_install=True)
@@ -116,6 +125,11 @@ def check_chart() -> str:
                         f"{values_file.name}: {path}: {where}: {error.message}"
                     ) from error
                 rendered += 1
+                if document.get("kind") == "Deployment":
+                    containers = document["spec"]["template"]["spec"]["containers"]
+                    schedulers += any(c.get("args", [""])[0] == "scheduler" for c in containers)
+        if schedulers != len(values_files):
+            raise Invalid("a values file renders no Deployment running the scheduler")
     return (
         f"helm lint clean; {rendered} manifests from {len(values_files)} values files valid "
         f"for Kubernetes {KUBERNETES_VERSION}"
@@ -129,18 +143,23 @@ def check_ecs() -> str:
 
     model = ServiceModel(Loader().load_service_model("ecs", "service-2"))
     shape = model.operation_model("RegisterTaskDefinition").input_shape
-    task = json.loads((REPO / "deploy" / "ecs" / "task-definition.json").read_text())
-    report = ParamValidator().validate(task, shape)
-    if report.has_errors():
-        raise Invalid(report.generate_report())
-    return "valid RegisterTaskDefinition input (botocore's ECS model)"
+    commands = []
+    for name in ECS_TASKS:
+        task = json.loads((REPO / "deploy" / "ecs" / name).read_text())
+        report = ParamValidator().validate(task, shape)
+        if report.has_errors():
+            raise Invalid(f"{name}: {report.generate_report()}")
+        commands += [container["command"] for container in task["containerDefinitions"]]
+    if commands != [["serve"], ["scheduler"]]:
+        raise Invalid(f"the ECS tasks must run serve and the scheduler, not {commands}")
+    return f"{len(ECS_TASKS)} valid RegisterTaskDefinition inputs (botocore's ECS model)"
 
 
 CHECKS: dict[str, Callable[[], str]] = {
     "docker-compose.yml": check_compose,
     "Dockerfile": check_dockerfile,
     "deploy/helm/feature-flags": check_chart,
-    "deploy/ecs/task-definition.json": check_ecs,
+    "deploy/ecs": check_ecs,
 }
 
 

@@ -4,6 +4,9 @@
 #      when a Helm hook Job or a release phase already ran them),
 #   2. collectstatic when COLLECTSTATIC_ON_START=true (the image collects at build time),
 #   3. `python manage.py serve`: gunicorn with $WEB_CONCURRENCY uvicorn workers on $HOST:$PORT.
+# `scheduler` runs the background process every deployment needs beside the API: scheduled
+# changes and rollout steps, webhook deliveries and exposure counts (`run_scheduler`), after
+# the same locked migration, so it never starts on an old schema.
 # Any other command runs as given, e.g. `python manage.py createsuperuser`.
 set -eu
 
@@ -23,6 +26,14 @@ if [ "$#" -eq 0 ] || [ "$1" = "serve" ]; then
     "$PYTHON" manage.py collectstatic --no-input --verbosity 0
   fi
   exec "$PYTHON" manage.py serve
+fi
+
+if [ "$1" = "scheduler" ]; then
+  shift
+  if [ "${MIGRATE_ON_START:-true}" = "true" ]; then
+    "$PYTHON" manage.py migrate_locked --no-input
+  fi
+  exec "$PYTHON" manage.py run_scheduler "$@"
 fi
 
 exec "$@"

@@ -137,3 +137,40 @@ def test_entrypoint_refuses_to_start_without_jwt_secret(tmp_path):
         "configuration error: JWT_SECRET: must be set when NODE_ENV=production "
         "(the key that signs API tokens)"
     ]
+
+
+def test_entrypoint_scheduler_migrates_first_runs_passes_and_stops_on_sigterm(
+    tmp_path, scratch_db_url
+):
+    env = production_env(tmp_path, scratch_db_url, LOG_LEVEL="INFO")
+    log_path = tmp_path / "scheduler.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["sh", str(ENTRYPOINT), "scheduler", "--interval", "0.2"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "scheduler: started" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        time.sleep(3)  # passes on the new schema, each a query of every table it drains
+        assert process.poll() is None, f"the scheduler stopped:\n{log_path.read_text()}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert code == 0, log_path.read_text()
+    assert time.monotonic() - started < 10
+    log = log_path.read_text()
+    assert "Operations to perform" in log.split("scheduler: started")[0]  # migrated first
+    assert "scheduler: stopped" in log
+    assert "Traceback" not in log

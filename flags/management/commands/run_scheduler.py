@@ -39,6 +39,8 @@ class Command(BaseCommand):
                 signal.signal(number, lambda *_: stop.set())
         if webhooks:
             webhooks.start()
+        if not once:
+            log.info("scheduler: started, a pass every %ss", interval)
         while True:
             failed = self._pass(once)
             if once:
@@ -46,6 +48,7 @@ class Command(BaseCommand):
                     raise CommandError(f"{', '.join(failed)} failed (see the log)", returncode=1)
                 break
             if stop.wait(interval):
+                log.info("scheduler: stopped")
                 break
 
     def _pass(self, once: bool = False) -> list[str]:
