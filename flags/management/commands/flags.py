@@ -638,6 +638,9 @@ def _weights(flag: Flag, weights: list[str]) -> list[dict]:
         if not sep:
             raise fail(f"give each weight as VARIANT=PERCENT, not {item!r}")
         variants.append({"variant": variant, "weight": _percent(variant, weight)})
+    total = sum(item["weight"] for item in variants)
+    if total != 100:
+        raise fail(f"the percentages must sum to 100, not {total}")
     return variants
 
 
