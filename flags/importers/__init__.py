@@ -1,0 +1,65 @@
+"""Imports from other flag systems: their exports converted into one flag document.
+
+Each importer reads what its system exports and returns a `Conversion`: a flag document for
+one environment, in which every flag keeps its system's bucketing scheme, and the flags that
+cannot be expressed, each with its reason. Those are left out whole, never half-imported.
+The document is then imported through `flags.transfer.import_document`, so the same plan,
+dry run, validation, roles and audit entries apply as for a native import. See
+docs/migrating.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from flags import transfer
+from flags.importers.conversion import Conversion
+from flags.importers.unleash import convert_unleash
+
+CONVERTERS: dict[str, Callable[[Any], Conversion]] = {"unleash": convert_unleash}
+SOURCES = tuple(CONVERTERS)
+
+
+def convert(source: str, data: Any) -> Conversion:
+    """The flag document of another system's export; ValidationError if it is not one."""
+    converter = CONVERTERS.get(source)
+    if converter is None:
+        raise ValidationError({"from": f"one of {', '.join(SOURCES)}, not {source!r}"})
+    return converter(data)
+
+
+def import_from(
+    *,
+    source: str,
+    data: Any,
+    project_key: str | None,
+    environment_key: str | None,
+    existing: str = "skip",
+    create_missing: bool = False,
+    dry_run: bool = False,
+    actor: Any,
+    door: str,
+) -> tuple[transfer.Plan, Conversion]:
+    """Convert another system's export and import it into one environment, all or nothing."""
+    conversion = convert(source, data)
+    if not project_key:
+        raise ValidationError({"project": f"an {source} export names no project here: give one"})
+    if not environment_key:
+        raise ValidationError(
+            {"environment": f"an {source} export names no environment here: give one"}
+        )
+    document = {**conversion.document, "project": project_key, "environment": environment_key}
+    plan = transfer.import_document(
+        document=document,
+        project_key=project_key,
+        environment_key=environment_key,
+        existing=existing,
+        create_missing=create_missing,
+        dry_run=dry_run,
+        actor=actor,
+        source=door,
+    )
+    return plan, conversion
