@@ -17,9 +17,13 @@ from django.core.exceptions import ValidationError
 
 from flags import transfer
 from flags.importers.conversion import Conversion
+from flags.importers.flagd import convert_flagd
 from flags.importers.unleash import convert_unleash
 
-CONVERTERS: dict[str, Callable[[Any], Conversion]] = {"unleash": convert_unleash}
+CONVERTERS: dict[str, Callable[[Any], Conversion]] = {
+    "unleash": convert_unleash,
+    "flagd": convert_flagd,
+}
 SOURCES = tuple(CONVERTERS)
 
 
