@@ -15,14 +15,17 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from evaluation.engine import ErrorCode, compile_document
 from flags import transfer
 from flags.importers.conversion import Conversion
 from flags.importers.flagd import convert_flagd
+from flags.importers.launchdarkly import convert_launchdarkly
 from flags.importers.unleash import convert_unleash
 
 CONVERTERS: dict[str, Callable[[Any], Conversion]] = {
     "unleash": convert_unleash,
     "flagd": convert_flagd,
+    "launchdarkly": convert_launchdarkly,
 }
 SOURCES = tuple(CONVERTERS)
 
@@ -32,7 +35,36 @@ def convert(source: str, data: Any) -> Conversion:
     converter = CONVERTERS.get(source)
     if converter is None:
         raise ValidationError({"from": f"one of {', '.join(SOURCES)}, not {source!r}"})
-    return converter(data)
+    conversion = converter(data)
+    _drop_what_the_engine_refuses(conversion)
+    return conversion
+
+
+def _drop_what_the_engine_refuses(conversion: Conversion) -> None:
+    """Skip, with the reason, flags the engine cannot compile (a pattern RE2 refuses, ...)
+    and flags whose prerequisites are skipped: the rest imports, never half a flag."""
+    flags = conversion.document["flags"]
+    names = {key: name for name, key in conversion.keys.items()}
+    while True:
+        snapshot = compile_document({**conversion.document, "version": 0})
+        refused: dict[str, str] = {}
+        for key, entry in flags.items():
+            missing = [
+                p["flag"] for p in entry.get("prerequisites") or [] if p["flag"] not in flags
+            ]
+            if missing:
+                refused[key] = f"its prerequisite {missing[0]!r} is not imported"
+                continue
+            result = snapshot.evaluate(key, {"targetingKey": "import-check"})
+            if result.error_code == ErrorCode.PARSE_ERROR:
+                refused[key] = (result.error_details or "").removeprefix(f"flag {key!r}: ")
+        if not refused:
+            return
+        for key, reason in refused.items():
+            name = names.get(key, key)
+            conversion.skipped[name] = reason
+            conversion.keys.pop(name, None)
+            del flags[key]
 
 
 def import_from(
