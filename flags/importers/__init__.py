@@ -19,6 +19,7 @@ from evaluation.engine import ErrorCode, compile_document
 from flags import transfer
 from flags.importers.conversion import Conversion
 from flags.importers.flagd import convert_flagd
+from flags.importers.flagsmith import convert_flagsmith
 from flags.importers.launchdarkly import convert_launchdarkly
 from flags.importers.unleash import convert_unleash
 
@@ -26,6 +27,7 @@ CONVERTERS: dict[str, Callable[[Any], Conversion]] = {
     "unleash": convert_unleash,
     "flagd": convert_flagd,
     "launchdarkly": convert_launchdarkly,
+    "flagsmith": convert_flagsmith,
 }
 SOURCES = tuple(CONVERTERS)
 
