@@ -69,6 +69,12 @@ def convert_flagsmith(data: Any) -> Conversion:
         taken.add(key)
         conversion.keys[name] = key
         conversion.document["flags"][key] = entry
+    identities = data.get("identity_overrides")
+    if isinstance(identities, list) and identities:
+        conversion.skipped["(identity overrides)"] = (
+            f"{len(identities)} identity overrides are not imported: targets here choose a "
+            "variant, not a value per identity"
+        )
     return conversion
 
 

@@ -138,3 +138,27 @@ def test_a_huge_export_is_refused_before_it_is_read(project, export, monkeypatch
     monkeypatch.setattr(command, "MAX_EXPORT_BYTES", 1_000)
     path = export(json.dumps({"features": [{"name": "x" * 2_000, "enabled": True}]}))
     assert "is larger than" in fails("import", path, "shop", "production", "--from", "unleash")
+
+
+HOSTILE = {
+    "a lone surrogate": '{"flags": {"\\ud800": {}}, "features": [{"name": "\\ud800"}]}',
+    "a NUL character": '{"flags": {"a\\u0000": {}}, "features": [{"name": "a\\u0000"}]}',
+    "JSON nested 10,000 deep": "[" * 10_000 + "]" * 10_000,
+    "not an object": '["flags"]',
+    "wrong types everywhere": '{"flags": 5, "features": 5, "feature_states": 5, "items": 5}',
+    "not JSON": "{flags:",
+}
+
+
+@pytest.mark.parametrize("source", ["unleash", "flagd", "launchdarkly", "flagsmith"])
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE)
+def test_every_importer_refuses_hostile_input_with_a_message(project, export, source, text):
+    args = ("import", export(text), "shop", "production", "--from", source)
+    try:
+        out = run(*args).stdout
+    except Exception as error:  # noqa: BLE001 - the CLI's own error, with its exit code
+        assert getattr(error, "returncode", None) == 2, str(error)
+        assert str(error)
+    else:  # nothing importable: every flag reported, none written
+        assert "not imported" in out or "0 added" in out
+    assert not Flag.objects.filter(project=project).exists()
