@@ -112,10 +112,9 @@ def chooser(scheme: str, flag_key: str, salt: str, weights: Sequence[int]) -> Ch
         entries = tuple(table)
 
         def flagd(value: str) -> int:
-            key: str | bytes = salt + value
+            text = salt + value
             # An ASCII string's buffer is its UTF-8: only other strings are encoded.
-            if not key.isascii():  # type: ignore[union-attr]
-                key = key.encode()  # type: ignore[union-attr]
+            key: str | bytes = text if text.isascii() else text.encode()
             return entries[(hash32(key, 0, False) * total) >> 32]
 
         return flagd

@@ -191,9 +191,10 @@ def _build_unleash_percentage(values: list[Any]) -> ValueTest:
     if len(values) != 2 or values[0].__class__ is not str:
         raise DocumentError("values", "unleash_percentage takes [groupId, percentage]")
     group_id = require_text(values[0], "values", "the groupId")
-    percentage = values[1]
-    if not _is_number(percentage) or not 0 <= percentage <= 100:
-        raise DocumentError("values", f"a percentage is a number from 0 to 100, got {percentage!r}")
+    raw = values[1]
+    if not _is_number(raw) or not 0 <= raw <= 100:
+        raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
+    percentage = float(raw)
 
     def test(value: Any) -> bool:
         text = bucket_value_of(value)

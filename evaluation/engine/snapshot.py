@@ -6,7 +6,9 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .bucketing import MAX_TOTAL_WEIGHT, SCHEMES, bucket_value_of, chooser
+import mmh3
+
+from .bucketing import MAX_TOTAL_WEIGHT, SCHEMES, TABLE_LIMIT, bucket_value_of, chooser
 from .conditions import (
     Context,
     Predicate,
@@ -111,9 +113,8 @@ def _compile_serving(
     variant, bucket_by, weights = _parse_serving(serving, list(results))
     if variant is not None:
         return _with(results[variant], reason, rule_id)
-    # One precomputed result per entry: a rollout costs a hash and an index.
     entries = tuple(_with(results[key], Reason.SPLIT, rule_id) for key, _ in weights)
-    choose = chooser(scheme, flag_key, salt, [weight for _, weight in weights])
+    total = sum(weight for _, weight in weights)
     get = attribute_getter(bucket_by)
     if bucket_by == "targetingKey":
         missing = error_result(
@@ -125,6 +126,9 @@ def _compile_serving(
             ErrorCode.INVALID_CONTEXT,
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
+    if scheme == "flagd" and total <= TABLE_LIMIT:
+        return _flagd_table_serve(weights, entries, get, missing, salt)
+    choose = chooser(scheme, flag_key, salt, [weight for _, weight in weights])
 
     def serve(context: Context) -> EvaluationResult:
         value = get(context)
@@ -135,6 +139,37 @@ def _compile_serving(
         # Each scheme hashes UTF-8 bytes, never a string its C code would have to encode:
         # a lone surrogate raises UnicodeEncodeError here (INVALID_CONTEXT).
         return entries[choose(value)]
+
+    return serve
+
+
+def _flagd_table_serve(
+    weights: tuple[tuple[str, int], ...],
+    entries: tuple[EvaluationResult, ...],
+    get: Callable[[Context], Any],
+    missing: EvaluationResult,
+    salt: str,
+) -> Serve:
+    """The commonest rollout, inlined: one precomputed result per bucket, a hash, an index."""
+    table: list[EvaluationResult] = []
+    for (_, weight), entry in zip(weights, entries, strict=True):
+        table.extend([entry] * weight)
+    buckets = tuple(table)
+    total = len(buckets)
+    hash32 = mmh3.hash
+
+    def serve(context: Context) -> EvaluationResult:
+        value = get(context)
+        if value.__class__ is not str:
+            value = bucket_value_of(value)
+            if value is None:
+                return missing
+        key = salt + value
+        # The hash gets UTF-8 bytes, never a string it would have to encode: its C code
+        # crashed the process on a lone surrogate. An ASCII string's buffer is its UTF-8,
+        # so only other strings are encoded (a lone surrogate raises: INVALID_CONTEXT).
+        data: str | bytes = key if key.isascii() else key.encode()
+        return buckets[(hash32(data, 0, False) * total) >> 32]
 
     return serve
 
