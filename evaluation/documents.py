@@ -61,6 +61,8 @@ def flag_entry(flag: Flag) -> dict:
         # means for their answers); a flag's own field, the same in every environment.
         "clientSide": flag.client_side,
         "salt": flag.salt or flag.key,
+        # Only a flag imported with another system's scheme names it: flagd's is the default.
+        **({"bucketing": flag.bucketing} if flag.bucketing != "flagd" else {}),
         "variants": [{"key": v.key, "value": v.value} for v in variants],
         "offVariant": config.off_variant if config else (keys[-1] if keys else ""),
         "prerequisites": [

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
+from evaluation.engine.bucketing import SCHEMES as BUCKETING_SCHEMES
 from flags import validation
 
 KEY_VALIDATOR = RegexValidator(
@@ -84,6 +85,13 @@ class Flag(models.Model):
     type = models.CharField(max_length=16, choices=Type.choices, default=Type.BOOLEAN)
     salt = models.CharField(
         max_length=100, blank=True, help_text="Bucketing salt; empty means the flag key."
+    )
+    bucketing = models.CharField(
+        max_length=16,
+        choices=[(scheme, scheme) for scheme in BUCKETING_SCHEMES],
+        default="flagd",
+        help_text="How rollouts place users: flagd's scheme, or that of the system the flag "
+        "was imported from (docs/evaluation.md#bucketing).",
     )
     tags = models.ManyToManyField(Tag, blank=True, related_name="flags")
     owner = models.ForeignKey(

@@ -328,6 +328,7 @@ def flag_meta(flag: Flag) -> dict:
         "description": flag.description,
         "type": flag.type,
         "salt": flag.salt,
+        "bucketing": flag.bucketing,
         "archived": flag.archived,
         "clientSide": flag.client_side,
         "owner": flag.owner.get_username() if flag.owner else None,
@@ -350,6 +351,7 @@ def flag_create(
     tags: Iterable[str] = (),
     owner: AbstractBaseUser | None = None,
     salt: str = "",
+    bucketing: str = "flagd",
     client_side: bool = False,
     actor: Actor,
     source: str,
@@ -371,6 +373,7 @@ def flag_create(
         description=description,
         type=type,
         salt=salt,
+        bucketing=bucketing,
         owner=owner,
         client_side=client_side,
     )
@@ -450,7 +453,7 @@ def _json_contains_supported() -> bool:
     return connection.features.supports_json_field_contains
 
 
-FLAG_FIELDS = ("name", "description", "salt", "archived", "owner", "client_side")
+FLAG_FIELDS = ("name", "description", "salt", "bucketing", "archived", "owner", "client_side")
 
 
 @transaction.atomic

@@ -216,6 +216,7 @@ def _meta(key: str, entry: dict) -> dict:
         "description": metadata.get("description") or "",
         "tags": sorted(metadata.get("tags") or []),
         "salt": entry.get("salt") or key,
+        "bucketing": entry.get("bucketing") or "flagd",
         "archived": bool(entry.get("archived", False)),
         "variants": [
             {"key": v.get("key"), "value": v.get("value")} for v in entry.get("variants") or []
@@ -410,6 +411,7 @@ def _stored_meta(flag: Flag) -> dict:
         "description": flag.description or "",
         "tags": sorted(tag.name for tag in flag.tags.all()),
         "salt": flag.salt or flag.key,
+        "bucketing": flag.bucketing,
         "archived": flag.archived,
         "client_side": flag.client_side,
         "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()],
@@ -554,6 +556,7 @@ def _write_flag(project: Project, key: str, meta: dict, state: str, write: dict)
             description=meta["description"],
             tags=meta["tags"],
             salt=salt,
+            bucketing=meta["bucketing"],
             client_side=meta.get("client_side", False),
             **write,
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import re2
 
+from .bucketing import bucket_value_of, unleash_normalized
 from .dates import timestamp
 from .errors import DocumentError
 from .semver import parse_version
@@ -154,6 +155,52 @@ def _build_ends_with(values: list[Any]) -> ValueTest:
         if not value.isascii():
             value.encode()
         return value.endswith(suffixes)
+
+    return test
+
+
+def _build_case_insensitive(name: str) -> Callable[[list[Any]], ValueTest]:
+    """icontains / istarts_with / iends_with: the string tests with both sides lowercased."""
+
+    def build(values: list[Any]) -> ValueTest:
+        needles = tuple(value.lower() for value in _require_strings(values, name))
+
+        def test(value: Any) -> bool:
+            if value.__class__ is not str:
+                return False
+            if not value.isascii():
+                value.encode()
+            lowered = value.lower()
+            if name == "istarts_with":
+                return lowered.startswith(needles)
+            if name == "iends_with":
+                return lowered.endswith(needles)
+            for needle in needles:  # noqa: SIM110 - a loop allocates no generator per call
+                if needle in lowered:
+                    return True
+            return False
+
+        return test
+
+    return build
+
+
+def _build_unleash_percentage(values: list[Any]) -> ValueTest:
+    """Unleash's gradual rollout: `[groupId, percentage]`, in when the normalized value is
+    at most the percentage (MurmurHash3 seed 0 of `"{groupId}:{value}"`, `% 100 + 1`)."""
+    if len(values) != 2 or values[0].__class__ is not str:
+        raise DocumentError("values", "unleash_percentage takes [groupId, percentage]")
+    group_id = require_text(values[0], "values", "the groupId")
+    raw = values[1]
+    if not _is_number(raw) or not 0 <= raw <= 100:
+        raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
+    percentage = float(raw)
+
+    def test(value: Any) -> bool:
+        text = bucket_value_of(value)
+        if text is None:
+            return False
+        return unleash_normalized(group_id, text) <= percentage
 
     return test
 
@@ -357,6 +404,12 @@ _register("starts_with", "starts with one of the values", _build_starts_with)
 _register("ends_with", "ends with one of the values", _build_ends_with)
 _register("matches", "matches one of the regular expressions", _build_matches)
 for _name, _words in (
+    ("icontains", "contains one of the values, ignoring case"),
+    ("istarts_with", "starts with one of the values, ignoring case"),
+    ("iends_with", "ends with one of the values, ignoring case"),
+):
+    _register(_name, _words, _build_case_insensitive(_name))
+for _name, _words in (
     ("lt", "is less than"),
     ("lte", "is at most"),
     ("gt", "is greater than"),
@@ -377,6 +430,11 @@ _register("exists", "is present", None, takes_values=False)
 _register("not_exists", "is absent", None, negative=True, takes_values=False)
 _register("in_cidr", "is an IP address in one of the networks", _build_cidr)
 _register("in_segment", "the context is in one of the segments", None, takes_attribute=False)
+_register(
+    "unleash_percentage",
+    "is in Unleash's gradual rollout [groupId, percentage]",
+    _build_unleash_percentage,
+)
 
 OPERATORS: Mapping[str, Operator] = MappingProxyType({k: v[0] for k, v in _SPECS.items()})
 

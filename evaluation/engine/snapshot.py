@@ -8,7 +8,7 @@ from typing import Any
 
 import mmh3
 
-from .bucketing import bucket_value_of
+from .bucketing import MAX_TOTAL_WEIGHT, SCHEMES, TABLE_LIMIT, bucket_value_of, chooser
 from .conditions import (
     Context,
     Predicate,
@@ -92,8 +92,10 @@ def _parse_serving(
             raise DocumentError(f"{field}.weight", f"must be an integer >= 0, got {weight!r}")
         weights.append((key, weight))
     total = sum(weight for _, weight in weights)
-    if total != 100:
-        raise DocumentError("rollout.variants", f"weights must sum to 100, not {total}")
+    if total <= 0:
+        raise DocumentError("rollout.variants", "at least one weight must be above 0")
+    if total > MAX_TOTAL_WEIGHT:
+        raise DocumentError("rollout.variants", f"weights must total at most {MAX_TOTAL_WEIGHT}")
     return None, bucket_by, tuple(weights)
 
 
@@ -103,6 +105,7 @@ def _compile_serving(
     *,
     flag_key: str,
     salt: str,
+    scheme: str,
     reason: str,
     rule_id: str | None,
 ) -> EvaluationResult | Serve:
@@ -110,11 +113,8 @@ def _compile_serving(
     variant, bucket_by, weights = _parse_serving(serving, list(results))
     if variant is not None:
         return _with(results[variant], reason, rule_id)
-    # One precomputed result per bucket: a rollout costs a hash and an index.
-    table: list[EvaluationResult] = []
-    for key, weight in weights:
-        table.extend([_with(results[key], Reason.SPLIT, rule_id)] * weight)
-    buckets = tuple(table)
+    entries = tuple(_with(results[key], Reason.SPLIT, rule_id) for key, _ in weights)
+    total = sum(weight for _, weight in weights)
     get = attribute_getter(bucket_by)
     if bucket_by == "targetingKey":
         missing = error_result(
@@ -126,6 +126,36 @@ def _compile_serving(
             ErrorCode.INVALID_CONTEXT,
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
+    if scheme == "flagd" and total <= TABLE_LIMIT:
+        return _flagd_table_serve(weights, entries, get, missing, salt)
+    choose = chooser(scheme, flag_key, salt, [weight for _, weight in weights])
+
+    def serve(context: Context) -> EvaluationResult:
+        value = get(context)
+        if value.__class__ is not str:
+            value = bucket_value_of(value)
+            if value is None:
+                return missing
+        # Each scheme hashes UTF-8 bytes, never a string its C code would have to encode:
+        # a lone surrogate raises UnicodeEncodeError here (INVALID_CONTEXT).
+        return entries[choose(value)]
+
+    return serve
+
+
+def _flagd_table_serve(
+    weights: tuple[tuple[str, int], ...],
+    entries: tuple[EvaluationResult, ...],
+    get: Callable[[Context], Any],
+    missing: EvaluationResult,
+    salt: str,
+) -> Serve:
+    """The commonest rollout, inlined: one precomputed result per bucket, a hash, an index."""
+    table: list[EvaluationResult] = []
+    for (_, weight), entry in zip(weights, entries, strict=True):
+        table.extend([entry] * weight)
+    buckets = tuple(table)
+    total = len(buckets)
     hash32 = mmh3.hash
 
     def serve(context: Context) -> EvaluationResult:
@@ -138,9 +168,8 @@ def _compile_serving(
         # The hash gets UTF-8 bytes, never a string it would have to encode: its C code
         # crashed the process on a lone surrogate. An ASCII string's buffer is its UTF-8,
         # so only other strings are encoded (a lone surrogate raises: INVALID_CONTEXT).
-        if not key.isascii():
-            key = key.encode()  # type: ignore[assignment]
-        return buckets[(hash32(key, 0, False) * 100) >> 32]
+        data: str | bytes = key if key.isascii() else key.encode()
+        return buckets[(hash32(data, 0, False) * total) >> 32]
 
     return serve
 
@@ -258,6 +287,11 @@ def _compile_flag(
     if salt.__class__ is not str:
         raise DocumentError("salt", "must be a string")
     require_text(salt, "salt", "the salt")
+    scheme = flag.get("bucketing")
+    if scheme is None:
+        scheme = "flagd"
+    if scheme not in SCHEMES:
+        raise DocumentError("bucketing", f"must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     results = _compile_variants(key, flag_type, flag.get("variants"))
 
     off_key = flag.get("offVariant")
@@ -267,13 +301,16 @@ def _compile_flag(
     compiled.prerequisite_failed = _with(results[off_key], Reason.PREREQUISITE_FAILED, None)
     compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
     compiled.targets = _compile_targets(_optional_list(flag, "targets"), results)
-    compiled.rules = _compile_rules(_optional_list(flag, "rules"), results, segments, key, salt)
+    compiled.rules = _compile_rules(
+        _optional_list(flag, "rules"), results, segments, key, salt, scheme
+    )
     try:
         compiled.default = _compile_serving(
             flag.get("defaultServe"),
             results,
             flag_key=key,
             salt=salt,
+            scheme=scheme,
             reason=Reason.DEFAULT,
             rule_id=None,
         )
@@ -374,6 +411,7 @@ def _compile_rules(
     segments: Mapping[str, Predicate | DocumentError],
     flag_key: str,
     salt: str,
+    scheme: str,
 ) -> tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...]:
     rules = []
     for index, entry in enumerate(entries):
@@ -397,6 +435,7 @@ def _compile_rules(
                 results,
                 flag_key=flag_key,
                 salt=salt,
+                scheme=scheme,
                 reason=Reason.TARGETING_MATCH,
                 rule_id=rule_id,
             )

@@ -76,7 +76,8 @@ class ConditionSerializer(StrictSerializer):
 
 class RolloutVariantSerializer(StrictSerializer):
     variant = serializers.CharField(max_length=64)
-    weight = serializers.IntegerField(min_value=0, max_value=100)
+    # Any non-negative integer: a rollout's weights are relative to their total.
+    weight = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
 
 
 class RolloutSerializer(StrictSerializer):

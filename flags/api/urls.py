@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from flags.api import auth, rollouts, views
+from flags.api import auth, imports, rollouts, views
 
 PROJECT = "projects/<str:project_key>"
 FLAG = f"{PROJECT}/flags/<str:flag_key>"
@@ -73,6 +73,11 @@ urlpatterns = [
     path("projects", views.ProjectViewSet.as_view(listing), name="projects"),
     path("projects/<str:key>", views.ProjectViewSet.as_view({"get": "retrieve"}), name="project"),
     path(f"{PROJECT}/environments", views.EnvironmentViewSet.as_view(listing), name="environments"),
+    path(
+        f"{PROJECT}/environments/<str:environment_key>/import",
+        imports.ImportViewSet.as_view({"post": "create"}),
+        name="environment-import",
+    ),
     path(
         f"{PROJECT}/environments/<str:key>",
         views.EnvironmentViewSet.as_view({"patch": "partial_update"}),

@@ -101,6 +101,10 @@ add("split-100-0", [("a", 100), ("b", 0)])
 add("split-order", [("b", 25), ("a", 75)])  # walks the rollout's order, not the flag's
 add("split-salted", [("a", 50), ("b", 50)], salt="shared-salt")
 add("split-by-company", [("a", 50), ("b", 50)], bucketBy="company.id")
+# Weights are any non-negative integers: their total is the scale, not 100.
+add("split-1-3", [("a", 1), ("b", 3)])
+add("split-fine", [("a", 1), ("b", 99_999)])  # 0.001% steps
+add("split-large", [("a", 123_456), ("b", 654_321), ("c", 7)])
 
 KEYS = [f"user-{i}" for i in range(40)] + ["", "élodie", "日本語", "🙂", "a" * 100]
 

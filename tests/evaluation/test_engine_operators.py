@@ -45,6 +45,18 @@ def matches(
 
 
 CASES = [
+    # case-insensitive string operators (Unleash's caseInsensitive)
+    ("icontains", ["PRO"], "a pro plan", True),
+    ("icontains", ["pro"], "team", False),
+    ("istarts_with", ["ÉL"], "élodie", True),
+    ("istarts_with", ["x"], "yx", False),
+    ("iends_with", ["@Example.COM"], "a@example.com", True),
+    ("iends_with", ["@example.com"], 5, False),
+    # Unleash's gradual rollout: 100% takes everyone, 0% no one, numbers as their text
+    ("unleash_percentage", ["group", 100], "anyone", True),
+    ("unleash_percentage", ["group", 100], 42, True),
+    ("unleash_percentage", ["group", 0], "anyone", False),
+    ("unleash_percentage", ["group", 100], {"id": 1}, False),
     # equals / in: type-strict, numbers by value, case-sensitive
     ("equals", ["pro"], "pro", True),
     ("equals", ["pro"], "Pro", False),
@@ -232,6 +244,10 @@ ATTRIBUTE_OPERATORS = [
         ("before", [0]),
         ("after", [0]),
         ("in_cidr", ["10.0.0.0/8"]),
+        ("icontains", ["x"]),
+        ("istarts_with", ["x"]),
+        ("iends_with", ["x"]),
+        ("unleash_percentage", ["g", 100]),
         ("exists", []),
         ("not_exists", []),
     ]

@@ -368,9 +368,9 @@ INVALID_RULES = {
         {"conditions": '[{"attribute": "email", "operator": "matches", "values": ["("]}]'},
         "condition 1: values",
     ),
-    "weights not summing to 100": (
-        {"serve_variant": "", "rollout": '{"on": 50, "off": 40}'},
-        "weights must sum to 100, not 90",
+    "weights that are all 0": (
+        {"serve_variant": "", "rollout": '{"on": 0, "off": 0}'},
+        "at least one weight must be above 0",
     ),
     "an unknown variant": ({"serve_variant": "maybe"}, "unknown variant 'maybe'"),
     "an unknown operator": (
@@ -404,9 +404,9 @@ def test_an_invalid_rule_shows_the_error_and_saves_nothing(
 def test_an_invalid_rollout_in_an_environment_configuration_is_refused(client, project, checkout):
     as_role(client, project, "editor")
     response = post_flag_page(
-        client, checkout, **{"configs-0-serve_variant": "", "configs-0-rollout": '{"on": 101}'}
+        client, checkout, **{"configs-0-serve_variant": "", "configs-0-rollout": '{"on": -1}'}
     )
-    assert "weights must sum to 100" in errors_of(response)
+    assert "must be an integer >= 0" in errors_of(response)
     assert factories.config(checkout, "development").rollout == {}
 
 

@@ -244,8 +244,8 @@ def test_configuration_change_bumps_environment_version(project, api):
                 "defaultServe": {
                     "rollout": {
                         "variants": [
-                            {"variant": "on", "weight": 30},
-                            {"variant": "off", "weight": 30},
+                            {"variant": "on", "weight": 0},
+                            {"variant": "off", "weight": 0},
                         ]
                     }
                 }

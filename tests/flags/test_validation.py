@@ -3,6 +3,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
+from evaluation.documents import build_document
 from flags import services
 from flags.models import Flag, Rule
 from tests import factories
@@ -76,13 +77,28 @@ def test_duplicate_variant_keys(project):
     )
 
 
-def test_weights_must_sum_to_100(project):
+def test_weights_need_one_above_zero(project):
     flag = factories.flag(project, "split")
     serving = {
-        "rollout": {"variants": [{"variant": "on", "weight": 60}, {"variant": "off", "weight": 30}]}
+        "rollout": {"variants": [{"variant": "on", "weight": 0}, {"variant": "off", "weight": 0}]}
     }
     message = rejected(lambda: factories.configure(flag, defaultServe=serving), "defaultServe")
-    assert "100" in message
+    assert "above 0" in message
+
+
+def test_weights_need_not_sum_to_100(project):
+    flag = factories.flag(project, "split")
+    serving = {
+        "rollout": {
+            "variants": [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 99_999}]
+        }
+    }
+    config = factories.configure(flag, defaultServe=serving)
+    document = build_document(config.environment_id)
+    assert document["flags"]["split"]["defaultServe"]["rollout"]["variants"] == [
+        {"variant": "on", "weight": 1},
+        {"variant": "off", "weight": 99_999},
+    ]
 
 
 def test_negative_weight(project):

@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from evaluation import cache
 from evaluation.engine import Reason
-from flags import services, transfer
+from flags import importers, services, transfer
 from flags.cli import (
     SOURCE,
     AttributesParser,
@@ -37,6 +37,8 @@ from flags.validation import DEPTH_MESSAGE
 FORMATS = ("json", "yaml")
 # Imports of more flags than this report their progress on stderr.
 PROGRESS_FROM = 20
+# The largest export of another system that `import --from` reads.
+MAX_EXPORT_BYTES = 50_000_000
 
 
 class Command(FlagsCommand):
@@ -440,9 +442,18 @@ class Command(FlagsCommand):
             help="create the project and environments the file names if they do not exist",
         )
         sub.add_argument("--format", choices=FORMATS, help="default: from FILE's suffix, or json")
+        sub.add_argument(
+            "--from",
+            dest="source",
+            choices=importers.SOURCES,
+            help="FILE is another system's export (see docs/migrating.md); give the project "
+            "and environment to import into",
+        )
         add_common_arguments(sub)
 
     def _import(self, *, file: str, project: str | None, environment: str | None, **options):
+        if options["source"]:
+            return self._import_from(file, project, environment, options)
         document = _load(_read(file, self._stdin), options["format"] or _format_of(file), file)
         plan = transfer.import_document(
             document=document,
@@ -459,6 +470,43 @@ class Command(FlagsCommand):
             return self.print_json({**plan.to_dict(), "dry_run": options["dry_run"]})
         where = f"{plan.project}/{','.join(plan.environments)}"
         self.stdout.write(f"Import into {where} (existing: {options['existing']})")
+        self._print_plan(plan)
+        if options["dry_run"]:
+            self.stdout.write("Dry run: nothing was written.")
+        else:
+            self._done("Imported.")
+
+    def _import_from(self, file: str, project: str | None, environment: str | None, options):
+        source = options["source"]
+        if file != "-" and Path(file).is_file() and Path(file).stat().st_size > MAX_EXPORT_BYTES:
+            raise fail(f"{file} is larger than {MAX_EXPORT_BYTES // 1_000_000} MB")
+        text = _read(file, self._stdin)
+        if len(text) > MAX_EXPORT_BYTES:
+            raise fail(f"{file} is larger than {MAX_EXPORT_BYTES // 1_000_000} MB")
+        data = _load(text, options["format"] or _format_of(file), file)
+        plan, conversion = importers.import_from(
+            source=source,
+            data=data,
+            project_key=project,
+            environment_key=environment,
+            existing=options["existing"],
+            create_missing=options["create_missing"],
+            dry_run=options["dry_run"],
+            actor=self.actor,
+            door=SOURCE,
+        )
+        if self.as_json:
+            return self.print_json(
+                {
+                    **plan.to_dict(),
+                    "dry_run": options["dry_run"],
+                    "conversion": conversion.to_dict(),
+                }
+            )
+        where = f"{plan.project}/{','.join(plan.environments)}"
+        self.stdout.write(f"Import from {source} into {where} (existing: {options['existing']})")
+        for name, reason in conversion.skipped.items():
+            self.stdout.write(f"! flag {name}: not imported: {reason}")
         self._print_plan(plan)
         if options["dry_run"]:
             self.stdout.write("Dry run: nothing was written.")
@@ -638,6 +686,9 @@ def _weights(flag: Flag, weights: list[str]) -> list[dict]:
         if not sep:
             raise fail(f"give each weight as VARIANT=PERCENT, not {item!r}")
         variants.append({"variant": variant, "weight": _percent(variant, weight)})
+    total = sum(item["weight"] for item in variants)
+    if total != 100:
+        raise fail(f"the percentages must sum to 100, not {total}")
     return variants
 
 

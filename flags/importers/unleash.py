@@ -1,0 +1,539 @@
+"""Unleash: its client features API (and delta API) JSON as flags bucketed the Unleash way.
+
+An Unleash feature becomes one flag with `bucketing: unleash` and its name as the salt (the
+groupId of its variants). Each strategy becomes rules, in order; a constraint that Unleash
+makes true for a context without the attribute (`NOT_IN`, `inverted`) becomes one rule with
+the attribute and one without, since a condition here never matches an absent attribute.
+Context fields: Unleash's `userId` is the `targetingKey`; every other field (`sessionId`,
+`remoteAddress`, `environment`, `appName`, `currentTime`) and every property is an
+attribute of the same name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from evaluation.engine import DocumentError
+from evaluation.engine.conditions import compile_pattern
+from evaluation.engine.dates import timestamp
+from evaluation.engine.semver import parse_version
+from flags.importers.conversion import (
+    Alternatives,
+    Conversion,
+    Unsupported,
+    absent,
+    all_of,
+    condition,
+    flag_key_of,
+    present,
+    require_list,
+    require_object,
+)
+
+DISABLED = "disabled"  # Unleash's variant of a feature that is off for the context
+ENABLED = "on"  # a feature on for the context that has no variant to give it
+STRING_OPERATORS = {
+    "STR_CONTAINS": ("contains", "icontains"),
+    "STR_STARTS_WITH": ("starts_with", "istarts_with"),
+    "STR_ENDS_WITH": ("ends_with", "iends_with"),
+}
+SINGLE_VALUE_OPERATORS = {
+    "NUM_EQ": "equals",
+    "NUM_GT": "gt",
+    "NUM_GTE": "gte",
+    "NUM_LT": "lt",
+    "NUM_LTE": "lte",
+    "DATE_AFTER": "after",
+    "DATE_BEFORE": "before",
+    "SEMVER_EQ": "semver_eq",
+    "SEMVER_GT": "semver_gt",
+    "SEMVER_LT": "semver_lt",
+    "SEMVER_GTE": "semver_gte",
+    "SEMVER_LTE": "semver_lte",
+}
+NEVER: Alternatives = []  # a constraint no context satisfies
+ALWAYS: Alternatives = [[]]
+
+
+def attribute_of(context_name: Any) -> str:
+    if not isinstance(context_name, str) or not context_name:
+        raise Unsupported("a constraint names no context field")
+    return "targetingKey" if context_name == "userId" else context_name
+
+
+# --- reading the input ------------------------------------------------------------------
+
+
+def _features_and_segments(data: Any) -> tuple[list[Any], dict[Any, Any]]:
+    data = require_object(data, "document")
+    if "events" in data:  # the delta API: apply its events in order
+        features: dict[str, Any] = {}
+        segments: dict[Any, Any] = {}
+        for index, event in enumerate(require_list(data["events"], "events")):
+            event = require_object(event, f"events[{index}]")
+            kind = event.get("type")
+            if kind == "hydration":
+                features = {
+                    f.get("name"): f
+                    for f in require_list(event.get("features"), "features")
+                    if isinstance(f, dict)
+                }
+                segments = {
+                    s.get("id"): s
+                    for s in require_list(event.get("segments"), "segments")
+                    if isinstance(s, dict)
+                }
+            elif kind == "feature-updated":
+                feature = require_object(event.get("feature"), f"events[{index}].feature")
+                features[feature.get("name")] = feature
+            elif kind == "feature-removed":
+                features.pop(event.get("featureName"), None)
+            elif kind == "segment-updated":
+                segment = require_object(event.get("segment"), f"events[{index}].segment")
+                segments[segment.get("id")] = segment
+            elif kind == "segment-removed":
+                segments.pop(event.get("segmentId"), None)
+        return list(features.values()), segments
+    if "features" not in data:
+        raise ValidationError({"features": "an Unleash export lists its features"})
+    features_list = require_list(data["features"], "features")
+    segments = {}
+    for index, segment in enumerate(require_list(data.get("segments"), "segments")):
+        segment = require_object(segment, f"segments[{index}]")
+        segments[segment.get("id")] = segment
+    return features_list, segments
+
+
+def convert_unleash(data: Any) -> Conversion:
+    features, segments = _features_and_segments(data)
+    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    taken: set[str] = set()
+    names: dict[str, dict[str, Any]] = {}
+    for index, feature in enumerate(features):
+        feature = require_object(feature, f"features[{index}]")
+        name = feature.get("name")
+        try:
+            key = flag_key_of(name, taken)
+        except Unsupported as reason:
+            conversion.skipped[str(name)] = str(reason)
+            continue
+        taken.add(key)
+        conversion.keys[name] = key
+        names[name] = feature
+    # Variant keys first: a dependency on a parent names the parent's variants.
+    shapes: dict[str, list[dict[str, Any]] | None] = {}
+    for name, feature in names.items():
+        try:
+            shapes[name] = _variants(feature)
+        except Unsupported as reason:
+            conversion.skipped[name] = str(reason)
+    for name, feature in names.items():
+        if name in conversion.skipped:
+            continue
+        try:
+            entry = _flag(name, feature, segments, shapes, conversion.keys, names)
+        except Unsupported as reason:
+            conversion.skipped[name] = str(reason)
+            continue
+        conversion.document["flags"][conversion.keys[name]] = entry
+    for name in conversion.skipped:
+        conversion.keys.pop(name, None)
+    return conversion
+
+
+# --- a feature --------------------------------------------------------------------------
+
+
+def _variants(feature: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The flag's variants (a json flag), or None for a feature without any (boolean)."""
+    seen: dict[str, Any] = {}
+    lists = [feature.get("variants")]
+    lists += [
+        s.get("variants")
+        for s in require_list(feature.get("strategies"), "strategies")
+        if isinstance(s, dict)
+    ]
+    for variants in lists:
+        for variant in require_list(variants, "variants"):
+            variant = require_object(variant, "variants[]")
+            name, payload = variant.get("name"), variant.get("payload")
+            if not isinstance(name, str) or not name:
+                raise Unsupported("a variant has no name")
+            if name in (DISABLED, ENABLED):
+                raise Unsupported(f"a variant is named {name!r}, which stands for no variant here")
+            value = {"name": name, "enabled": True, "feature_enabled": True}
+            if isinstance(payload, dict):
+                value["payload"] = payload
+            if name in seen and seen[name] != value:
+                raise Unsupported(f"variant {name!r} has different payloads in different places")
+            seen[name] = value
+    if not seen:
+        return None
+    variants = []
+    taken: set[str] = {DISABLED, ENABLED}
+    for name, value in seen.items():
+        try:
+            key = flag_key_of(name, taken)
+        except Unsupported as reason:
+            raise Unsupported(
+                f"variant {name!r}: {str(reason).replace('its name', 'the name')}"
+            ) from None
+        taken.add(key)
+        variants.append({"key": key, "value": value})
+    # Each value is what Unleash's getVariant answers, these two included.
+    enabled = {"name": DISABLED, "enabled": False, "feature_enabled": True}
+    disabled = {"name": DISABLED, "enabled": False, "feature_enabled": False}
+    return [*variants, {"key": ENABLED, "value": enabled}, {"key": DISABLED, "value": disabled}]
+
+
+def _flag(
+    name: str,
+    feature: dict[str, Any],
+    segments: dict[Any, Any],
+    shapes: dict[str, list[dict[str, Any]] | None],
+    keys: dict[str, str],
+    features: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    variants = shapes[name]
+    boolean = variants is None
+    on, off = ("on", "off") if boolean else (ENABLED, DISABLED)
+    enabled = feature.get("enabled")
+    if not isinstance(enabled, bool):
+        raise Unsupported("its enabled is not true or false")
+    feature_variants = require_list(feature.get("variants"), "variants")
+    strategies = require_list(feature.get("strategies"), "strategies")
+    rules: list[dict[str, Any]] = []
+    if not strategies:  # Unleash: a feature without strategies is on for everyone
+        default = _servings(name, feature_variants, name, on, [])
+        rules.extend(default[:-1])
+        default_serve = default[-1]["serve"]
+    else:
+        for strategy in strategies:
+            strategy = require_object(strategy, "strategies[]")
+            rules.extend(_strategy_rules(name, strategy, feature_variants, segments, on))
+        default_serve = {"variant": off}
+    for index, rule in enumerate(rules, start=1):
+        rule["id"] = str(index)
+    prerequisites = _prerequisites(feature, shapes, keys, features)
+    return {
+        "type": "boolean" if boolean else "json",
+        "enabled": enabled,
+        "salt": name,
+        "bucketing": "unleash",
+        "variants": [{"key": "on", "value": True}, {"key": "off", "value": False}]
+        if boolean
+        else variants,
+        "offVariant": off,
+        "prerequisites": prerequisites or [],
+        "targets": [],
+        "rules": rules if prerequisites is not None else [],
+        "defaultServe": default_serve if prerequisites is not None else {"variant": off},
+        "metadata": {"name": name, "description": feature.get("description") or ""},
+    }
+
+
+def _prerequisites(
+    feature: dict[str, Any],
+    shapes: dict[str, list[dict[str, Any]] | None],
+    keys: dict[str, str],
+    features: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]] | None:
+    """The prerequisites; None when Unleash would never satisfy them."""
+    prerequisites = []
+    for dependency in require_list(feature.get("dependencies"), "dependencies"):
+        dependency = require_object(dependency, "dependencies[]")
+        parent = dependency.get("feature")
+        if parent not in keys or parent not in shapes:
+            raise Unsupported(f"it depends on {parent!r}, which is not imported")
+        if require_list(features[parent].get("dependencies"), "dependencies"):
+            # Unleash: a parent that has parents of its own is never satisfied.
+            return None
+        parent_variants = shapes[parent]
+        wanted_on = dependency.get("enabled", True) is not False
+        chosen = require_list(dependency.get("variants"), "dependencies[].variants")
+        if parent_variants is None:
+            accepted = ["on"] if wanted_on else ["off"]
+        elif not wanted_on:
+            accepted = [DISABLED]
+        elif chosen:
+            accepted = [v.lower() for v in chosen if isinstance(v, str)]
+        else:
+            accepted = [v["key"] for v in parent_variants if v["key"] != DISABLED]
+        if parent_variants is not None:
+            known = {variant["key"] for variant in parent_variants}
+            accepted = [key for key in accepted if key in known]
+        if not accepted:  # variants the parent does not have: never satisfied
+            return None
+        prerequisites.append({"flag": keys[parent], "variants": accepted})
+    return prerequisites
+
+
+def _strategy_rules(
+    name: str,
+    strategy: dict[str, Any],
+    feature_variants: list[Any],
+    segments: dict[Any, Any],
+    on: str,
+) -> list[dict[str, Any]]:
+    parameters = strategy.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise Unsupported("a strategy's parameters are not an object")
+    parts = [_strategy_test(name, strategy.get("name"), parameters)]
+    for constraint in require_list(strategy.get("constraints"), "constraints"):
+        parts.append(_constraint(constraint))
+    for segment_id in require_list(strategy.get("segments"), "segments"):
+        segment = segments.get(segment_id)
+        if segment is None:  # Unleash: a strategy on a segment it does not know never matches
+            return []
+        for constraint in require_list(segment.get("constraints"), "segment constraints"):
+            parts.append(_constraint(constraint))
+    alternatives = all_of(parts)
+    strategy_variants = require_list(strategy.get("variants"), "variants")
+    if strategy_variants:
+        group = parameters.get("groupId") or name
+        if group != name and sum(1 for v in strategy_variants if _weight(v) > 0) > 1:
+            raise Unsupported(
+                f"a strategy's variants are grouped by {group!r}, not the flag name: "
+                "one bucketing salt per flag"
+            )
+        variants = strategy_variants
+    else:
+        variants = feature_variants
+    rules = []
+    for conditions in alternatives:
+        rules.extend(_servings(name, variants, name, on, conditions))
+    return rules
+
+
+def _weight(variant: Any) -> int:
+    weight = variant.get("weight") if isinstance(variant, dict) else None
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+        raise Unsupported(f"a variant's weight is not a non-negative integer: {weight!r}")
+    return weight
+
+
+def _servings(
+    name: str, variants: list[Any], group: str, on: str, conditions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rules serving Unleash's variant choice once `conditions` (the strategy) hold.
+
+    Overrides first, then the weighted choice by the first variant's stickiness: `default`
+    reads userId, then sessionId. A context without the stickiness value gets a random
+    variant in Unleash; here it gets the first variant with a weight, every time.
+    """
+    weighted = [(v, _weight(v)) for v in variants]
+    if sum(weight for _, weight in weighted) <= 0:
+        return [{"conditions": conditions, "serve": {"variant": on}}]
+    rules = []
+    for variant, _ in weighted:
+        for override in require_list(variant.get("overrides"), "overrides"):
+            override = require_object(override, "overrides[]")
+            values = [str(v) for v in require_list(override.get("values"), "values")]
+            if values:
+                attribute = attribute_of(override.get("contextName"))
+                rules.append(
+                    {
+                        "conditions": [*conditions, condition(attribute, "in", values)],
+                        "serve": {"variant": variant["name"].lower()},
+                    }
+                )
+    served = [(v["name"].lower(), w) for v, w in weighted if w > 0]
+    if len(served) == 1:
+        rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
+        return rules
+    entries = [{"variant": key, "weight": weight} for key, weight in weighted_names(weighted)]
+    stickiness = weighted[0][0].get("stickiness") or "default"
+    if stickiness == "default":
+        by_session = [*conditions, absent("targetingKey"), present("sessionId")]
+        rules.append(
+            {
+                "conditions": [*conditions, present("targetingKey")],
+                "serve": _rollout("targetingKey", entries),
+            }
+        )
+        rules.append({"conditions": by_session, "serve": _rollout("sessionId", entries)})
+    else:
+        attribute = attribute_of(stickiness)
+        rules.append(
+            {"conditions": [*conditions, present(attribute)], "serve": _rollout(attribute, entries)}
+        )
+    # Without a stickiness value Unleash draws a variant at random: here, the first one.
+    rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
+    return rules
+
+
+def weighted_names(weighted: list[tuple[dict[str, Any], int]]) -> list[tuple[str, int]]:
+    return [(variant["name"].lower(), weight) for variant, weight in weighted]
+
+
+def _rollout(attribute: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"rollout": {"bucketBy": attribute, "variants": entries}}
+
+
+# --- strategies and constraints ---------------------------------------------------------
+
+
+def _percentage(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Unsupported(f"a rollout percentage is not a number: {value!r}") from None
+    if not 0 <= number <= 100:
+        raise Unsupported(f"a rollout percentage is not from 0 to 100: {value!r}")
+    return int(number) if number.is_integer() else number
+
+
+def _gradual(group: str, percentage: float, attribute: str) -> Alternatives:
+    if percentage <= 0:
+        return NEVER
+    return [[condition(attribute, "unleash_percentage", [group, percentage])]]
+
+
+def _strategy_test(name: str, kind: Any, parameters: dict[str, Any]) -> Alternatives:
+    group = str(parameters.get("groupId") or name)
+    if kind == "default":
+        return ALWAYS
+    if kind == "userWithId":
+        ids = [part.strip() for part in str(parameters.get("userIds") or "").split(",")]
+        ids = [part for part in ids if part]
+        return [[condition("targetingKey", "in", ids)]] if ids else NEVER
+    if kind == "remoteAddress":
+        return _remote_address(str(parameters.get("IPs") or ""))
+    if kind == "gradualRolloutUserId":
+        return _gradual(group, _percentage(parameters.get("percentage")), "targetingKey")
+    if kind == "gradualRolloutSessionId":
+        return _gradual(group, _percentage(parameters.get("percentage")), "sessionId")
+    if kind == "gradualRolloutRandom":
+        return _random(_percentage(parameters.get("percentage")))
+    if kind == "flexibleRollout":
+        percentage = _percentage(parameters.get("rollout"))
+        stickiness = parameters.get("stickiness") or "default"
+        if stickiness == "random":
+            return _random(percentage)
+        if stickiness != "default":
+            return _gradual(group, percentage, attribute_of(stickiness))
+        if percentage <= 0:
+            return NEVER
+        user = _gradual(group, percentage, "targetingKey")[0]
+        session = [absent("targetingKey"), *_gradual(group, percentage, "sessionId")[0]]
+        # Neither: Unleash draws at random, which only 100% answers the same every time.
+        neither = [[absent("targetingKey"), absent("sessionId")]] if percentage >= 100 else []
+        return [user, session, *neither]
+    raise Unsupported(f"strategy {kind!r} is not one of Unleash's built-in strategies")
+
+
+def _random(percentage: float) -> Alternatives:
+    if percentage <= 0:
+        return NEVER
+    if percentage >= 100:
+        return ALWAYS
+    raise Unsupported("a random rollout between 0% and 100% gives no user a stable answer")
+
+
+def _remote_address(text: str) -> Alternatives:
+    networks, others = [], []
+    for part in (item.strip() for item in text.split(",")):
+        if not part:
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+            networks.append(part)
+        except ValueError:
+            others.append(part)
+    alternatives: Alternatives = []
+    if networks:
+        alternatives.append([condition("remoteAddress", "in_cidr", networks)])
+    if others:
+        alternatives.append([condition("remoteAddress", "in", others)])
+    return alternatives
+
+
+def _constraint(constraint: Any) -> Alternatives:
+    """A constraint as alternatives of conditions (Unleash's truth, absent attribute too)."""
+    if not isinstance(constraint, dict):
+        raise Unsupported("a constraint is not an object")
+    attribute = attribute_of(constraint.get("contextName"))
+    operator = constraint.get("operator")
+    inverted = constraint.get("inverted") is True
+    values = constraint.get("values")
+    values = [str(v) for v in values] if isinstance(values, list) else []
+    single = constraint.get("value")
+    if operator in ("IN", "NOT_IN"):
+        holds_when_absent = (operator == "NOT_IN") is not inverted
+        negate = holds_when_absent
+        if not values:
+            tested: Alternatives = ALWAYS if negate else NEVER
+            return tested
+        return _with_absence(
+            condition(attribute, "in", values, negate), attribute, holds_when_absent
+        )
+    if operator in STRING_OPERATORS:
+        plain, folded = STRING_OPERATORS[operator]
+        name = folded if constraint.get("caseInsensitive") is True else plain
+        if not values:
+            return ALWAYS if inverted else NEVER
+        return _with_absence(condition(attribute, name, values, inverted), attribute, inverted)
+    if operator in SINGLE_VALUE_OPERATORS:
+        value = single if single is not None else (values[0] if values else None)
+        typed = _single_value(operator, value)
+        if typed is None:  # Unleash: a value it cannot read makes the constraint false
+            return ALWAYS if inverted else NEVER
+        name = SINGLE_VALUE_OPERATORS[operator]
+        tested = condition(attribute, name, [typed], inverted)
+        if operator.startswith("SEMVER_") and not inverted:
+            # Unleash's versions have no leading "v", which this product's accept.
+            return [[tested, condition(attribute, "matches", ["^[0-9]"])]]
+        return _with_absence(tested, attribute, inverted)
+    if operator == "REGEX":
+        pattern = single if isinstance(single, str) else (values[0] if values else None)
+        if not isinstance(pattern, str):
+            return ALWAYS if inverted else NEVER
+        if constraint.get("caseInsensitive") is True:
+            pattern = f"(?i){pattern}"
+        try:
+            compile_pattern(pattern)
+        except DocumentError:  # Unleash: a pattern it cannot compile never matches
+            return NEVER
+        return _with_absence(
+            condition(attribute, "matches", [pattern], inverted), attribute, inverted
+        )
+    if operator == "IN_CIDR":
+        networks = []
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+                networks.append(value)
+            except ValueError:
+                continue
+        if not networks:
+            return ALWAYS if inverted else NEVER
+        return _with_absence(
+            condition(attribute, "in_cidr", networks, inverted), attribute, inverted
+        )
+    # Unleash: an operator it does not know makes the constraint false, inverted or not.
+    return NEVER
+
+
+def _with_absence(tested: dict[str, Any], attribute: str, holds_when_absent: bool) -> Alternatives:
+    if holds_when_absent:
+        return [[tested], [absent(attribute)]]
+    return [[tested]]
+
+
+def _single_value(operator: str, value: Any) -> Any:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    if operator.startswith("NUM_"):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        if number != number or number in (float("inf"), float("-inf")):
+            return None
+        return int(number) if number.is_integer() else number
+    if operator.startswith("SEMVER_"):
+        return value if isinstance(value, str) and parse_version(value) is not None else None
+    return value if timestamp(value) is not None else None
