@@ -55,7 +55,7 @@ def compute_hash(secret: str, targeting_key: str) -> str:
 def setting(environment_id: int, version: int) -> Setting:
     """The environment's secure mode for a snapshot of `version` (read once per version)."""
     known = _settings.get(environment_id)
-    if known is not None and known.version >= version:
+    if known is not None and known.version == version:
         return known
     try:
         with reaching(DATABASE):

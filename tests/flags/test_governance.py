@@ -337,3 +337,33 @@ def test_a_flag_owner_is_a_member_of_its_project_and_names_nobody_else(shop):
     member = factories.member(shop, "viewer", username="insider")
     named = admin.patch(f"{P}/flags/existing", {"owner": member.username}, format="json")
     assert named.status_code == 200 and named.json()["owner"] == "insider"
+
+
+# --- Secure mode: an environment setting, changed by project admins ----------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_secure_mode_on_protected_production_is_for_project_admins(shop, role):
+    """Like every environment setting (docs/admin.md): the admin role, and an audit entry."""
+    environment = shop.environments.get(key="production")
+    services.environment_secure_mode_secret_rotate(environment=environment, **SYSTEM)
+    person = client_for(factories.member(shop, role))
+    url = f"{P}/environments/production"
+    audit = AuditEntry.objects.filter(object_type="environment").count()
+
+    turned_on = person.patch(url, {"secure_mode": True}, format="json")
+    rotated = person.post(f"{url}/secure-mode-secret", {}, format="json")
+
+    environment.refresh_from_db()
+    if role == "admin":
+        assert (turned_on.status_code, rotated.status_code) == (200, 201)
+        assert environment.secure_mode is True
+        entries = AuditEntry.objects.filter(object_type="environment").order_by("id")
+        assert entries.count() == audit + 2
+        assert entries[audit].after["secure_mode"] is True
+        assert entries[audit].source == "api" and entries[audit + 1].action == "rotate-secret"
+        return
+    assert (turned_on.status_code, rotated.status_code) == (403, 403)
+    assert "needs the admin role" in turned_on.json()["detail"]
+    assert environment.secure_mode is False
+    assert AuditEntry.objects.filter(object_type="environment").count() == audit
