@@ -367,3 +367,26 @@ def test_secure_mode_on_protected_production_is_for_project_admins(shop, role):
     assert "needs the admin role" in turned_on.json()["detail"]
     assert environment.secure_mode is False
     assert AuditEntry.objects.filter(object_type="environment").count() == audit
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cli_secure_mode_as_a_person_needs_the_admin_role(shop, role):
+    person = factories.member(shop, role)
+    environment = shop.environments.get(key="production")
+    arguments = ("secure-mode", "shop", "production")
+    if role != "admin":
+        assert "needs the admin role" in fails(*arguments, "new-secret", "--as", person.username)
+        assert "needs the admin role" in fails(*arguments, "on", "--as", person.username)
+        environment.refresh_from_db()
+        assert (environment.secure_mode, environment.secure_mode_secret) == (False, "")
+        return
+    assert "secret first" in " ".join(fails(*arguments, "on", "--as", person.username).split())
+    made = run(*arguments, "new-secret", "--as", person.username)
+    secret = made.stdout.strip()
+    assert secret.startswith("fsm_") and "shown only this once" in made.stderr
+    run(*arguments, "on", "--as", person.username)
+    environment.refresh_from_db()
+    assert environment.secure_mode is True and environment.secure_mode_secret == secret
+    entries = AuditEntry.objects.filter(object_type="environment", source="cli")
+    entry = entries.order_by("id").last()
+    assert entry.after["secure_mode"] is True and secret not in json.dumps(entry.after)
