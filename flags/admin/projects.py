@@ -47,6 +47,11 @@ class EnvironmentInline(admin.TabularInline):
     def has_view_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
         return obj is not None and allows(request.user, obj, Action.READ)
 
+    def get_queryset(self, request: HttpRequest):
+        # Django empties an inline's rows when has_view_permission(request) without the
+        # project says no, which it always does here; the project page checks the role.
+        return Environment.objects.select_related("project")
+
     def has_change_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
         return obj is not None and allows(request.user, obj, Action.ADMINISTER)
 

@@ -16,7 +16,7 @@ from flags import services
 from flags.models import AuditEntry, ChangeRequest, Segment
 from tests import factories
 from tests.flags.command_line import fails, run
-from tests.flags.test_admin import form_data, messages_of, post_flag_page
+from tests.flags.test_admin import errors_of, form_data, messages_of, post_flag_page
 from tests.flags.test_api_management import client_for
 
 pytestmark = pytest.mark.django_db
@@ -390,3 +390,30 @@ def test_cli_secure_mode_as_a_person_needs_the_admin_role(shop, role):
     entries = AuditEntry.objects.filter(object_type="environment", source="cli")
     entry = entries.order_by("id").last()
     assert entry.after["secure_mode"] is True and secret not in json.dumps(entry.after)
+
+
+@pytest.mark.parametrize("role", ["publisher", "admin"])
+def test_admin_secure_mode_box_is_for_project_admins(client, shop, role):
+    environment = shop.environments.get(key="production")
+    client.force_login(factories.member(shop, role))
+    url = reverse("admin:flags_project_change", args=[shop.pk])
+    if role != "admin":
+        assert client.post(url, {"name": "Shop"}).status_code == 403
+        return
+    data = form_data(client.get(url))
+    row = next(
+        name[: -len("-id")]
+        for name, value in data.items()
+        if name.endswith("-id") and value == str(environment.pk)
+    )
+    data[f"{row}-secure_mode"] = "on"
+
+    refused = client.post(url, data)
+    assert "secret first" in errors_of(refused) + refused.content.decode()
+    environment.refresh_from_db()
+    assert environment.secure_mode is False
+
+    services.environment_secure_mode_secret_rotate(environment=environment, **SYSTEM)
+    assert client.post(url, data).status_code == 302
+    environment.refresh_from_db()
+    assert environment.secure_mode is True
