@@ -453,3 +453,20 @@ def test_the_stream_refuses_a_server_key_without_its_prefix_in_its_url(
     monkeypatch.setattr(streams, "SERVER_KEY_PREFIX", "none_")
     answer = APIClient().get("/api/v1/stream", {"key": server_key})
     assert answer.status_code == 400
+
+
+@pytest.mark.parametrize("value", ["\ud800", "on\x00", 12, [True], {"on": True}, "x" * 10_000])
+def test_the_secure_mode_setting_refuses_hostile_values_naming_the_field(environment, value):
+    admin = APIClient()
+    admin.force_authenticate(factories.member(environment.project, "admin"))
+    url = f"/api/v1/projects/{environment.project.key}/environments/{environment.key}"
+    answer = admin.patch(url, json.dumps({"secure_mode": value}), content_type="application/json")
+    assert answer.status_code == 400
+    assert "secure_mode" in json.dumps(answer.json())
+    missing = admin.post(
+        f"/api/v1/projects/{environment.project.key}/environments/nope/secure-mode-secret"
+    )
+    assert missing.status_code == 404
+    assert missing["Content-Type"] == "application/json"
+    environment.refresh_from_db()
+    assert (environment.secure_mode, environment.secure_mode_secret) == (False, "")
