@@ -470,3 +470,14 @@ def test_the_secure_mode_setting_refuses_hostile_values_naming_the_field(environ
     assert missing["Content-Type"] == "application/json"
     environment.refresh_from_db()
     assert (environment.secure_mode, environment.secure_mode_secret) == (False, "")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["ffc_%00", "x" * 10_000, "%ED%A0%80", "%FF", "%20"],
+    ids=["nul", "10kB", "surrogate", "invalid-utf8", "blank"],
+)
+def test_the_stream_refuses_hostile_keys_in_its_url_cleanly(environment, query):
+    answer = APIClient().get(f"/api/v1/stream?key={query}")
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "not_authenticated"
