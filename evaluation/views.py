@@ -251,7 +251,11 @@ def _client_view(environment_id: int, snapshot: Snapshot) -> _ClientView:
     if view is not None and view.snapshot is snapshot:
         return view
     flags = snapshot.document.get("flags", {})
-    keys = tuple(key for key in snapshot.flag_keys if flags[key].get("clientSide") is True)
+    keys = tuple(
+        key
+        for key in snapshot.flag_keys
+        if isinstance(flags[key], dict) and flags[key].get("clientSide") is True
+    )
     metadata = {
         key: {"flagType": flags[key].get("type", ""), "version": snapshot.version} for key in keys
     }
@@ -260,7 +264,9 @@ def _client_view(environment_id: int, snapshot: Snapshot) -> _ClientView:
     return view
 
 
-def _evaluate_one(credential: Credential, snapshot: Snapshot, key: str, context: dict):
+def _evaluate_one(
+    credential: Credential, snapshot: Snapshot, key: str, context: dict
+) -> EvaluationResult:
     if credential.is_server or key in _client_view(credential.environment_id, snapshot).visible:
         return snapshot.evaluate(key, context)
     return _NO_FLAGS.evaluate(key, context)
