@@ -164,26 +164,26 @@ def evaluation_paths() -> dict[str, dict]:
             "evaluate_all",
             "Evaluate every flag of the key's environment",
             native_all,
-            _errors((400, 401, 405, 413)),
+            _errors((400, 401, 403, 405, 413)),
         ),
         "/api/v1/evaluate/{flag_key}": _post(
             "evaluate_one",
             "Evaluate one flag",
             native_one,
-            _errors((400, 401, 404, 405, 413)),
+            _errors((400, 401, 403, 404, 405, 413)),
             [FLAG_KEY],
         ),
         "/ofrep/v1/evaluate/flags": _post(
             "ofrep_evaluate_flags",
             "OFREP bulk evaluation",
             ofrep_bulk,
-            _errors((400, 401, 405, 413), OFREP_ERROR),
+            _errors((400, 401, 403, 405, 413), OFREP_ERROR),
         ),
         "/ofrep/v1/evaluate/flags/{key}": _post(
             "ofrep_evaluate_flag",
             "OFREP single-flag evaluation",
             _json(OFREP_ITEM),
-            _errors((400, 401, 404, 405, 413), OFREP_ERROR),
+            _errors((400, 401, 403, 404, 405, 413), OFREP_ERROR),
             [OFREP_KEY],
         ),
         "/api/v1/sdk/flags": {
@@ -213,12 +213,22 @@ def evaluation_paths() -> dict[str, dict]:
                 "tags": ["evaluation"],
                 "summary": "Server-Sent Events: one event per change of the environment",
                 "security": SECURITY,
+                "parameters": [
+                    {
+                        "name": "key",
+                        "in": "query",
+                        "required": False,
+                        "description": "A client key, for EventSource (no headers); a server "
+                        "key here is refused with 400: send it in a header",
+                        "schema": {"type": "string"},
+                    }
+                ],
                 "responses": {
                     "200": {
                         "description": "An endless text/event-stream (see docs/realtime.md)",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **_errors((401,)),
+                    **_errors((400, 401)),
                 },
             }
         },

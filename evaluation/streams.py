@@ -25,6 +25,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from evaluation import cache, credentials
 from evaluation.broadcast import CLOSE, Broadcaster
+from flags.models import ApiKey
+from flags.services import KEY_PREFIXES
 from flagsite import metrics
 
 HEARTBEAT_SECONDS = 15.0
@@ -34,6 +36,8 @@ OFREP_EVENT_STREAMS = [
     {"type": "sse", "endpoint": {"requestUri": "/api/v1/stream"}, "inactivityDelaySec": 120}
 ]
 RETRY_MILLISECONDS = 2000
+STREAM_ERRORS = {400: "invalid_request", 401: "not_authenticated", 403: "permission_denied"}
+SERVER_KEY_PREFIX = KEY_PREFIXES[ApiKey.Kind.SERVER]
 # The reconnection delay a stream closed by a shutdown advises: a random value in this range.
 CLOSING_RETRY_MILLISECONDS = (100, 1000)
 
@@ -67,12 +71,31 @@ def _last_event_id(request: HttpRequest) -> int | None:
     return int(raw)
 
 
+SERVER_KEY_IN_URL = (
+    "a server key cannot be sent in the URL (URLs end up in logs and browser history): "
+    "send it as 'Authorization: Bearer <key>' or X-API-Key; ?key= takes client keys only"
+)
+
+
 def _authenticate(request: HttpRequest) -> credentials.Credential:
-    """Headers as everywhere; `?key=` too, since browsers' EventSource cannot set headers."""
+    """Headers as everywhere; `?key=` too, since browsers' EventSource cannot set headers.
+
+    Only client keys may travel in the URL: a server key there is refused (400) whether or
+    not it is valid, and whether or not a header carries a key as well.
+    """
     key = request.GET.get("key")
-    if key and not credentials.presented_secret(request):
+    if key is None:
+        return credentials.authenticate(request)
+    if key.strip().startswith(SERVER_KEY_PREFIX):
+        raise credentials.CredentialError(400, SERVER_KEY_IN_URL)
+    if credentials.presented_secret(request):
+        return credentials.authenticate(request)
+    if key.strip():
         request.META["HTTP_X_API_KEY"] = key
-    return credentials.authenticate(request)
+    credential = credentials.authenticate(request)
+    if credential.is_server:  # a server key without its usual prefix
+        raise credentials.CredentialError(400, SERVER_KEY_IN_URL)
+    return credential
 
 
 async def stream(request: HttpRequest) -> HttpResponse:
@@ -81,7 +104,7 @@ async def stream(request: HttpRequest) -> HttpResponse:
     try:
         credential = await sync_to_async(_authenticate)(request)
     except credentials.CredentialError as error:
-        code = "not_authenticated" if error.status == 401 else "permission_denied"
+        code = STREAM_ERRORS.get(error.status, "permission_denied")
         return JsonResponse({"error": code, "detail": error.message}, status=error.status)
     environment_id = credential.environment_id
     version = await sync_to_async(cache.known_version)(environment_id)

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -20,9 +21,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from evaluation import cache as snapshots
-from evaluation import exposures
+from evaluation import exposures, secure_mode
 from evaluation.credentials import Credential, CredentialError, authenticate
-from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot
+from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot, compile_document
 from evaluation.streams import OFREP_EVENT_STREAMS
 from flags.api.errors import error_body
 
@@ -206,6 +207,86 @@ def _snapshot(credential: Credential) -> Snapshot:
     return snapshot
 
 
+def _vouched(credential: Credential, snapshot: Snapshot, context: dict) -> dict:
+    """The context to evaluate: for a client key in secure mode, only with a valid hash.
+
+    The hash attribute is a credential, not something to target on: no key's rules see it.
+    """
+    if not credential.is_server:
+        mode = secure_mode.setting(credential.environment_id, snapshot.version)
+        if mode.enabled:
+            try:
+                secure_mode.verify(context, mode)
+            except secure_mode.Refusal as refusal:
+                raise BadRequest(
+                    refusal.status, ErrorCode.INVALID_CONTEXT, refusal.message
+                ) from None
+    return secure_mode.without_hash(context)
+
+
+# --- what each audience sees ----------------------------------------------------------------
+#
+# Server keys see every flag. Client keys (browsers, mobile apps) see only the flags made
+# available to client-side keys, and of those only what evaluation needs: a flag they may
+# not see is answered exactly as a flag that does not exist (docs/security.md).
+
+# Evaluating here answers every key as the engine answers a flag that does not exist.
+_NO_FLAGS = compile_document({"flags": {}})
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientView:
+    snapshot: Snapshot
+    keys: tuple[str, ...]  # live flags available to client-side keys, in document order
+    visible: frozenset[str]
+    metadata: dict[str, dict[str, Any]]
+
+
+_client_views: dict[int, _ClientView] = {}
+
+
+def _client_view(environment_id: int, snapshot: Snapshot) -> _ClientView:
+    """What client keys may see of a snapshot, worked out once per snapshot."""
+    view = _client_views.get(environment_id)
+    if view is not None and view.snapshot is snapshot:
+        return view
+    flags = snapshot.document.get("flags", {})
+    keys = tuple(
+        key
+        for key in snapshot.flag_keys
+        if isinstance(flags[key], dict) and flags[key].get("clientSide") is True
+    )
+    metadata = {
+        key: {"flagType": flags[key].get("type", ""), "version": snapshot.version} for key in keys
+    }
+    view = _ClientView(snapshot, keys, frozenset(keys), metadata)
+    _client_views[environment_id] = view
+    return view
+
+
+def _evaluate_one(
+    credential: Credential, snapshot: Snapshot, key: str, context: dict
+) -> EvaluationResult:
+    if credential.is_server or key in _client_view(credential.environment_id, snapshot).visible:
+        return snapshot.evaluate(key, context)
+    return _NO_FLAGS.evaluate(key, context)
+
+
+def _evaluate_all(
+    credential: Credential, snapshot: Snapshot, context: dict
+) -> dict[str, EvaluationResult]:
+    if credential.is_server:
+        return snapshot.evaluate_all(context)
+    keys = _client_view(credential.environment_id, snapshot).keys
+    return {key: snapshot.evaluate(key, context) for key in keys}
+
+
+def _metadata(credential: Credential, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    if credential.is_server:
+        return _metadata_of(credential.environment_id, snapshot)
+    return _client_view(credential.environment_id, snapshot).metadata
+
+
 def _etag(credential: Credential, snapshot: Snapshot, scope: str, body: bytes) -> str:
     """Changes with the environment's version and with the request (context, flag, key kind)."""
     scope_bytes = scope.encode("utf-8", "surrogatepass")  # never raises, whatever the path
@@ -238,6 +319,7 @@ def _prepare(
         credential = authenticate(request)
         snapshot = _snapshot(credential)
         body, context = _read_context(request, whole_request=whole_request)
+        context = _vouched(credential, snapshot, context)
     except CredentialError as error:
         return render(error.status, error.message)
     except BadRequest as error:
@@ -281,7 +363,7 @@ def evaluate_flags(request: HttpRequest) -> HttpResponse:
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
-    results = snapshot.evaluate_all(context)
+    results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
     exposures.record(credential.environment_id, results.values())
     server = credential.is_server
@@ -296,7 +378,7 @@ def evaluate_flag(request: HttpRequest, flag_key: str) -> HttpResponse:
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
-    result = snapshot.evaluate(flag_key, context)
+    result = _evaluate_one(credential, snapshot, flag_key, context)
     if result.error_code == ErrorCode.FLAG_NOT_FOUND:
         # Neither counted nor recorded: the key is whatever a client put in the path, and
         # each new one would be a new metric series and exposure counter.
@@ -382,13 +464,13 @@ def ofrep_flag(request: HttpRequest, key: str) -> HttpResponse:
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
-    result = snapshot.evaluate(key, context)
+    result = _evaluate_one(credential, snapshot, key, context)
     if result.error_code == ErrorCode.FLAG_NOT_FOUND:  # not counted: see evaluate_flag
         details = result.error_details or f"flag {key!r} was not found"
         return _ofrep_error(404, details, key=key, errorCode=result.error_code)
     record_evaluations((result,))
     exposures.record(credential.environment_id, (result,))
-    metadata = _metadata_of(credential.environment_id, snapshot)
+    metadata = _metadata(credential, snapshot)
     answer = _ofrep_result(result, metadata, credential.is_server)
     status = OFREP_ERROR_STATUS if result.error_code is not None else 200
     return _json(answer, status=status, etag=etag)
@@ -407,10 +489,10 @@ def ofrep_flags(request: HttpRequest) -> HttpResponse:
     if prepared.__class__ is HttpResponse:
         return prepared  # type: ignore[return-value]
     credential, snapshot, context, etag = prepared  # type: ignore[misc]
-    results = snapshot.evaluate_all(context)
+    results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
     exposures.record(credential.environment_id, results.values())
-    metadata = _metadata_of(credential.environment_id, snapshot)
+    metadata = _metadata(credential, snapshot)
     server = credential.is_server
     body = {
         "flags": [_ofrep_result(result, metadata, server) for result in results.values()],

@@ -45,8 +45,16 @@ class Environment(models.Model):
         default=False, help_text="Only project admins and publishers change flags here."
     )
     position = models.PositiveIntegerField(default=0)
+    secure_mode = models.BooleanField(
+        default=False,
+        help_text="Client keys must send targetingKeyHash, the HMAC of targetingKey that "
+        "your server computes with the environment's secure mode secret.",
+    )
+    # The secure mode secret: the service must hold it to verify hashes, so it is kept
+    # (never shown after it is made, never logged, never in the audit or a document).
+    secure_mode_secret = models.CharField(max_length=100, blank=True, editable=False)
     # Bumped in the same transaction as every change that alters this environment's flag
-    # document; the evaluation cache keys on it.
+    # document or what its keys are answered (secure mode); the evaluation cache keys on it.
     version = models.PositiveBigIntegerField(default=1, editable=False)
 
     class Meta:

@@ -238,16 +238,28 @@ def environment_create(
     return environment
 
 
+ENVIRONMENT_FIELDS = ("name", "protected", "secure_mode")
+
+
 @transaction.atomic
 def environment_update(
     *, environment: Environment, data: dict, actor: Actor, source: str
 ) -> Environment:
     authorize(actor, environment.project, Action.ADMINISTER)
-    before = {"name": environment.name, "protected": environment.protected}
-    for field in ("name", "protected"):
+    before = {field: getattr(environment, field) for field in ENVIRONMENT_FIELDS}
+    for field in ENVIRONMENT_FIELDS:
         if field in data:
             setattr(environment, field, data[field])
+    if environment.secure_mode and not environment.secure_mode_secret:
+        raise ValidationError(
+            {"secure_mode": "make the environment's secure mode secret first (docs/security.md)"}
+        )
     _save(environment)
+    after = {field: getattr(environment, field) for field in ENVIRONMENT_FIELDS}
+    if after["secure_mode"] != before["secure_mode"]:
+        # What client keys are answered changes: evaluating processes re-read it.
+        environments_changed([environment.pk])
+        environment.refresh_from_db(fields=["version"])
     audit(
         actor=actor,
         source=source,
@@ -257,9 +269,49 @@ def environment_update(
         project=environment.project,
         environment=environment,
         before=before,
-        after={"name": environment.name, "protected": environment.protected},
+        after=after,
     )
     return environment
+
+
+SECURE_MODE_SECRET_PREFIX = "fsm_"
+
+
+@transaction.atomic
+def environment_secure_mode_secret_rotate(
+    *, environment: Environment, actor: Actor, source: str
+) -> tuple[Environment, str]:
+    """Make a new secure mode secret (the first, or in place of the current one).
+
+    Returns it once; the service keeps it to verify hashes and never shows it again. The
+    previous secret stops verifying as soon as this commits (docs/security.md).
+    """
+    authorize(actor, environment.project, Action.ADMINISTER)
+    secret = SECURE_MODE_SECRET_PREFIX + secrets.token_urlsafe(32)
+    replaced = bool(environment.secure_mode_secret)
+    environment.secure_mode_secret = secret
+    environment.save(update_fields=["secure_mode_secret"])
+    if environment.secure_mode:
+        environments_changed([environment.pk])
+        environment.refresh_from_db(fields=["version"])
+    audit(
+        actor=actor,
+        source=source,
+        action="rotate-secret" if replaced else "create-secret",
+        obj_type="environment",
+        obj_key=environment.key,
+        project=environment.project,
+        environment=environment,
+        # Which secret, never the secret: the prefix that lists show too.
+        after={"secure_mode_secret": secure_mode_secret_prefix(environment)},
+    )
+    return environment, secret
+
+
+def secure_mode_secret_prefix(environment: Environment) -> str | None:
+    """What may be shown of the secret: enough to tell two apart, nothing to verify with."""
+    secret = environment.secure_mode_secret
+    return secret[:10] if secret else None
 
 
 @transaction.atomic

@@ -22,8 +22,8 @@ _PATTERNS = [
     re.compile(rf"(?i)(\b(?:{_SECRET_PARAMETERS})=)[^&\s\"']+"),
     re.compile(rf"(?i)(\"(?:{_SECRET_PARAMETERS})\"\s*:\s*\")[^\"]*"),
     re.compile(r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
-    # The service's own API keys and JWTs, wherever they appear.
-    re.compile(r"()\bff[sc]_[A-Za-z0-9_-]{8,}"),
+    # The service's own API keys, secure mode secrets and JWTs, wherever they appear.
+    re.compile(r"()\b(?:ff[sc]|fsm)_[A-Za-z0-9_-]{8,}"),
     re.compile(r"()\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
 ]
 

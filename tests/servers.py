@@ -36,7 +36,9 @@ from flags.models import FlagConfig
 
 admin = get_user_model().objects.create_superuser("root", "root@example.com", PASSWORD)
 project = services.project_create(key="shop", name="Shop", actor=None, source="system")
-flag = services.flag_create(project=project, key="new-checkout", actor=None, source="system")
+flag = services.flag_create(
+    project=project, key="new-checkout", client_side=True, actor=None, source="system"
+)
 environment = project.environments.get(key="production")
 config = FlagConfig.objects.get(flag=flag, environment=environment)
 services.flag_config_update(

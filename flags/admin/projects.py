@@ -38,7 +38,7 @@ class EnvironmentInline(admin.TabularInline):
     model = Environment
     form = AdminForm
     formset = EnvironmentFormSet
-    fields = ("key", "name", "protected", "position", "version")
+    fields = ("key", "name", "protected", "secure_mode", "position", "version")
     readonly_fields = ("position", "version")
     extra = 0
     can_delete = False  # its flags' history and keys would go with it
@@ -46,6 +46,11 @@ class EnvironmentInline(admin.TabularInline):
 
     def has_view_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
         return obj is not None and allows(request.user, obj, Action.READ)
+
+    def get_queryset(self, request: HttpRequest):
+        # Django empties an inline's rows when has_view_permission(request) without the
+        # project says no, which it always does here; the project page checks the role.
+        return Environment.objects.select_related("project")
 
     def has_change_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
         return obj is not None and allows(request.user, obj, Action.ADMINISTER)
@@ -139,22 +144,27 @@ class ProjectAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             if not row.has_changed():
                 continue
             data = row.cleaned_data
+            settings = {
+                "name": data["name"],
+                "protected": data.get("protected", False),
+                "secure_mode": data.get("secure_mode", False),
+            }
             if row.instance.pk is None:
-                services.environment_create(
+                environment = services.environment_create(
                     project=project,
                     key=data["key"],
                     name=data["name"],
-                    protected=data.get("protected", False),
+                    protected=settings["protected"],
                     actor=request.user,
                     source=SOURCE,
                 )
+                if not settings["secure_mode"]:
+                    continue
             else:
-                services.environment_update(
-                    environment=Environment.objects.get(pk=row.instance.pk),
-                    data={"name": data["name"], "protected": data.get("protected", False)},
-                    actor=request.user,
-                    source=SOURCE,
-                )
+                environment = Environment.objects.get(pk=row.instance.pk)
+            services.environment_update(
+                environment=environment, data=settings, actor=request.user, source=SOURCE
+            )
         _record_changes(formset)
 
 

@@ -18,6 +18,7 @@ from flags.models import (
     Project,
     Segment,
 )
+from flags.services import secure_mode_secret_prefix
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 
@@ -137,10 +138,25 @@ class ToggleSerializer(StrictSerializer):
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
+    secure_mode_secret = serializers.SerializerMethodField(
+        help_text="The secure mode secret's prefix (null until one is made); never the secret."
+    )
+
     class Meta:
         model = Environment
-        fields = ["key", "name", "protected", "version"]
+        fields = ["key", "name", "protected", "secure_mode", "secure_mode_secret", "version"]
         read_only_fields = ["version"]
+
+    def get_secure_mode_secret(self, environment: Environment) -> str | None:
+        return secure_mode_secret_prefix(environment)
+
+
+class SecureModeSecretSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    prefix = serializers.CharField()
+    secret = serializers.CharField(
+        help_text="Shown once: give it to your servers, which compute targetingKeyHash with it."
+    )
 
 
 class EnvironmentInputSerializer(StrictSerializer):
@@ -152,6 +168,7 @@ class EnvironmentInputSerializer(StrictSerializer):
 class EnvironmentUpdateSerializer(StrictSerializer):
     name = serializers.CharField(required=False, max_length=200)
     protected = serializers.BooleanField(required=False)
+    secure_mode = serializers.BooleanField(required=False)
 
 
 class ProjectSerializer(serializers.ModelSerializer):

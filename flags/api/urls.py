@@ -83,6 +83,11 @@ urlpatterns = [
         views.EnvironmentViewSet.as_view({"patch": "partial_update"}),
         name="environment",
     ),
+    path(
+        f"{PROJECT}/environments/<str:key>/secure-mode-secret",
+        views.EnvironmentViewSet.as_view({"post": "secure_mode_secret"}),
+        name="environment-secure-mode-secret",
+    ),
     path(f"{PROJECT}/flags", views.FlagViewSet.as_view(listing), name="flags"),
     path(f"{FLAG}", views.FlagViewSet.as_view(detail), name="flag"),
     path(

@@ -181,6 +181,20 @@ class EnvironmentViewSet(ProjectScoped):
         )
         return Response(serializers.EnvironmentSerializer(environment).data)
 
+    @extend_schema(request=None, responses={201: serializers.SecureModeSecretSerializer})
+    def secure_mode_secret(self, request: Request, project_key: str, key: str) -> Response:
+        """Make the environment's secure mode secret, or a new one in its place (shown once)."""
+        environment = selectors.environment_for(self.project, key)
+        environment, secret = services.environment_secure_mode_secret_rotate(
+            environment=environment, actor=request.user, source=API
+        )
+        body = {
+            "environment": environment.key,
+            "prefix": services.secure_mode_secret_prefix(environment),
+            "secret": secret,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
+
 
 FLAG_FILTERS = [
     OpenApiParameter("tag", str, description="Only flags with this tag."),

@@ -69,6 +69,7 @@ def _create_flag(project, key: str, flag: dict):
         type=flag["type"],
         variants=[{"key": v["key"], "value": v["value"]} for v in flag["variants"]],
         salt="" if flag.get("salt") in (None, key) else flag["salt"],
+        client_side=flag.get("clientSide", False),
         **SYSTEM,
     )
     return created
@@ -175,6 +176,10 @@ SAMPLE_DOCUMENT = {
         "needs-checkout": _boolean(prerequisites=[{"flag": "new-checkout", "variants": ["on"]}]),
     }
 }
+# Client keys evaluate every sample flag; tests/evaluation/test_client_keys.py has the flags
+# they may not see.
+for _flag in SAMPLE_DOCUMENT["flags"].values():
+    _flag["clientSide"] = True
 
 
 @pytest.fixture(autouse=True)

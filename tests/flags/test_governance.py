@@ -16,7 +16,7 @@ from flags import services
 from flags.models import AuditEntry, ChangeRequest, Segment
 from tests import factories
 from tests.flags.command_line import fails, run
-from tests.flags.test_admin import form_data, messages_of, post_flag_page
+from tests.flags.test_admin import errors_of, form_data, messages_of, post_flag_page
 from tests.flags.test_api_management import client_for
 
 pytestmark = pytest.mark.django_db
@@ -337,3 +337,83 @@ def test_a_flag_owner_is_a_member_of_its_project_and_names_nobody_else(shop):
     member = factories.member(shop, "viewer", username="insider")
     named = admin.patch(f"{P}/flags/existing", {"owner": member.username}, format="json")
     assert named.status_code == 200 and named.json()["owner"] == "insider"
+
+
+# --- Secure mode: an environment setting, changed by project admins ----------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_secure_mode_on_protected_production_is_for_project_admins(shop, role):
+    """Like every environment setting (docs/admin.md): the admin role, and an audit entry."""
+    environment = shop.environments.get(key="production")
+    services.environment_secure_mode_secret_rotate(environment=environment, **SYSTEM)
+    person = client_for(factories.member(shop, role))
+    url = f"{P}/environments/production"
+    audit = AuditEntry.objects.filter(object_type="environment").count()
+
+    turned_on = person.patch(url, {"secure_mode": True}, format="json")
+    rotated = person.post(f"{url}/secure-mode-secret", {}, format="json")
+
+    environment.refresh_from_db()
+    if role == "admin":
+        assert (turned_on.status_code, rotated.status_code) == (200, 201)
+        assert environment.secure_mode is True
+        entries = AuditEntry.objects.filter(object_type="environment").order_by("id")
+        assert entries.count() == audit + 2
+        assert entries[audit].after["secure_mode"] is True
+        assert entries[audit].source == "api" and entries[audit + 1].action == "rotate-secret"
+        return
+    assert (turned_on.status_code, rotated.status_code) == (403, 403)
+    assert "needs the admin role" in turned_on.json()["detail"]
+    assert environment.secure_mode is False
+    assert AuditEntry.objects.filter(object_type="environment").count() == audit
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cli_secure_mode_as_a_person_needs_the_admin_role(shop, role):
+    person = factories.member(shop, role)
+    environment = shop.environments.get(key="production")
+    arguments = ("secure-mode", "shop", "production")
+    if role != "admin":
+        assert "needs the admin role" in fails(*arguments, "new-secret", "--as", person.username)
+        assert "needs the admin role" in fails(*arguments, "on", "--as", person.username)
+        environment.refresh_from_db()
+        assert (environment.secure_mode, environment.secure_mode_secret) == (False, "")
+        return
+    assert "secret first" in " ".join(fails(*arguments, "on", "--as", person.username).split())
+    made = run(*arguments, "new-secret", "--as", person.username)
+    secret = made.stdout.strip()
+    assert secret.startswith("fsm_") and "shown only this once" in made.stderr
+    run(*arguments, "on", "--as", person.username)
+    environment.refresh_from_db()
+    assert environment.secure_mode is True and environment.secure_mode_secret == secret
+    entries = AuditEntry.objects.filter(object_type="environment", source="cli")
+    entry = entries.order_by("id").last()
+    assert entry.after["secure_mode"] is True and secret not in json.dumps(entry.after)
+
+
+@pytest.mark.parametrize("role", ["publisher", "admin"])
+def test_admin_secure_mode_box_is_for_project_admins(client, shop, role):
+    environment = shop.environments.get(key="production")
+    client.force_login(factories.member(shop, role))
+    url = reverse("admin:flags_project_change", args=[shop.pk])
+    if role != "admin":
+        assert client.post(url, {"name": "Shop"}).status_code == 403
+        return
+    data = form_data(client.get(url))
+    row = next(
+        name[: -len("-id")]
+        for name, value in data.items()
+        if name.endswith("-id") and value == str(environment.pk)
+    )
+    data[f"{row}-secure_mode"] = "on"
+
+    refused = client.post(url, data)
+    assert "secret first" in errors_of(refused) + refused.content.decode()
+    environment.refresh_from_db()
+    assert environment.secure_mode is False
+
+    services.environment_secure_mode_secret_rotate(environment=environment, **SYSTEM)
+    assert client.post(url, data).status_code == 302
+    environment.refresh_from_db()
+    assert environment.secure_mode is True

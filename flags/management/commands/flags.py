@@ -55,7 +55,7 @@ class Command(FlagsCommand):
     def handle(self, *args, subcommand: str, **options) -> None:
         self.actor = actor_named(options.pop("as_user", None), options.pop("bypass_approval", None))
         self.as_json = options.pop("json", False)
-        getattr(self, f"_{subcommand}")(**options)
+        getattr(self, f"_{subcommand.replace('-', '_')}")(**options)
 
     # --- listing ------------------------------------------------------------------------
 
@@ -394,6 +394,39 @@ class Command(FlagsCommand):
         services.api_key_revoke(key=api_key, actor=self.actor, source=SOURCE)
         self._done(f"Revoked key {api_key.name!r} ({api_key.prefix}…) of {api_key.environment}.")
 
+    # --- secure mode (docs/security.md) ---------------------------------------------------
+
+    def _args_secure_mode(self, commands) -> None:
+        sub = commands.add_parser(
+            "secure-mode",
+            help="switch an environment's secure mode, or make its secret (printed once)",
+        )
+        sub.add_argument("project")
+        sub.add_argument("environment")
+        sub.add_argument("action", choices=("on", "off", "new-secret"))
+        add_common_arguments(sub, json_output=False)
+
+    def _secure_mode(self, *, project: str, environment: str, action: str, **options) -> None:
+        environment = environment_named(project_named(project), environment)
+        if action == "new-secret":
+            environment, secret = services.environment_secure_mode_secret_rotate(
+                environment=environment, actor=self.actor, source=SOURCE
+            )
+            self.stdout.write(secret)
+            self.stderr.write(
+                f"New secure mode secret ({services.secure_mode_secret_prefix(environment)}…) "
+                f"for {environment}; the previous one no longer verifies. The secret above is "
+                "shown only this once: give it to your servers now."
+            )
+            return
+        services.environment_update(
+            environment=environment,
+            data={"secure_mode": action == "on"},
+            actor=self.actor,
+            source=SOURCE,
+        )
+        self._done(f"Secure mode is {action} for {environment}.")
+
     # --- export, import, promote --------------------------------------------------------
 
     def _args_export(self, commands) -> None:
@@ -616,6 +649,7 @@ SUBCOMMANDS = (
     "target",
     "evaluate",
     "keys",
+    "secure_mode",
     "export",
     "import",
     "promote",

@@ -10,6 +10,7 @@ See docs/sdk.md in the flag server's repository.
 
 from flagclient.client import OVERRIDE_REASON, PROVIDER_NOT_READY, FlagClient
 from flagclient.engine import ErrorCode, EvaluationResult, Reason, Snapshot, compile_document
+from flagclient.secure_mode import secure_mode_hash
 
 __all__ = [
     "OVERRIDE_REASON",
@@ -20,4 +21,5 @@ __all__ = [
     "Reason",
     "Snapshot",
     "compile_document",
+    "secure_mode_hash",
 ]
