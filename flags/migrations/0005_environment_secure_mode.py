@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("flags", "0003_flag_segment_change_requests_client_side"),
+        ("flags", "0004_flag_bucketing"),
     ]
 
     operations = [
