@@ -40,8 +40,8 @@ def _flags_with_targeting(environment: Environment):
     )
 
 
-def _serving(obj: FlagConfig | Rule, keys: list[str]) -> dict:
-    return serving_document(obj.serve_variant, obj.rollout, obj.bucket_by, keys)
+def _serving(obj: FlagConfig | Rule) -> dict:
+    return serving_document(obj.serve_variant, obj.rollout, obj.bucket_by)
 
 
 def flag_entry(flag: Flag) -> dict:
@@ -73,12 +73,12 @@ def flag_entry(flag: Flag) -> dict:
                 "id": str(rule.pk),
                 "name": rule.name,
                 "conditions": rule.conditions,
-                "serve": _serving(rule, keys),
+                "serve": _serving(rule),
             }
             for rule in flag.rules.all()
         ],
         # Every flag gets a configuration per environment; the fallback covers a half-made one.
-        "defaultServe": _serving(config, keys) if config else {"variant": keys[0] if keys else ""},
+        "defaultServe": _serving(config) if config else {"variant": keys[0] if keys else ""},
         "metadata": metadata,
     }
     return entry

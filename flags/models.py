@@ -131,10 +131,13 @@ class Serving(models.Model):
     """What is served: one variant, or a weighted rollout across the flag's variants."""
 
     serve_variant = models.CharField(max_length=64, blank=True, verbose_name="variant")
+    # [{"variant": KEY, "weight": N}, ...] in bucketing order, as in the flag document;
+    # empty when one variant is served.
     rollout = models.JSONField(
-        default=dict,
+        default=list,
         blank=True,
-        help_text='Percentages by variant, e.g. {"on": 25, "off": 75}; empty for one variant.',
+        help_text='Weights by variant in order, e.g. [{"variant": "on", "weight": 25}, '
+        '{"variant": "off", "weight": 75}]; empty for one variant.',
     )
     bucket_by = models.CharField(max_length=100, default="targetingKey")
 
@@ -142,9 +145,7 @@ class Serving(models.Model):
         abstract = True
 
     def serving(self) -> dict:
-        return validation.serving_document(
-            self.serve_variant, self.rollout, self.bucket_by, validation.variant_keys(self.flag)
-        )
+        return validation.serving_document(self.serve_variant, self.rollout, self.bucket_by)
 
 
 class FlagConfig(Serving):

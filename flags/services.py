@@ -437,10 +437,8 @@ def _check_variant_unused(flag: Flag, key: str) -> None:
         raise ValidationError({"variants": f"variant {key!r} is in use and cannot be removed"})
 
 
-def rollout_variants(rollout: dict | list | None) -> list[str]:
-    """Variant keys of a stored rollout: `{variant: weight}` (admin) or `[{variant, weight}]`."""
-    if isinstance(rollout, dict):
-        return list(rollout)
+def rollout_variants(rollout: list | None) -> list[str]:
+    """Variant keys of a stored rollout (`[{"variant": KEY, "weight": N}, ...]`)."""
     return [item.get("variant") for item in rollout or [] if isinstance(item, dict)]
 
 
@@ -541,7 +539,7 @@ def _serving_fields(serving: Any, field: str) -> dict:
     if not isinstance(serving, dict) or ("variant" in serving) == ("rollout" in serving):
         raise ValidationError({field: 'give {"variant": KEY} or {"rollout": {...}}'})
     if "variant" in serving:
-        return {"serve_variant": serving["variant"], "rollout": {}, "bucket_by": "targetingKey"}
+        return {"serve_variant": serving["variant"], "rollout": [], "bucket_by": "targetingKey"}
     rollout = serving["rollout"]
     if not isinstance(rollout, dict) or not isinstance(rollout.get("variants"), list):
         raise ValidationError({field: 'a rollout is {"bucketBy": ..., "variants": [...]}'})

@@ -60,21 +60,11 @@ def variant_keys(flag: Flag) -> list[str]:
     return [variant.key for variant in flag.variants.all()]
 
 
-def serving_document(
-    serve_variant: str, rollout: dict | list | None, bucket_by: str, keys: list[str]
-) -> dict:
-    """The document form of a serving.
-
-    A rollout stored as a list keeps its order; one stored as `{variant: weight}` (the admin's
-    form) lists its variants in the flag's order.
-    """
+def serving_document(serve_variant: str, rollout: list | None, bucket_by: str) -> dict:
+    """The document form of a serving; the stored rollout is already the document's list."""
     if not rollout:
         return {"variant": serve_variant}
-    if not isinstance(rollout, dict):
-        return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": rollout}}
-    ordered = [key for key in keys if key in rollout] + [key for key in rollout if key not in keys]
-    variants = [{"variant": key, "weight": rollout[key]} for key in ordered]
-    return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": variants}}
+    return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": rollout}}
 
 
 def _check_serving_of(obj: FlagConfig | Rule) -> None:

@@ -96,7 +96,7 @@ def new_rule(environment_key, total, **fields) -> dict:
         "name": "",
         "conditions": "[]",
         "serve_variant": "on",
-        "rollout": "{}",
+        "rollout": "[]",
         "bucket_by": "targetingKey",
         **fields,
     }
@@ -336,7 +336,7 @@ def test_flag_page_adds_a_rule_with_a_rollout(client, project, checkout):
         name="US first",
         conditions=json.dumps(conditions),
         serve_variant="",
-        rollout='{"on": 25, "off": 75}',
+        rollout='[{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]',
     )
     response = post_flag_page(client, checkout, **changes)
     assert response.status_code == 302, errors_of(response)
@@ -344,7 +344,7 @@ def test_flag_page_adds_a_rule_with_a_rollout(client, project, checkout):
     assert (rule.environment.key, rule.conditions, rule.rollout) == (
         "development",
         conditions,
-        {"on": 25, "off": 75},
+        [{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}],
     )
     entry = AuditEntry.objects.get(object_type="flag_config", source="admin")
     assert entry.after["rules"][0]["name"] == "US first"
@@ -369,7 +369,10 @@ INVALID_RULES = {
         "condition 1: values",
     ),
     "weights not summing to 100": (
-        {"serve_variant": "", "rollout": '{"on": 50, "off": 40}'},
+        {
+            "serve_variant": "",
+            "rollout": '[{"variant": "on", "weight": 50}, {"variant": "off", "weight": 40}]',
+        },
         "weights must sum to 100, not 90",
     ),
     "an unknown variant": ({"serve_variant": "maybe"}, "unknown variant 'maybe'"),
@@ -404,10 +407,15 @@ def test_an_invalid_rule_shows_the_error_and_saves_nothing(
 def test_an_invalid_rollout_in_an_environment_configuration_is_refused(client, project, checkout):
     as_role(client, project, "editor")
     response = post_flag_page(
-        client, checkout, **{"configs-0-serve_variant": "", "configs-0-rollout": '{"on": 101}'}
+        client,
+        checkout,
+        **{
+            "configs-0-serve_variant": "",
+            "configs-0-rollout": '[{"variant": "on", "weight": 101}]',
+        },
     )
     assert "weights must sum to 100" in errors_of(response)
-    assert factories.config(checkout, "development").rollout == {}
+    assert factories.config(checkout, "development").rollout == []
 
 
 def test_an_unknown_target_variant_is_refused(client, project, checkout):
