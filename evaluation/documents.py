@@ -70,7 +70,7 @@ def flag_entry(flag: Flag) -> dict:
         "targets": [{"variant": t.variant, "values": list(t.values)} for t in flag.targets.all()],
         "rules": [
             {
-                "id": str(rule.pk),
+                "id": rule.key,
                 "name": rule.name,
                 "conditions": rule.conditions,
                 "serve": _serving(rule),

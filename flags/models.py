@@ -4,6 +4,8 @@ Models stay thin: fields, constraints and `clean()`, which delegates to `flags.v
 so the admin's forms and the services reject the same input with the same messages.
 """
 
+import secrets
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -175,9 +177,17 @@ class FlagConfig(Serving):
         validation.check_config(self)
 
 
+def new_rule_key() -> str:
+    """A rule's key when none is given: random, so it never repeats a deleted rule's."""
+    return secrets.token_hex(4)
+
+
 class Rule(Serving):
     flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="rules")
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    # The rule's identity (`id` in the flag document, `ruleId` in evaluation results): kept
+    # through every edit, export and import, and promotion to another environment.
+    key = key_field(max_length=64, default=new_rule_key)
     position = models.PositiveIntegerField(default=0)
     name = models.CharField(max_length=200, blank=True)
     conditions = models.JSONField(
@@ -189,9 +199,12 @@ class Rule(Serving):
 
     class Meta:
         ordering = ["environment__position", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "environment", "key"], name="rule_key_unique")
+        ]
 
     def __str__(self) -> str:
-        return self.name or f"rule {self.pk}"
+        return self.name or f"rule {self.key}"
 
     def clean(self) -> None:
         validation.check_rule(self)

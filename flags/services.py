@@ -667,7 +667,7 @@ def _apply_config(config: FlagConfig, data: dict) -> None:
         ) from error
     config.save()
     if "rules" in data:
-        _replace_rows(flag, environment, "rules", data["rules"], _rule_from)
+        _write_rules(flag, environment, data["rules"])
     if "targets" in data:
         _replace_rows(flag, environment, "targets", data["targets"], _target_from)
     if "prerequisites" in data:
@@ -698,24 +698,56 @@ def _replace_rows(flag, environment, field: str, items: Any, build) -> None:
         row.save()
 
 
-def _rule_from(flag, environment, index: int, item: dict) -> Rule:
+def _write_rules(flag: Flag, environment: Environment, items: Any) -> None:
+    """Make the environment's rules `items`, matched to the current ones by `id` (the key).
+
+    A rule whose id is known is changed in place and keeps its identity; one without an id
+    is new (its key is generated); a current rule not listed is deleted.
+    """
+    if not isinstance(items, list):
+        raise ValidationError({"rules": "must be a list"})
+    current = {rule.key: rule for rule in Rule.objects.filter(flag=flag, environment=environment)}
+    rows, seen = [], set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValidationError({"rules": f"item {index + 1}: must be an object"})
+        key = item.get("id") or ""
+        if key and key in seen:
+            raise ValidationError({f"rules[{index}]": f"id: {key!r} is listed twice"})
+        seen.add(key)
+        rule = current.pop(key, None) if key else None
+        rule = rule or Rule(flag=flag, environment=environment, **({"key": key} if key else {}))
+        _rule_fields(rule, index, item)
+        try:
+            rule.full_clean(exclude=["flag", "environment"], validate_unique=False)
+        except ValidationError as error:
+            raise _with_field_prefix(f"rules[{index}]", _renamed(error, RULE_FIELDS)) from error
+        rows.append(rule)
+    Rule.objects.filter(pk__in=[rule.pk for rule in current.values()]).delete()
+    for rule in rows:
+        rule.save()
+
+
+RULE_FIELDS = {"key": "id", "serve_variant": "serve", "rollout": "serve", "bucket_by": "serve"}
+
+
+def _rule_fields(rule: Rule, index: int, item: dict) -> None:
     unknown = set(item) - {"id", "name", "conditions", "serve"}
     if unknown:
         raise ValidationError({f"rules[{index}]": f"unknown field {sorted(unknown)[0]!r}"})
     if "serve" not in item:
         raise ValidationError({f"rules[{index}]": "serve: required"})
+    if not isinstance(item.get("id", ""), str):
+        raise ValidationError({f"rules[{index}]": "id: must be a string"})
     try:
         serving = _serving_fields(item["serve"], "serve")
     except ValidationError as error:
         raise _with_field_prefix(f"rules[{index}]", error) from error
-    return Rule(
-        flag=flag,
-        environment=environment,
-        position=index,
-        name=item.get("name", "") or "",
-        conditions=item.get("conditions", []),
-        **serving,
-    )
+    rule.position = index
+    rule.name = item.get("name", "") or ""
+    rule.conditions = item.get("conditions", [])
+    for name, value in serving.items():
+        setattr(rule, name, value)
 
 
 def _target_from(flag, environment, index: int, item: dict) -> Target:

@@ -96,8 +96,23 @@ class ServingSerializer(StrictSerializer):
         return attrs
 
 
+class TextField(serializers.CharField):
+    """A string, never a number turned into one (an id of 7 is a mistake, not "7")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class RuleSerializer(StrictSerializer):
-    id = serializers.CharField(required=False, read_only=False, allow_blank=True)
+    id = TextField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="The rule's stable key: give it to change the rule in place; leave it out "
+        "for a new rule (a key is generated). Listed rules replace the current ones.",
+    )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     conditions = ConditionSerializer(many=True, required=False, default=list)
     serve = ServingSerializer()
