@@ -783,61 +783,6 @@ def flag_toggle(*, config: FlagConfig, enabled: bool, actor: Actor, source: str)
     return flag_config_update(config=config, data={"enabled": enabled}, actor=actor, source=source)
 
 
-# --- Changes made through the admin's forms ---------------------------------------------
-
-
-def admin_flag_saved(*, flag: Flag, before: dict[int, dict] | None, actor: Actor) -> None:
-    """Audit and publish what the admin's flag page just saved (inside its transaction).
-
-    The admin's forms saved the rows after the same model `clean()` validation the services
-    run; `before` maps environment ids to the flag's state before the form was saved.
-    """
-    before = before or {}
-    changed = []
-    for config in flag.configs.select_related("environment"):
-        after = flag_state(flag, config.environment)
-        previous = before.get(config.environment_id)
-        if previous == after:
-            continue
-        if previous is not None:
-            FlagConfig.objects.filter(pk=config.pk).update(version=F("version") + 1)
-            config.refresh_from_db(fields=["version"])
-            history.version_record(
-                config=config,
-                before=previous,
-                after=after,
-                action="update",
-                actor=actor,
-                source="admin",
-            )
-        audit(
-            actor=actor,
-            source="admin",
-            action="update" if previous else "create",
-            obj_type="flag_config",
-            obj_key=f"{flag.key}/{config.environment.key}",
-            project=flag.project,
-            environment=config.environment,
-            flag_key=flag.key,
-            before=previous,
-            after=after,
-        )
-        changed.append(config.environment_id)
-    environments_changed(changed)
-
-
-def flag_states(flag: Flag) -> dict[int, dict]:
-    return {env.pk: flag_state(flag, env) for env in flag.project.environments.all()}
-
-
-def admin_flag_created(*, flag: Flag, actor: Actor) -> None:
-    """Give a flag made through the admin its per-environment configurations."""
-    for environment in flag.project.environments.all():
-        FlagConfig.objects.get_or_create(
-            flag=flag, environment=environment, defaults=_initial_config(flag)
-        )
-
-
 # --- Segments ---------------------------------------------------------------------------
 
 SEGMENT_FIELDS = ("name", "description", "conditions", "included", "excluded")

@@ -2,10 +2,12 @@
 flag page that edits variants and each environment's configuration, rules, targets and
 prerequisites inline.
 
-The flag's own fields and its variants are written by `services.flag_create` and
-`services.flag_update`; the per-environment rows are saved by their formsets (validated by
-the models' `clean()`, which is `flags.validation`) and then audited and published by
-`services.admin_flag_saved`, all in the admin's one transaction.
+The forms parse and display; saving calls the services every other door calls: the flag's
+own fields and variants go to `services.flag_create` / `services.flag_update`, and each
+environment the inlines changed goes, as one configuration change in the flag document's
+shapes, to `services.flag_config_update` (row lock, role and approval checks, the version
+the page was opened at, audit and history named like the API's), all in the admin's one
+transaction.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from flags.admin.forms import (
     VariantValueField,
 )
 from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target, Variant
-from flags.roles import Action, allows, authorize, check_direct_write, needs_change_request
+from flags.roles import Action, allows, needs_change_request
+from flags.validation import serving_document
 
 SOURCE = "admin"
 
@@ -118,24 +121,6 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
 
 def _environment_label(environment: Environment) -> str:
     return f"{environment.name} (protected)" if environment.protected else environment.name
-
-
-def check_environment_rows(user: Any, formset: BaseInlineFormSet) -> None:
-    """Refuse (PermissionDenied) a change to a row in an environment the user may not touch.
-
-    The forms already lock such rows; this is the check that does not trust the browser.
-    """
-    flag = formset.instance
-    environment_ids: set[int] = set()
-    for form in formset.forms:
-        if form not in formset.deleted_forms and not form.has_changed():
-            continue
-        chosen = form.cleaned_data.get("environment")
-        environment_ids |= {form.initial.get("environment"), form.instance.environment_id}
-        environment_ids.add(chosen.pk if chosen else None)
-    for environment in Environment.objects.filter(pk__in=environment_ids - {None}):
-        authorize(user, flag.project, Action.CONFIGURE, environment)
-        check_direct_write(user, flag, environment)
 
 
 class FlagPageInline(JSONFieldsMixin, admin.TabularInline):
@@ -282,9 +267,6 @@ class PrerequisiteInline(EnvironmentRowInline):
     key_list_fields = ("variants",)
     verbose_name_plural = "prerequisites (the flag is served only if these flags serve ...)"
     help_texts = {"variants": "Variant keys of the required flag, one per line, e.g. on."}
-
-
-ENVIRONMENT_ROW_MODELS = (FlagConfig, Rule, Target, Prerequisite)
 
 
 # --- The list's filters and columns ------------------------------------------------------
@@ -672,14 +654,25 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         if variants.has_changed():
             data["variants"] = _variants_from(variants)
         services.flag_update(flag=flag, data=data, actor=request.user, source=SOURCE)
-        _record_changes(variants)
-        # Taken after the flag's own change (audited by flag_update), so the environments'
-        # audit entries say what the inlines below changed.
-        before = services.flag_states(flag)
+        versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
+        configs = {c.environment_id: c for c in flag.configs.select_related("environment")}
+        for environment_id, change in _environment_changes(formsets).items():
+            config = configs[environment_id]
+            try:
+                services.flag_config_update(
+                    config=config,
+                    data=change,
+                    actor=request.user,
+                    source=SOURCE,
+                    expected_version=versions.get(environment_id),
+                )
+            except services.ConflictError as error:
+                raise ValidationError(
+                    f"{config.environment.name} was changed by someone else since you opened "
+                    "the page; nothing was saved. Reload it, then make your change again."
+                ) from error
         for formset in formsets:
-            if formset is not variants:
-                self.save_formset(request, form, formset, change)
-        services.admin_flag_saved(flag=flag, before=before, actor=request.user)
+            _record_changes(formset)
 
     def _create(self, request: HttpRequest, form, variants) -> None:
         data = form.cleaned_data
@@ -701,6 +694,105 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         _record_changes(variants)
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
-        if formset.model in ENVIRONMENT_ROW_MODELS:
-            check_environment_rows(request.user, formset)
-        formset.save()
+        """Nothing: `save_related` writes every row through the services."""
+
+
+def _loaded_versions(fingerprint: str) -> dict[int, int]:
+    """Each configuration's version when the page was opened (see `page_fingerprint`)."""
+    _, _, pairs = fingerprint.partition("|")
+    versions = {}
+    for pair in filter(None, pairs.split(",")):
+        environment, _, version = pair.partition("=")
+        if environment.isdigit() and version.isdigit():
+            versions[int(environment)] = int(version)
+    return versions
+
+
+def _live_forms(formset: BaseInlineFormSet) -> list:
+    """The rows the formset describes after the save: not deleted, not an untouched extra."""
+    deleted = formset.deleted_forms
+    return [
+        form
+        for form in formset.forms
+        if form not in deleted and (form.instance.pk is not None or form.has_changed())
+    ]
+
+
+def _touched(formset: BaseInlineFormSet) -> set[int]:
+    """Environments in which the formset adds, changes or deletes a row."""
+    touched: set[int] = set()
+    for form in formset.forms:
+        if form not in formset.deleted_forms and not form.has_changed():
+            continue
+        if form in formset.deleted_forms and form.instance.pk is None:
+            continue
+        chosen = form.cleaned_data.get("environment")
+        touched |= {form.instance.environment_id, chosen.pk if chosen else None}
+    return touched - {None}
+
+
+def _environment_of(form) -> int:
+    chosen = form.cleaned_data.get("environment")
+    return chosen.pk if chosen else form.instance.environment_id
+
+
+def _serving_of(data: dict) -> dict:
+    return serving_document(
+        data.get("serve_variant", ""), data.get("rollout"), data.get("bucket_by")
+    )
+
+
+def _rule_item(form) -> dict:
+    data = form.cleaned_data
+    item = {"name": data.get("name", ""), "conditions": data.get("conditions") or []}
+    item["serve"] = _serving_of(data)
+    if form.instance.pk is not None:
+        item["id"] = form.instance.key
+    return item
+
+
+ROW_ITEMS = {
+    "rules": _rule_item,
+    "targets": lambda form: {
+        "variant": form.cleaned_data.get("variant", ""),
+        "values": form.cleaned_data.get("values") or [],
+    },
+    "prerequisites": lambda form: {
+        "flag": form.cleaned_data["required_flag"].key,
+        "variants": form.cleaned_data.get("variants") or [],
+    },
+}
+ROW_LISTS = {Rule: "rules", Target: "targets", Prerequisite: "prerequisites"}
+
+
+def _environment_changes(formsets) -> dict[int, dict]:
+    """What the inlines change in each environment, as `flag_config_update` takes it.
+
+    A list (rules, targets, prerequisites) is given whole for an environment in which one
+    of its rows was added, changed or deleted; rules carry their ids, so they keep them.
+    """
+    changes: dict[int, dict] = {}
+    for formset in formsets:
+        if formset.model is FlagConfig:
+            for form in formset.forms:
+                if form.has_changed():
+                    data = form.cleaned_data
+                    changes.setdefault(form.instance.environment_id, {}).update(
+                        {
+                            "enabled": data["enabled"],
+                            "offVariant": data["off_variant"],
+                            "defaultServe": _serving_of(data),
+                        }
+                    )
+        elif formset.model in ROW_LISTS:
+            name = ROW_LISTS[formset.model]
+            live = _live_forms(formset)
+            for environment_id in _touched(formset):
+                rows = [
+                    (form.cleaned_data.get("position") or 0, index, form)
+                    for index, form in enumerate(live)
+                    if _environment_of(form) == environment_id
+                ]
+                items = [ROW_ITEMS[name](form) for _, _, form in sorted(rows, key=lambda r: r[:2])]
+                changes.setdefault(environment_id, {})[name] = items
+    return changes
