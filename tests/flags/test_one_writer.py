@@ -48,12 +48,16 @@ def test_rollouts_stored_by_the_old_admin_become_the_documents_list():
 RULES = [
     {
         "name": "US",
-        "conditions": [{"attribute": "country", "operator": "in", "values": ["US"]}],
+        "conditions": [
+            {"attribute": "country", "operator": "in", "values": ["US"], "negate": False}
+        ],
         "serve": {"variant": "on"},
     },
     {
         "name": "beta",
-        "conditions": [{"attribute": "plan", "operator": "equals", "values": ["beta"]}],
+        "conditions": [
+            {"attribute": "plan", "operator": "equals", "values": ["beta"], "negate": False}
+        ],
         "serve": {
             "rollout": {
                 "bucketBy": "targetingKey",
@@ -273,7 +277,9 @@ def rules_form_index(data: dict, rule: Rule) -> str:
     return index
 
 
-def test_editing_a_rule_in_the_admin_is_the_apis_edit_and_keeps_its_identity(project, checkout):
+def test_editing_a_rule_in_the_admin_is_the_apis_edit_and_keeps_its_identity(
+    project, checkout, django_capture_on_commit_callbacks
+):
     rows = rule_rows(checkout)
     ruled = evaluated_rule_id(checkout, "production", {"targetingKey": "u", "country": "CA"})
     _, client = open_production_to(project)
@@ -283,7 +289,8 @@ def test_editing_a_rule_in_the_admin_is_the_apis_edit_and_keeps_its_identity(pro
         {"attribute": "country", "operator": "in", "values": ["US", "CA"], "negate": False}
     ]
     data[f"rules-{index}-conditions"] = json.dumps(conditions)
-    response = client.post(flag_url(checkout), data)
+    with django_capture_on_commit_callbacks(execute=True):  # caches hear of the change
+        response = client.post(flag_url(checkout), data)
     assert response.status_code == 302, response.content[:2000]
     assert rule_rows(checkout) == rows  # changed in place, not deleted and made again
     assert ruled != rows[0][1]  # Canada matched no rule before the change
