@@ -7,6 +7,7 @@ enforced once. Side effects that must follow a commit (cache, pub/sub) are regis
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
 from collections.abc import Iterable
@@ -16,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, prefetch_related_objects
 from django.utils import timezone
 
 from evaluation import cache
-from evaluation.documents import flag_state, segment_entry
+from evaluation.documents import flag_entry, flag_state, segment_entry, targeting_prefetches
 from flags import history, impact
 from flags.models import (
     ApiKey,
@@ -586,10 +587,12 @@ def flag_config_update(
     """
     config = (
         FlagConfig.objects.select_for_update()
-        .select_related("flag__project", "environment")
+        .select_related("flag__project", "environment__project")
         .get(pk=config.pk)
     )
     flag, environment = config.flag, config.environment
+    # Every row's checks ask for the flag's variants and the project's segments: read once.
+    prefetch_related_objects([flag], "variants", "tags", "project__segments")
     authorize(actor, flag.project, Action.CONFIGURE, environment)
     if not approved:
         check_direct_write(actor, flag, environment)
@@ -599,14 +602,15 @@ def flag_config_update(
             f"not {expected_version}: reload and apply your change again",
             config.version,
         )
-    before = flag_state(flag, environment)
-    _apply_config(config, data)
-    after = flag_state(flag, environment)
+    # The configuration row is this locked one; the environment's other rows are read.
+    targeted = _targeted(flag, environment)
+    before = flag_entry(targeted, config)
+    _apply_config(config, data, rules=list(targeted.rules.all()))
+    after = flag_entry(_targeted(flag, environment), config)
     if after == before:
         return config
-    config.version = F("version") + 1
+    config.version += 1  # the row is locked: no one else bumps it meanwhile
     config.save(update_fields=["version", "updated_at"])
-    config.refresh_from_db()
     action = action or _config_action(before, after)
     history.version_record(
         config=config, before=before, after=after, action=action, actor=actor, source=source
@@ -629,6 +633,16 @@ def flag_config_update(
     return config
 
 
+def _targeted(flag: Flag, environment: Environment) -> Flag:
+    """The flag (read and locked by this change) with its rows in the environment read anew,
+    for `flag_entry`; its own fields, variants and tags are not read again."""
+    rows = copy.copy(flag)
+    cache = flag.__dict__.get("_prefetched_objects_cache", {})
+    rows._prefetched_objects_cache = {k: v for k, v in cache.items() if k in ("variants", "tags")}
+    prefetch_related_objects([rows], *targeting_prefetches(environment, configs=False))
+    return rows
+
+
 def _config_action(before: dict, after: dict) -> str:
     if before["enabled"] != after["enabled"]:
         changed_only_toggle = {**before, "enabled": after["enabled"]} == after
@@ -640,7 +654,7 @@ def _config_action(before: dict, after: dict) -> str:
 CONFIG_FIELDS = {"enabled", "offVariant", "defaultServe", "rules", "targets", "prerequisites"}
 
 
-def _apply_config(config: FlagConfig, data: dict) -> None:
+def _apply_config(config: FlagConfig, data: dict, rules: list[Rule]) -> None:
     unknown = set(data) - CONFIG_FIELDS
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "unknown field"})
@@ -667,7 +681,7 @@ def _apply_config(config: FlagConfig, data: dict) -> None:
         ) from error
     config.save()
     if "rules" in data:
-        _write_rules(flag, environment, data["rules"])
+        _write_rules(flag, environment, data["rules"], rules)
     if "targets" in data:
         _replace_rows(flag, environment, "targets", data["targets"], _target_from)
     if "prerequisites" in data:
@@ -698,7 +712,7 @@ def _replace_rows(flag, environment, field: str, items: Any, build) -> None:
         row.save()
 
 
-def _write_rules(flag: Flag, environment: Environment, items: Any) -> None:
+def _write_rules(flag: Flag, environment: Environment, items: Any, rules: list[Rule]) -> None:
     """Make the environment's rules `items`, matched to the current ones by `id` (the key).
 
     A rule whose id is known is changed in place and keeps its identity; one without an id
@@ -706,7 +720,8 @@ def _write_rules(flag: Flag, environment: Environment, items: Any) -> None:
     """
     if not isinstance(items, list):
         raise ValidationError({"rules": "must be a list"})
-    current = {rule.key: rule for rule in Rule.objects.filter(flag=flag, environment=environment)}
+    current = {rule.key: rule for rule in rules}  # the environment's rules, read with the lock
+    saved = {key: _rule_row(rule) for key, rule in current.items()}
     rows, seen = [], set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -716,16 +731,32 @@ def _write_rules(flag: Flag, environment: Environment, items: Any) -> None:
             raise ValidationError({f"rules[{index}]": f"id: {key!r} is listed twice"})
         seen.add(key)
         rule = current.pop(key, None) if key else None
-        rule = rule or Rule(flag=flag, environment=environment, **({"key": key} if key else {}))
+        rule = rule or Rule(**({"key": key} if key else {}))
+        rule.flag, rule.environment = flag, environment
         _rule_fields(rule, index, item)
         try:
-            rule.full_clean(exclude=["flag", "environment"], validate_unique=False)
+            # Keys are unique in this list (checked above), so the constraint needs no query.
+            rule.full_clean(
+                exclude=["flag", "environment"], validate_unique=False, validate_constraints=False
+            )
         except ValidationError as error:
             raise _with_field_prefix(f"rules[{index}]", _renamed(error, RULE_FIELDS)) from error
         rows.append(rule)
     Rule.objects.filter(pk__in=[rule.pk for rule in current.values()]).delete()
     for rule in rows:
-        rule.save()
+        if rule.pk is None or saved[rule.key] != _rule_row(rule):
+            rule.save()
+
+
+def _rule_row(rule: Rule) -> tuple:
+    return (
+        rule.position,
+        rule.name,
+        rule.conditions,
+        rule.serve_variant,
+        rule.rollout,
+        rule.bucket_by,
+    )
 
 
 RULE_FIELDS = {"key": "id", "serve_variant": "serve", "rollout": "serve", "bucket_by": "serve"}

@@ -113,7 +113,7 @@ def check_conditions(conditions: Any, segment_keys: set[str] | None) -> None:
 
 def check_rule(rule: Rule) -> None:
     _check_same_project(rule)
-    segment_keys = set(rule.flag.project.segments.values_list("key", flat=True))
+    segment_keys = {segment.key for segment in rule.flag.project.segments.all()}
     check_conditions(rule.conditions, segment_keys)
     _check_serving_of(rule)
 

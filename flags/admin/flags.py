@@ -13,6 +13,7 @@ transaction.
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -81,18 +82,27 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
     variant_fields = ("off_variant", "serve_variant", "variant")
 
     def _flag_context(self) -> tuple[list[Environment], set[int], list[str]]:
-        if not hasattr(self, "_context"):
-            flag = self.instance
-            environments = list(flag.project.environments.all()) if flag.pk else []
-            writable = {
-                env.pk
-                for env in environments
-                if allows(self.user, flag.project, Action.CONFIGURE, env)
-                and not needs_change_request(self.user, env)
-            }
-            keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
-            self._context = (environments, writable, keys)
-        return self._context
+        # Shared by the page's formsets (they hold the same flag): read once per page.
+        flag = self.instance
+        cached = flag.__dict__.get("_admin_rows_context")
+        if cached is not None and cached[0] is self.user:
+            return cached[1]
+        environments = list(flag.project.environments.all()) if flag.pk else []
+        writable = {
+            env.pk
+            for env in environments
+            if allows(self.user, flag.project, Action.CONFIGURE, env)
+            and not needs_change_request(self.user, env)
+        }
+        keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
+        context = (environments, writable, keys)
+        flag.__dict__["_admin_rows_context"] = (self.user, context)
+        return context
+
+    def _construct_form(self, i: int, **kwargs) -> forms.Form:
+        form = super()._construct_form(i, **kwargs)
+        setattr(form.instance, self.fk.name, self.instance)  # the flag, not read again per row
+        return form
 
     def add_fields(self, form: forms.Form, index: int | None) -> None:
         super().add_fields(form, index)
@@ -108,6 +118,11 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
             allowed = environments if locked else [e for e in environments if e.pk in writable]
             field.queryset = Environment.objects.filter(pk__in=[e.pk for e in allowed])
             field.label_from_instance = _environment_label
+            field.to_python = partial(_known_row, field, {str(e.pk): e for e in allowed})
+        pk_name = self.model._meta.pk.name
+        if pk_name in form.fields:
+            field = form.fields[pk_name]
+            field.to_python = partial(_known_row, field, self._rows_by_pk())
         if "required_flag" in form.fields:
             flag = self.instance
             form.fields["required_flag"].queryset = Flag.objects.filter(
@@ -117,6 +132,21 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
             for name, field in form.fields.items():
                 if name not in (self.fk.name, self.model._meta.pk.name):
                     field.disabled = True
+
+    def _rows_by_pk(self) -> dict[str, Any]:
+        if not hasattr(self, "_rows"):
+            self._rows = {str(row.pk): row for row in self.get_queryset()}
+        return self._rows
+
+
+def _known_row(field: forms.ModelChoiceField, rows: dict[str, Any], value: Any) -> Any:
+    """A choice among rows already read (a ModelChoiceField would read each one again)."""
+    if value in field.empty_values:
+        return None
+    row = rows.get(str(value))
+    if row is None:
+        raise ValidationError(field.error_messages["invalid_choice"], code="invalid_choice")
+    return row
 
 
 def _environment_label(environment: Environment) -> str:
@@ -148,7 +178,16 @@ class FlagPageInline(JSONFieldsMixin, admin.TabularInline):
         return self._may(request, obj, self.edit_action)
 
 
+class EnvironmentRowForm(AdminForm):
+    """A row of an environment's configuration: parsed and shown here, validated by
+    `services.flag_config_update` when the page is saved (its errors come back on the page)."""
+
+    def _post_clean(self) -> None:
+        pass
+
+
 class EnvironmentRowInline(FlagPageInline):
+    form = EnvironmentRowForm
     formset = EnvironmentRowsFormSet
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -322,10 +361,8 @@ class TagFilter(admin.SimpleListFilter):
 
 def page_fingerprint(flag: Flag) -> str:
     """What the flag page showed: the flag's last change and each configuration's version."""
-    versions = FlagConfig.objects.filter(flag=flag).order_by("environment_id")
-    pairs = ",".join(
-        f"{env}={version}" for env, version in versions.values_list("environment_id", "version")
-    )
+    configs = sorted(flag.configs.all(), key=lambda config: config.environment_id)  # prefetched
+    pairs = ",".join(f"{config.environment_id}={config.version}" for config in configs)
     return f"{flag.updated_at.timestamp():.6f}|{pairs}"
 
 
@@ -348,7 +385,8 @@ class FlagForm(AdminForm):
         if self.instance.pk:
             names = sorted(tag.name for tag in self.instance.tags.all())
             self.initial.setdefault("tag_names", ", ".join(names))
-            self.initial.setdefault("loaded", page_fingerprint(self.instance))
+            if not self.is_bound:  # a posted page carries what it was opened at
+                self.initial.setdefault("loaded", page_fingerprint(self.instance))
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -425,7 +463,8 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         return (
             super()
             .get_queryset(request)
-            .prefetch_related("tags", Prefetch("configs", queryset=configs))
+            .select_related("project")
+            .prefetch_related("tags", "variants", Prefetch("configs", queryset=configs))
         )
 
     def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
@@ -644,7 +683,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         if not change:
             self._create(request, form, variants)
             return
-        flag = Flag.objects.select_related("project").get(pk=form.instance.pk)
+        flag = form.instance  # holds the form's values: re-read below before writing them
         data = {
             name: form.cleaned_data[name]
             for name in ("name", "description", "salt", "archived", "owner", "client_side")
@@ -653,9 +692,11 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         data["tags"] = form.cleaned_data.get("tag_names", [])
         if variants.has_changed():
             data["variants"] = _variants_from(variants)
-        services.flag_update(flag=flag, data=data, actor=request.user, source=SOURCE)
+        if variants.has_changed() or set(form.changed_data) - {"loaded"}:
+            stored = Flag.objects.select_related("project").get(pk=flag.pk)
+            services.flag_update(flag=stored, data=data, actor=request.user, source=SOURCE)
         versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
-        configs = {c.environment_id: c for c in flag.configs.select_related("environment")}
+        configs = {c.environment_id: c for c in flag.configs.all()}  # prefetched by get_queryset
         for environment_id, change in _environment_changes(formsets).items():
             config = configs[environment_id]
             try:
@@ -666,6 +707,8 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                     source=SOURCE,
                     expected_version=versions.get(environment_id),
                 )
+            except ValidationError as error:
+                raise _in_environment(config.environment, error) from error
             except services.ConflictError as error:
                 raise ValidationError(
                     f"{config.environment.name} was changed by someone else since you opened "
@@ -695,6 +738,19 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
         """Nothing: `save_related` writes every row through the services."""
+
+
+def _in_environment(environment: Environment, error: ValidationError) -> ValidationError:
+    """A service's error about one environment's change, saying which environment."""
+    if not hasattr(error, "error_dict"):
+        return ValidationError([f"{environment.name}: {message}" for message in error.messages])
+    return ValidationError(
+        [
+            f"{environment.name}: {field}: {message}"
+            for field, messages in error.message_dict.items()
+            for message in messages
+        ]
+    )
 
 
 def _loaded_versions(fingerprint: str) -> dict[int, int]:

@@ -1,6 +1,7 @@
 """The Admin UI through Django's test client, as people of each project role use it."""
 
 import hashlib
+import html
 import json
 import re
 
@@ -115,7 +116,7 @@ def errors_of(response) -> str:
     parts = [str(response.context["adminform"].form.errors)]
     for inline in response.context["inline_admin_formsets"]:
         parts += [str(inline.formset.non_form_errors()), str(inline.formset.errors)]
-    return " ".join(parts)
+    return html.unescape(" ".join(parts))
 
 
 def state_cell(response, flag, environment_key) -> str:

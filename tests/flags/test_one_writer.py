@@ -10,7 +10,9 @@ import json
 
 import pytest
 from django.apps import apps
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from evaluation.documents import flag_state
@@ -346,3 +348,27 @@ def test_a_stale_flag_page_saves_nothing_and_says_why(project, checkout):
     assert checkout.name != "Renamed"
     assert not Rule.objects.filter(flag=checkout, name="edited").exists()
     assert AuditEntry.objects.count() == audits
+
+
+def test_a_flag_page_save_costs_few_queries(project):
+    """Switching production on and renaming a rule, with three environments of two rules."""
+    flag = factories.flag(project, "checkout")
+    for environment in ("development", "staging", "production"):
+        factories.configure(flag, environment, rules=RULES)  # six rules in all
+    _, client = open_production_to(project)
+    data = production_form(client, flag)
+    production = factories.config(flag, "production")
+    [index] = [
+        key.split("-")[1]
+        for key, value in data.items()
+        if key.startswith("configs-") and key.endswith("-id") and value == str(production.pk)
+    ]
+    data[f"configs-{index}-enabled"] = "on"
+    rule = Rule.objects.filter(flag=flag, environment__key="production").first()
+    data[f"rules-{rules_form_index(data, rule)}-name"] = "US and only US"
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(flag_url(flag), data)
+    assert response.status_code == 302, response.content[:2000]
+    assert factories.config(flag, "production").enabled is True
+
+    assert len(queries) <= 40, "\n".join(q["sql"][:110] for q in queries)
