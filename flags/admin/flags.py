@@ -274,6 +274,7 @@ class FlagConfigInline(EnvironmentRowInline):
 class RuleInline(EnvironmentRowInline):
     model = Rule
     fields = (
+        "key",
         "environment",
         "position",
         "name",
@@ -282,6 +283,7 @@ class RuleInline(EnvironmentRowInline):
         "rollout",
         "bucket_by",
     )
+    readonly_fields = ("key",)  # the rule's id: kept through every change (docs/api.md)
     verbose_name_plural = "rules (in each environment, the first rule that matches serves)"
     help_texts = {
         "conditions": CONDITIONS_HELP,
