@@ -7,15 +7,10 @@ so the admin's forms and the services reject the same input with the same messag
 import secrets
 
 from django.conf import settings
-from django.core.validators import RegexValidator
 from django.db import models
 
 from flags import validation
-
-KEY_VALIDATOR = RegexValidator(
-    r"^[a-z0-9][a-z0-9_.-]*\Z",
-    "Use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit.",
-)
+from flags.validation import KEY_VALIDATOR
 
 
 def key_field(max_length: int = 100, **kwargs) -> models.CharField:

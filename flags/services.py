@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from evaluation import cache
 from evaluation.documents import flag_entry, flag_state, segment_entry, targeting_prefetches
+from evaluation.engine import BOOLEAN_VARIANTS
 from flags import history, impact
 from flags.models import (
     ApiKey,
@@ -299,7 +300,7 @@ def membership_set(
 
 def _default_variants(flag_type: str) -> list[dict]:
     if flag_type == Flag.Type.BOOLEAN:
-        return [{"key": "on", "value": True}, {"key": "off", "value": False}]
+        return [{"key": key, "value": value} for key, value in BOOLEAN_VARIANTS.items()]
     raise ValidationError({"variants": f"a {flag_type} flag needs its variants listed"})
 
 
@@ -536,11 +537,16 @@ def _write_flag_fields(flag: Flag, data: dict) -> tuple[dict, dict]:
 
 
 def _serving_fields(serving: Any, field: str) -> dict:
-    """Document form of a serving -> the model's serve_variant/rollout/bucket_by fields."""
-    if not isinstance(serving, dict) or ("variant" in serving) == ("rollout" in serving):
+    """Document form of a serving -> the model's serve_variant/rollout/bucket_by fields.
+
+    Only the shape is read here; whether it serves one variant or a rollout, over which
+    variants and weights, is the engine's `check_serving` (run by the model's `clean()`).
+    """
+    if not isinstance(serving, dict):
         raise ValidationError({field: 'give {"variant": KEY} or {"rollout": {...}}'})
-    if "variant" in serving:
-        return {"serve_variant": serving["variant"], "rollout": [], "bucket_by": "targetingKey"}
+    fields = {"serve_variant": serving.get("variant", ""), "rollout": [], "bucket_by": ""}
+    if "rollout" not in serving:
+        return {**fields, "bucket_by": "targetingKey"}
     rollout = serving["rollout"]
     if not isinstance(rollout, dict) or not isinstance(rollout.get("variants"), list):
         raise ValidationError({field: 'a rollout is {"bucketBy": ..., "variants": [...]}'})
@@ -549,12 +555,8 @@ def _serving_fields(serving: Any, field: str) -> dict:
         if not isinstance(item, dict) or set(item) != {"variant", "weight"}:
             raise ValidationError({field: 'each rollout entry is {"variant": KEY, "weight": N}'})
         weights.append({"variant": item["variant"], "weight": item["weight"]})
-    return {
-        "serve_variant": "",
-        # Kept as a list: bucketing walks the variants in the order the rollout gives them.
-        "rollout": weights,
-        "bucket_by": rollout.get("bucketBy") or "targetingKey",
-    }
+    # Kept as a list: bucketing walks the variants in the order the rollout gives them.
+    return {**fields, "rollout": weights, "bucket_by": rollout.get("bucketBy") or "targetingKey"}
 
 
 def _with_field_prefix(prefix: str, error: ValidationError) -> ValidationError:

@@ -18,16 +18,15 @@ from flags.models import (
     Project,
     Segment,
 )
-
-KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+from flags.validation import KEY_MESSAGE, KEY_PATTERN
 
 
 def key_field(**kwargs) -> serializers.RegexField:
     """A key as the store accepts it: lowercase letters, digits, '-', '_', '.'."""
     return serializers.RegexField(
-        KEY_PATTERN,
+        rf"^{KEY_PATTERN}\Z",
         max_length=kwargs.pop("max_length", 100),
-        error_messages={"invalid": "use lowercase letters, digits, '-', '_' or '.'"},
+        error_messages={"invalid": KEY_MESSAGE},
         **kwargs,
     )
 
@@ -76,7 +75,7 @@ class ConditionSerializer(StrictSerializer):
 
 class RolloutVariantSerializer(StrictSerializer):
     variant = serializers.CharField(max_length=64)
-    weight = serializers.IntegerField(min_value=0, max_value=100)
+    weight = serializers.IntegerField()  # which weights a rollout takes: the engine's check
 
 
 class RolloutSerializer(StrictSerializer):
@@ -85,15 +84,10 @@ class RolloutSerializer(StrictSerializer):
 
 
 class ServingSerializer(StrictSerializer):
-    """Either `{"variant": KEY}` or `{"rollout": {...}}`."""
+    """Either `{"variant": KEY}` or `{"rollout": {...}}` (the services check which)."""
 
     variant = serializers.CharField(required=False, max_length=64)
     rollout = RolloutSerializer(required=False)
-
-    def validate(self, attrs: dict) -> dict:
-        if ("variant" in attrs) == ("rollout" in attrs):
-            raise serializers.ValidationError('give either "variant" or "rollout"')
-        return attrs
 
 
 class TextField(serializers.CharField):
