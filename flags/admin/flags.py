@@ -491,6 +491,13 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         readonly = ("project", "key", "type", "audit_entries", "rollout_links")
         return readonly if obj is not None else ()
 
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "owner":
+            # A plain choice of members: no "add user" pop-up (a new user is no member yet),
+            # and no reading of the user admin's permissions on every page.
+            return self.formfield_for_foreignkey(db_field, request, **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "owner":
             users = get_user_model().objects.filter(is_active=True)
