@@ -19,7 +19,7 @@ from evaluation.documents import flag_state
 from flags.models import AuditEntry, Rule
 from tests import factories
 from tests.evaluation.document_loader import api_key
-from tests.flags.command_line import run
+from tests.flags.command_line import fails, run
 from tests.flags.test_admin import flag_url
 from tests.flags.test_admin import form_data as admin_form_data
 
@@ -372,3 +372,20 @@ def test_a_flag_page_save_costs_few_queries(project):
     assert factories.config(flag, "production").enabled is True
 
     assert len(queries) <= 40, "\n".join(q["sql"][:110] for q in queries)
+
+
+@pytest.mark.parametrize("bad", ["Not A Key", "\ud800", "x" * 65, 7, "a\x00b"])
+def test_an_import_with_a_bad_rule_id_fails_cleanly_and_writes_nothing(
+    project, checkout, tmp_path, bad
+):
+    ids = rule_ids(checkout)
+    path = tmp_path / "production.json"
+    run("export", "shop", "production", "--output", str(path))
+    document = json.loads(path.read_text())
+    document["flags"]["checkout"]["rules"][0]["id"] = bad
+    document["flags"]["checkout"]["enabled"] = False
+    path.write_text(json.dumps(document))  # "\ud800" and NUL escaped, as a file holds them
+    message = fails("import", str(path), "shop", "production", "--existing", "overwrite")
+    assert "rules" in message
+    assert rule_ids(checkout) == ids
+    assert factories.config(checkout, "production").enabled is True
