@@ -389,3 +389,14 @@ def test_an_import_with_a_bad_rule_id_fails_cleanly_and_writes_nothing(
     assert "rules" in message
     assert rule_ids(checkout) == ids
     assert factories.config(checkout, "production").enabled is True
+
+
+def test_rules_made_before_keys_keep_their_row_id_as_id(project, checkout):
+    rule = Rule.objects.filter(flag=checkout).first()
+    Rule.objects.filter(pk=rule.pk).update(key="")
+    importlib.import_module("flags.migrations.0005_rule_key").backfill(apps, None)
+    rule.refresh_from_db()
+    assert rule.key == str(rule.pk)  # the ruleId evaluations reported for it until now
+    assert evaluated_rule_id(checkout, "production", {"targetingKey": "u", "country": "US"}) == (
+        str(rule.pk)
+    )
