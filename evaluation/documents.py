@@ -18,38 +18,45 @@ from flags.validation import serving_document
 SCHEMA_VERSION = 1
 
 
+def targeting_prefetches(environment: Environment, *, configs: bool = True) -> list:
+    """What `flag_entry` reads of a flag for one environment, as prefetches (without the
+    configuration row, for a caller that holds it)."""
+    in_environment = {"environment_id": environment.pk}
+    config = [Prefetch("configs", queryset=FlagConfig.objects.filter(**in_environment))]
+    return [
+        "variants",
+        "tags",
+        *(config if configs else []),
+        Prefetch("rules", queryset=Rule.objects.filter(**in_environment)),
+        Prefetch("targets", queryset=Target.objects.filter(**in_environment)),
+        Prefetch(
+            "prerequisites",
+            queryset=Prerequisite.objects.filter(**in_environment).select_related("required_flag"),
+        ),
+    ]
+
+
 def _flags_with_targeting(environment: Environment):
     """Every flag of the project with its rows for this environment, in a fixed few queries."""
-    in_environment = {"environment_id": environment.pk}
     return (
         Flag.objects.filter(project_id=environment.project_id)
-        .prefetch_related(
-            "variants",
-            "tags",
-            Prefetch("configs", queryset=FlagConfig.objects.filter(**in_environment)),
-            Prefetch("rules", queryset=Rule.objects.filter(**in_environment)),
-            Prefetch("targets", queryset=Target.objects.filter(**in_environment)),
-            Prefetch(
-                "prerequisites",
-                queryset=Prerequisite.objects.filter(**in_environment).select_related(
-                    "required_flag"
-                ),
-            ),
-        )
+        .prefetch_related(*targeting_prefetches(environment))
         .order_by("key")
     )
 
 
-def _serving(obj: FlagConfig | Rule, keys: list[str]) -> dict:
-    return serving_document(obj.serve_variant, obj.rollout, obj.bucket_by, keys)
+def _serving(obj: FlagConfig | Rule) -> dict:
+    return serving_document(obj.serve_variant, obj.rollout, obj.bucket_by)
 
 
-def flag_entry(flag: Flag) -> dict:
-    """One flag as the document describes it; expects `_flags_with_targeting` prefetches."""
+def flag_entry(flag: Flag, config: FlagConfig | None = None) -> dict:
+    """One flag as the document describes it; expects `_flags_with_targeting` prefetches
+    (`config`, the flag's configuration in the environment, is read from them if not given)."""
     variants = list(flag.variants.all())
     keys = [variant.key for variant in variants]
-    configs = list(flag.configs.all())
-    config = configs[0] if configs else None
+    if config is None:
+        configs = list(flag.configs.all())
+        config = configs[0] if configs else None
     metadata = {"name": flag.name, "tags": sorted(tag.name for tag in flag.tags.all())}
     if flag.description:
         metadata["description"] = flag.description
@@ -72,15 +79,15 @@ def flag_entry(flag: Flag) -> dict:
         "targets": [{"variant": t.variant, "values": list(t.values)} for t in flag.targets.all()],
         "rules": [
             {
-                "id": str(rule.pk),
+                "id": rule.key,
                 "name": rule.name,
                 "conditions": rule.conditions,
-                "serve": _serving(rule, keys),
+                "serve": _serving(rule),
             }
             for rule in flag.rules.all()
         ],
         # Every flag gets a configuration per environment; the fallback covers a half-made one.
-        "defaultServe": _serving(config, keys) if config else {"variant": keys[0] if keys else ""},
+        "defaultServe": _serving(config) if config else {"variant": keys[0] if keys else ""},
         "metadata": metadata,
     }
     return entry

@@ -67,11 +67,8 @@ def version_record(
 
 def config_part(state: dict) -> dict:
     """The restorable part of a flag state, in the shape the configuration PATCH takes."""
-    part = {key: state[key] for key in CONFIG_KEYS if key in state}
-    part["rules"] = [
-        {key: value for key, value in rule.items() if key != "id"} for rule in part.get("rules", [])
-    ]
-    return part
+    # Rules keep their ids: a restored rule is the same rule again.
+    return {key: state[key] for key in CONFIG_KEYS if key in state}
 
 
 # --- A readable diff ----------------------------------------------------------------------

@@ -4,17 +4,14 @@ Models stay thin: fields, constraints and `clean()`, which delegates to `flags.v
 so the admin's forms and the services reject the same input with the same messages.
 """
 
+import secrets
+
 from django.conf import settings
-from django.core.validators import RegexValidator
 from django.db import models
 
 from evaluation.engine.bucketing import SCHEMES as BUCKETING_SCHEMES
 from flags import validation
-
-KEY_VALIDATOR = RegexValidator(
-    r"^[a-z0-9][a-z0-9_.-]*\Z",
-    "Use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit.",
-)
+from flags.validation import KEY_VALIDATOR
 
 
 def key_field(max_length: int = 100, **kwargs) -> models.CharField:
@@ -147,10 +144,13 @@ class Serving(models.Model):
     """What is served: one variant, or a weighted rollout across the flag's variants."""
 
     serve_variant = models.CharField(max_length=64, blank=True, verbose_name="variant")
+    # [{"variant": KEY, "weight": N}, ...] in bucketing order, as in the flag document;
+    # empty when one variant is served.
     rollout = models.JSONField(
-        default=dict,
+        default=list,
         blank=True,
-        help_text='Percentages by variant, e.g. {"on": 25, "off": 75}; empty for one variant.',
+        help_text='Weights by variant in order, e.g. [{"variant": "on", "weight": 25}, '
+        '{"variant": "off", "weight": 75}]; empty for one variant.',
     )
     bucket_by = models.CharField(max_length=100, default="targetingKey")
 
@@ -158,9 +158,7 @@ class Serving(models.Model):
         abstract = True
 
     def serving(self) -> dict:
-        return validation.serving_document(
-            self.serve_variant, self.rollout, self.bucket_by, validation.variant_keys(self.flag)
-        )
+        return validation.serving_document(self.serve_variant, self.rollout, self.bucket_by)
 
 
 class FlagConfig(Serving):
@@ -190,9 +188,17 @@ class FlagConfig(Serving):
         validation.check_config(self)
 
 
+def new_rule_key() -> str:
+    """A rule's key when none is given: random, so it never repeats a deleted rule's."""
+    return secrets.token_hex(4)
+
+
 class Rule(Serving):
     flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="rules")
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    # The rule's identity (`id` in the flag document, `ruleId` in evaluation results): kept
+    # through every edit, export and import, and promotion to another environment.
+    key = key_field(max_length=64, default=new_rule_key)
     position = models.PositiveIntegerField(default=0)
     name = models.CharField(max_length=200, blank=True)
     conditions = models.JSONField(
@@ -204,9 +210,12 @@ class Rule(Serving):
 
     class Meta:
         ordering = ["environment__position", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "environment", "key"], name="rule_key_unique")
+        ]
 
     def __str__(self) -> str:
-        return self.name or f"rule {self.pk}"
+        return self.name or f"rule {self.key}"
 
     def clean(self) -> None:
         validation.check_rule(self)

@@ -7,6 +7,7 @@ enforced once. Side effects that must follow a commit (cache, pub/sub) are regis
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
 from collections.abc import Iterable
@@ -16,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, prefetch_related_objects
 from django.utils import timezone
 
 from evaluation import cache
-from evaluation.documents import flag_state, segment_entry
+from evaluation.documents import flag_entry, flag_state, segment_entry, targeting_prefetches
+from evaluation.engine import BOOLEAN_VARIANTS
 from flags import history, impact
 from flags.models import (
     ApiKey,
@@ -350,7 +352,7 @@ def membership_set(
 
 def _default_variants(flag_type: str) -> list[dict]:
     if flag_type == Flag.Type.BOOLEAN:
-        return [{"key": "on", "value": True}, {"key": "off", "value": False}]
+        return [{"key": key, "value": value} for key, value in BOOLEAN_VARIANTS.items()]
     raise ValidationError({"variants": f"a {flag_type} flag needs its variants listed"})
 
 
@@ -492,10 +494,8 @@ def _check_variant_unused(flag: Flag, key: str) -> None:
         raise ValidationError({"variants": f"variant {key!r} is in use and cannot be removed"})
 
 
-def rollout_variants(rollout: dict | list | None) -> list[str]:
-    """Variant keys of a stored rollout: `{variant: weight}` (admin) or `[{variant, weight}]`."""
-    if isinstance(rollout, dict):
-        return list(rollout)
+def rollout_variants(rollout: list | None) -> list[str]:
+    """Variant keys of a stored rollout (`[{"variant": KEY, "weight": N}, ...]`)."""
     return [item.get("variant") for item in rollout or [] if isinstance(item, dict)]
 
 
@@ -592,11 +592,16 @@ def _write_flag_fields(flag: Flag, data: dict) -> tuple[dict, dict]:
 
 
 def _serving_fields(serving: Any, field: str) -> dict:
-    """Document form of a serving -> the model's serve_variant/rollout/bucket_by fields."""
-    if not isinstance(serving, dict) or ("variant" in serving) == ("rollout" in serving):
+    """Document form of a serving -> the model's serve_variant/rollout/bucket_by fields.
+
+    Only the shape is read here; whether it serves one variant or a rollout, over which
+    variants and weights, is the engine's `check_serving` (run by the model's `clean()`).
+    """
+    if not isinstance(serving, dict):
         raise ValidationError({field: 'give {"variant": KEY} or {"rollout": {...}}'})
-    if "variant" in serving:
-        return {"serve_variant": serving["variant"], "rollout": {}, "bucket_by": "targetingKey"}
+    fields = {"serve_variant": serving.get("variant", ""), "rollout": [], "bucket_by": ""}
+    if "rollout" not in serving:
+        return {**fields, "bucket_by": "targetingKey"}
     rollout = serving["rollout"]
     if not isinstance(rollout, dict) or not isinstance(rollout.get("variants"), list):
         raise ValidationError({field: 'a rollout is {"bucketBy": ..., "variants": [...]}'})
@@ -605,12 +610,8 @@ def _serving_fields(serving: Any, field: str) -> dict:
         if not isinstance(item, dict) or set(item) != {"variant", "weight"}:
             raise ValidationError({field: 'each rollout entry is {"variant": KEY, "weight": N}'})
         weights.append({"variant": item["variant"], "weight": item["weight"]})
-    return {
-        "serve_variant": "",
-        # Kept as a list: bucketing walks the variants in the order the rollout gives them.
-        "rollout": weights,
-        "bucket_by": rollout.get("bucketBy") or "targetingKey",
-    }
+    # Kept as a list: bucketing walks the variants in the order the rollout gives them.
+    return {**fields, "rollout": weights, "bucket_by": rollout.get("bucketBy") or "targetingKey"}
 
 
 def _with_field_prefix(prefix: str, error: ValidationError) -> ValidationError:
@@ -643,10 +644,12 @@ def flag_config_update(
     """
     config = (
         FlagConfig.objects.select_for_update()
-        .select_related("flag__project", "environment")
+        .select_related("flag__project", "environment__project")
         .get(pk=config.pk)
     )
     flag, environment = config.flag, config.environment
+    # Every row's checks ask for the flag's variants and the project's segments: read once.
+    prefetch_related_objects([flag], "variants", "tags", "project__segments")
     authorize(actor, flag.project, Action.CONFIGURE, environment)
     if not approved:
         check_direct_write(actor, flag, environment)
@@ -656,14 +659,15 @@ def flag_config_update(
             f"not {expected_version}: reload and apply your change again",
             config.version,
         )
-    before = flag_state(flag, environment)
-    _apply_config(config, data)
-    after = flag_state(flag, environment)
+    # The configuration row is this locked one; the environment's other rows are read.
+    targeted = _targeted(flag, environment)
+    before = flag_entry(targeted, config)
+    _apply_config(config, data, rules=list(targeted.rules.all()))
+    after = flag_entry(_targeted(flag, environment), config)
     if after == before:
         return config
-    config.version = F("version") + 1
+    config.version += 1  # the row is locked: no one else bumps it meanwhile
     config.save(update_fields=["version", "updated_at"])
-    config.refresh_from_db()
     action = action or _config_action(before, after)
     history.version_record(
         config=config, before=before, after=after, action=action, actor=actor, source=source
@@ -686,6 +690,16 @@ def flag_config_update(
     return config
 
 
+def _targeted(flag: Flag, environment: Environment) -> Flag:
+    """The flag (read and locked by this change) with its rows in the environment read anew,
+    for `flag_entry`; its own fields, variants and tags are not read again."""
+    rows = copy.copy(flag)
+    cache = flag.__dict__.get("_prefetched_objects_cache", {})
+    rows._prefetched_objects_cache = {k: v for k, v in cache.items() if k in ("variants", "tags")}
+    prefetch_related_objects([rows], *targeting_prefetches(environment, configs=False))
+    return rows
+
+
 def _config_action(before: dict, after: dict) -> str:
     if before["enabled"] != after["enabled"]:
         changed_only_toggle = {**before, "enabled": after["enabled"]} == after
@@ -697,7 +711,7 @@ def _config_action(before: dict, after: dict) -> str:
 CONFIG_FIELDS = {"enabled", "offVariant", "defaultServe", "rules", "targets", "prerequisites"}
 
 
-def _apply_config(config: FlagConfig, data: dict) -> None:
+def _apply_config(config: FlagConfig, data: dict, rules: list[Rule]) -> None:
     unknown = set(data) - CONFIG_FIELDS
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "unknown field"})
@@ -724,7 +738,7 @@ def _apply_config(config: FlagConfig, data: dict) -> None:
         ) from error
     config.save()
     if "rules" in data:
-        _replace_rows(flag, environment, "rules", data["rules"], _rule_from)
+        _write_rules(flag, environment, data["rules"], rules)
     if "targets" in data:
         _replace_rows(flag, environment, "targets", data["targets"], _target_from)
     if "prerequisites" in data:
@@ -755,24 +769,73 @@ def _replace_rows(flag, environment, field: str, items: Any, build) -> None:
         row.save()
 
 
-def _rule_from(flag, environment, index: int, item: dict) -> Rule:
+def _write_rules(flag: Flag, environment: Environment, items: Any, rules: list[Rule]) -> None:
+    """Make the environment's rules `items`, matched to the current ones by `id` (the key).
+
+    A rule whose id is known is changed in place and keeps its identity; one without an id
+    is new (its key is generated); a current rule not listed is deleted.
+    """
+    if not isinstance(items, list):
+        raise ValidationError({"rules": "must be a list"})
+    current = {rule.key: rule for rule in rules}  # the environment's rules, read with the lock
+    saved = {key: _rule_row(rule) for key, rule in current.items()}
+    rows, seen = [], set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValidationError({"rules": f"item {index + 1}: must be an object"})
+        key = item.get("id") or ""
+        if key and key in seen:
+            raise ValidationError({f"rules[{index}]": f"id: {key!r} is listed twice"})
+        seen.add(key)
+        rule = current.pop(key, None) if key else None
+        rule = rule or Rule(**({"key": key} if key else {}))
+        rule.flag, rule.environment = flag, environment
+        _rule_fields(rule, index, item)
+        try:
+            # Keys are unique in this list (checked above), so the constraint needs no query.
+            rule.full_clean(
+                exclude=["flag", "environment"], validate_unique=False, validate_constraints=False
+            )
+        except ValidationError as error:
+            raise _with_field_prefix(f"rules[{index}]", _renamed(error, RULE_FIELDS)) from error
+        rows.append(rule)
+    Rule.objects.filter(pk__in=[rule.pk for rule in current.values()]).delete()
+    for rule in rows:
+        if rule.pk is None or saved[rule.key] != _rule_row(rule):
+            rule.save()
+
+
+def _rule_row(rule: Rule) -> tuple:
+    return (
+        rule.position,
+        rule.name,
+        rule.conditions,
+        rule.serve_variant,
+        rule.rollout,
+        rule.bucket_by,
+    )
+
+
+RULE_FIELDS = {"key": "id", "serve_variant": "serve", "rollout": "serve", "bucket_by": "serve"}
+
+
+def _rule_fields(rule: Rule, index: int, item: dict) -> None:
     unknown = set(item) - {"id", "name", "conditions", "serve"}
     if unknown:
         raise ValidationError({f"rules[{index}]": f"unknown field {sorted(unknown)[0]!r}"})
     if "serve" not in item:
         raise ValidationError({f"rules[{index}]": "serve: required"})
+    if not isinstance(item.get("id", ""), str):
+        raise ValidationError({f"rules[{index}]": "id: must be a string"})
     try:
         serving = _serving_fields(item["serve"], "serve")
     except ValidationError as error:
         raise _with_field_prefix(f"rules[{index}]", error) from error
-    return Rule(
-        flag=flag,
-        environment=environment,
-        position=index,
-        name=item.get("name", "") or "",
-        conditions=item.get("conditions", []),
-        **serving,
-    )
+    rule.position = index
+    rule.name = item.get("name", "") or ""
+    rule.conditions = item.get("conditions", [])
+    for name, value in serving.items():
+        setattr(rule, name, value)
 
 
 def _target_from(flag, environment, index: int, item: dict) -> Target:
@@ -806,61 +869,6 @@ def _prerequisite_from(flag, environment, index: int, item: dict) -> Prerequisit
 
 def flag_toggle(*, config: FlagConfig, enabled: bool, actor: Actor, source: str) -> FlagConfig:
     return flag_config_update(config=config, data={"enabled": enabled}, actor=actor, source=source)
-
-
-# --- Changes made through the admin's forms ---------------------------------------------
-
-
-def admin_flag_saved(*, flag: Flag, before: dict[int, dict] | None, actor: Actor) -> None:
-    """Audit and publish what the admin's flag page just saved (inside its transaction).
-
-    The admin's forms saved the rows after the same model `clean()` validation the services
-    run; `before` maps environment ids to the flag's state before the form was saved.
-    """
-    before = before or {}
-    changed = []
-    for config in flag.configs.select_related("environment"):
-        after = flag_state(flag, config.environment)
-        previous = before.get(config.environment_id)
-        if previous == after:
-            continue
-        if previous is not None:
-            FlagConfig.objects.filter(pk=config.pk).update(version=F("version") + 1)
-            config.refresh_from_db(fields=["version"])
-            history.version_record(
-                config=config,
-                before=previous,
-                after=after,
-                action="update",
-                actor=actor,
-                source="admin",
-            )
-        audit(
-            actor=actor,
-            source="admin",
-            action="update" if previous else "create",
-            obj_type="flag_config",
-            obj_key=f"{flag.key}/{config.environment.key}",
-            project=flag.project,
-            environment=config.environment,
-            flag_key=flag.key,
-            before=previous,
-            after=after,
-        )
-        changed.append(config.environment_id)
-    environments_changed(changed)
-
-
-def flag_states(flag: Flag) -> dict[int, dict]:
-    return {env.pk: flag_state(flag, env) for env in flag.project.environments.all()}
-
-
-def admin_flag_created(*, flag: Flag, actor: Actor) -> None:
-    """Give a flag made through the admin its per-environment configurations."""
-    for environment in flag.project.environments.all():
-        FlagConfig.objects.get_or_create(
-            flag=flag, environment=environment, defaults=_initial_config(flag)
-        )
 
 
 # --- Segments ---------------------------------------------------------------------------

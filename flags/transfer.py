@@ -227,16 +227,13 @@ def _meta(key: str, entry: dict) -> dict:
 def _config(entry: dict) -> dict:
     """A flag's configuration in one environment, as `services.flag_config_update` takes it.
 
-    Rule ids are the source installation's row ids, so they are left out of comparisons.
+    Rules keep their ids (their keys), so an imported or promoted rule is the same rule.
     """
     return {
         "enabled": entry.get("enabled", False),
         "offVariant": entry.get("offVariant"),
         "defaultServe": entry.get("defaultServe"),
-        "rules": [
-            {k: v for k, v in rule.items() if k != "id"} if isinstance(rule, dict) else rule
-            for rule in entry.get("rules") or []
-        ],
+        "rules": entry.get("rules") or [],
         "targets": entry.get("targets") or [],
         "prerequisites": entry.get("prerequisites") or [],
     }

@@ -12,15 +12,19 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 
-from evaluation.engine import DocumentError, check_condition, check_serving
+from evaluation.engine import BOOLEAN_VARIANTS, DocumentError, check_condition, check_serving
 
 if TYPE_CHECKING:
     from django.utils.datastructures import MultiValueDict
 
     from flags.models import Flag, FlagConfig, Prerequisite, Rule, Segment, Target
 
-BOOLEAN_VARIANTS = {"on": True, "off": False}
+# The keys of projects, environments, flags, variants, segments, tags and rules.
+KEY_PATTERN = r"[a-z0-9][a-z0-9_.-]*"
+KEY_MESSAGE = "Use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit."
+KEY_VALIDATOR = RegexValidator(rf"^{KEY_PATTERN}\Z", KEY_MESSAGE)
 MAX_TARGET_KEYS = 10_000
 MAX_CONDITIONS = 100
 
@@ -60,26 +64,19 @@ def variant_keys(flag: Flag) -> list[str]:
     return [variant.key for variant in flag.variants.all()]
 
 
-def serving_document(
-    serve_variant: str, rollout: dict | list | None, bucket_by: str, keys: list[str]
-) -> dict:
-    """The document form of a serving.
+def serving_document(serve_variant: str, rollout: list | None, bucket_by: str) -> dict:
+    """The document form of a serving; the stored rollout is already the document's list.
 
-    A rollout stored as a list keeps its order; one stored as `{variant: weight}` (the admin's
-    form) lists its variants in the flag's order.
+    Fields holding both a variant and a rollout (or neither) give a serving the engine's
+    `check_serving` refuses: whether a serving is one or the other is decided there only.
     """
-    if not rollout:
-        return {"variant": serve_variant}
-    if not isinstance(rollout, dict):
-        return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": rollout}}
-    ordered = [key for key in keys if key in rollout] + [key for key in rollout if key not in keys]
-    variants = [{"variant": key, "weight": rollout[key]} for key in ordered]
-    return {"rollout": {"bucketBy": bucket_by or "targetingKey", "variants": variants}}
+    serving: dict = {"variant": serve_variant} if serve_variant or not rollout else {}
+    if rollout:
+        serving["rollout"] = {"bucketBy": bucket_by or "targetingKey", "variants": rollout}
+    return serving
 
 
 def _check_serving_of(obj: FlagConfig | Rule) -> None:
-    if obj.serve_variant and obj.rollout:
-        raise ValidationError({"rollout": "serve either one variant or a rollout, not both"})
     keys = variant_keys(obj.flag)
     try:
         check_serving(obj.serving(), keys)
@@ -123,7 +120,7 @@ def check_conditions(conditions: Any, segment_keys: set[str] | None) -> None:
 
 def check_rule(rule: Rule) -> None:
     _check_same_project(rule)
-    segment_keys = set(rule.flag.project.segments.values_list("key", flat=True))
+    segment_keys = {segment.key for segment in rule.flag.project.segments.all()}
     check_conditions(rule.conditions, segment_keys)
     _check_serving_of(rule)
 

@@ -31,6 +31,9 @@ MAX_VALUE_NODES = 100_000
 
 Serve = Callable[[Context], EvaluationResult]
 
+# What a boolean flag's variants are, wherever a flag is checked or made.
+BOOLEAN_VARIANTS: dict[str, bool] = {"on": True, "off": False}
+
 
 def _require_mapping(value: object, field: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
@@ -341,7 +344,7 @@ def _compile_variants(key: str, flag_type: str, variants: object) -> dict[str, E
         results[variant_key] = EvaluationResult(key, value, variant_key, Reason.DEFAULT)
     if flag_type == "boolean":
         values = {variant_key: result.value for variant_key, result in results.items()}
-        if values != {"on": True, "off": False}:
+        if values != BOOLEAN_VARIANTS:
             raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
     return results
 

@@ -2,15 +2,18 @@
 flag page that edits variants and each environment's configuration, rules, targets and
 prerequisites inline.
 
-The flag's own fields and its variants are written by `services.flag_create` and
-`services.flag_update`; the per-environment rows are saved by their formsets (validated by
-the models' `clean()`, which is `flags.validation`) and then audited and published by
-`services.admin_flag_saved`, all in the admin's one transaction.
+The forms parse and display; saving calls the services every other door calls: the flag's
+own fields and variants go to `services.flag_create` / `services.flag_update`, and each
+environment the inlines changed goes, as one configuration change in the flag document's
+shapes, to `services.flag_config_update` (row lock, role and approval checks, the version
+the page was opened at, audit and history named like the API's), all in the admin's one
+transaction.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -35,7 +38,8 @@ from flags.admin.forms import (
     VariantValueField,
 )
 from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target, Variant
-from flags.roles import Action, allows, authorize, check_direct_write, needs_change_request
+from flags.roles import Action, allows, needs_change_request
+from flags.validation import serving_document
 
 SOURCE = "admin"
 
@@ -47,8 +51,9 @@ CONDITIONS_HELP = (
     "matches everyone."
 )
 ROLLOUT_HELP = (
-    'Percentages by variant summing to 100, e.g. {"on": 25, "off": 75}. Leave {} and pick '
-    "a variant to serve one variant to everyone."
+    'Weights by variant summing to 100, in bucketing order, e.g. [{"variant": "on", '
+    '"weight": 25}, {"variant": "off", "weight": 75}]. Leave [] and pick a variant to serve '
+    "one variant to everyone."
 )
 SERVE_HELP = "The variant served; empty when a rollout is given."
 BUCKET_HELP = "The context attribute a rollout buckets by (targetingKey unless you change it)."
@@ -77,18 +82,27 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
     variant_fields = ("off_variant", "serve_variant", "variant")
 
     def _flag_context(self) -> tuple[list[Environment], set[int], list[str]]:
-        if not hasattr(self, "_context"):
-            flag = self.instance
-            environments = list(flag.project.environments.all()) if flag.pk else []
-            writable = {
-                env.pk
-                for env in environments
-                if allows(self.user, flag.project, Action.CONFIGURE, env)
-                and not needs_change_request(self.user, env)
-            }
-            keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
-            self._context = (environments, writable, keys)
-        return self._context
+        # Shared by the page's formsets (they hold the same flag): read once per page.
+        flag = self.instance
+        cached = flag.__dict__.get("_admin_rows_context")
+        if cached is not None and cached[0] is self.user:
+            return cached[1]
+        environments = list(flag.project.environments.all()) if flag.pk else []
+        writable = {
+            env.pk
+            for env in environments
+            if allows(self.user, flag.project, Action.CONFIGURE, env)
+            and not needs_change_request(self.user, env)
+        }
+        keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
+        context = (environments, writable, keys)
+        flag.__dict__["_admin_rows_context"] = (self.user, context)
+        return context
+
+    def _construct_form(self, i: int, **kwargs) -> forms.Form:
+        form = super()._construct_form(i, **kwargs)
+        setattr(form.instance, self.fk.name, self.instance)  # the flag, not read again per row
+        return form
 
     def add_fields(self, form: forms.Form, index: int | None) -> None:
         super().add_fields(form, index)
@@ -104,6 +118,11 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
             allowed = environments if locked else [e for e in environments if e.pk in writable]
             field.queryset = Environment.objects.filter(pk__in=[e.pk for e in allowed])
             field.label_from_instance = _environment_label
+            field.to_python = partial(_known_row, field, {str(e.pk): e for e in allowed})
+        pk_name = self.model._meta.pk.name
+        if pk_name in form.fields:
+            field = form.fields[pk_name]
+            field.to_python = partial(_known_row, field, self._rows_by_pk())
         if "required_flag" in form.fields:
             flag = self.instance
             form.fields["required_flag"].queryset = Flag.objects.filter(
@@ -114,27 +133,24 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
                 if name not in (self.fk.name, self.model._meta.pk.name):
                     field.disabled = True
 
+    def _rows_by_pk(self) -> dict[str, Any]:
+        if not hasattr(self, "_rows"):
+            self._rows = {str(row.pk): row for row in self.get_queryset()}
+        return self._rows
+
+
+def _known_row(field: forms.ModelChoiceField, rows: dict[str, Any], value: Any) -> Any:
+    """A choice among rows already read (a ModelChoiceField would read each one again)."""
+    if value in field.empty_values:
+        return None
+    row = rows.get(str(value))
+    if row is None:
+        raise ValidationError(field.error_messages["invalid_choice"], code="invalid_choice")
+    return row
+
 
 def _environment_label(environment: Environment) -> str:
     return f"{environment.name} (protected)" if environment.protected else environment.name
-
-
-def check_environment_rows(user: Any, formset: BaseInlineFormSet) -> None:
-    """Refuse (PermissionDenied) a change to a row in an environment the user may not touch.
-
-    The forms already lock such rows; this is the check that does not trust the browser.
-    """
-    flag = formset.instance
-    environment_ids: set[int] = set()
-    for form in formset.forms:
-        if form not in formset.deleted_forms and not form.has_changed():
-            continue
-        chosen = form.cleaned_data.get("environment")
-        environment_ids |= {form.initial.get("environment"), form.instance.environment_id}
-        environment_ids.add(chosen.pk if chosen else None)
-    for environment in Environment.objects.filter(pk__in=environment_ids - {None}):
-        authorize(user, flag.project, Action.CONFIGURE, environment)
-        check_direct_write(user, flag, environment)
 
 
 class FlagPageInline(JSONFieldsMixin, admin.TabularInline):
@@ -162,7 +178,16 @@ class FlagPageInline(JSONFieldsMixin, admin.TabularInline):
         return self._may(request, obj, self.edit_action)
 
 
+class EnvironmentRowForm(AdminForm):
+    """A row of an environment's configuration: parsed and shown here, validated by
+    `services.flag_config_update` when the page is saved (its errors come back on the page)."""
+
+    def _post_clean(self) -> None:
+        pass
+
+
 class EnvironmentRowInline(FlagPageInline):
+    form = EnvironmentRowForm
     formset = EnvironmentRowsFormSet
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -249,6 +274,7 @@ class FlagConfigInline(EnvironmentRowInline):
 class RuleInline(EnvironmentRowInline):
     model = Rule
     fields = (
+        "key",
         "environment",
         "position",
         "name",
@@ -257,6 +283,7 @@ class RuleInline(EnvironmentRowInline):
         "rollout",
         "bucket_by",
     )
+    readonly_fields = ("key",)  # the rule's id: kept through every change (docs/api.md)
     verbose_name_plural = "rules (in each environment, the first rule that matches serves)"
     help_texts = {
         "conditions": CONDITIONS_HELP,
@@ -281,9 +308,6 @@ class PrerequisiteInline(EnvironmentRowInline):
     key_list_fields = ("variants",)
     verbose_name_plural = "prerequisites (the flag is served only if these flags serve ...)"
     help_texts = {"variants": "Variant keys of the required flag, one per line, e.g. on."}
-
-
-ENVIRONMENT_ROW_MODELS = (FlagConfig, Rule, Target, Prerequisite)
 
 
 # --- The list's filters and columns ------------------------------------------------------
@@ -339,10 +363,8 @@ class TagFilter(admin.SimpleListFilter):
 
 def page_fingerprint(flag: Flag) -> str:
     """What the flag page showed: the flag's last change and each configuration's version."""
-    versions = FlagConfig.objects.filter(flag=flag).order_by("environment_id")
-    pairs = ",".join(
-        f"{env}={version}" for env, version in versions.values_list("environment_id", "version")
-    )
+    configs = sorted(flag.configs.all(), key=lambda config: config.environment_id)  # prefetched
+    pairs = ",".join(f"{config.environment_id}={config.version}" for config in configs)
     return f"{flag.updated_at.timestamp():.6f}|{pairs}"
 
 
@@ -365,7 +387,8 @@ class FlagForm(AdminForm):
         if self.instance.pk:
             names = sorted(tag.name for tag in self.instance.tags.all())
             self.initial.setdefault("tag_names", ", ".join(names))
-            self.initial.setdefault("loaded", page_fingerprint(self.instance))
+            if not self.is_bound:  # a posted page carries what it was opened at
+                self.initial.setdefault("loaded", page_fingerprint(self.instance))
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -442,7 +465,8 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         return (
             super()
             .get_queryset(request)
-            .prefetch_related("tags", Prefetch("configs", queryset=configs))
+            .select_related("project")
+            .prefetch_related("tags", "variants", Prefetch("configs", queryset=configs))
         )
 
     def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
@@ -466,6 +490,13 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Flag | None = None):
         readonly = ("project", "key", "type", "audit_entries", "rollout_links")
         return readonly if obj is not None else ()
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "owner":
+            # A plain choice of members: no "add user" pop-up (a new user is no member yet),
+            # and no reading of the user admin's permissions on every page.
+            return self.formfield_for_foreignkey(db_field, request, **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "owner":
@@ -661,7 +692,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         if not change:
             self._create(request, form, variants)
             return
-        flag = Flag.objects.select_related("project").get(pk=form.instance.pk)
+        flag = form.instance  # holds the form's values: re-read below before writing them
         data = {
             name: form.cleaned_data[name]
             for name in ("name", "description", "salt", "archived", "owner", "client_side")
@@ -670,15 +701,30 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         data["tags"] = form.cleaned_data.get("tag_names", [])
         if variants.has_changed():
             data["variants"] = _variants_from(variants)
-        services.flag_update(flag=flag, data=data, actor=request.user, source=SOURCE)
-        _record_changes(variants)
-        # Taken after the flag's own change (audited by flag_update), so the environments'
-        # audit entries say what the inlines below changed.
-        before = services.flag_states(flag)
+        if variants.has_changed() or set(form.changed_data) - {"loaded"}:
+            stored = Flag.objects.select_related("project").get(pk=flag.pk)
+            services.flag_update(flag=stored, data=data, actor=request.user, source=SOURCE)
+        versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
+        configs = {c.environment_id: c for c in flag.configs.all()}  # prefetched by get_queryset
+        for environment_id, change in _environment_changes(formsets).items():
+            config = configs[environment_id]
+            try:
+                services.flag_config_update(
+                    config=config,
+                    data=change,
+                    actor=request.user,
+                    source=SOURCE,
+                    expected_version=versions.get(environment_id),
+                )
+            except ValidationError as error:
+                raise _in_environment(config.environment, error) from error
+            except services.ConflictError as error:
+                raise ValidationError(
+                    f"{config.environment.name} was changed by someone else since you opened "
+                    "the page; nothing was saved. Reload it, then make your change again."
+                ) from error
         for formset in formsets:
-            if formset is not variants:
-                self.save_formset(request, form, formset, change)
-        services.admin_flag_saved(flag=flag, before=before, actor=request.user)
+            _record_changes(formset)
 
     def _create(self, request: HttpRequest, form, variants) -> None:
         data = form.cleaned_data
@@ -700,6 +746,118 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         _record_changes(variants)
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
-        if formset.model in ENVIRONMENT_ROW_MODELS:
-            check_environment_rows(request.user, formset)
-        formset.save()
+        """Nothing: `save_related` writes every row through the services."""
+
+
+def _in_environment(environment: Environment, error: ValidationError) -> ValidationError:
+    """A service's error about one environment's change, saying which environment."""
+    if not hasattr(error, "error_dict"):
+        return ValidationError([f"{environment.name}: {message}" for message in error.messages])
+    return ValidationError(
+        [
+            f"{environment.name}: {field}: {message}"
+            for field, messages in error.message_dict.items()
+            for message in messages
+        ]
+    )
+
+
+def _loaded_versions(fingerprint: str) -> dict[int, int]:
+    """Each configuration's version when the page was opened (see `page_fingerprint`)."""
+    _, _, pairs = fingerprint.partition("|")
+    versions = {}
+    for pair in filter(None, pairs.split(",")):
+        environment, _, version = pair.partition("=")
+        if environment.isdigit() and version.isdigit():
+            versions[int(environment)] = int(version)
+    return versions
+
+
+def _live_forms(formset: BaseInlineFormSet) -> list:
+    """The rows the formset describes after the save: not deleted, not an untouched extra."""
+    deleted = formset.deleted_forms
+    return [
+        form
+        for form in formset.forms
+        if form not in deleted and (form.instance.pk is not None or form.has_changed())
+    ]
+
+
+def _touched(formset: BaseInlineFormSet) -> set[int]:
+    """Environments in which the formset adds, changes or deletes a row."""
+    touched: set[int] = set()
+    for form in formset.forms:
+        if form not in formset.deleted_forms and not form.has_changed():
+            continue
+        if form in formset.deleted_forms and form.instance.pk is None:
+            continue
+        chosen = form.cleaned_data.get("environment")
+        touched |= {form.instance.environment_id, chosen.pk if chosen else None}
+    return touched - {None}
+
+
+def _environment_of(form) -> int:
+    chosen = form.cleaned_data.get("environment")
+    return chosen.pk if chosen else form.instance.environment_id
+
+
+def _serving_of(data: dict) -> dict:
+    return serving_document(
+        data.get("serve_variant", ""), data.get("rollout"), data.get("bucket_by")
+    )
+
+
+def _rule_item(form) -> dict:
+    data = form.cleaned_data
+    item = {"name": data.get("name", ""), "conditions": data.get("conditions") or []}
+    item["serve"] = _serving_of(data)
+    if form.instance.pk is not None:
+        item["id"] = form.instance.key
+    return item
+
+
+ROW_ITEMS = {
+    "rules": _rule_item,
+    "targets": lambda form: {
+        "variant": form.cleaned_data.get("variant", ""),
+        "values": form.cleaned_data.get("values") or [],
+    },
+    "prerequisites": lambda form: {
+        "flag": form.cleaned_data["required_flag"].key,
+        "variants": form.cleaned_data.get("variants") or [],
+    },
+}
+ROW_LISTS = {Rule: "rules", Target: "targets", Prerequisite: "prerequisites"}
+
+
+def _environment_changes(formsets) -> dict[int, dict]:
+    """What the inlines change in each environment, as `flag_config_update` takes it.
+
+    A list (rules, targets, prerequisites) is given whole for an environment in which one
+    of its rows was added, changed or deleted; rules carry their ids, so they keep them.
+    """
+    changes: dict[int, dict] = {}
+    for formset in formsets:
+        if formset.model is FlagConfig:
+            for form in formset.forms:
+                if form.has_changed():
+                    data = form.cleaned_data
+                    changes.setdefault(form.instance.environment_id, {}).update(
+                        {
+                            "enabled": data["enabled"],
+                            "offVariant": data["off_variant"],
+                            "defaultServe": _serving_of(data),
+                        }
+                    )
+        elif formset.model in ROW_LISTS:
+            name = ROW_LISTS[formset.model]
+            live = _live_forms(formset)
+            for environment_id in _touched(formset):
+                rows = [
+                    (form.cleaned_data.get("position") or 0, index, form)
+                    for index, form in enumerate(live)
+                    if _environment_of(form) == environment_id
+                ]
+                items = [ROW_ITEMS[name](form) for _, _, form in sorted(rows, key=lambda r: r[:2])]
+                changes.setdefault(environment_id, {})[name] = items
+    return changes

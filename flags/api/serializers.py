@@ -19,16 +19,15 @@ from flags.models import (
     Segment,
 )
 from flags.services import secure_mode_secret_prefix
-
-KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+from flags.validation import KEY_MESSAGE, KEY_PATTERN
 
 
 def key_field(**kwargs) -> serializers.RegexField:
     """A key as the store accepts it: lowercase letters, digits, '-', '_', '.'."""
     return serializers.RegexField(
-        KEY_PATTERN,
+        rf"^{KEY_PATTERN}\Z",
         max_length=kwargs.pop("max_length", 100),
-        error_messages={"invalid": "use lowercase letters, digits, '-', '_' or '.'"},
+        error_messages={"invalid": KEY_MESSAGE},
         **kwargs,
     )
 
@@ -77,8 +76,7 @@ class ConditionSerializer(StrictSerializer):
 
 class RolloutVariantSerializer(StrictSerializer):
     variant = serializers.CharField(max_length=64)
-    # Any non-negative integer: a rollout's weights are relative to their total.
-    weight = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
+    weight = serializers.IntegerField()  # which weights a rollout takes: the engine's check
 
 
 class RolloutSerializer(StrictSerializer):
@@ -87,19 +85,29 @@ class RolloutSerializer(StrictSerializer):
 
 
 class ServingSerializer(StrictSerializer):
-    """Either `{"variant": KEY}` or `{"rollout": {...}}`."""
+    """Either `{"variant": KEY}` or `{"rollout": {...}}` (the services check which)."""
 
     variant = serializers.CharField(required=False, max_length=64)
     rollout = RolloutSerializer(required=False)
 
-    def validate(self, attrs: dict) -> dict:
-        if ("variant" in attrs) == ("rollout" in attrs):
-            raise serializers.ValidationError('give either "variant" or "rollout"')
-        return attrs
+
+class TextField(serializers.CharField):
+    """A string, never a number turned into one (an id of 7 is a mistake, not "7")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class RuleSerializer(StrictSerializer):
-    id = serializers.CharField(required=False, read_only=False, allow_blank=True)
+    id = TextField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="The rule's stable key: give it to change the rule in place; leave it out "
+        "for a new rule (a key is generated). Listed rules replace the current ones.",
+    )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     conditions = ConditionSerializer(many=True, required=False, default=list)
     serve = ServingSerializer()

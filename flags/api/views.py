@@ -22,7 +22,7 @@ from flags.api import serializers
 from flags.api.pagination import Pagination
 from flags.models import Membership, Project
 from flags.roles import Action, authorize, visible_projects
-from flags.validation import check_fields, check_text
+from flags.validation import KEY_PATTERN, check_fields, check_text
 
 API = "api"
 
@@ -116,7 +116,7 @@ class ManagementViewSet(viewsets.ViewSet):
 class ProjectScoped(ManagementViewSet):
     """Resolves `project_key` (and `environment_key`) from the URL for the caller."""
 
-    lookup_value_regex = r"[a-z0-9][a-z0-9_.-]*"
+    lookup_value_regex = KEY_PATTERN
 
     @property
     def project(self) -> Project:
@@ -127,7 +127,7 @@ class ProjectScoped(ManagementViewSet):
 
 class ProjectViewSet(ManagementViewSet):
     lookup_field = "key"
-    lookup_value_regex = r"[a-z0-9][a-z0-9_.-]*"
+    lookup_value_regex = KEY_PATTERN
 
     @extend_schema(responses=serializers.ProjectSerializer(many=True))
     def list(self, request: Request) -> Response:

@@ -1,6 +1,7 @@
 """The Admin UI through Django's test client, as people of each project role use it."""
 
 import hashlib
+import html
 import json
 import re
 
@@ -96,7 +97,7 @@ def new_rule(environment_key, total, **fields) -> dict:
         "name": "",
         "conditions": "[]",
         "serve_variant": "on",
-        "rollout": "{}",
+        "rollout": "[]",
         "bucket_by": "targetingKey",
         **fields,
     }
@@ -115,7 +116,7 @@ def errors_of(response) -> str:
     parts = [str(response.context["adminform"].form.errors)]
     for inline in response.context["inline_admin_formsets"]:
         parts += [str(inline.formset.non_form_errors()), str(inline.formset.errors)]
-    return " ".join(parts)
+    return html.unescape(" ".join(parts))
 
 
 def state_cell(response, flag, environment_key) -> str:
@@ -336,7 +337,7 @@ def test_flag_page_adds_a_rule_with_a_rollout(client, project, checkout):
         name="US first",
         conditions=json.dumps(conditions),
         serve_variant="",
-        rollout='{"on": 25, "off": 75}',
+        rollout='[{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]',
     )
     response = post_flag_page(client, checkout, **changes)
     assert response.status_code == 302, errors_of(response)
@@ -344,7 +345,7 @@ def test_flag_page_adds_a_rule_with_a_rollout(client, project, checkout):
     assert (rule.environment.key, rule.conditions, rule.rollout) == (
         "development",
         conditions,
-        {"on": 25, "off": 75},
+        [{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}],
     )
     entry = AuditEntry.objects.get(object_type="flag_config", source="admin")
     assert entry.after["rules"][0]["name"] == "US first"
@@ -369,7 +370,10 @@ INVALID_RULES = {
         "condition 1: values",
     ),
     "weights that are all 0": (
-        {"serve_variant": "", "rollout": '{"on": 0, "off": 0}'},
+        {
+            "serve_variant": "",
+            "rollout": '[{"variant": "on", "weight": 0}, {"variant": "off", "weight": 0}]',
+        },
         "at least one weight must be above 0",
     ),
     "an unknown variant": ({"serve_variant": "maybe"}, "unknown variant 'maybe'"),
@@ -404,10 +408,15 @@ def test_an_invalid_rule_shows_the_error_and_saves_nothing(
 def test_an_invalid_rollout_in_an_environment_configuration_is_refused(client, project, checkout):
     as_role(client, project, "editor")
     response = post_flag_page(
-        client, checkout, **{"configs-0-serve_variant": "", "configs-0-rollout": '{"on": -1}'}
+        client,
+        checkout,
+        **{
+            "configs-0-serve_variant": "",
+            "configs-0-rollout": '[{"variant": "on", "weight": -1}]',
+        },
     )
     assert "must be an integer >= 0" in errors_of(response)
-    assert factories.config(checkout, "development").rollout == {}
+    assert factories.config(checkout, "development").rollout == []
 
 
 def test_an_unknown_target_variant_is_refused(client, project, checkout):

@@ -65,29 +65,28 @@ def test_the_admin_login_is_locked_out_the_same_way(client):
     assert "_auth_user_id" not in client.session
 
 
-@override_settings(
-    REST_FRAMEWORK={
-        **__import__("django.conf").conf.settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"user": "5/minute", "anon": "100/minute"},
-    }
-)
 def test_the_management_api_limits_each_person():
     from rest_framework.settings import api_settings
     from rest_framework.throttling import SimpleRateThrottle
 
-    api_settings.reload()
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    limited = {
+        **__import__("django.conf").conf.settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "5/minute", "anon": "100/minute"},
+    }
     try:
-        first, second = factories.user(), factories.user()
-        one, other = APIClient(), APIClient()
-        one.force_authenticate(first)
-        other.force_authenticate(second)
-        answers = [one.get("/api/v1/projects").status_code for _ in range(6)]
-        assert answers == [200] * 5 + [429]
-        refused = one.get("/api/v1/projects")
-        assert refused.json()["error"] and int(refused["Retry-After"]) > 0
-        assert other.get("/api/v1/projects").status_code == 200, "each person has their own"
-    finally:
+        with override_settings(REST_FRAMEWORK=limited):
+            api_settings.reload()
+            SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+            first, second = factories.user(), factories.user()
+            one, other = APIClient(), APIClient()
+            one.force_authenticate(first)
+            other.force_authenticate(second)
+            answers = [one.get("/api/v1/projects").status_code for _ in range(6)]
+            assert answers == [200] * 5 + [429]
+            refused = one.get("/api/v1/projects")
+            assert refused.json()["error"] and int(refused["Retry-After"]) > 0
+            assert other.get("/api/v1/projects").status_code == 200, "each person has their own"
+    finally:  # after the override ends, so later tests get the configured rates back
         api_settings.reload()
         SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
 

@@ -51,7 +51,7 @@ def test_evaluate_prints_value_variant_and_reason(banner):
 
 def test_attributes_take_text_or_json_and_may_follow_options(banner):
     out = run("evaluate", "shop/banner", "staging", "--type", "string", "plan=pro", "seats:=12")
-    rule_id = str(banner.rules.get().pk)
+    rule_id = banner.rules.get().key
     assert out.stdout.splitlines()[1:] == [
         "variant: sale",
         f"reason:  TARGETING_MATCH (rule {rule_id})",

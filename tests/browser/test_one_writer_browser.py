@@ -1,0 +1,75 @@
+"""The flag page in a real headless Chromium writes through the same service as the API: a
+publisher switches production on (audited `enable`, as from the API) and renames a rule,
+which keeps its id."""
+
+import pytest
+
+from flags.models import AuditEntry, Rule
+from tests import factories
+from tests.browser.test_admin_browser import PASSWORD, _wait, browser  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+RULE = {
+    "name": "US",
+    "conditions": [{"attribute": "country", "operator": "in", "values": ["US"]}],
+    "serve": {"variant": "on"},
+}
+
+
+def _log_in(browser, live_server, username):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+
+    browser.get(f"{live_server.url}/admin/")
+    _wait(browser, shown.presence_of_element_located((By.ID, "id_username")))
+    browser.find_element(By.ID, "id_username").send_keys(username)
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    _wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
+
+
+def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_service(
+    browser,  # noqa: F811
+    live_server,
+    transactional_db,
+    tmp_path,
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+
+    project = factories.project("shop")
+    flag = factories.flag(project, "new-checkout", name="New checkout")
+    factories.configure(flag, "production", rules=[RULE])
+    rule = Rule.objects.get(flag=flag)
+    factories.member(project, "publisher", username="pub")
+    _log_in(browser, live_server, "pub")
+
+    page = f"{live_server.url}/admin/flags/flag/{flag.pk}/change/"
+    browser.get(page)
+    production = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-2-enabled")))
+    production.click()
+    browser.find_element(By.NAME, "_save").click()
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
+    assert factories.config(flag, "production").enabled is True
+    entry = AuditEntry.objects.filter(object_type="flag_config").first()
+    assert (entry.source, entry.action, entry.object_key) == (
+        "admin",
+        "enable",
+        "new-checkout/production",
+    )
+    assert factories.config(flag, "production").versions.first().action == "enable"
+
+    browser.get(page)
+    name = _wait(browser, shown.element_to_be_clickable((By.NAME, "rules-0-name")))
+    name.clear()
+    name.send_keys("US only")
+    browser.find_element(By.NAME, "_continue").click()
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    browser.execute_script("document.getElementById('rules-group').scrollIntoView()")
+    browser.save_screenshot(str(tmp_path / "flag-page-saved.png"))  # the rule, with its id
+    rule_after = Rule.objects.get(flag=flag)
+    assert (rule_after.pk, rule_after.key, rule_after.name) == (rule.pk, rule.key, "US only")
+    assert AuditEntry.objects.filter(object_type="flag_config").first().action == "update"
+    shown_key = browser.find_element(By.CSS_SELECTOR, "#rules-group td.field-key").text.strip()
+    assert shown_key == rule.key
