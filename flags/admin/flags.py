@@ -51,9 +51,10 @@ CONDITIONS_HELP = (
     "matches everyone."
 )
 ROLLOUT_HELP = (
-    'Weights by variant summing to 100, in bucketing order, e.g. [{"variant": "on", '
-    '"weight": 25}, {"variant": "off", "weight": 75}]. Leave [] and pick a variant to serve '
-    "one variant to everyone."
+    "Weights by variant, in bucketing order: non-negative integers, each variant's share "
+    "its weight over their total (percentages summing to 100 are the usual case), e.g. "
+    '[{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]. Leave [] and pick '
+    "a variant to serve one variant to everyone."
 )
 SERVE_HELP = "The variant served; empty when a rollout is given."
 BUCKET_HELP = "The context attribute a rollout buckets by (targetingKey unless you change it)."
