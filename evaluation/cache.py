@@ -33,6 +33,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from evaluation.engine import Snapshot, compile_document
+from flagsite import metrics
 from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def uses_redis() -> bool:
 @dataclass
 class _Entry:
     snapshot: Snapshot
-    checked_at: float
+    checked_at: float  # when the version was last asked for (or given up on, in an outage)
+    confirmed_at: float  # when a store last said this snapshot is the current version
 
 
 _entries: dict[int, _Entry] = {}
@@ -145,9 +147,27 @@ def _load_document(environment_id: int, version: int) -> dict:
 
 
 def snapshot(environment_id: int) -> Snapshot | None:
-    """The compiled snapshot to evaluate with; None if the environment does not exist."""
-    now = time.monotonic()
+    """The compiled snapshot to evaluate with; None if the environment does not exist.
+
+    Counted in `flags_snapshot_cache_total`: a hit serves a snapshot this process holds, a
+    miss loads and compiles a version; `flags_snapshot_age_seconds` says how long ago a
+    store last confirmed the snapshot served is current (it grows through an outage).
+    """
     entry = _entries.get(environment_id)
+    current = _snapshot(environment_id, entry, time.monotonic())
+    served = _entries.get(environment_id)
+    if current is None or served is None:
+        return current
+    metrics.record_cache(served is entry)
+    metrics.set_snapshot_age(_label(current), time.monotonic() - served.confirmed_at)
+    return current
+
+
+def _label(current: Snapshot) -> str:
+    return f"{current.document.get('project')}/{current.document.get('environment')}"
+
+
+def _snapshot(environment_id: int, entry: _Entry | None, now: float) -> Snapshot | None:
     if entry is not None and now - entry.checked_at < VERSION_CHECK_SECONDS:
         return entry.snapshot
     try:
@@ -160,7 +180,7 @@ def snapshot(environment_id: int) -> Snapshot | None:
     if version is None:
         return entry.snapshot if entry else None
     if entry is not None and entry.snapshot.version >= version:
-        entry.checked_at = now
+        entry.checked_at = entry.confirmed_at = now
         return entry.snapshot
     return _refresh(environment_id, version, now)
 
@@ -189,7 +209,7 @@ def _refresh(environment_id: int, version: int, now: float) -> Snapshot:
             return entry.snapshot
         # Never step back: a slower reader must not replace a newer snapshot.
         if entry is None or fresh.version >= entry.snapshot.version:
-            _entries[environment_id] = _Entry(fresh, now)
+            _entries[environment_id] = _Entry(fresh, now, now)
         return _entries[environment_id].snapshot
 
 

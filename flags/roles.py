@@ -17,13 +17,28 @@ RANK = {Role.VIEWER: 1, Role.EDITOR: 2, Role.PUBLISHER: 3, Role.ADMIN: 4}
 
 
 class Action(Enum):
-    """Each action names the least role that may take it."""
+    """What an actor sets out to do in a project; `least_role` is who may."""
 
-    READ = Role.VIEWER
-    EDIT_FLAGS = Role.EDITOR  # flags, variants, segments, tags
-    CONFIGURE = Role.EDITOR  # a flag's configuration in a non-protected environment
-    CONFIGURE_PROTECTED = Role.PUBLISHER  # ... in a protected one
-    ADMINISTER = Role.ADMIN  # project settings, environments, API keys, roles
+    READ = "read"
+    EDIT_FLAGS = "edit-flags"  # flags, variants, segments, tags
+    CONFIGURE = "configure"  # a flag's configuration in a non-protected environment
+    CONFIGURE_PROTECTED = "configure-protected"  # ... in a protected one
+    ADMINISTER = "administer"  # project settings, environments, API keys, roles
+
+    @property
+    def least_role(self) -> Membership.Role:
+        return LEAST_ROLE[self]
+
+
+# Distinct values above: two actions sharing a role must stay two actions (an enum merges
+# members of equal value), or a check of one would apply the other's rules.
+LEAST_ROLE = {
+    Action.READ: Role.VIEWER,
+    Action.EDIT_FLAGS: Role.EDITOR,
+    Action.CONFIGURE: Role.EDITOR,
+    Action.CONFIGURE_PROTECTED: Role.PUBLISHER,
+    Action.ADMINISTER: Role.ADMIN,
+}
 
 
 class Operator:
@@ -78,7 +93,7 @@ def allows(
     if action is Action.CONFIGURE and environment is not None and environment.protected:
         action = Action.CONFIGURE_PROTECTED
     role = role_of(user, project)
-    return role is not None and RANK[role] >= RANK[action.value]
+    return role is not None and RANK[role] >= RANK[action.least_role]
 
 
 def authorize(
@@ -103,7 +118,7 @@ def authorize(
     )
     raise PermissionDenied(
         f"{actor.get_username()} is {role} in project {project.key!r}; "
-        f"this change{where} needs the {needed.value} role"
+        f"this change{where} needs the {needed.least_role} role"
     )
 
 
@@ -160,7 +175,7 @@ def check_indirect_write(
         raise PermissionDenied(
             f"{actor.get_username()} is {role} in project {project.key!r}; this change to "
             f"{subject} alters what protected environment {environment.key!r} serves and "
-            f"needs the {Action.CONFIGURE_PROTECTED.value} role"
+            f"needs the {Action.CONFIGURE_PROTECTED.least_role} role"
         )
     if needs_change_request(actor, environment):
         raise PermissionDenied(

@@ -6,9 +6,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import mmh3
-
-from .bucketing import bucket_value_of
+from .bucketing import BUCKETS, bucket, bucket_value_of
 from .conditions import (
     Context,
     Predicate,
@@ -92,8 +90,8 @@ def _parse_serving(
             raise DocumentError(f"{field}.weight", f"must be an integer >= 0, got {weight!r}")
         weights.append((key, weight))
     total = sum(weight for _, weight in weights)
-    if total != 100:
-        raise DocumentError("rollout.variants", f"weights must sum to 100, not {total}")
+    if total != BUCKETS:
+        raise DocumentError("rollout.variants", f"weights must sum to {BUCKETS}, not {total}")
     return None, bucket_by, tuple(weights)
 
 
@@ -126,7 +124,6 @@ def _compile_serving(
             ErrorCode.INVALID_CONTEXT,
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
-    hash32 = mmh3.hash
 
     def serve(context: Context) -> EvaluationResult:
         value = get(context)
@@ -134,13 +131,8 @@ def _compile_serving(
             value = bucket_value_of(value)
             if value is None:
                 return missing
-        key = salt + value
-        # The hash gets UTF-8 bytes, never a string it would have to encode: its C code
-        # crashed the process on a lone surrogate. An ASCII string's buffer is its UTF-8,
-        # so only other strings are encoded (a lone surrogate raises: INVALID_CONTEXT).
-        if not key.isascii():
-            key = key.encode()  # type: ignore[assignment]
-        return buckets[(hash32(key, 0, False) * 100) >> 32]
+        # A lone surrogate raises UnicodeEncodeError here: INVALID_CONTEXT.
+        return buckets[bucket(salt, value)]
 
     return serve
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -664,7 +664,7 @@ def _datetime(text: str) -> datetime:
     value = parse_datetime(text)
     if value is None:
         raise fail(f"--expires: not an ISO date and time: {text!r}")
-    return value if timezone.is_aware(value) else timezone.make_aware(value, timezone.utc)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
 
 def _key_row(key: ApiKey) -> dict:
