@@ -333,7 +333,7 @@ def exposure_series(environment_id: int, flag_key: str, since: datetime) -> list
         .annotate(total=Sum("count"))
         .order_by("hour", "variant")
     )
-    return list(rows)
+    return [dict(row) for row in rows]
 
 
 def last_evaluated(environment_id: int, flag_key: str) -> datetime | None:

@@ -137,7 +137,7 @@ def parse_json(text: str, what: str) -> Any:
         if first.code == "invalid":
             reason = first.message.removeprefix("not valid JSON: ")
             raise fail(f"invalid JSON in {what}: {reason}") from None
-        raise fail(_problem_in(what, path, first.message)) from None
+        raise fail(_problem_in(what, path, str(first.message))) from None
 
 
 def check_loaded(value: Any, what: str) -> Any:

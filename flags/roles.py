@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeAlias
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 
 from flags.models import Environment, Membership, Project
 
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+
+class Identity(Protocol):
+    """Whoever acts: a person, the operator at the shell (`Operator`), or a trigger."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def is_authenticated(self) -> bool: ...
+    @property
+    def is_active(self) -> bool: ...
+    @property
+    def is_superuser(self) -> bool: ...
+    def get_username(self) -> str: ...
+
+
+# `None` is the system itself (migrations, the demo loader, the scheduler applying what was
+# approved).
+Actor: TypeAlias = Identity | None
+
+
+def person(actor: Actor) -> User | None:
+    """The user an audit entry or a row links to: a person, never an operator or a trigger
+    (those are named, not linked)."""
+    return actor if isinstance(actor, User) and actor.pk else None
+
 
 Role = Membership.Role
-RANK = {Role.VIEWER: 1, Role.EDITOR: 2, Role.PUBLISHER: 3, Role.ADMIN: 4}
+RANK: dict[str, int] = {Role.VIEWER: 1, Role.EDITOR: 2, Role.PUBLISHER: 3, Role.ADMIN: 4}
 
 
 class Action(Enum):
@@ -69,7 +94,7 @@ def bypasses_approval(actor: object) -> bool:
     return isinstance(actor, Operator) and bool(actor.bypass_reason)
 
 
-def role_of(user: AbstractBaseUser | None, project: Project) -> str | None:
+def role_of(user: Actor, project: Project) -> str | None:
     if user is None or not user.is_authenticated:
         return None
     own_role = getattr(user, "project_role", None)
@@ -79,13 +104,13 @@ def role_of(user: AbstractBaseUser | None, project: Project) -> str | None:
         return Role.ADMIN
     cache = user.__dict__.setdefault("_project_roles", {})
     if project.pk not in cache:
-        membership = Membership.objects.filter(project=project, user=user).first()
+        membership = Membership.objects.filter(project=project, user=person(user)).first()
         cache[project.pk] = membership.role if membership else None
     return cache[project.pk]
 
 
 def allows(
-    user: AbstractBaseUser | None,
+    user: Actor,
     project: Project,
     action: Action,
     environment: Environment | None = None,
@@ -97,7 +122,7 @@ def allows(
 
 
 def authorize(
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     project: Project,
     action: Action,
     environment: Environment | None = None,
@@ -122,7 +147,7 @@ def authorize(
     )
 
 
-def needs_change_request(actor: AbstractBaseUser | None, environment: Environment) -> bool:
+def needs_change_request(actor: Actor, environment: Environment) -> bool:
     """With `require_approval`, only project admins change protected environments directly.
 
     An operator at the shell is not a project admin: only `--bypass-approval` lets them
@@ -136,7 +161,7 @@ def needs_change_request(actor: AbstractBaseUser | None, environment: Environmen
     return role_of(actor, project) != Role.ADMIN
 
 
-def check_direct_write(actor: AbstractBaseUser | None, flag, environment: Environment) -> None:
+def check_direct_write(actor: Actor, flag, environment: Environment) -> None:
     """Refuse a direct change that needs an approved change request, saying how to open one."""
     if not needs_change_request(actor, environment):
         return
@@ -161,7 +186,7 @@ def _way_forward(actor: object, proposal: str) -> str:
 
 
 def check_indirect_write(
-    actor: AbstractBaseUser | None, environment: Environment, subject: str, proposal: str
+    actor: Actor, environment: Environment, subject: str, proposal: str
 ) -> None:
     """Refuse a change to `subject` (a flag's own fields, a segment) that alters what the
     protected `environment` serves, unless the actor may write there directly.
@@ -185,7 +210,7 @@ def check_indirect_write(
         )
 
 
-def visible_projects(user: AbstractBaseUser):
+def visible_projects(user: Identity) -> QuerySet[Project]:
     if user.is_superuser:
         return Project.objects.all()
-    return Project.objects.filter(memberships__user=user)
+    return Project.objects.filter(memberships__user=person(user))

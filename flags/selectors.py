@@ -11,10 +11,10 @@ from flags.models import ApiKey, AuditEntry, Environment, Flag, FlagConfig, Proj
 from flags.roles import Action, allows, visible_projects
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from flags.roles import Identity
 
 
-def project_for(user: AbstractBaseUser, key: str) -> Project:
+def project_for(user: Identity, key: str) -> Project:
     """The project, if the user has any role in it; 404 otherwise (existence is not leaked)."""
     project = Project.objects.filter(key=key).first()
     if project is None or not allows(user, project, Action.READ):
@@ -83,7 +83,7 @@ def flag_list(
 
 def audit_list(
     *,
-    user: AbstractBaseUser,
+    user: Identity,
     project: Project | None = None,
     flag_key: str | None = None,
     actor: str | None = None,

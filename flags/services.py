@@ -42,13 +42,14 @@ from flags.roles import (
     bypasses_approval,
     check_direct_write,
     check_indirect_write,
+    person,
 )
 from integrations import events
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
-    Actor = AbstractBaseUser | None
+    from flags.roles import Actor
 
 DEFAULT_ENVIRONMENTS = (
     ("development", "Development", False),
@@ -87,7 +88,7 @@ def audit(
     after: Any = None,
 ) -> AuditEntry:
     entry = AuditEntry.objects.create(
-        actor=actor if actor is not None and actor.pk else None,
+        actor=person(actor),
         actor_name=_actor_name(actor),
         source=source,
         action=action,
@@ -117,7 +118,7 @@ def _audit_bypass(actor: Actor, environment: Environment, subject: str, source: 
         obj_key=subject,
         project=environment.project,
         environment=environment,
-        after={"reason": actor.bypass_reason},
+        after={"reason": getattr(actor, "bypass_reason", "")},
     )
 
 
@@ -193,8 +194,9 @@ def project_create(
         Environment.objects.create(
             project=project, key=env_key, name=env_name, protected=protected, position=position
         )
-    if actor is not None and actor.pk:
-        Membership.objects.create(project=project, user=actor, role=Membership.Role.ADMIN)
+    creator = person(actor)
+    if creator is not None:
+        Membership.objects.create(project=project, user=creator, role=Membership.Role.ADMIN)
     audit(
         actor=actor,
         source=source,
@@ -264,7 +266,7 @@ def environment_update(
 
 @transaction.atomic
 def membership_set(
-    *, project: Project, user: AbstractBaseUser, role: str | None, actor: Actor, source: str
+    *, project: Project, user: User, role: str | None, actor: Actor, source: str
 ) -> Membership | None:
     """Give `user` a role in the project, or remove it with `role=None`."""
     authorize(actor, project, Action.ADMINISTER)
@@ -348,7 +350,7 @@ def flag_create(
     variants: list[dict] | None = None,
     description: str = "",
     tags: Iterable[str] = (),
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
     salt: str = "",
     client_side: bool = False,
     actor: Actor,
@@ -393,7 +395,7 @@ def flag_create(
     return flag
 
 
-def _check_owner(project: Project, owner: AbstractBaseUser | None) -> None:
+def _check_owner(project: Project, owner: User | None) -> None:
     """A flag's owner is a member of its project; naming anyone else reveals nothing."""
     if owner is None:
         return
@@ -971,7 +973,7 @@ def api_key_create(
         prefix=secret[:10],
         digest=key_digest(secret),
         expires_at=expires_at,
-        created_by=actor if actor is not None and actor.pk else None,
+        created_by=person(actor),
     )
     _save(key)
     audit(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -44,7 +46,7 @@ def _fields(detail, path: str = "") -> dict[str, list[str]]:
 
 
 def error_body(status_code: int, detail: str, fields: dict | None = None, **extra) -> dict:
-    body = {"error": CODES.get(status_code, "error"), "detail": detail}
+    body: dict[str, Any] = {"error": CODES.get(status_code, "error"), "detail": detail}
     if fields:
         body["fields"] = fields
     body.update(extra)
