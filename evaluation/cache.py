@@ -1,13 +1,7 @@
 """Compiled snapshots per environment, kept current through the shared cache.
 
-Keys (the whole scheme, in one place):
-  `env:{id}:version`          the environment's current version (only ever increases)
-  `env:{id}:doc:{version}`    the flag document of that version
-  `credential:{digest}`       a resolved API key, kept as the last known one for outages
-                              (see evaluation.credentials)
-  `apikey:{digest}:used`      which process records the key's `last_used_at` this minute
-  `exposures:{env}:{hour}`    evaluation counts waiting to be drained (evaluation.exposures)
-  `{CACHE_PREFIX}:changes`    the pub/sub channel of committed changes (evaluation.broadcast)
+Its keys, `env:{id}:version` and `env:{id}:doc:{version}`, are built by evaluation.keys,
+with every other key of the shared cache.
 
 A change bumps the version in the database in the change's transaction; after the commit
 the service calls `environments_changed`, which raises the cached version. Each process
@@ -32,6 +26,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
+from evaluation import keys
 from evaluation.engine import Snapshot, compile_document
 from flagsite import metrics
 from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
@@ -49,14 +44,6 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
 return 0
 """
-
-
-def version_key(environment_id: int) -> str:
-    return f"env:{environment_id}:version"
-
-
-def document_key(environment_id: int, version: int) -> str:
-    return f"env:{environment_id}:doc:{version}"
 
 
 def uses_redis() -> bool:
@@ -85,22 +72,22 @@ def _database_version(environment_id: int) -> int | None:
 
 
 def _raise_cached_version(environment_id: int, version: int) -> None:
-    key = cache.make_key(version_key(environment_id))
+    key = cache.make_key(keys.version(environment_id))
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
         if uses_redis():
             from django_redis import get_redis_connection
 
             get_redis_connection("default").eval(_SET_IF_GREATER, 1, key, version)
             return
-        current = cache.get(version_key(environment_id))
+        current = cache.get(keys.version(environment_id))
         if current is None or version > current:
-            cache.set(version_key(environment_id), version, LOCAL_VERSION_TTL)
+            cache.set(keys.version(environment_id), version, LOCAL_VERSION_TTL)
 
 
 def _cached_version(environment_id: int) -> int | None:
     try:
         with reaching(CACHE):  # a dead Redis must not stop evaluation
-            version = cache.get(version_key(environment_id))
+            version = cache.get(keys.version(environment_id))
     except StoreUnavailable:
         return None
     return int(version) if version is not None else None
@@ -136,13 +123,13 @@ def _load_document(environment_id: int, version: int) -> dict:
 
     document = None
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
-        document = cache.get(document_key(environment_id, version))
+        document = cache.get(keys.document(environment_id, version))
     if document is not None:
         return document
     with reaching(DATABASE):
         document = build_document(environment_id)
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
-        cache.set(document_key(environment_id, document["version"]), document, DOCUMENT_TTL)
+        cache.set(keys.document(environment_id, document["version"]), document, DOCUMENT_TTL)
     return document
 
 
