@@ -15,11 +15,11 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.http import Http404
 from django.utils import timezone
 
 from evaluation.documents import flag_state, segment_entry
 from flags import history, impact, services
+from flags.errors import NotFound
 from flags.models import (
     ChangeRequest,
     ChangeReview,
@@ -440,5 +440,5 @@ def change_request_for(project: Project, pk: int | str) -> ChangeRequest:
         change_requests_of(project=project).filter(pk=pk).first() if str(pk).isdigit() else None
     )
     if request is None:
-        raise Http404(f"no change request {pk} in project {project.key!r}")
+        raise NotFound("change request", pk, within=f"project {project.key!r}")
     return request

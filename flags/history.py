@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.http import Http404
 
+from flags.errors import NotFound
 from flags.models import FlagConfig, FlagConfigVersion
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def version_state(config: FlagConfig, version: int) -> dict:
     for entry in versions_of(config):
         if entry["version"] == version:
             return entry["state"]
-    raise Http404(f"no version {version} of {config}")
+    raise NotFound("version", version, within=str(config))
 
 
 # --- Restore ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from flags.errors import NotFound
 from flags.services import ConflictError
 
 CODES = {
@@ -68,7 +69,7 @@ def exception_handler(exc, context):
         return Response(error_body(400, detail, fields), status=400)
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
-    if isinstance(exc, Http404):
+    if isinstance(exc, Http404 | NotFound):
         exc = exceptions.NotFound(str(exc) or None)
     response = drf_exception_handler(exc, context)
     if response is None:
