@@ -84,3 +84,11 @@ def test_exposures_and_stale_pages(setup, client):
     factories.flag(project, "unused")
     stale = client.get("/admin/flags/changerequest/stale/").content.decode()
     assert "unused" in stale and "never evaluated" in stale
+
+
+def test_admin_templates_are_found_in_the_top_level_templates_folder(settings):
+    from django.template.loader import get_template
+
+    for name in ("admin/flags/bad_request.html", "admin/flags/rollouts/versions.html"):
+        origin = get_template(name).origin.name
+        assert origin == str(settings.BASE_DIR / "templates" / name)
