@@ -50,6 +50,7 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package-lock.json
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install-dev
 	$(BIN)/ruff format .
@@ -109,4 +110,4 @@ fuzz: $(VENV)/.installed-fuzz
 	$(BIN)/python tests/fuzz_api.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache $(OIDC_PROVIDER)/node_modules
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache $(OIDC_PROVIDER)/node_modules

@@ -25,6 +25,7 @@ import time
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from evaluation import keys
 from flagsite.failures import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ CLOSE: tuple[int, float | None] = (-1, None)
 POLL_SECONDS = 1.0
 SAFETY_POLL_SECONDS = 10.0
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-def channel() -> str:
-    return f"{settings.CACHE_PREFIX}:changes"
 
 
 def publish(versions: dict[int, int]) -> None:
@@ -50,7 +47,7 @@ def publish(versions: dict[int, int]) -> None:
             connection = get_redis_connection("default")
             for environment_id, version in versions.items():
                 message = {"environment": environment_id, "version": version, "at": changed_at}
-                connection.publish(channel(), json.dumps(message))
+                connection.publish(keys.changes_channel(), json.dumps(message))
         except Exception as error:  # the pollers pick the change up instead
             log.warning("could not publish a change: %s", error)
     broadcaster = Broadcaster.current
@@ -152,7 +149,7 @@ class Broadcaster:
             client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(channel())
+                    await pubsub.subscribe(keys.changes_channel())
                     if not self.pubsub_healthy:
                         log.info("listening for changes on Redis")
                     self.pubsub_healthy, attempt = True, 0

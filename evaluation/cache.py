@@ -1,13 +1,7 @@
 """Compiled snapshots per environment, kept current through the shared cache.
 
-Keys (the whole scheme, in one place):
-  `env:{id}:version`          the environment's current version (only ever increases)
-  `env:{id}:doc:{version}`    the flag document of that version
-  `credential:{digest}`       a resolved API key, kept as the last known one for outages
-                              (see evaluation.credentials)
-  `apikey:{digest}:used`      which process records the key's `last_used_at` this minute
-  `exposures:{env}:{hour}`    evaluation counts waiting to be drained (evaluation.exposures)
-  `{CACHE_PREFIX}:changes`    the pub/sub channel of committed changes (evaluation.broadcast)
+Its keys, `env:{id}:version` and `env:{id}:doc:{version}`, are built by evaluation.keys,
+with every other key of the shared cache.
 
 A change bumps the version in the database in the change's transaction; after the commit
 the service calls `environments_changed`, which raises the cached version. Each process
@@ -32,7 +26,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
+from evaluation import keys
 from evaluation.engine import Snapshot, compile_document
+from flagsite import metrics
 from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
 log = logging.getLogger(__name__)
@@ -50,14 +46,6 @@ return 0
 """
 
 
-def version_key(environment_id: int) -> str:
-    return f"env:{environment_id}:version"
-
-
-def document_key(environment_id: int, version: int) -> str:
-    return f"env:{environment_id}:doc:{version}"
-
-
 def uses_redis() -> bool:
     return bool(settings.REDIS_URL)
 
@@ -65,7 +53,8 @@ def uses_redis() -> bool:
 @dataclass
 class _Entry:
     snapshot: Snapshot
-    checked_at: float
+    checked_at: float  # when the version was last asked for (or given up on, in an outage)
+    confirmed_at: float  # when a store last said this snapshot is the current version
 
 
 _entries: dict[int, _Entry] = {}
@@ -83,22 +72,22 @@ def _database_version(environment_id: int) -> int | None:
 
 
 def _raise_cached_version(environment_id: int, version: int) -> None:
-    key = cache.make_key(version_key(environment_id))
+    key = cache.make_key(keys.version(environment_id))
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
         if uses_redis():
             from django_redis import get_redis_connection
 
             get_redis_connection("default").eval(_SET_IF_GREATER, 1, key, version)
             return
-        current = cache.get(version_key(environment_id))
+        current = cache.get(keys.version(environment_id))
         if current is None or version > current:
-            cache.set(version_key(environment_id), version, LOCAL_VERSION_TTL)
+            cache.set(keys.version(environment_id), version, LOCAL_VERSION_TTL)
 
 
 def _cached_version(environment_id: int) -> int | None:
     try:
         with reaching(CACHE):  # a dead Redis must not stop evaluation
-            version = cache.get(version_key(environment_id))
+            version = cache.get(keys.version(environment_id))
     except StoreUnavailable:
         return None
     return int(version) if version is not None else None
@@ -134,20 +123,38 @@ def _load_document(environment_id: int, version: int) -> dict:
 
     document = None
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
-        document = cache.get(document_key(environment_id, version))
+        document = cache.get(keys.document(environment_id, version))
     if document is not None:
         return document
     with reaching(DATABASE):
         document = build_document(environment_id)
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
-        cache.set(document_key(environment_id, document["version"]), document, DOCUMENT_TTL)
+        cache.set(keys.document(environment_id, document["version"]), document, DOCUMENT_TTL)
     return document
 
 
 def snapshot(environment_id: int) -> Snapshot | None:
-    """The compiled snapshot to evaluate with; None if the environment does not exist."""
-    now = time.monotonic()
+    """The compiled snapshot to evaluate with; None if the environment does not exist.
+
+    Counted in `flags_snapshot_cache_total`: a hit serves a snapshot this process holds, a
+    miss loads and compiles a version; `flags_snapshot_age_seconds` says how long ago a
+    store last confirmed the snapshot served is current (it grows through an outage).
+    """
     entry = _entries.get(environment_id)
+    current = _snapshot(environment_id, entry, time.monotonic())
+    served = _entries.get(environment_id)
+    if current is None or served is None:
+        return current
+    metrics.record_cache(served is entry)
+    metrics.set_snapshot_age(_label(current), time.monotonic() - served.confirmed_at)
+    return current
+
+
+def _label(current: Snapshot) -> str:
+    return f"{current.document.get('project')}/{current.document.get('environment')}"
+
+
+def _snapshot(environment_id: int, entry: _Entry | None, now: float) -> Snapshot | None:
     if entry is not None and now - entry.checked_at < VERSION_CHECK_SECONDS:
         return entry.snapshot
     try:
@@ -160,7 +167,7 @@ def snapshot(environment_id: int) -> Snapshot | None:
     if version is None:
         return entry.snapshot if entry else None
     if entry is not None and entry.snapshot.version >= version:
-        entry.checked_at = now
+        entry.checked_at = entry.confirmed_at = now
         return entry.snapshot
     return _refresh(environment_id, version, now)
 
@@ -189,7 +196,7 @@ def _refresh(environment_id: int, version: int, now: float) -> Snapshot:
             return entry.snapshot
         # Never step back: a slower reader must not replace a newer snapshot.
         if entry is None or fresh.version >= entry.snapshot.version:
-            _entries[environment_id] = _Entry(fresh, now)
+            _entries[environment_id] = _Entry(fresh, now, now)
         return _entries[environment_id].snapshot
 
 

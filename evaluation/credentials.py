@@ -35,6 +35,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
+from evaluation import keys
 from flags.models import ApiKey
 from flags.services import key_digest
 from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
@@ -96,14 +97,6 @@ class _Answer:
 # digest -> (the answer, when this process last took it, on `clock`)
 _local: dict[str, tuple[_Answer, float]] = {}
 _touched: dict[str, float] = {}
-
-
-def shared_key(digest: str) -> str:
-    return f"credential:{digest}"
-
-
-def used_key(digest: str) -> str:
-    return f"apikey:{digest}:used"
 
 
 def presented_secret(request: HttpRequest) -> str | None:
@@ -188,7 +181,7 @@ def record_revocation(digest: str) -> None:
         answer = _from_database(digest)
     except StoreUnavailable:
         with contextlib.suppress(StoreUnavailable), reaching(CACHE):
-            cache.delete(shared_key(digest))
+            cache.delete(keys.credential(digest))
         return
     _share(digest, answer)
     _remember(digest, answer, clock())
@@ -201,7 +194,7 @@ def _from_shared_cache(digest: str) -> _Answer | None:
     """
     try:
         with reaching(CACHE):
-            cached = cache.get(shared_key(digest))
+            cached = cache.get(keys.credential(digest))
     except StoreUnavailable:  # a dead Redis must not stop evaluation
         return None
     if not isinstance(cached, tuple) or not cached:
@@ -248,7 +241,7 @@ def _share(digest: str, answer: _Answer) -> None:
         )
         seconds = KNOWN_SECONDS
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
-        cache.set(shared_key(digest), record, seconds)
+        cache.set(keys.credential(digest), record, seconds)
 
 
 def _touch(credential: Credential) -> None:
@@ -262,7 +255,7 @@ def _touch(credential: Credential) -> None:
     _touched[credential.digest] = now
     try:
         with reaching(CACHE):
-            first = cache.add(used_key(credential.digest), 1, TOUCH_SECONDS)
+            first = cache.add(keys.credential_used(credential.digest), 1, TOUCH_SECONDS)
     except StoreUnavailable:
         first = True
     if first:

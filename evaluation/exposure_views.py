@@ -138,7 +138,11 @@ def _known_flags(environment_id: int) -> dict[str, frozenset[str]]:
     if entry is not None and entry[0] is snapshot:
         return entry[1]
     flags = {
-        key: frozenset(v.get("key") for v in flag.get("variants", ()) if isinstance(v, dict))
+        key: frozenset(
+            str(v["key"])
+            for v in flag.get("variants", ())
+            if isinstance(v, dict) and isinstance(v.get("key"), str)
+        )
         for key, flag in snapshot.document.get("flags", {}).items()
         if isinstance(flag, dict)
     }

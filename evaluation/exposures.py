@@ -7,7 +7,7 @@ else straight into the database (one upsert per counter, in one transaction). Th
 scheduler (`run_scheduler`, or `manage.py flush_exposures`) drains Redis into the database.
 Nothing is ever written per evaluation.
 
-Redis keys (under the cache's KEY_PREFIX):
+Redis keys (evaluation.keys, under the cache's KEY_PREFIX):
   `exposures:{environment_id}:{hour}`  hash, field "flag\\tvariant\\treason" -> count
   `exposures:pending`                  set of the hashes above not yet drained
 
@@ -31,6 +31,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DataError, IntegrityError, connection, transaction
 
+from evaluation import keys
 from evaluation.engine import ErrorCode, EvaluationResult
 from flagsite import metrics
 
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 HOUR = 3600
 SEPARATOR = "\t"
-PENDING = "exposures:pending"
 # Past this many distinct counters a process flushes without waiting for its interval.
 MAX_COUNTERS = 50_000
 
@@ -193,7 +193,7 @@ def flush() -> int:
 
 
 def _hash_key(environment_id: int, hour: int) -> str:
-    return cache.make_key(f"exposures:{environment_id}:{hour}")
+    return cache.make_key(keys.exposures(environment_id, hour))
 
 
 def _redis():
@@ -204,7 +204,7 @@ def _redis():
 
 def _to_redis(counts: dict[Key, int]) -> None:
     pipe = _redis().pipeline(transaction=False)
-    pending = cache.make_key(PENDING)
+    pending = cache.make_key(keys.EXPOSURES_PENDING)
     for (environment_id, flag_key, variant, reason, hour), count in _storable(counts).items():
         key = _hash_key(environment_id, hour)
         pipe.hincrby(key, SEPARATOR.join((flag_key, variant, reason)), count)
@@ -283,7 +283,7 @@ def drain() -> int:
     if not settings.REDIS_URL:
         return flushed
     redis = _redis()
-    pending = cache.make_key(PENDING)
+    pending = cache.make_key(keys.EXPOSURES_PENDING)
     drained = 0
     for raw in redis.smembers(pending):
         key = raw.decode()
@@ -333,7 +333,7 @@ def exposure_series(environment_id: int, flag_key: str, since: datetime) -> list
         .annotate(total=Sum("count"))
         .order_by("hour", "variant")
     )
-    return list(rows)
+    return [dict(row) for row in rows]
 
 
 def last_evaluated(environment_id: int, flag_key: str) -> datetime | None:

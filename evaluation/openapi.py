@@ -70,7 +70,7 @@ OFREP_ITEM = {
         "metadata": METADATA,
     },
 }
-SECURITY = [{"ApiKey": []}, {"ApiKeyBearer": []}]
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"ApiKeyBearer": []}]
 
 
 def _json(schema: dict, description: str = "") -> dict:

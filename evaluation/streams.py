@@ -21,7 +21,12 @@ import random
 import time
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 
 from evaluation import cache, credentials
 from evaluation.broadcast import CLOSE, Broadcaster
@@ -98,7 +103,7 @@ def _authenticate(request: HttpRequest) -> credentials.Credential:
     return credential
 
 
-async def stream(request: HttpRequest) -> HttpResponse:
+async def stream(request: HttpRequest) -> HttpResponseBase:
     if request.method != "GET":
         return JsonResponse({"error": "method_not_allowed", "detail": "use GET"}, status=405)
     try:

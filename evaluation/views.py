@@ -26,6 +26,7 @@ from evaluation.credentials import Credential, CredentialError, authenticate
 from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot, compile_document
 from evaluation.streams import OFREP_EVENT_STREAMS
 from flags.api.errors import error_body
+from flagsite.metrics import record_evaluations
 
 # A context is a handful of attributes; anything this large is a mistake or an attack.
 MAX_BODY_BYTES = 64 * 1024
@@ -42,13 +43,6 @@ _encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encod
 # A lone surrogate can only come from a `\uD800`-`\uDFFF` escape: a body without one needs
 # no look at its strings (the check costs a byte search on the hot path).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-try:  # exposure counters, when the metrics module is there
-    from flagsite.metrics import record_evaluations
-except ImportError:  # pragma: no cover - depends on the deployment work
-
-    def record_evaluations(results: Any) -> None:
-        return None
 
 
 class BadRequest(Exception):
@@ -360,9 +354,9 @@ def _native_result(result: EvaluationResult, server: bool) -> dict[str, Any]:
 def evaluate_flags(request: HttpRequest) -> HttpResponse:
     """POST /api/v1/evaluate: every flag of the key's environment for one context."""
     prepared = _prepare(request, "", _native_error, describe=_error_code)
-    if prepared.__class__ is HttpResponse:
-        return prepared  # type: ignore[return-value]
-    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    if isinstance(prepared, HttpResponse):
+        return prepared
+    credential, snapshot, context, etag = prepared
     results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
     exposures.record(credential.environment_id, results.values())
@@ -375,9 +369,9 @@ def evaluate_flags(request: HttpRequest) -> HttpResponse:
 def evaluate_flag(request: HttpRequest, flag_key: str) -> HttpResponse:
     """POST /api/v1/evaluate/<flag_key>: one flag for one context."""
     prepared = _prepare(request, flag_key, _native_error, describe=_error_code)
-    if prepared.__class__ is HttpResponse:
-        return prepared  # type: ignore[return-value]
-    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    if isinstance(prepared, HttpResponse):
+        return prepared
+    credential, snapshot, context, etag = prepared
     result = _evaluate_one(credential, snapshot, flag_key, context)
     if result.error_code == ErrorCode.FLAG_NOT_FOUND:
         # Neither counted nor recorded: the key is whatever a client put in the path, and
@@ -461,9 +455,9 @@ def ofrep_flag(request: HttpRequest, key: str) -> HttpResponse:
         _ofrep_error,
         describe=lambda error: {"key": key, "errorCode": error.error_code},
     )
-    if prepared.__class__ is HttpResponse:
-        return prepared  # type: ignore[return-value]
-    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    if isinstance(prepared, HttpResponse):
+        return prepared
+    credential, snapshot, context, etag = prepared
     result = _evaluate_one(credential, snapshot, key, context)
     if result.error_code == ErrorCode.FLAG_NOT_FOUND:  # not counted: see evaluate_flag
         details = result.error_details or f"flag {key!r} was not found"
@@ -486,9 +480,9 @@ def ofrep_flags(request: HttpRequest) -> HttpResponse:
         whole_request=True,
         describe=lambda error: {"errorCode": error.error_code},
     )
-    if prepared.__class__ is HttpResponse:
-        return prepared  # type: ignore[return-value]
-    credential, snapshot, context, etag = prepared  # type: ignore[misc]
+    if isinstance(prepared, HttpResponse):
+        return prepared
+    credential, snapshot, context, etag = prepared
     results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
     exposures.record(credential.environment_id, results.values())

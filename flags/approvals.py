@@ -9,17 +9,17 @@ conflict; its author rebases it (re-reads and re-confirms) and it is reviewed ag
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.http import Http404
 from django.utils import timezone
 
 from evaluation.documents import flag_state, segment_entry
 from flags import history, impact, services
+from flags.errors import NotFound
 from flags.models import (
     ChangeRequest,
     ChangeReview,
@@ -29,13 +29,13 @@ from flags.models import (
     ScheduledChange,
     Segment,
 )
-from flags.roles import Action, Role, authorize, role_of
+from flags.roles import Action, Role, authorize, person, role_of
 from integrations import events
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from django.contrib.auth.models import AbstractBaseUser
+    from flags.roles import Actor
 
 Status = ChangeRequest.Status
 LIVE = (Status.OPEN, Status.APPROVED)
@@ -105,7 +105,7 @@ def change_request_create(
     title: str = "",
     scheduled_at: datetime | None = None,
     expected_version: int | None = None,
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     source: str,
 ) -> ChangeRequest:
     """Propose `data` (what the configuration PATCH takes) for review."""
@@ -131,7 +131,7 @@ def change_request_create(
         raise ValidationError({"changes": "this changes nothing in the current configuration"})
     request = ChangeRequest.objects.create(
         config=config,
-        author=actor,
+        author=person(actor),
         author_name=actor.get_username(),
         title=title,
         data=data,
@@ -207,7 +207,7 @@ def _indirect_create(
 
 @transaction.atomic
 def flag_change_request_create(
-    *, flag: Flag, data: dict, title: str = "", actor: AbstractBaseUser | None, source: str
+    *, flag: Flag, data: dict, title: str = "", actor: Actor, source: str
 ) -> ChangeRequest:
     """Propose a change to a flag's own fields (what `flag_update` takes) that alters what a
     protected environment serves: its variants' values, archived, salt, client-side."""
@@ -218,7 +218,7 @@ def flag_change_request_create(
 
 @transaction.atomic
 def segment_change_request_create(
-    *, segment: Segment, data: dict, title: str = "", actor: AbstractBaseUser | None, source: str
+    *, segment: Segment, data: dict, title: str = "", actor: Actor, source: str
 ) -> ChangeRequest:
     """Propose a change to a segment that a protected environment's rules use."""
     return _indirect_create(
@@ -232,7 +232,7 @@ def change_request_review(
     request: ChangeRequest,
     approve: bool,
     comment: str = "",
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     source: str,
 ) -> ChangeRequest:
     """Approve or reject; enough approvals apply the change (or schedule it for its time)."""
@@ -244,12 +244,12 @@ def change_request_review(
         raise PermissionDenied("you cannot review your own change request; ask someone else")
     if request.status != Status.OPEN:
         raise ValidationError({"status": f"the request is {request.status}, not open"})
-    if request.reviews.filter(reviewer=actor, base_version=request.base_version).exists():
+    if request.reviews.filter(reviewer=person(actor), base_version=request.base_version).exists():
         raise ValidationError({"review": "you have already reviewed this request"})
     decision = ChangeReview.Decision.APPROVE if approve else ChangeReview.Decision.REJECT
     ChangeReview.objects.create(
         request=request,
-        reviewer=actor,
+        reviewer=person(actor),
         reviewer_name=actor.get_username(),
         decision=decision,
         base_version=request.base_version,
@@ -292,7 +292,7 @@ def change_request_apply(*, request: ChangeRequest, actor, source: str) -> FlagC
     """Apply an approved request on its base version (ConflictError if that moved on)."""
     if request.status != Status.APPROVED:
         raise ValidationError({"status": f"the request is {request.status}, not approved"})
-    write = {
+    write: dict[str, Any] = {
         "data": request.data,
         "actor": actor,
         "source": source,
@@ -318,7 +318,7 @@ def change_request_apply(*, request: ChangeRequest, actor, source: str) -> FlagC
 
 @transaction.atomic
 def change_request_rebase(
-    *, request: ChangeRequest, confirm: bool, actor: AbstractBaseUser | None, source: str
+    *, request: ChangeRequest, confirm: bool, actor: Actor, source: str
 ) -> ChangeRequest:
     """Move the request onto the current version; earlier reviews no longer count."""
     request = _locked(request)
@@ -361,7 +361,7 @@ def _rebase_indirect(request: ChangeRequest, actor, source: str) -> None:
 
 
 def _indirect_preview(kind: str, subject, data: dict) -> tuple[dict, dict, list]:
-    system = {"actor": None, "source": "system"}
+    system: dict[str, Any] = {"actor": None, "source": "system"}
     if kind == Kind.FLAG:
         base = services.flag_meta(subject)
         state, measurement = _preview(
@@ -382,9 +382,7 @@ def _indirect_preview(kind: str, subject, data: dict) -> tuple[dict, dict, list]
 
 
 @transaction.atomic
-def change_request_cancel(
-    *, request: ChangeRequest, actor: AbstractBaseUser | None, source: str
-) -> ChangeRequest:
+def change_request_cancel(*, request: ChangeRequest, actor: Actor, source: str) -> ChangeRequest:
     request = _locked(request)
     project = request.project
     if (
@@ -442,5 +440,5 @@ def change_request_for(project: Project, pk: int | str) -> ChangeRequest:
         change_requests_of(project=project).filter(pk=pk).first() if str(pk).isdigit() else None
     )
     if request is None:
-        raise Http404(f"no change request {pk} in project {project.key!r}")
+        raise NotFound("change request", pk, within=f"project {project.key!r}")
     return request

@@ -19,7 +19,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.engine import DocumentError
-from flags.models import Environment, Flag, Project
+from flags import selectors
+from flags.errors import NotFound
+from flags.models import Flag
 from flags.roles import Operator
 from flags.services import ConflictError
 from flags.validation import find_text_problem, load_json
@@ -56,6 +58,13 @@ def translated_errors():
         raise fail(f"conflict: {error}") from error
     except DocumentError as error:
         raise fail(f"invalid document: {error}") from error
+    except NotFound as error:
+        raise fail(not_found_text(error)) from error
+
+
+def not_found_text(error: NotFound) -> str:
+    known = f" (one of: {', '.join(error.known)})" if error.known else ""
+    return f"unknown {error.subject}{known}"
 
 
 def add_common_arguments(parser, *, json_output: bool = True) -> None:
@@ -96,21 +105,6 @@ def actor_named(username: str | None, bypass_reason: str | None = None):
     return user
 
 
-def project_named(key: str) -> Project:
-    project = Project.objects.filter(key=key).first()
-    if project is None:
-        raise fail(f"unknown project {key!r}")
-    return project
-
-
-def environment_named(project: Project, key: str) -> Environment:
-    environment = project.environments.filter(key=key).first()
-    if environment is None:
-        known = ", ".join(project.environments.values_list("key", flat=True))
-        raise fail(f"unknown environment {key!r} in project {project.key!r} (one of: {known})")
-    return environment
-
-
 def split_flag_reference(reference: str) -> tuple[str, str]:
     project_key, _, flag_key = reference.partition("/")
     if not project_key or not flag_key:
@@ -121,11 +115,7 @@ def split_flag_reference(reference: str) -> tuple[str, str]:
 def flag_named(reference: str) -> Flag:
     """A flag from `PROJECT/FLAG`."""
     project_key, flag_key = split_flag_reference(reference)
-    project = project_named(project_key)
-    flag = project.flags.filter(key=flag_key).first()
-    if flag is None:
-        raise fail(f"unknown flag {flag_key!r} in project {project.key!r}")
-    return flag
+    return selectors.flag_for(selectors.project_named(project_key), flag_key)
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -137,7 +127,7 @@ def parse_json(text: str, what: str) -> Any:
         if first.code == "invalid":
             reason = first.message.removeprefix("not valid JSON: ")
             raise fail(f"invalid JSON in {what}: {reason}") from None
-        raise fail(_problem_in(what, path, first.message)) from None
+        raise fail(_problem_in(what, path, str(first.message))) from None
 
 
 def check_loaded(value: Any, what: str) -> Any:

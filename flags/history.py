@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.http import Http404
 
+from flags.errors import NotFound
 from flags.models import FlagConfig, FlagConfigVersion
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from flags.roles import Actor
 
 # The parts of a flag's state that belong to its configuration in one environment (what
 # a version restores); the rest (type, variants, metadata) belongs to the flag itself.
 CONFIG_KEYS = ("enabled", "offVariant", "defaultServe", "targets", "prerequisites", "rules")
 
 
-def _actor_fields(actor: AbstractBaseUser | None) -> dict:
+def _actor_fields(actor: Actor) -> dict:
     if actor is None:
         return {"actor": None, "actor_name": "system"}
     return {"actor": actor if actor.pk else None, "actor_name": actor.get_username()}
@@ -36,7 +36,7 @@ def version_record(
     before: dict,
     after: dict,
     action: str,
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     source: str,
 ) -> FlagConfigVersion:
     """Record `after` as `config.version` (already bumped), and `before` if not yet known.
@@ -99,13 +99,13 @@ def _rule_name(rule: dict, index: int) -> str:
 def _rule_changes(before: list[dict], after: list[dict]) -> list[str]:
     lines = []
     for index in range(max(len(before), len(after))):
-        old = before[index] if index < len(before) else None
-        new = after[index] if index < len(after) else None
-        if old is None:
+        if index >= len(before):
+            new = after[index]
             lines.append(f"{_rule_name(new, index)} added: serve {_serving_text(new['serve'])}")
-        elif new is None:
-            lines.append(f"{_rule_name(old, index)} removed")
+        elif index >= len(after):
+            lines.append(f"{_rule_name(before[index], index)} removed")
         else:
+            old, new = before[index], after[index]
             for key in ("name", "conditions", "serve"):
                 if old.get(key) != new.get(key):
                     render = _serving_text if key == "serve" else _text
@@ -196,7 +196,7 @@ def version_state(config: FlagConfig, version: int) -> dict:
     for entry in versions_of(config):
         if entry["version"] == version:
             return entry["state"]
-    raise Http404(f"no version {version} of {config}")
+    raise NotFound("version", version, within=str(config))
 
 
 # --- Restore ------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def version_restore(
     *,
     config: FlagConfig,
     version: int,
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     source: str,
     expected_version: int | None = None,
 ) -> FlagConfig:

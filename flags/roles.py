@@ -3,27 +3,67 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeAlias
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 
 from flags.models import Environment, Membership, Project
 
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+
+class Identity(Protocol):
+    """Whoever acts: a person, the operator at the shell (`Operator`), or a trigger."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def is_authenticated(self) -> bool: ...
+    @property
+    def is_active(self) -> bool: ...
+    @property
+    def is_superuser(self) -> bool: ...
+    def get_username(self) -> str: ...
+
+
+# `None` is the system itself (migrations, the demo loader, the scheduler applying what was
+# approved).
+Actor: TypeAlias = Identity | None
+
+
+def person(actor: Actor) -> User | None:
+    """The user an audit entry or a row links to: a person, never an operator or a trigger
+    (those are named, not linked)."""
+    return actor if isinstance(actor, User) and actor.pk else None
+
 
 Role = Membership.Role
-RANK = {Role.VIEWER: 1, Role.EDITOR: 2, Role.PUBLISHER: 3, Role.ADMIN: 4}
+RANK: dict[str, int] = {Role.VIEWER: 1, Role.EDITOR: 2, Role.PUBLISHER: 3, Role.ADMIN: 4}
 
 
 class Action(Enum):
-    """Each action names the least role that may take it."""
+    """What an actor sets out to do in a project; `least_role` is who may."""
 
-    READ = Role.VIEWER
-    EDIT_FLAGS = Role.EDITOR  # flags, variants, segments, tags
-    CONFIGURE = Role.EDITOR  # a flag's configuration in a non-protected environment
-    CONFIGURE_PROTECTED = Role.PUBLISHER  # ... in a protected one
-    ADMINISTER = Role.ADMIN  # project settings, environments, API keys, roles
+    READ = "read"
+    EDIT_FLAGS = "edit-flags"  # flags, variants, segments, tags
+    CONFIGURE = "configure"  # a flag's configuration in a non-protected environment
+    CONFIGURE_PROTECTED = "configure-protected"  # ... in a protected one
+    ADMINISTER = "administer"  # project settings, environments, API keys, roles
+
+    @property
+    def least_role(self) -> Membership.Role:
+        return LEAST_ROLE[self]
+
+
+# Distinct values above: two actions sharing a role must stay two actions (an enum merges
+# members of equal value), or a check of one would apply the other's rules.
+LEAST_ROLE = {
+    Action.READ: Role.VIEWER,
+    Action.EDIT_FLAGS: Role.EDITOR,
+    Action.CONFIGURE: Role.EDITOR,
+    Action.CONFIGURE_PROTECTED: Role.PUBLISHER,
+    Action.ADMINISTER: Role.ADMIN,
+}
 
 
 class Operator:
@@ -54,7 +94,7 @@ def bypasses_approval(actor: object) -> bool:
     return isinstance(actor, Operator) and bool(actor.bypass_reason)
 
 
-def role_of(user: AbstractBaseUser | None, project: Project) -> str | None:
+def role_of(user: Actor, project: Project) -> str | None:
     if user is None or not user.is_authenticated:
         return None
     own_role = getattr(user, "project_role", None)
@@ -64,13 +104,13 @@ def role_of(user: AbstractBaseUser | None, project: Project) -> str | None:
         return Role.ADMIN
     cache = user.__dict__.setdefault("_project_roles", {})
     if project.pk not in cache:
-        membership = Membership.objects.filter(project=project, user=user).first()
+        membership = Membership.objects.filter(project=project, user=person(user)).first()
         cache[project.pk] = membership.role if membership else None
     return cache[project.pk]
 
 
 def allows(
-    user: AbstractBaseUser | None,
+    user: Actor,
     project: Project,
     action: Action,
     environment: Environment | None = None,
@@ -78,11 +118,11 @@ def allows(
     if action is Action.CONFIGURE and environment is not None and environment.protected:
         action = Action.CONFIGURE_PROTECTED
     role = role_of(user, project)
-    return role is not None and RANK[role] >= RANK[action.value]
+    return role is not None and RANK[role] >= RANK[action.least_role]
 
 
 def authorize(
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     project: Project,
     action: Action,
     environment: Environment | None = None,
@@ -103,11 +143,11 @@ def authorize(
     )
     raise PermissionDenied(
         f"{actor.get_username()} is {role} in project {project.key!r}; "
-        f"this change{where} needs the {needed.value} role"
+        f"this change{where} needs the {needed.least_role} role"
     )
 
 
-def needs_change_request(actor: AbstractBaseUser | None, environment: Environment) -> bool:
+def needs_change_request(actor: Actor, environment: Environment) -> bool:
     """With `require_approval`, only project admins change protected environments directly.
 
     An operator at the shell is not a project admin: only `--bypass-approval` lets them
@@ -121,7 +161,7 @@ def needs_change_request(actor: AbstractBaseUser | None, environment: Environmen
     return role_of(actor, project) != Role.ADMIN
 
 
-def check_direct_write(actor: AbstractBaseUser | None, flag, environment: Environment) -> None:
+def check_direct_write(actor: Actor, flag, environment: Environment) -> None:
     """Refuse a direct change that needs an approved change request, saying how to open one."""
     if not needs_change_request(actor, environment):
         return
@@ -146,7 +186,7 @@ def _way_forward(actor: object, proposal: str) -> str:
 
 
 def check_indirect_write(
-    actor: AbstractBaseUser | None, environment: Environment, subject: str, proposal: str
+    actor: Actor, environment: Environment, subject: str, proposal: str
 ) -> None:
     """Refuse a change to `subject` (a flag's own fields, a segment) that alters what the
     protected `environment` serves, unless the actor may write there directly.
@@ -160,7 +200,7 @@ def check_indirect_write(
         raise PermissionDenied(
             f"{actor.get_username()} is {role} in project {project.key!r}; this change to "
             f"{subject} alters what protected environment {environment.key!r} serves and "
-            f"needs the {Action.CONFIGURE_PROTECTED.value} role"
+            f"needs the {Action.CONFIGURE_PROTECTED.least_role} role"
         )
     if needs_change_request(actor, environment):
         raise PermissionDenied(
@@ -170,7 +210,7 @@ def check_indirect_write(
         )
 
 
-def visible_projects(user: AbstractBaseUser):
+def visible_projects(user: Identity) -> QuerySet[Project]:
     if user.is_superuser:
         return Project.objects.all()
-    return Project.objects.filter(memberships__user=user)
+    return Project.objects.filter(memberships__user=person(user))

@@ -28,7 +28,7 @@ from flags.models import ChangeRequest, FlagConfig, ScheduledChange
 from flags.roles import Action, authorize, check_direct_write
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from flags.roles import Actor
 
 Status = ScheduledChange.Status
 SOURCE = "scheduler"
@@ -74,7 +74,7 @@ def _new_change(config, data, run_at, actor, rollout: str = "") -> ScheduledChan
 
 @transaction.atomic
 def schedule_create(
-    *, config: FlagConfig, data: dict, run_at: datetime, actor: AbstractBaseUser | None, source: str
+    *, config: FlagConfig, data: dict, run_at: datetime, actor: Actor, source: str
 ) -> ScheduledChange:
     """Apply `data` (what the configuration PATCH takes) at `run_at`."""
     config = _config(config)
@@ -128,7 +128,7 @@ def rollout_create(
     steps: list[dict],
     towards: str | None = None,
     bucket_by: str = "targetingKey",
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     source: str,
 ) -> list[ScheduledChange]:
     """Serve `variant` to a growing share of contexts, one scheduled change per step.
@@ -161,9 +161,7 @@ def rollout_create(
 
 
 @transaction.atomic
-def schedule_cancel(
-    *, change: ScheduledChange, actor: AbstractBaseUser | None, source: str
-) -> ScheduledChange:
+def schedule_cancel(*, change: ScheduledChange, actor: Actor, source: str) -> ScheduledChange:
     change = ScheduledChange.objects.select_for_update().get(pk=change.pk)
     config = _config(change.config)
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
@@ -176,7 +174,7 @@ def schedule_cancel(
 
 
 @transaction.atomic
-def flag_kill(*, config: FlagConfig, actor: AbstractBaseUser | None, source: str) -> FlagConfig:
+def flag_kill(*, config: FlagConfig, actor: Actor, source: str) -> FlagConfig:
     """Turn the flag off here now and cancel what was scheduled here; no request needed."""
     config = _config(config)
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
@@ -210,8 +208,10 @@ def flag_kill(*, config: FlagConfig, actor: AbstractBaseUser | None, source: str
 
 
 def _apply(change: ScheduledChange) -> FlagConfig:
-    if change.request_id:
-        return approvals.change_request_apply(request=change.request, actor=None, source=SOURCE)
+    if change.request_id and change.request is not None:
+        applied = approvals.change_request_apply(request=change.request, actor=None, source=SOURCE)
+        # A scheduled request is always one environment's configuration: `applied` is it.
+        return applied if applied is not None else FlagConfig.objects.get(pk=change.config_id)
     action = "rollout step" if change.rollout else "scheduled change"
     return services.flag_config_update(
         config=change.config,

@@ -1,31 +1,45 @@
-"""Reads of the flag store that respect who is asking (the doors' common queries)."""
+"""Reads of the flag store that respect who is asking (the doors' common queries).
+
+A thing asked for by key that is not there raises flags.errors.NotFound; each door
+translates it (404 JSON, a 404 page, a message and exit code 2).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
-from django.http import Http404
 
+from flags.errors import NotFound
 from flags.models import ApiKey, AuditEntry, Environment, Flag, FlagConfig, Project, Segment
 from flags.roles import Action, allows, visible_projects
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from flags.roles import Identity
 
 
-def project_for(user: AbstractBaseUser, key: str) -> Project:
-    """The project, if the user has any role in it; 404 otherwise (existence is not leaked)."""
+def project_named(key: str) -> Project:
+    """The project, whoever asks (the operator at the shell; role checks follow)."""
+    project = Project.objects.filter(key=key).first()
+    if project is None:
+        raise NotFound("project", key)
+    return project
+
+
+def project_for(user: Identity, key: str) -> Project:
+    """The project, if the user has any role in it; NotFound otherwise (existence is not
+    leaked)."""
     project = Project.objects.filter(key=key).first()
     if project is None or not allows(user, project, Action.READ):
-        raise Http404(f"no project {key!r}")
+        raise NotFound("project", key)
     return project
 
 
 def environment_for(project: Project, key: str) -> Environment:
     environment = project.environments.filter(key=key).first()
     if environment is None:
-        raise Http404(f"no environment {key!r} in project {project.key!r}")
+        known = project.environments.values_list("key", flat=True)
+        raise NotFound("environment", key, within=f"project {project.key!r}", known=list(known))
     return environment
 
 
@@ -37,7 +51,7 @@ def flag_for(project: Project, key: str) -> Flag:
         .first()
     )
     if flag is None:
-        raise Http404(f"no flag {key!r} in project {project.key!r}")
+        raise NotFound("flag", key, within=f"project {project.key!r}")
     return flag
 
 
@@ -50,7 +64,7 @@ def config_for(flag: Flag, environment: Environment) -> FlagConfig:
 def segment_for(project: Project, key: str) -> Segment:
     segment = project.segments.filter(key=key).first()
     if segment is None:
-        raise Http404(f"no segment {key!r} in project {project.key!r}")
+        raise NotFound("segment", key, within=f"project {project.key!r}")
     return segment
 
 
@@ -83,7 +97,7 @@ def flag_list(
 
 def audit_list(
     *,
-    user: AbstractBaseUser,
+    user: Identity,
     project: Project | None = None,
     flag_key: str | None = None,
     actor: str | None = None,

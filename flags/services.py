@@ -44,13 +44,14 @@ from flags.roles import (
     bypasses_approval,
     check_direct_write,
     check_indirect_write,
+    person,
 )
 from integrations import events
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
-    Actor = AbstractBaseUser | None
+    from flags.roles import Actor
 
 DEFAULT_ENVIRONMENTS = (
     ("development", "Development", False),
@@ -89,7 +90,7 @@ def audit(
     after: Any = None,
 ) -> AuditEntry:
     entry = AuditEntry.objects.create(
-        actor=actor if actor is not None and actor.pk else None,
+        actor=person(actor),
         actor_name=_actor_name(actor),
         source=source,
         action=action,
@@ -119,7 +120,7 @@ def _audit_bypass(actor: Actor, environment: Environment, subject: str, source: 
         obj_key=subject,
         project=environment.project,
         environment=environment,
-        after={"reason": actor.bypass_reason},
+        after={"reason": getattr(actor, "bypass_reason", "")},
     )
 
 
@@ -195,8 +196,9 @@ def project_create(
         Environment.objects.create(
             project=project, key=env_key, name=env_name, protected=protected, position=position
         )
-    if actor is not None and actor.pk:
-        Membership.objects.create(project=project, user=actor, role=Membership.Role.ADMIN)
+    creator = person(actor)
+    if creator is not None:
+        Membership.objects.create(project=project, user=creator, role=Membership.Role.ADMIN)
     audit(
         actor=actor,
         source=source,
@@ -318,7 +320,7 @@ def secure_mode_secret_prefix(environment: Environment) -> str | None:
 
 @transaction.atomic
 def membership_set(
-    *, project: Project, user: AbstractBaseUser, role: str | None, actor: Actor, source: str
+    *, project: Project, user: User, role: str | None, actor: Actor, source: str
 ) -> Membership | None:
     """Give `user` a role in the project, or remove it with `role=None`."""
     authorize(actor, project, Action.ADMINISTER)
@@ -403,7 +405,7 @@ def flag_create(
     variants: list[dict] | None = None,
     description: str = "",
     tags: Iterable[str] = (),
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
     salt: str = "",
     bucketing: str = "flagd",
     client_side: bool = False,
@@ -450,7 +452,7 @@ def flag_create(
     return flag
 
 
-def _check_owner(project: Project, owner: AbstractBaseUser | None) -> None:
+def _check_owner(project: Project, owner: User | None) -> None:
     """A flag's owner is a member of its project; naming anyone else reveals nothing."""
     if owner is None:
         return
@@ -1034,7 +1036,7 @@ def api_key_create(
         prefix=secret[:10],
         digest=key_digest(secret),
         expires_at=expires_at,
-        created_by=actor if actor is not None and actor.pk else None,
+        created_by=person(actor),
     )
     _save(key)
     audit(

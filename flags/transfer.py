@@ -24,9 +24,7 @@ from flags.models import Environment, Flag, FlagConfig, Project
 from flags.roles import Action, authorize
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
-
-    Actor = AbstractBaseUser | None
+    from flags.roles import Actor
 
 EXISTING = ("skip", "overwrite")
 # A list compared item by item is keyed by this field; `rules` are compared by position.
@@ -473,7 +471,7 @@ def _apply_import(
     source: str,
     progress: Progress,
 ) -> None:
-    write = {"actor": actor, "source": source}
+    write: dict[str, Any] = {"actor": actor, "source": source}
     project = target.project or services.project_create(
         key=target.project_key, name=target.project_key, **write
     )

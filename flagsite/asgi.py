@@ -22,7 +22,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flagsite.settings")
 
 django_asgi = get_asgi_application()
 django_wsgi = WSGIMiddleware(
-    get_wsgi_application(), workers=int(os.environ.get("WSGI_THREADS", "2"))
+    # Django's handler is a WSGI application; its stub returns a response, not bytes.
+    get_wsgi_application(),  # type: ignore[arg-type]
+    workers=int(os.environ.get("WSGI_THREADS", "2")),
 )
 
 STREAM_PATHS = ("/api/v1/stream",)

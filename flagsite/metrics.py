@@ -73,8 +73,10 @@ _CACHE_MISS = SNAPSHOT_CACHE.labels("miss")
 
 
 class EvaluationResult(Protocol):
-    flag_key: str
-    reason: str
+    @property
+    def flag_key(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
 
 
 def record_evaluations(results: Iterable[EvaluationResult]) -> None:

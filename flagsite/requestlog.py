@@ -62,14 +62,15 @@ class RequestLogMiddleware:
         return response
 
     def _start(self, request: HttpRequest) -> float:
-        request.request_id = _request_id(request)
+        request.request_id = _request_id(request)  # type: ignore[attr-defined]
         return time.perf_counter()
 
     def _finish(self, request: HttpRequest, response: HttpResponseBase, started: float) -> None:
         seconds = time.perf_counter() - started
         route = _route(request)
-        response["X-Request-ID"] = request.request_id
-        metrics.record_request(route, request.method, response.status_code, seconds)
+        request_id: str = getattr(request, "request_id", "")
+        response["X-Request-ID"] = request_id
+        metrics.record_request(route, request.method or "", response.status_code, seconds)
         level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
         if not logger.isEnabledFor(level):
             return
@@ -80,9 +81,9 @@ class RequestLogMiddleware:
             request.path,
             response.status_code,
             seconds * 1000,
-            request.request_id,
+            request_id,
             extra={
-                "request_id": request.request_id,
+                "request_id": request_id,
                 "method": request.method,
                 "route": route,
                 "path": request.path,

@@ -8,6 +8,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -132,7 +133,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "axes",
-    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "flags",
@@ -189,7 +189,7 @@ ASGI_APPLICATION = "flagsite.asgi.application"
 DB_URL = _env("DB_URL")
 
 
-def _database(url: str) -> dict:
+def _database(url: str) -> dict[str, Any]:
     if not url:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "var" / "flags.sqlite3"}
     if not url.startswith(("postgres://", "postgresql://", "sqlite://")):
@@ -203,7 +203,7 @@ def _database(url: str) -> dict:
     if config["ENGINE"].endswith("postgresql"):
         # An unreachable server must fail a request fast (503), not hold it for minutes.
         config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
-    return config
+    return dict(config)
 
 
 DATABASES = {"default": _database(DB_URL)}
@@ -337,7 +337,7 @@ LOGGING = {
 
 # --- REST API --------------------------------------------------------------------------
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -351,7 +351,6 @@ REST_FRAMEWORK = {
         "flags.api.parsers.MultiPartParser",
     ],
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "flags.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "flags.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.core.cache import cache, caches
+from django.core.cache import BaseCache, cache, caches
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from rest_framework import throttling
 
@@ -55,7 +55,7 @@ class UserRateThrottle(throttling.UserRateThrottle):
     """DRF's per-person rate, counted in the limits cache (per process while Redis is away)."""
 
     @property
-    def cache(self):  # type: ignore[override]
+    def cache(self) -> BaseCache:  # type: ignore[override]
         return caches["limits"]
 
 
@@ -63,7 +63,7 @@ class AnonRateThrottle(throttling.AnonRateThrottle):
     """DRF's per-address rate before login, counted like UserRateThrottle."""
 
     @property
-    def cache(self):  # type: ignore[override]
+    def cache(self) -> BaseCache:  # type: ignore[override]
         return caches["limits"]
 
 

@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -90,7 +91,9 @@ def slack_message(body: dict) -> dict:
     changes = "\n".join(f"• {_slack_escape(line)}" for line in body.get("changes") or [])
     if len(changes) > SLACK_TEXT_LIMIT:
         changes = changes[:SLACK_TEXT_LIMIT] + "\n…"
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": headline}}
+    ]
     if changes:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": changes}})
     context = f"{body['kind']} · {_slack_escape(body['source'])} · {body['occurredAt'][:19]}Z"

@@ -77,6 +77,8 @@ def _changes(entry: AuditEntry) -> list[str]:
 def _config_version(entry: AuditEntry) -> int | None:
     if entry.object_type != "flag_config" or entry.environment_id is None:
         return None
+    if entry.project_id is None:
+        return None
     return (
         FlagConfig.objects.filter(
             flag__project_id=entry.project_id,
@@ -93,8 +95,8 @@ def _body(entry: AuditEntry, kinds: list[str], **extra: Any) -> dict:
         "kind": kinds[0],
         "kinds": kinds,
         "occurredAt": (entry.created_at or timezone.now()).isoformat(),
-        "project": entry.project.key,
-        "environment": entry.environment.key if entry.environment_id else None,
+        "project": entry.project.key if entry.project is not None else None,
+        "environment": entry.environment.key if entry.environment is not None else None,
         "flag": entry.flag_key or None,
         "actor": entry.actor_name,
         "source": entry.source,
@@ -149,8 +151,11 @@ def audit_recorded(entry: AuditEntry) -> WebhookEvent | None:
     kinds = kinds_of(entry)
     if not kinds:
         return None
-    environment_key = entry.environment.key if entry.environment_id else ""
-    return _queue(entry.project, environment_key, _body(entry, kinds))
+    project = entry.project
+    if project is None:
+        return None
+    environment_key = entry.environment.key if entry.environment is not None else ""
+    return _queue(project, environment_key, _body(entry, kinds))
 
 
 def change_request_approved(*, request: ChangeRequest, actor_name: str, source: str) -> None:

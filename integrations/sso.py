@@ -55,7 +55,7 @@ DISCOVERED = {
     "OIDC_OP_JWKS_ENDPOINT": "jwks_uri",
 }
 # What the library reads, from this service's own settings or fixed here.
-FIXED = {
+FIXED: dict[str, Any] = {
     "OIDC_RP_SIGN_ALGO": "RS256",
     "OIDC_USE_PKCE": True,
     "OIDC_TIMEOUT": 10,

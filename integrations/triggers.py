@@ -30,11 +30,11 @@ from django.utils import timezone
 
 from flags import schedules, services
 from flags.models import Environment, Flag, FlagConfig, Membership
-from flags.roles import Action, authorize
+from flags.roles import Action, authorize, person
 from integrations.models import Trigger
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from flags.roles import Actor
 
 SOURCE = "trigger"
 SECRET_PREFIX = "fft_"
@@ -123,7 +123,7 @@ def trigger_create(
     name: str,
     action: str = Trigger.Action.OFF,
     protected_grant: bool = False,
-    actor: AbstractBaseUser | None,
+    actor: Actor,
     source: str,
 ) -> tuple[Trigger, str]:
     """Create a trigger; returns it with its secret, which is never stored nor shown again."""
@@ -143,7 +143,7 @@ def trigger_create(
             }
         )
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    person = actor if actor is not None and actor.pk else None
+    creator = person(actor)
     trigger = Trigger.objects.create(
         project=project,
         flag=flag,
@@ -154,15 +154,15 @@ def trigger_create(
         prefix=secret[:10],
         digest=digest(secret),
         protected_grant=protected_grant,
-        granted_by=person if protected_grant else None,
-        created_by=person,
+        granted_by=creator if protected_grant else None,
+        created_by=creator,
     )
     _audit(trigger, "create", actor, source, after=_describe(trigger))
     return trigger, secret
 
 
 @transaction.atomic
-def trigger_revoke(*, trigger: Trigger, actor: AbstractBaseUser | None, source: str) -> Trigger:
+def trigger_revoke(*, trigger: Trigger, actor: Actor, source: str) -> Trigger:
     authorize(actor, trigger.project, Action.ADMINISTER)
     if trigger.revoked_at is None:
         trigger.revoked_at = timezone.now()
@@ -266,7 +266,11 @@ def trigger_fire(*, trigger: Trigger, reason: str = "") -> Firing:
         raise TriggerRefused(403, str(error)) from error
     changed = config.version != version
     Trigger.objects.filter(pk=trigger.pk).update(last_fired_at=timezone.now(), fired=F("fired") + 1)
-    after = {"changed": changed, "enabled": config.enabled, "version": config.version}
+    after: dict[str, Any] = {
+        "changed": changed,
+        "enabled": config.enabled,
+        "version": config.version,
+    }
     if reason:
         after["reason"] = reason
     _audit(trigger, "fire", actor, SOURCE, after=after)

@@ -86,7 +86,7 @@ def _read_body(request: HttpRequest) -> dict:
         raise BadBody(413, f"the body is over {MAX_BODY_BYTES} bytes") from None
     if len(raw) > MAX_BODY_BYTES:
         raise BadBody(413, f"the body is over {MAX_BODY_BYTES} bytes")
-    if not raw.strip() or not _is_json(request.content_type):
+    if not raw.strip() or not _is_json(request.content_type or ""):
         return {}  # a form or text body carries nothing the trigger reads
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)

@@ -15,12 +15,12 @@ from django.utils import timezone
 
 from flags import services
 from flags.models import Project
-from flags.roles import Action, authorize
+from flags.roles import Action, authorize, person
 from integrations.events import KINDS
 from integrations.models import Delivery, Webhook
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from flags.roles import Actor
 
 FIELDS = ("name", "url", "format", "environments", "kinds", "active")
 SECRET_PREFIX = "whsec_"
@@ -107,7 +107,7 @@ def _audit(webhook: Webhook, action: str, actor, source: str, **values) -> None:
 
 @transaction.atomic
 def webhook_create(
-    *, project: Project, data: dict, actor: AbstractBaseUser | None, source: str
+    *, project: Project, data: dict, actor: Actor, source: str
 ) -> tuple[Webhook, str]:
     """Create a webhook; returns it with its signing secret, shown to the caller once."""
     authorize(actor, project, Action.ADMINISTER)
@@ -117,7 +117,7 @@ def webhook_create(
     webhook = Webhook(
         project=project,
         secret=SECRET_PREFIX + secrets.token_urlsafe(32),
-        created_by=actor if actor is not None and actor.pk else None,
+        created_by=person(actor),
     )
     _apply(webhook, data)
     webhook.save()
@@ -126,9 +126,7 @@ def webhook_create(
 
 
 @transaction.atomic
-def webhook_update(
-    *, webhook: Webhook, data: dict, actor: AbstractBaseUser | None, source: str
-) -> Webhook:
+def webhook_update(*, webhook: Webhook, data: dict, actor: Actor, source: str) -> Webhook:
     webhook = Webhook.objects.select_for_update().select_related("project").get(pk=webhook.pk)
     authorize(actor, webhook.project, Action.ADMINISTER)
     before = describe(webhook)
@@ -141,7 +139,7 @@ def webhook_update(
 
 
 @transaction.atomic
-def webhook_delete(*, webhook: Webhook, actor: AbstractBaseUser | None, source: str) -> None:
+def webhook_delete(*, webhook: Webhook, actor: Actor, source: str) -> None:
     authorize(actor, webhook.project, Action.ADMINISTER)
     before = describe(webhook)
     _audit(webhook, "delete", actor, source, before=before)
@@ -149,7 +147,7 @@ def webhook_delete(*, webhook: Webhook, actor: AbstractBaseUser | None, source: 
 
 
 @transaction.atomic
-def delivery_retry(*, delivery: Delivery, actor: AbstractBaseUser | None, source: str) -> Delivery:
+def delivery_retry(*, delivery: Delivery, actor: Actor, source: str) -> Delivery:
     """Send a delivery again (a failed one, or a pending one now instead of later)."""
     delivery = Delivery.objects.select_related("webhook__project", "event").get(pk=delivery.pk)
     authorize(actor, delivery.webhook.project, Action.ADMINISTER)

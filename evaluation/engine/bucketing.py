@@ -42,9 +42,15 @@ def bucket(salt: str, bucket_value: str, total_weight: int = 100) -> int:
     """The flagd bucket in [0, total_weight) of `bucket_value` for a flag salted with `salt`.
 
     MurmurHash3 x86 32-bit, seed 0, unsigned, of the UTF-8 bytes of salt + value, scaled
-    with a multiply and shift rather than a modulo so that buckets stay evenly sized.
+    with a multiply and shift rather than a modulo so that buckets stay evenly sized. The
+    only copy of the formula: every flagd rollout buckets through it. The bytes are encoded
+    here, never by the hash: a string that is not valid Unicode raises UnicodeEncodeError
+    instead of reaching C code that crashed the process on it. An ASCII string's buffer is
+    its UTF-8 already, so only other strings pay for the encoding.
     """
-    return (mmh3.hash((salt + bucket_value).encode(), 0, False) * total_weight) >> 32
+    key = salt + bucket_value
+    data: str | bytes = key if key.isascii() else key.encode()
+    return (mmh3.hash(data, 0, False) * total_weight) >> 32
 
 
 def bucket_value_of(value: object) -> str | None:
@@ -97,13 +103,11 @@ def chooser(scheme: str, flag_key: str, salt: str, weights: Sequence[int]) -> Ch
     """The function that picks a rollout entry for a bucketed value, in `scheme`."""
     total = sum(weights)
     if scheme == "flagd":
-        hash32 = mmh3.hash
         if total > TABLE_LIMIT:  # a bucket table this long would cost memory, not time
             cumulative = tuple(itertools.accumulate(weights))
 
             def flagd_large(value: str) -> int:
-                point = (hash32((salt + value).encode(), 0, False) * total) >> 32
-                return bisect.bisect_right(cumulative, point)
+                return bisect.bisect_right(cumulative, bucket(salt, value, total))
 
             return flagd_large
         table: list[int] = []
@@ -112,10 +116,7 @@ def chooser(scheme: str, flag_key: str, salt: str, weights: Sequence[int]) -> Ch
         entries = tuple(table)
 
         def flagd(value: str) -> int:
-            text = salt + value
-            # An ASCII string's buffer is its UTF-8: only other strings are encoded.
-            key: str | bytes = text if text.isascii() else text.encode()
-            return entries[(hash32(key, 0, False) * total) >> 32]
+            return entries[bucket(salt, value, total)]
 
         return flagd
     if scheme == "unleash":

@@ -49,7 +49,7 @@ class ParsedCondition:
 
 def _is_number(value: object) -> bool:
     cls = value.__class__
-    return (cls is int or cls is float) and not (cls is float and math.isnan(value))
+    return (cls is int or cls is float) and not (cls is float and math.isnan(value))  # type: ignore[arg-type]
 
 
 def _require_strings(values: list[Any], what: str) -> list[str]:
@@ -452,8 +452,8 @@ def parse_condition(
     if not isinstance(condition, Mapping):
         raise DocumentError("", "a condition must be an object")
     name = condition.get("operator")
-    spec = _SPECS.get(name) if name.__class__ is str else None
-    if spec is None:
+    spec = _SPECS.get(name) if isinstance(name, str) else None
+    if spec is None or not isinstance(name, str):
         known = ", ".join(_SPECS)
         raise DocumentError("operator", f"unknown operator {name!r}; use one of {known}")
     operator, build, negative = spec
@@ -497,7 +497,7 @@ def _parse_attribute(attribute: object, operator: Operator) -> str | None:
         return None
     if attribute.__class__ is not str or not attribute:
         raise DocumentError("attribute", f"{operator.name} needs an attribute name")
-    return require_text(attribute, "attribute", "the attribute name")  # type: ignore[arg-type]
+    return require_text(attribute, "attribute", "the attribute name")
 
 
 def check_condition(

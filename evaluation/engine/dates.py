@@ -40,7 +40,7 @@ def timestamp(value: object) -> float | None:
         return stamp if math.isfinite(stamp) else None
     if cls is not str:
         return None
-    match = _DATE.fullmatch(value)  # type: ignore[arg-type]
+    match = _DATE.fullmatch(value)  # type: ignore[call-overload]
     if match is None:
         return None
     return _epoch_seconds(match.groups())

@@ -27,7 +27,7 @@ def project_ids(request: HttpRequest, action: Action) -> set[int]:
         elif user.is_superuser:
             cache[action] = set(Project.objects.values_list("pk", flat=True))
         else:
-            roles = [role for role, rank in RANK.items() if rank >= RANK[action.value]]
+            roles = [role for role, rank in RANK.items() if rank >= RANK[action.least_role]]
             memberships = Membership.objects.filter(user=user, role__in=roles)
             cache[action] = set(memberships.values_list("project_id", flat=True))
     return cache[action]

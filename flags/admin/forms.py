@@ -196,7 +196,7 @@ class ServiceErrorsAdmin:
     the page is then built again from the same POST, with the error on the form.
     """
 
-    form = AdminForm
+    form: type[forms.ModelForm[Any]] = AdminForm
 
     def changeform_view(
         self, request: HttpRequest, object_id=None, form_url="", extra_context=None

@@ -22,6 +22,7 @@ from django.utils.html import format_html_join
 from evaluation import exposures
 from flags import approvals, history, schedules
 from flags.admin.parameters import CheckedParametersAdmin, whole_number
+from flags.errors import NotFound
 from flags.models import ChangeRequest, FlagConfig
 from flags.roles import Action, allows, needs_change_request, visible_projects
 from flags.services import ConflictError
@@ -153,6 +154,8 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
         except (PermissionDenied, ValidationError, ConflictError) as error:
             self.message_user(request, _error_text(error), messages.ERROR)
             return False
+        except NotFound as error:
+            raise Http404(str(error)) from error
         self.message_user(request, success, messages.SUCCESS)
         return True
 

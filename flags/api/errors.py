@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -10,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from flags.errors import NotFound
 from flags.services import ConflictError
 
 CODES = {
@@ -44,7 +47,7 @@ def _fields(detail, path: str = "") -> dict[str, list[str]]:
 
 
 def error_body(status_code: int, detail: str, fields: dict | None = None, **extra) -> dict:
-    body = {"error": CODES.get(status_code, "error"), "detail": detail}
+    body: dict[str, Any] = {"error": CODES.get(status_code, "error"), "detail": detail}
     if fields:
         body["fields"] = fields
     body.update(extra)
@@ -66,7 +69,7 @@ def exception_handler(exc, context):
         return Response(error_body(400, detail, fields), status=400)
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
-    if isinstance(exc, Http404):
+    if isinstance(exc, Http404 | NotFound):
         exc = exceptions.NotFound(str(exc) or None)
     response = drf_exception_handler(exc, context)
     if response is None:

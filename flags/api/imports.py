@@ -14,7 +14,8 @@ from flags.api.views import API, ProjectScoped, _parse
 
 
 class ImportInputSerializer(StrictSerializer):
-    source = fields.ChoiceField(choices=importers.SOURCES)
+    # The serializer's metaclass takes declared fields off the class: no clash with Field.source.
+    source = fields.ChoiceField(choices=importers.SOURCES)  # type: ignore[assignment]
     document = fields.JSONField(help_text="The export, as the other system wrote it.")
     dryRun = fields.BooleanField(required=False, default=False)  # noqa: N815
     existing = fields.ChoiceField(choices=transfer.EXISTING, required=False, default="skip")

@@ -29,7 +29,9 @@ class Pagination(LimitOffsetPagination):
     max_limit = MAX_LIMIT
 
     def get_limit(self, request: Request) -> int:
-        return _whole_number(request, self.limit_query_param, 1, MAX_LIMIT, self.default_limit)
+        return _whole_number(
+            request, self.limit_query_param, 1, MAX_LIMIT, self.default_limit or MAX_LIMIT
+        )
 
     def get_offset(self, request: Request) -> int:
         return _whole_number(request, self.offset_query_param, 0, MAX_OFFSET, 0)

@@ -5,6 +5,8 @@ Parse, call a service in flags.history / flags.approvals / flags.schedules, rend
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers as fields
@@ -248,7 +250,7 @@ class ChangeRequestViewSet(FlagConfigViewSet):
         requests = approvals.change_requests_of(
             project=self.project, config=config, flag=flag, segment=segment, status=wanted
         )
-        page = self.paginator.paginate_queryset(requests, request, view=self)
+        page: list[Any] = self.paginator.paginate_queryset(requests, request, view=self) or []
         body = [ChangeRequestSerializer.render(item) for item in page]
         return self.paginator.get_paginated_response(body)
 

@@ -1,5 +1,7 @@
 """OpenAPI generation: every operation documents the error responses it can really give."""
 
+from typing import Literal
+
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
@@ -12,7 +14,7 @@ class ErrorSerializer(serializers.Serializer):
 
     error = serializers.CharField(help_text="A stable code, e.g. invalid_request, conflict.")
     detail = serializers.CharField(help_text="What went wrong, for a person.")
-    fields = serializers.DictField(
+    fields = serializers.DictField(  # type: ignore[assignment]  # the body's field, not DRF's
         required=False, help_text="Messages by the name of the offending field."
     )
     current_version = serializers.IntegerField(
@@ -65,7 +67,7 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append(409)
         return codes
 
-    def _get_response_bodies(self, direction: str = "response") -> dict:
+    def _get_response_bodies(self, direction: Literal["request", "response"] = "response") -> dict:
         responses = super()._get_response_bodies(direction)
         if direction != "response":
             return responses

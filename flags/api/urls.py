@@ -1,5 +1,7 @@
 """URL map of the management API under /api/v1/ (projects and what they hold, by key)."""
 
+from typing import Any
+
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -8,8 +10,8 @@ from flags.api import auth, imports, rollouts, views
 PROJECT = "projects/<str:project_key>"
 FLAG = f"{PROJECT}/flags/<str:flag_key>"
 
-listing = {"get": "list", "post": "create"}
-detail = {"get": "retrieve", "patch": "partial_update"}
+listing: dict[str, Any] = {"get": "list", "post": "create"}
+detail: dict[str, Any] = {"get": "retrieve", "patch": "partial_update"}
 
 # Safe rollouts (flags.api.rollouts): versions, change requests, schedules, the kill switch.
 CONFIG = f"{FLAG}/environments/<str:environment_key>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.http import Http404
@@ -109,7 +110,7 @@ class ManagementViewSet(viewsets.ViewSet):
 
     def _paginate(self, queryset, serializer_class) -> Response:
         paginator = self.paginator
-        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        page: list[Any] | None = paginator.paginate_queryset(queryset, self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 

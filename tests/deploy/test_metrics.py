@@ -126,3 +126,25 @@ def test_snapshot_age_is_reported_per_environment(client):
     metrics.set_snapshot_age("staging", 3)
     assert sample(client, "flags_snapshot_age_seconds", environment="production") == 12.5
     assert sample(client, "flags_snapshot_age_seconds", environment="staging") == 3
+
+
+@pytest.mark.django_db
+def test_evaluations_report_snapshot_cache_hits_misses_and_age(client):
+    from evaluation import cache as snapshots
+    from tests import factories
+
+    project = factories.project("metered")
+    factories.flag(project, "new-checkout")
+    development = factories.environment(project, "development")
+    snapshots.clear_local()
+    hits = sample(client, "flags_snapshot_cache_total", result="hit")
+    misses = sample(client, "flags_snapshot_cache_total", result="miss")
+
+    snapshots.snapshot(development.pk)  # compiled from the store: a miss
+    snapshots.snapshot(development.pk)  # held by this process: a hit
+    snapshots.snapshot(development.pk)
+
+    assert sample(client, "flags_snapshot_cache_total", result="miss") == misses + 1
+    assert sample(client, "flags_snapshot_cache_total", result="hit") == hits + 2
+    age = sample(client, "flags_snapshot_age_seconds", environment="metered/development")
+    assert 0 < age < 5

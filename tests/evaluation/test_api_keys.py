@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
-from evaluation import credentials
+from evaluation import credentials, keys
 from flags import services
 from flags.models import ApiKey
 from tests import factories
@@ -92,7 +92,7 @@ def test_an_expired_key_is_401(client, environment):
     assert evaluate(client, HTTP_X_API_KEY=key).status_code == 200
     ApiKey.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     credentials.clear_local()
-    cache.delete(credentials.shared_key(credentials.key_digest(key)))
+    cache.delete(keys.credential(credentials.key_digest(key)))
     response = evaluate(client, HTTP_X_API_KEY=key)
     assert response.status_code == 401
     assert "expired" in response.json()["errorDetails"]
@@ -137,8 +137,8 @@ def test_a_known_key_stays_in_the_shared_cache_as_the_last_known_one_and_guesses
     ttl = getattr(cache, "ttl", None)  # django-redis tells how long an entry lives
     if ttl is None:
         pytest.skip("needs REDIS_URL (the in-process cache does not tell an entry's lifetime)")
-    known = ttl(credentials.shared_key(credentials.key_digest(key)))
-    guess = ttl(credentials.shared_key(credentials.key_digest("ffc_guess")))
+    known = ttl(keys.credential(credentials.key_digest(key)))
+    guess = ttl(keys.credential(credentials.key_digest("ffc_guess")))
     assert credentials.KNOWN_SECONDS - 60 < known <= credentials.KNOWN_SECONDS
     assert 0 < guess <= credentials.SHARED_SECONDS  # a flood of guesses cannot fill Redis
 
@@ -152,7 +152,7 @@ def test_a_revoke_is_written_to_the_shared_cache_for_every_process_to_see(
         services.api_key_revoke(key=ApiKey.objects.get(), **factories.SYSTEM)
     # Another process: nothing in its memory, only the shared cache to ask.
     credentials.clear_local()
-    record = cache.get(credentials.shared_key(credentials.key_digest(key)))
+    record = cache.get(keys.credential(credentials.key_digest(key)))
     assert record is not None and record[-1] is True  # revoked, not merely deleted
     response = evaluate(client, HTTP_X_API_KEY=key)
     assert response.status_code == 401
@@ -185,7 +185,7 @@ def test_last_used_is_recorded_at_most_once_a_minute(
     assert not [query for query in captured.captured_queries if "UPDATE" in query["sql"]]
     assert ApiKey.objects.get().last_used_at is None
     clock += credentials.TOUCH_SECONDS
-    cache.delete(credentials.used_key(credentials.key_digest(key)))  # its minute is over
+    cache.delete(keys.credential_used(credentials.key_digest(key)))  # its minute is over
     evaluate(client, HTTP_X_API_KEY=key)
     assert ApiKey.objects.get().last_used_at is not None
 

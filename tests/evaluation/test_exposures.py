@@ -8,7 +8,7 @@ from django.db.models import Sum
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from evaluation import exposures
+from evaluation import exposures, keys
 from flags import services
 from flags.models import ExposureCount
 from tests import factories
@@ -93,11 +93,11 @@ def test_with_redis_counts_wait_in_redis_until_drained(setup):
 
     assert exposures.flush() > 0
     assert not ExposureCount.objects.exists()
-    assert exposures._redis().scard(exposures.cache.make_key(exposures.PENDING)) == 1
+    assert exposures._redis().scard(exposures.cache.make_key(keys.EXPOSURES_PENDING)) == 1
 
     exposures.drain()
     assert sum(v for (flag, _, _), v in totals(environment).items() if flag == "checkout") == 11
-    assert exposures._redis().scard(exposures.cache.make_key(exposures.PENDING)) == 0
+    assert exposures._redis().scard(exposures.cache.make_key(keys.EXPOSURES_PENDING)) == 0
     exposures.drain()  # draining twice counts nothing twice
     assert sum(v for (flag, _, _), v in totals(environment).items() if flag == "checkout") == 11
 
@@ -285,10 +285,10 @@ def test_a_malformed_field_in_redis_loses_only_itself(setup):
     redis.hset(key, "checkout\toff\tSPLIT", "many")
     redis.hset(key, "check\x00out\ton\tSPLIT", 9)
     redis.hset(key, "checkout\toff\tSPLIT\t", 9)
-    redis.sadd(exposures.cache.make_key(exposures.PENDING), key)
+    redis.sadd(exposures.cache.make_key(keys.EXPOSURES_PENDING), key)
 
     call_command("run_scheduler", "--once")
 
     assert totals(environment) == {("checkout", "on", "SPLIT"): 4}
     assert dropped("malformed") + dropped("unstorable") - before == 4
-    assert redis.scard(exposures.cache.make_key(exposures.PENDING)) == 0
+    assert redis.scard(exposures.cache.make_key(keys.EXPOSURES_PENDING)) == 0

@@ -42,6 +42,18 @@ def test_versions_page_shows_the_diff_and_restores(setup, client):
     assert config.enabled is False and config.version == 3
 
 
+def test_restoring_a_version_that_never_was_is_a_404_page(setup, client):
+    _, flag, _ = setup
+    config = factories.config(flag, "development")
+    url = f"/admin/flags/changerequest/versions/{config.pk}/"
+
+    response = client.post(url, {"restore": "99", "version": "2"})
+
+    assert response.status_code == 404
+    config.refresh_from_db()
+    assert config.version == 2
+
+
 def test_a_change_request_is_proposed_and_approved_in_the_admin(setup, client):
     project, flag, _ = setup
     project.require_approval = True
@@ -72,3 +84,11 @@ def test_exposures_and_stale_pages(setup, client):
     factories.flag(project, "unused")
     stale = client.get("/admin/flags/changerequest/stale/").content.decode()
     assert "unused" in stale and "never evaluated" in stale
+
+
+def test_admin_templates_are_found_in_the_top_level_templates_folder(settings):
+    from django.template.loader import get_template
+
+    for name in ("admin/flags/bad_request.html", "admin/flags/rollouts/versions.html"):
+        origin = get_template(name).origin.name
+        assert origin == str(settings.BASE_DIR / "templates" / name)

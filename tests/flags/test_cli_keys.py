@@ -50,6 +50,14 @@ def test_create_client_key_with_expiry_as_json(project):
     assert (created["kind"], created["environment"]) == ("client", "staging")
 
 
+def test_expiry_without_a_zone_is_utc(project):
+    out = run(
+        "keys", "create", "shop", "staging", "--name", "web", "--expires", "2030-01-01T00:00:00"
+    )
+    assert out.stdout.strip().startswith("ffs_")
+    assert ApiKey.objects.get().expires_at.isoformat() == "2030-01-01T00:00:00+00:00"
+
+
 def test_create_rejects_bad_input(project):
     assert fails(
         "keys", "create", "shop", "staging", "--name", "x", "--expires", "2000-01-01T00:00:00Z"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,15 @@ from flags.cli import (
     actor_named,
     add_common_arguments,
     check_loaded,
-    environment_named,
     fail,
     flag_named,
     parse_json,
-    project_named,
     split_flag_reference,
 )
+from flags.errors import NotFound
 from flags.models import ApiKey, Flag, FlagConfig
 from flags.roles import Action, authorize, visible_projects
+from flags.selectors import config_for, environment_for, project_named
 from flags.validation import DEPTH_MESSAGE
 
 FORMATS = ("json", "yaml")
@@ -137,7 +137,7 @@ class Command(FlagsCommand):
 
     def _show(self, *, flag: str, environment: str, **options) -> None:
         flag = flag_named(flag)
-        environment = environment_named(self._readable(flag.project.key), environment)
+        environment = environment_for(self._readable(flag.project.key), environment)
         document = transfer.export_environment(environment=environment, actor=self.actor)
         self.print_json(document["flags"][flag.key])
 
@@ -287,9 +287,11 @@ class Command(FlagsCommand):
 
     def _evaluate(self, *, flag: str, environment: str, attributes: list, **options) -> None:
         flag = flag_named(flag)
-        environment = environment_named(self._readable(flag.project.key), environment)
+        environment = environment_for(self._readable(flag.project.key), environment)
         context = self._context(options["context"], options["context_file"], attributes)
         snapshot = cache.snapshot(environment.pk)
+        if snapshot is None:  # removed since it was looked up
+            raise NotFound("environment", environment.key, within=f"project {flag.project.key!r}")
         result = snapshot.evaluate(flag.key, context, options["expected_type"])
         if self.as_json:
             self.print_json(result.to_dict())
@@ -343,7 +345,7 @@ class Command(FlagsCommand):
         getattr(self, f"_keys_{action}")(**options)
 
     def _keys_create(self, *, project: str, environment: str, kind: str, name: str, **options):
-        environment = environment_named(project_named(project), environment)
+        environment = environment_for(project_named(project), environment)
         key, secret = services.api_key_create(
             environment=environment,
             kind=kind,
@@ -365,7 +367,7 @@ class Command(FlagsCommand):
         authorize(self.actor, project, Action.ADMINISTER)
         keys = ApiKey.objects.filter(environment__project=project).select_related("environment")
         if environment:
-            keys = keys.filter(environment=environment_named(project, environment))
+            keys = keys.filter(environment=environment_for(project, environment))
         if not revoked:
             keys = keys.filter(revoked_at__isnull=True)
         rows = [_key_row(key) for key in keys]
@@ -407,7 +409,7 @@ class Command(FlagsCommand):
         add_common_arguments(sub, json_output=False)
 
     def _secure_mode(self, *, project: str, environment: str, action: str, **options) -> None:
-        environment = environment_named(project_named(project), environment)
+        environment = environment_for(project_named(project), environment)
         if action == "new-secret":
             environment, secret = services.environment_secure_mode_secret_rotate(
                 environment=environment, actor=self.actor, source=SOURCE
@@ -442,7 +444,7 @@ class Command(FlagsCommand):
     def _export(self, *, project: str, environment: str | None, output: str | None, **options):
         project = project_named(project)
         if environment:
-            env = environment_named(project, environment)
+            env = environment_for(project, environment)
             document = transfer.export_environment(environment=env, actor=self.actor)
         else:
             document = transfer.export_project(project=project, actor=self.actor)
@@ -576,9 +578,9 @@ class Command(FlagsCommand):
             raise fail("name the flags to promote, or pass --all")
         if options["all"]:
             flags = list(project.flags.filter(archived=False).values_list("key", flat=True))
-        arguments = {
-            "from_environment": environment_named(project, source),
-            "to_environment": environment_named(project, target),
+        arguments: dict[str, Any] = {
+            "from_environment": environment_for(project, source),
+            "to_environment": environment_for(project, target),
             "flag_keys": flags,
             "include_enabled": not options["keep_enabled"],
         }
@@ -663,10 +665,7 @@ def _flag_in_environment(parser) -> None:
 
 def _config(reference: str, environment_key: str) -> FlagConfig:
     flag = flag_named(reference)
-    environment = environment_named(flag.project, environment_key)
-    return FlagConfig.objects.select_related("flag__project", "environment").get(
-        flag=flag, environment=environment
-    )
+    return config_for(flag, environment_for(flag.project, environment_key))
 
 
 def _flag_row(flag: Flag, environments: list, configs: dict) -> dict:
@@ -714,7 +713,7 @@ def _weights(flag: Flag, weights: list[str]) -> list[dict]:
     if len(weights) == 1 and "=" not in weights[0] and flag.type == Flag.Type.BOOLEAN:
         percent = _percent("on", weights[0])
         return [{"variant": "on", "weight": percent}, {"variant": "off", "weight": 100 - percent}]
-    variants = []
+    variants: list[dict[str, Any]] = []
     for item in weights:
         variant, sep, weight = item.partition("=")
         if not sep:
@@ -749,7 +748,7 @@ def _datetime(text: str) -> datetime:
     value = parse_datetime(text)
     if value is None:
         raise fail(f"--expires: not an ISO date and time: {text!r}")
-    return value if timezone.is_aware(value) else timezone.make_aware(value, timezone.utc)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
 
 def _key_row(key: ApiKey) -> dict:

@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,7 +13,7 @@ from django.db import transaction
 from flags import services
 from flags.models import FlagConfig, Project
 
-SYSTEM = {"actor": None, "source": "system"}
+SYSTEM: dict[str, Any] = {"actor": None, "source": "system"}
 
 
 def _config(flag, environment_key: str) -> FlagConfig:

@@ -149,7 +149,9 @@ class FlagClient:
 
     # --- evaluation (never raises) --------------------------------------------------------
 
-    def value(self, flag_key: str, context: Mapping[str, Any] | None = None, default: Any = None):
+    def value(
+        self, flag_key: str, context: Mapping[str, Any] | None = None, default: Any = None
+    ) -> Any:
         """The flag's value for `context`, or `default` if it cannot be evaluated."""
         try:
             snapshot = self._fast
@@ -391,7 +393,8 @@ class FlagClient:
         if phase == previous and not announce:
             return
         if phase == "ready":
-            self._emit("ready", list(snapshot.flag_keys) if previous == "none" else [])
+            first = snapshot is not None and previous == "none"
+            self._emit("ready", list(snapshot.flag_keys) if snapshot is not None and first else [])
         elif phase == "stale":
             self._emit("stale", [])
 

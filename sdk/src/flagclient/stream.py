@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from flagclient.transport import Session, retry_after
 
 if TYPE_CHECKING:
+    import httpx
+
     from flagclient.updates import Updater, UpdaterOptions
 
 log = logging.getLogger("flagclient")
@@ -224,7 +226,7 @@ class StreamFollower:
             return None, 0.0
         return time.monotonic() - connected_at, 0.0
 
-    def _check(self, status: int, headers) -> float | None:
+    def _check(self, status: int, headers: httpx.Headers) -> float | None:
         """None if the stream is open; else the least pause before trying again."""
         if status == 200 and "text/event-stream" in headers.get("Content-Type", ""):
             return None
@@ -238,7 +240,7 @@ class StreamFollower:
             return min(retry_after(headers) or 0.0, longest)
         return 0.0
 
-    def _read(self, response) -> None:
+    def _read(self, response: httpx.Response) -> None:
         parser = EventParser()
         malformed_seen = False
         silence = self.options.stream_read_timeout

@@ -71,7 +71,7 @@ class _Deadlines:
         """`timeout`, cut to what is left of the deadline; `error` once nothing is left."""
         if self.aborted:
             raise error("the client is closing")
-        deadline = getattr(self._local, "deadline", None)
+        deadline: float | None = getattr(self._local, "deadline", None)
         if deadline is None:
             return timeout
         left = deadline - time.monotonic()
@@ -217,7 +217,7 @@ class _Transport(httpx.BaseTransport):
                 target=request.url.raw_path,
             ),
             headers=request.headers.raw,
-            content=request.stream,  # type: ignore[arg-type]
+            content=request.stream,
             extensions=request.extensions,
         )
         with _httpx_errors():

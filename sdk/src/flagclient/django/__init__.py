@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import resolve_url
 from django.utils.module_loading import import_string
 
@@ -122,12 +122,15 @@ def flag_enabled(request: HttpRequest, flag_key: str, default: bool = False) -> 
     return get_client().value(flag_key, request_context(request), default) is True
 
 
-def flag_required(flag_key: str, *, redirect_to: str | None = None):
+View = Callable[..., HttpResponseBase]
+
+
+def flag_required(flag_key: str, *, redirect_to: str | None = None) -> Callable[[View], View]:
     """A view decorator: the view runs only with the flag on; else 404 or a redirect."""
 
-    def decorator(view):
+    def decorator(view: View) -> View:
         @functools.wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any):
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if flag_enabled(request, flag_key):
                 return view(request, *args, **kwargs)
             if redirect_to is not None:

@@ -5,7 +5,10 @@ The context comes from `request` in the template context (the request context pr
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import template
+from django.template.base import FilterExpression
 
 from flagclient.django import flag_enabled, flag_value
 
@@ -13,7 +16,9 @@ register = template.Library()
 
 
 class FlagNode(template.Node):
-    def __init__(self, flag_key, on: template.NodeList, off: template.NodeList) -> None:
+    def __init__(
+        self, flag_key: FilterExpression, on: template.NodeList, off: template.NodeList
+    ) -> None:
         self.flag_key, self.on, self.off = flag_key, on, off
 
     def render(self, context: template.Context) -> str:
@@ -38,7 +43,7 @@ def flag(parser: template.base.Parser, token: template.base.Token) -> FlagNode:
 
 
 @register.simple_tag(takes_context=True)
-def flag_value_of(context: template.Context, flag_key: str, default=None):
+def flag_value_of(context: template.Context, flag_key: str, default: Any = None) -> Any:
     """`{% flag_value_of "banner-text" "Welcome" as text %}`: any flag's value."""
     request = context.get("request")
     return default if request is None else flag_value(request, flag_key, default)

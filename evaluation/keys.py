@@ -1,0 +1,53 @@
+"""The shared cache's key scheme: every key and channel the service names, in one place.
+
+Keys given to Django's cache (`cache.get(keys.version(7))`) get its `KEY_PREFIX` and key
+version from the cache itself; keys used on Redis directly go through `cache.make_key`
+first, so they share that prefix. The texts never change lightly: workers of two releases
+run side by side during a deploy, and a renamed key would split what they share.
+
+  `env:{id}:version`          the environment's current version (only ever increases)
+  `env:{id}:doc:{version}`    the flag document of that version (evaluation.cache)
+  `credential:{digest}`       a resolved API key, kept as the last known one for outages
+                              (evaluation.credentials)
+  `apikey:{digest}:used`      which process records the key's `last_used_at` this minute
+  `exposures:{id}:{hour}`     a Redis hash of evaluation counts waiting to be drained
+  `exposures:pending`         the Redis set of those hashes (evaluation.exposures)
+  `{CACHE_PREFIX}:changes`    the pub/sub channel of committed changes (evaluation.broadcast)
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+VERSION = "env:{environment_id}:version"
+DOCUMENT = "env:{environment_id}:doc:{version}"
+CREDENTIAL = "credential:{digest}"
+CREDENTIAL_USED = "apikey:{digest}:used"
+EXPOSURES = "exposures:{environment_id}:{hour}"
+EXPOSURES_PENDING = "exposures:pending"
+CHANGES = "{prefix}:changes"
+
+
+def version(environment_id: int) -> str:
+    return VERSION.format(environment_id=environment_id)
+
+
+def document(environment_id: int, version: int) -> str:
+    return DOCUMENT.format(environment_id=environment_id, version=version)
+
+
+def credential(digest: str) -> str:
+    return CREDENTIAL.format(digest=digest)
+
+
+def credential_used(digest: str) -> str:
+    return CREDENTIAL_USED.format(digest=digest)
+
+
+def exposures(environment_id: int, hour: int) -> str:
+    return EXPOSURES.format(environment_id=environment_id, hour=hour)
+
+
+def changes_channel() -> str:
+    # A channel is not a cache key: it carries the prefix itself, not the cache's version.
+    return CHANGES.format(prefix=settings.CACHE_PREFIX)
