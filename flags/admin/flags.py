@@ -256,10 +256,47 @@ class VariantInline(FlagPageInline):
         return not self._fixed(obj) and super().has_delete_permission(request, obj)
 
 
-class FlagConfigInline(EnvironmentRowInline):
+def rollout_split(rollout: object) -> str:
+    """A saved rollout's weights as the shares users get: "on 25% · off 75%"."""
+    if not isinstance(rollout, list) or not rollout:
+        return "-"
+    weights = [(entry.get("variant"), entry.get("weight")) for entry in rollout]
+    total = sum(weight for _, weight in weights if isinstance(weight, int))
+    if total <= 0:
+        return "-"
+    shares = []
+    for variant, weight in weights:
+        percent = 100 * weight / total if isinstance(weight, int) else 0
+        if 0 < percent < 0.001:
+            text = "<0.001"
+        elif 99.999 < percent < 100:
+            text = ">99.999"
+        else:
+            text = f"{percent:.3f}".rstrip("0").rstrip(".")
+        shares.append(f"{variant} {text}%")
+    return " · ".join(shares)
+
+
+class SplitMixin:
+    """A read-only column with the saved rollout's weights as percentages."""
+
+    @admin.display(description="split")
+    def split(self, row: FlagConfig | Rule) -> str:
+        return rollout_split(row.rollout)
+
+
+class FlagConfigInline(SplitMixin, EnvironmentRowInline):
     model = FlagConfig
-    fields = ("environment_name", "enabled", "off_variant", "serve_variant", "rollout", "bucket_by")
-    readonly_fields = ("environment_name",)
+    fields = (
+        "environment_name",
+        "enabled",
+        "off_variant",
+        "serve_variant",
+        "rollout",
+        "split",
+        "bucket_by",
+    )
+    readonly_fields = ("environment_name", "split")
     can_delete = False
     verbose_name_plural = "environments: on/off and what is served when no rule matches"
     help_texts = {"rollout": ROLLOUT_HELP, "serve_variant": SERVE_HELP, "bucket_by": BUCKET_HELP}
@@ -272,7 +309,7 @@ class FlagConfigInline(EnvironmentRowInline):
         return _environment_label(config.environment)
 
 
-class RuleInline(EnvironmentRowInline):
+class RuleInline(SplitMixin, EnvironmentRowInline):
     model = Rule
     fields = (
         "key",
@@ -282,9 +319,10 @@ class RuleInline(EnvironmentRowInline):
         "conditions",
         "serve_variant",
         "rollout",
+        "split",
         "bucket_by",
     )
-    readonly_fields = ("key",)  # the rule's id: kept through every change (docs/api.md)
+    readonly_fields = ("key", "split")  # key: the rule's id, kept through every change
     verbose_name_plural = "rules (in each environment, the first rule that matches serves)"
     help_texts = {
         "conditions": CONDITIONS_HELP,
@@ -479,17 +517,20 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Flag | None = None):
         main = ["project", "key", "name", "type", "description", "tag_names", "owner"]
+        bucketing = ("salt", "bucketing") if obj is not None else ("salt",)
         if obj is not None:
             main += ["archived", "client_side", "audit_entries", "rollout_links", "loaded"]
         else:
             main += ["client_side"]
         return (
             (None, {"fields": main}),
-            ("Bucketing", {"classes": ("collapse",), "fields": ("salt",)}),
+            ("Bucketing", {"classes": ("collapse",), "fields": bucketing}),
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Flag | None = None):
-        readonly = ("project", "key", "type", "audit_entries", "rollout_links")
+        # The bucketing scheme comes with the flag (an import keeps its system's): changing
+        # it would move users to other variants, so the page shows it and never edits it.
+        readonly = ("project", "key", "type", "bucketing", "audit_entries", "rollout_links")
         return readonly if obj is not None else ()
 
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):

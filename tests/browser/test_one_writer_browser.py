@@ -73,3 +73,38 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
     assert AuditEntry.objects.filter(object_type="flag_config").first().action == "update"
     shown_key = browser.find_element(By.CSS_SELECTOR, "#rules-group td.field-key").text.strip()
     assert shown_key == rule.key
+
+
+def test_the_flag_page_shows_a_rollout_as_percentages_after_a_save(
+    browser,  # noqa: F811
+    live_server,
+    transactional_db,
+    tmp_path,
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+
+    project = factories.project("shop")
+    flag = factories.flag(project, "new-checkout", name="New checkout")
+    factories.member(project, "editor", username="ed")
+    _log_in(browser, live_server, "ed")
+
+    browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
+    serve = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-0-serve_variant")))
+    browser.execute_script("arguments[0].value = ''", serve)  # a rollout instead of a variant
+    rollout = browser.find_element(By.NAME, "configs-0-rollout")
+    rollout.clear()
+    rollout.send_keys('[{"variant": "on", "weight": 1}, {"variant": "off", "weight": 999}]')
+    browser.find_element(By.NAME, "_continue").click()
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    split = browser.find_element(By.CSS_SELECTOR, "#configs-0 td.field-split").text.strip()
+    browser.execute_script(
+        "arguments[0].scrollIntoView()",
+        rollout := browser.find_element(By.NAME, "configs-0-rollout"),
+    )
+    browser.save_screenshot(str(tmp_path / "flag-page-split.png"))
+    assert split == "on 0.1% · off 99.9%"
+    assert factories.config(flag, "development").rollout == [
+        {"variant": "on", "weight": 1},
+        {"variant": "off", "weight": 999},
+    ]

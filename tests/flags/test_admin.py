@@ -919,3 +919,32 @@ def test_saving_a_stale_flag_page_is_refused_and_overwrites_nothing(client, proj
     # Reloaded, the same change goes through.
     response = post_flag_page(client, checkout, name="Renamed on a fresh page")
     assert response.status_code == 302, errors_of(response)
+
+
+def test_flag_page_shows_rollout_weights_as_the_percentages_users_get(client, project, checkout):
+    def split(on: int, off: int) -> dict:
+        variants = [{"variant": "on", "weight": on}, {"variant": "off", "weight": off}]
+        return {"defaultServe": {"rollout": {"variants": variants}}}
+
+    factories.configure(checkout, "development", **split(1, 3))
+    factories.configure(checkout, "staging", **split(1, 99999))
+    imported = factories.flag(project, "imported", bucketing="unleash")
+    as_role(client, project, "viewer")
+    page = client.get(reverse("admin:flags_flag_change", args=[checkout.pk])).content.decode()
+    assert "on 25% · off 75%" in page
+    assert "on 0.001% · off 99.999%" in page
+    other = client.get(reverse("admin:flags_flag_change", args=[imported.pk])).content.decode()
+    assert "unleash" in other  # the scheme an import brought is shown, not editable
+    assert 'name="bucketing"' not in other
+
+
+def test_rollout_split_of_odd_weights():
+    from flags.admin.flags import rollout_split
+
+    assert rollout_split([]) == "-"
+    assert rollout_split([{"variant": "a", "weight": 0}]) == "-"
+    assert rollout_split([{"variant": "a", "weight": 1}, {"variant": "b", "weight": 2}]) == (
+        "a 33.333% · b 66.667%"
+    )
+    tiny = [{"variant": "a", "weight": 1}, {"variant": "b", "weight": 10_000_000}]
+    assert rollout_split(tiny) == "a <0.001% · b >99.999%"
