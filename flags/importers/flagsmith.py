@@ -11,7 +11,7 @@ the same name; the identifier is the `targetingKey`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 
@@ -58,10 +58,13 @@ def convert_flagsmith(data: Any) -> Conversion:
     taken: set[str] = set()
     for index, state in enumerate(states):
         state = require_object(state, f"feature_states[{index}]")
-        feature = state.get("feature") if isinstance(state.get("feature"), dict) else {}
+        feature = state.get("feature")
+        if not isinstance(feature, dict):
+            feature = {}
         name = feature.get("name")
         try:
             key = flag_key_of(name, taken)
+            name = cast(str, name)  # flag_key_of takes a non-empty string only
             entry = _flag(name, feature, state, segments)
         except Unsupported as reason:
             conversion.skipped[str(name)] = str(reason)
