@@ -111,7 +111,7 @@ def _convert_flag(key: str, name: str, flag: Any, evaluators: dict) -> dict[str,
         raise Unsupported("it is not an object")
     flag_type, variants, names = _variant_table(flag.get("variants"))
     default = flag.get("defaultVariant")
-    if default not in names:
+    if not isinstance(default, str) or default not in names:
         raise Unsupported(f"its defaultVariant {default!r} is not one of its variants")
     state = flag.get("state")
     if state not in ("ENABLED", "DISABLED"):

@@ -91,6 +91,11 @@ def _answer(state: dict[str, Any], value: Any = None) -> dict[str, Any]:
     }
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object, or an empty one in place of anything else (a list, a number)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _flag(name: str, feature: dict[str, Any], state: dict[str, Any], segments: list[Any]) -> dict:
     variants = [{"key": "control", "value": _answer(state)}]
     default = _multivariate(state, variants, "control")
@@ -100,11 +105,11 @@ def _flag(name: str, feature: dict[str, Any], state: dict[str, Any], segments: l
         if not isinstance(segment, dict):
             continue
         for override in require_list(segment.get("feature_states"), "segment feature_states"):
-            if not isinstance(override, dict) or (override.get("feature") or {}).get(
+            if not isinstance(override, dict) or _object(override.get("feature")).get(
                 "id"
             ) != feature.get("id"):
                 continue
-            priority = (override.get("feature_segment") or {}).get("priority")
+            priority = _object(override.get("feature_segment")).get("priority")
             overrides.append(
                 (priority if isinstance(priority, int) else 1 << 30, segment, override)
             )
