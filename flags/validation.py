@@ -64,7 +64,7 @@ def variant_keys(flag: Flag) -> list[str]:
     return [variant.key for variant in flag.variants.all()]
 
 
-def serving_document(serve_variant: str, rollout: list | None, bucket_by: str) -> dict:
+def serving_document(serve_variant: str, rollout: list | None, bucket_by: str | None) -> dict:
     """The document form of a serving; the stored rollout is already the document's list.
 
     Fields holding both a variant and a rollout (or neither) give a serving the engine's

@@ -13,6 +13,7 @@ transaction.
 from __future__ import annotations
 
 import json
+import weakref
 from functools import partial
 from typing import Any
 
@@ -21,7 +22,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Model, Prefetch, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
@@ -38,7 +39,7 @@ from flags.admin.forms import (
     VariantValueField,
 )
 from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target, Variant
-from flags.roles import Action, allows, needs_change_request
+from flags.roles import Action, Actor, allows, needs_change_request
 from flags.validation import serving_document
 
 SOURCE = "admin"
@@ -79,7 +80,8 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
     go into environments the user may configure.
     """
 
-    user = None  # set by the inline's get_formset
+    model: type[Model]  # set by inlineformset_factory
+    user: Actor = None  # set by the inline's get_formset
     variant_fields = ("off_variant", "serve_variant", "variant")
 
     def _flag_context(self) -> tuple[list[Environment], set[int], list[str]]:
@@ -100,12 +102,12 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
         flag.__dict__["_admin_rows_context"] = (self.user, context)
         return context
 
-    def _construct_form(self, i: int, **kwargs) -> forms.Form:
-        form = super()._construct_form(i, **kwargs)
+    def _construct_form(self, i: int, **kwargs: Any) -> forms.ModelForm[Any]:
+        form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # not in the stubs
         setattr(form.instance, self.fk.name, self.instance)  # the flag, not read again per row
         return form
 
-    def add_fields(self, form: forms.Form, index: int | None) -> None:
+    def add_fields(self, form: forms.ModelForm[Any], index: int | None) -> None:
         super().add_fields(form, index)
         environments, writable, keys = self._flag_context()
         locked = form.instance.pk is not None and form.instance.environment_id not in writable
@@ -114,21 +116,24 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
                 blank = "— rollout —" if name == "serve_variant" else "---------"
                 current = form.initial.get(name)
                 form.fields[name].widget = forms.Select(choices=_choices(keys, current, blank))
-        if "environment" in form.fields:
-            field = form.fields["environment"]
+        # The choice fields' label and lookup are set on this form's field itself, as Django's
+        # ModelChoiceField reads them (`label_from_instance`, `to_python`): hence method-assign.
+        environment = form.fields.get("environment")
+        if isinstance(environment, forms.ModelChoiceField):
             allowed = environments if locked else [e for e in environments if e.pk in writable]
-            field.queryset = Environment.objects.filter(pk__in=[e.pk for e in allowed])
-            field.label_from_instance = _environment_label
-            field.to_python = partial(_known_row, field, {str(e.pk): e for e in allowed})
-        pk_name = self.model._meta.pk.name
-        if pk_name in form.fields:
-            field = form.fields[pk_name]
-            field.to_python = partial(_known_row, field, self._rows_by_pk())
-        if "required_flag" in form.fields:
+            environment.queryset = Environment.objects.filter(pk__in=[e.pk for e in allowed])
+            environment.label_from_instance = _environment_label  # type: ignore[method-assign, assignment]
+            rows = {str(e.pk): e for e in allowed}
+            environment.to_python = partial(_known_row, environment, rows)  # type: ignore[method-assign]
+        pk_field = form.fields.get(self.model._meta.pk.name)
+        if isinstance(pk_field, forms.ModelChoiceField):
+            pk_field.to_python = partial(_known_row, pk_field, self._rows_by_pk())  # type: ignore[method-assign]
+        required_flag = form.fields.get("required_flag")
+        if isinstance(required_flag, forms.ModelChoiceField):
             flag = self.instance
-            form.fields["required_flag"].queryset = Flag.objects.filter(
-                project_id=flag.project_id
-            ).exclude(pk=flag.pk)
+            required_flag.queryset = Flag.objects.filter(project_id=flag.project_id).exclude(
+                pk=flag.pk
+            )
         if locked:
             for name, field in form.fields.items():
                 if name not in (self.fk.name, self.model._meta.pk.name):
@@ -196,7 +201,8 @@ class EnvironmentRowInline(FlagPageInline):
 
     def get_formset(self, request: HttpRequest, obj: Flag | None = None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)
-        formset.user = request.user  # a new class per call: safe to set
+        if issubclass(formset, EnvironmentRowsFormSet):  # built from self.formset
+            formset.user = request.user  # a new class per call: safe to set
         return formset
 
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
@@ -217,7 +223,7 @@ class VariantForm(AdminForm):
 
 
 class VariantFormSet(BaseInlineFormSet):
-    def add_fields(self, form: forms.Form, index: int | None) -> None:
+    def add_fields(self, form: forms.ModelForm[Any], index: int | None) -> None:
         super().add_fields(form, index)
         if form.instance.pk and "key" in form.fields:
             form.fields["key"].disabled = True  # rules, targets and configs refer to it
@@ -352,9 +358,15 @@ class PrerequisiteInline(EnvironmentRowInline):
 # --- The list's filters and columns ------------------------------------------------------
 
 
+# Per request: the list page asks for them for each column and each action.
+_environment_keys: weakref.WeakKeyDictionary[HttpRequest, list[tuple[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def environment_keys(request: HttpRequest) -> list[tuple[str, str]]:
     """(key, name) of the environments of the listed projects, in their order."""
-    if "_flags_environment_keys" not in request.__dict__:
+    if request not in _environment_keys:
         environments = Environment.objects.filter(project_id__in=project_ids(request, Action.READ))
         chosen = request.GET.get("project__id__exact", "")
         if chosen.isdigit():
@@ -362,8 +374,8 @@ def environment_keys(request: HttpRequest) -> list[tuple[str, str]]:
         seen: dict[str, str] = {}
         for key, name in environments.order_by("position", "key").values_list("key", "name"):
             seen.setdefault(key, name)
-        request._flags_environment_keys = list(seen.items())
-    return request._flags_environment_keys
+        _environment_keys[request] = list(seen.items())
+    return _environment_keys[request]
 
 
 class EnvironmentStateFilter(admin.SimpleListFilter):
@@ -549,12 +561,11 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             kwargs["queryset"] = users.order_by("username")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    @admin.display(description="safe rollouts")
     def rollout_links(self, flag: Flag) -> str:
         from flags.admin.rollouts import rollout_links  # versions, evaluations per environment
 
         return rollout_links(flag)
-
-    rollout_links.short_description = "safe rollouts"
 
     @admin.display(description="audit log")
     def audit_entries(self, flag: Flag) -> str:
@@ -580,6 +591,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         """
         back = urlencode({"next": request.get_full_path()})
 
+        @admin.display(description=name)
         def column(flag: Flag) -> str:
             config = next((c for c in flag.configs.all() if c.environment.key == key), None)
             if config is None:
@@ -610,7 +622,6 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             )
 
         column.__name__ = f"state_{key}"
-        column.short_description = name
         return column
 
     # --- Switching a flag on or off in one environment
@@ -631,12 +642,12 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         flag = self.get_object(request, object_id)
+        if flag is None:
+            raise Http404("No such flag or environment.")
         config = (
             FlagConfig.objects.select_related("environment")
             .filter(flag=flag, environment_id=environment_id)
             .first()
-            if flag is not None
-            else None
         )
         if config is None:
             raise Http404("No such flag or environment.")
@@ -685,6 +696,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     def _switch_action(self, key: str, name: str, enabled: bool):
         state = "on" if enabled else "off"
 
+        @admin.action(description=f"Turn {state} in {name}")
         def action(modeladmin, request: HttpRequest, queryset: QuerySet) -> None:
             configs = FlagConfig.objects.select_related("environment", "flag__project").filter(
                 flag__in=queryset, environment__key=key
@@ -698,7 +710,6 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                 self.message_user(request, problem, messages.ERROR)
 
         action.__name__ = f"turn_{state}_{key}"
-        action.short_description = f"Turn {state} in {name}"
         return action
 
     @admin.action(description="Archive selected flags", permissions=["change"])
@@ -748,12 +759,12 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             services.flag_update(flag=stored, data=data, actor=request.user, source=SOURCE)
         versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
         configs = {c.environment_id: c for c in flag.configs.all()}  # prefetched by get_queryset
-        for environment_id, change in _environment_changes(formsets).items():
+        for environment_id, environment_change in _environment_changes(formsets).items():
             config = configs[environment_id]
             try:
                 services.flag_config_update(
                     config=config,
-                    data=change,
+                    data=environment_change,
                     actor=request.user,
                     source=SOURCE,
                     expected_version=versions.get(environment_id),
@@ -833,9 +844,12 @@ def _touched(formset: BaseInlineFormSet) -> set[int]:
             continue
         if form in formset.deleted_forms and form.instance.pk is None:
             continue
+        if form.instance.environment_id is not None:  # a new row's, before it is chosen
+            touched.add(form.instance.environment_id)
         chosen = form.cleaned_data.get("environment")
-        touched |= {form.instance.environment_id, chosen.pk if chosen else None}
-    return touched - {None}
+        if chosen:
+            touched.add(chosen.pk)
+    return touched
 
 
 def _environment_of(form) -> int:

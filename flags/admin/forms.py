@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.contrib import admin
 from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, ValidationError
 from django.db import models
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.text import capfirst
 
 from flags.validation import find_text_problem, load_json
 
 JSON_WIDGET_ATTRS = {"class": "flags-json", "rows": 4, "cols": 40, "spellcheck": "false"}
+
+if TYPE_CHECKING:  # the admin classes the mixins below are mixed into
+    _BaseAdmin = admin.options.BaseModelAdmin[Any]
+    _ModelAdmin = admin.ModelAdmin[Any]
+else:
+    _BaseAdmin = _ModelAdmin = object
 
 
 def _problem_message(path: str, problem: str) -> str:
@@ -31,7 +39,7 @@ def parse_json_box(text: str) -> Any:
         return load_json(text, "")
     except ValidationError as error:
         path, [first] = next(iter(error.error_dict.items()))
-        raise ValidationError(_problem_message(path, first.message), code=first.code) from None
+        raise ValidationError(_problem_message(path, str(first.message)), code=first.code) from None
 
 
 class PrettyJSONField(forms.JSONField):
@@ -116,25 +124,26 @@ def json_formfield(db_field: models.Field, key_list_fields: tuple[str, ...]) -> 
     """The admin's form field for a JSONField, or None for any other field."""
     if not isinstance(db_field, models.JSONField):
         return None
-    options = {
-        "required": not db_field.blank,
-        "label": capfirst(db_field.verbose_name),
-        "help_text": db_field.help_text,
-    }
+    required = not db_field.blank
+    label = capfirst(db_field.verbose_name)
     if db_field.name in key_list_fields:
-        return KeyListField(**options)
+        return KeyListField(required=required, label=label, help_text=db_field.help_text)
     default = db_field.get_default()
     empty = default if isinstance(default, list | dict) else None
-    return PrettyJSONField(empty_json=empty, **options)
+    return PrettyJSONField(
+        empty_json=empty, required=required, label=label, help_text=db_field.help_text
+    )
 
 
-class JSONFieldsMixin:
+class JSONFieldsMixin(_BaseAdmin):
     """JSON fields as readable, indented text boxes; lists of keys one per line."""
 
     key_list_fields: tuple[str, ...] = ()
     help_texts: dict[str, str] = {}
 
-    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+    def formfield_for_dbfield(
+        self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
         field = json_formfield(db_field, self.key_list_fields)
         if field is None:
             field = super().formfield_for_dbfield(db_field, request, **kwargs)
@@ -153,8 +162,9 @@ class AdminForm(forms.ModelForm):
 
     service_error: ValidationError | None = None
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # the stubs say None; Django returns cleaned_data
+        cleaned = self.cleaned_data
         for name, value in list(cleaned.items()):
             found = find_text_problem(value)
             if found is not None:
@@ -163,9 +173,10 @@ class AdminForm(forms.ModelForm):
             self._update_errors(self.service_error)
         return cleaned
 
+    # `_post_clean` and `_update_errors` are Django's form hooks the stubs do not declare.
     def _post_clean(self) -> None:
         try:
-            super()._post_clean()
+            super()._post_clean()  # type: ignore[misc]
         except ObjectDoesNotExist:
             # The model's checks need a row the form could not give (e.g. no environment
             # chosen); that field's own error says what to fix.
@@ -174,8 +185,9 @@ class AdminForm(forms.ModelForm):
 
     def _update_errors(self, errors: ValidationError) -> None:
         if not hasattr(errors, "error_dict"):
-            return super()._update_errors(errors)
-        shown, elsewhere = {}, []
+            return super()._update_errors(errors)  # type: ignore[misc]
+        shown: dict[str, list[ValidationError]] = {}
+        elsewhere: list[str] = []
         for field, messages in errors.error_dict.items():
             if field == NON_FIELD_ERRORS or (
                 field in self.fields and not self.fields[field].disabled
@@ -186,10 +198,16 @@ class AdminForm(forms.ModelForm):
                 elsewhere += [f"{label}: {message}" for error in messages for message in error]
         if elsewhere:
             shown.setdefault(NON_FIELD_ERRORS, []).extend(ValidationError(elsewhere).error_list)
-        return super()._update_errors(ValidationError(shown))
+        return super()._update_errors(ValidationError(shown))  # type: ignore[misc]
 
 
-class ServiceErrorsAdmin:
+# The error a service raised while saving, for the second build of the page (see below).
+_service_errors: weakref.WeakKeyDictionary[HttpRequest, ValidationError] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class ServiceErrorsAdmin(_ModelAdmin):
     """Turn a ValidationError raised by a service while saving into a form error.
 
     Saving runs inside the admin's transaction, so the error has rolled everything back;
@@ -199,17 +217,23 @@ class ServiceErrorsAdmin:
     form: type[forms.ModelForm[Any]] = AdminForm
 
     def changeform_view(
-        self, request: HttpRequest, object_id=None, form_url="", extra_context=None
-    ):
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ValidationError as error:
-            request._flags_service_error = error
+            _service_errors[request] = error
             return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Any]]:
         form = super().get_form(request, obj, change, **kwargs)
-        error = getattr(request, "_flags_service_error", None)
+        error = _service_errors.get(request)
         if error is None:
             return form
         return type(form.__name__, (form,), {"service_error": error})

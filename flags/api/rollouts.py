@@ -33,7 +33,9 @@ class VersionSerializer(fields.Serializer):
     version = fields.IntegerField()
     action = fields.CharField()
     actor = fields.CharField()
-    source = fields.CharField()
+    # DRF's serializer metaclass takes declared fields off the class, so this field does not
+    # replace `Field.source`; the stubs type the class attribute.
+    source = fields.CharField()  # type: ignore[assignment]
     created_at = fields.DateTimeField()
     current = fields.BooleanField()
     changes = fields.ListField(child=fields.CharField(), help_text="What changed, for people.")
@@ -57,7 +59,8 @@ class FlagChangeRequestInputSerializer(StrictSerializer):
     """A change to a flag's own fields that alters what protected environments serve."""
 
     title = fields.CharField(required=False, allow_blank=True, max_length=200)
-    variants = VariantSerializer(many=True, required=False, max_length=100)
+    # The stubs' BaseSerializer lacks the ListSerializer arguments many=True passes on.
+    variants = VariantSerializer(many=True, required=False, max_length=100)  # type: ignore[call-arg]
     archived = fields.BooleanField(required=False)
     salt = fields.CharField(required=False, allow_blank=True, max_length=100)
     clientSide = fields.BooleanField(required=False)  # noqa: N815
@@ -159,7 +162,8 @@ class RolloutInputSerializer(StrictSerializer):
         max_length=64, required=False, help_text="What everyone else gets; the off variant."
     )
     bucketBy = fields.CharField(max_length=100, required=False, default="targetingKey")  # noqa: N815
-    steps = RolloutStepSerializer(many=True, min_length=1, max_length=100)
+    # The stubs' BaseSerializer lacks the ListSerializer arguments many=True passes on.
+    steps = RolloutStepSerializer(many=True, min_length=1, max_length=100)  # type: ignore[call-arg]
 
 
 class ScheduledChangeSerializer(fields.ModelSerializer):

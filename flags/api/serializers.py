@@ -132,9 +132,10 @@ class FlagConfigInputSerializer(StrictSerializer):
     enabled = serializers.BooleanField(required=False)
     offVariant = serializers.CharField(required=False, max_length=64)  # noqa: N815
     defaultServe = ServingSerializer(required=False)  # noqa: N815
-    rules = RuleSerializer(many=True, required=False, max_length=1000)
-    targets = TargetSerializer(many=True, required=False, max_length=1000)
-    prerequisites = PrerequisiteSerializer(many=True, required=False, max_length=100)
+    # The stubs' BaseSerializer lacks the ListSerializer arguments many=True passes on.
+    rules = RuleSerializer(many=True, required=False, max_length=1000)  # type: ignore[call-arg]
+    targets = TargetSerializer(many=True, required=False, max_length=1000)  # type: ignore[call-arg]
+    prerequisites = PrerequisiteSerializer(many=True, required=False, max_length=100)  # type: ignore[call-arg]
 
 
 class ToggleSerializer(StrictSerializer):
@@ -248,7 +249,8 @@ class FlagInputSerializer(StrictSerializer):
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     type = serializers.ChoiceField(choices=Flag.Type.values, default=Flag.Type.BOOLEAN)
-    variants = VariantSerializer(many=True, required=False, max_length=100)
+    # The stubs' BaseSerializer lacks the ListSerializer arguments many=True passes on.
+    variants = VariantSerializer(many=True, required=False, max_length=100)  # type: ignore[call-arg]
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     salt = serializers.CharField(required=False, allow_blank=True, max_length=100)
     clientSide = serializers.BooleanField(  # noqa: N815
@@ -261,7 +263,8 @@ class FlagUpdateSerializer(StrictSerializer):
     type = serializers.CharField(required=False, help_text="Immutable: only the current type.")
     name = serializers.CharField(required=False, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
-    variants = VariantSerializer(many=True, required=False, max_length=100)
+    # The stubs' BaseSerializer lacks the ListSerializer arguments many=True passes on.
+    variants = VariantSerializer(many=True, required=False, max_length=100)  # type: ignore[call-arg]
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     salt = serializers.CharField(required=False, allow_blank=True, max_length=100)
     archived = serializers.BooleanField(required=False)

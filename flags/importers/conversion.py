@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from django.core.exceptions import ValidationError
 
@@ -66,6 +66,13 @@ def require_object(value: Any, field_name: str) -> dict[str, Any]:
 Alternatives = list[list[dict[str, Any]]]
 
 
+class RolloutEntry(TypedDict):
+    """One variant's share of a rollout, as the flag document spells it."""
+
+    variant: str
+    weight: int
+
+
 def all_of(parts: list[Alternatives]) -> Alternatives:
     """Conditions in disjunctive form: each part holds when one of its alternatives does."""
     combined: Alternatives = [[]]
@@ -76,7 +83,9 @@ def all_of(parts: list[Alternatives]) -> Alternatives:
     return combined
 
 
-def condition(attribute: str, operator: str, values: list[Any], negate: bool = False) -> dict:
+def condition(
+    attribute: str, operator: str, values: list[Any], negate: bool = False
+) -> dict[str, Any]:
     return {"attribute": attribute, "operator": operator, "values": values, "negate": negate}
 
 

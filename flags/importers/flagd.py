@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from flags.importers.conversion import (
     Alternatives,
     Conversion,
+    RolloutEntry,
     Unsupported,
     absent,
     all_of,
@@ -91,7 +92,9 @@ def _variant_table(variants: Any) -> tuple[str, list[dict[str, Any]], dict[str, 
     flag_type = next((name for name, test in tests if all(test(v) for v in values)), None)
     if flag_type is None:
         raise Unsupported("its variants' values are not all of one type")
-    names, table, taken = {}, [], set()
+    names = {}
+    table: list[dict[str, Any]] = []
+    taken: set[str] = set()
     for name, value in variants.items():
         try:
             key = flag_key_of(name, taken)
@@ -108,7 +111,7 @@ def _convert_flag(key: str, name: str, flag: Any, evaluators: dict) -> dict[str,
         raise Unsupported("it is not an object")
     flag_type, variants, names = _variant_table(flag.get("variants"))
     default = flag.get("defaultVariant")
-    if default not in names:
+    if not isinstance(default, str) or default not in names:
         raise Unsupported(f"its defaultVariant {default!r} is not one of its variants")
     state = flag.get("state")
     if state not in ("ENABLED", "DISABLED"):
@@ -121,7 +124,9 @@ def _convert_flag(key: str, name: str, flag: Any, evaluators: dict) -> dict[str,
     for index, rule in enumerate(rules, start=1):
         rule["id"] = str(index)
     salt = context.salt if context.salt is not None else name
-    metadata = flag.get("metadata") if isinstance(flag.get("metadata"), dict) else {}
+    metadata = flag.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     return {
         "type": flag_type,
         "enabled": state == "ENABLED",
@@ -199,7 +204,7 @@ def _fractional(flag: _Flag, arguments: list[Any]) -> dict[str, Any]:
     if flag.salt is not None and flag.salt != salt:
         raise Unsupported("its fractional rollouts hash different prefixes: one salt per flag")
     flag.salt = salt
-    entries = []
+    entries: list[RolloutEntry] = []
     for bucket in buckets:
         if not isinstance(bucket, list) or not bucket or not isinstance(bucket[0], str | bool):
             raise Unsupported("a fractional bucket is not [variant, weight]")

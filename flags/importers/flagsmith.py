@@ -11,7 +11,7 @@ the same name; the identifier is the `targetingKey`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 
@@ -58,10 +58,13 @@ def convert_flagsmith(data: Any) -> Conversion:
     taken: set[str] = set()
     for index, state in enumerate(states):
         state = require_object(state, f"feature_states[{index}]")
-        feature = state.get("feature") if isinstance(state.get("feature"), dict) else {}
+        feature = state.get("feature")
+        if not isinstance(feature, dict):
+            feature = {}
         name = feature.get("name")
         try:
             key = flag_key_of(name, taken)
+            name = cast(str, name)  # flag_key_of takes a non-empty string only
             entry = _flag(name, feature, state, segments)
         except Unsupported as reason:
             conversion.skipped[str(name)] = str(reason)
@@ -88,6 +91,11 @@ def _answer(state: dict[str, Any], value: Any = None) -> dict[str, Any]:
     }
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object, or an empty one in place of anything else (a list, a number)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _flag(name: str, feature: dict[str, Any], state: dict[str, Any], segments: list[Any]) -> dict:
     variants = [{"key": "control", "value": _answer(state)}]
     default = _multivariate(state, variants, "control")
@@ -97,11 +105,11 @@ def _flag(name: str, feature: dict[str, Any], state: dict[str, Any], segments: l
         if not isinstance(segment, dict):
             continue
         for override in require_list(segment.get("feature_states"), "segment feature_states"):
-            if not isinstance(override, dict) or (override.get("feature") or {}).get(
+            if not isinstance(override, dict) or _object(override.get("feature")).get(
                 "id"
             ) != feature.get("id"):
                 continue
-            priority = (override.get("feature_segment") or {}).get("priority")
+            priority = _object(override.get("feature_segment")).get("priority")
             overrides.append(
                 (priority if isinstance(priority, int) else 1 << 30, segment, override)
             )

@@ -11,12 +11,13 @@ systems.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 
 from flags.importers.conversion import (
     Conversion,
+    RolloutEntry,
     Unsupported,
     condition,
     flag_key_of,
@@ -61,7 +62,12 @@ def _flags_and_segments(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
             configuration = require_object(next(iter(environments.values())), "environments")
             flags.append({**configuration, **item, "environments": None})
         segment_list = require_list(data.get("segments"), "segments")
-        segments = {s.get("key"): s for s in segment_list if isinstance(s, dict)}
+        # A segment key is a string: another value names no segment a clause could match.
+        segments = {
+            s["key"]: s
+            for s in segment_list
+            if isinstance(s, dict) and isinstance(s.get("key"), str)
+        }
         return flags, segments
     if "flags" not in data:
         raise ValidationError({"flags": "a LaunchDarkly export holds flags (or REST items)"})
@@ -87,8 +93,11 @@ def convert_launchdarkly(data: Any) -> Conversion:
             segments[key] = str(reason)
     variations: dict[str, list[str]] = {}
     for flag in flags:
+        flag_name = flag.get("key")
+        if not isinstance(flag_name, str):  # no flag key, so no prerequisite names it
+            continue
         try:
-            variations[flag.get("key")] = _variants(flag)[2]
+            variations[flag_name] = _variants(flag)[2]
         except Unsupported:
             continue
     taken: set[str] = set()
@@ -99,6 +108,7 @@ def convert_launchdarkly(data: Any) -> Conversion:
             if "_problem" in flag:
                 raise Unsupported(flag["_problem"])
             key = flag_key_of(name, taken)
+            name = cast(str, name)  # flag_key_of takes a non-empty string only
             entry, named = _flag(key, name, flag, segments, variations)
         except Unsupported as reason:
             conversion.skipped[str(name)] = str(reason)
@@ -117,10 +127,11 @@ def _variants(flag: dict[str, Any]) -> tuple[str, list[dict[str, Any]], list[str
     values = [v.get("value") if isinstance(v, dict) and "value" in v else v for v in raw]
     if not values:
         raise Unsupported("it has no variations")
-    if all(isinstance(v, bool) for v in values):
-        if sorted(values) != [False, True]:
+    booleans = [v for v in values if isinstance(v, bool)]
+    if len(booleans) == len(values):
+        if sorted(booleans) != [False, True]:
             raise Unsupported("a boolean flag here has exactly one true and one false variation")
-        keys = ["on" if v else "off" for v in values]
+        keys = ["on" if v else "off" for v in booleans]
         return "boolean", [{"key": "on", "value": True}, {"key": "off", "value": False}], keys
     kinds = (
         ("string", lambda v: isinstance(v, str)),
@@ -228,7 +239,7 @@ def _serving(
     bucket_by = rollout.get("bucketBy") or "key"
     if rollout.get("contextKind", "user") != "user":
         raise Unsupported("a rollout buckets a context kind other than user")
-    entries = []
+    entries: list[RolloutEntry] = []
     for item in require_list(rollout.get("variations"), "rollout.variations"):
         item = require_object(item, "rollout.variations[]")
         weight = item.get("weight")
@@ -251,7 +262,7 @@ def _clause(clause: Any, segments: dict[str, dict[str, Any] | str]) -> tuple[dic
     negate = clause.get("negate") is True
     if operator == "segmentMatch":
         for key in values:
-            if key not in segments:
+            if not isinstance(key, str) or key not in segments:
                 raise Unsupported(f"segment {key!r} is not in the export")
             if isinstance(segments[key], str):
                 raise Unsupported(f"segment {key!r}: {segments[key]}")

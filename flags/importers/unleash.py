@@ -12,7 +12,7 @@ attribute of the same name.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 
@@ -67,35 +67,53 @@ def attribute_of(context_name: Any) -> str:
 # --- reading the input ------------------------------------------------------------------
 
 
-def _features_and_segments(data: Any) -> tuple[list[Any], dict[Any, Any]]:
+# Unleash names a feature with a string and a segment with a number: a list or an object in
+# their place names nothing (and cannot key a lookup).
+Identity = str | int | float | bool | None
+Segments = dict[Identity, dict[str, Any]]
+
+
+def _is_identity(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _identity(value: Any, field_name: str) -> Identity:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ValidationError({field_name: "must be a string or a number"})
+
+
+def _features_and_segments(data: Any) -> tuple[list[Any], Segments]:
     data = require_object(data, "document")
     if "events" in data:  # the delta API: apply its events in order
-        features: dict[str, Any] = {}
-        segments: dict[Any, Any] = {}
+        features: dict[Identity, dict[str, Any]] = {}
+        segments: Segments = {}
         for index, event in enumerate(require_list(data["events"], "events")):
             event = require_object(event, f"events[{index}]")
             kind = event.get("type")
             if kind == "hydration":
                 features = {
-                    f.get("name"): f
-                    for f in require_list(event.get("features"), "features")
+                    _identity(f.get("name"), f"features[{position}].name"): f
+                    for position, f in enumerate(require_list(event.get("features"), "features"))
                     if isinstance(f, dict)
                 }
                 segments = {
-                    s.get("id"): s
-                    for s in require_list(event.get("segments"), "segments")
+                    _identity(s.get("id"), f"segments[{position}].id"): s
+                    for position, s in enumerate(require_list(event.get("segments"), "segments"))
                     if isinstance(s, dict)
                 }
             elif kind == "feature-updated":
                 feature = require_object(event.get("feature"), f"events[{index}].feature")
-                features[feature.get("name")] = feature
+                features[_identity(feature.get("name"), f"events[{index}].feature.name")] = feature
             elif kind == "feature-removed":
-                features.pop(event.get("featureName"), None)
+                name = _identity(event.get("featureName"), f"events[{index}].featureName")
+                features.pop(name, None)
             elif kind == "segment-updated":
                 segment = require_object(event.get("segment"), f"events[{index}].segment")
-                segments[segment.get("id")] = segment
+                segments[_identity(segment.get("id"), f"events[{index}].segment.id")] = segment
             elif kind == "segment-removed":
-                segments.pop(event.get("segmentId"), None)
+                segment_id = _identity(event.get("segmentId"), f"events[{index}].segmentId")
+                segments.pop(segment_id, None)
         return list(features.values()), segments
     if "features" not in data:
         raise ValidationError({"features": "an Unleash export lists its features"})
@@ -103,7 +121,7 @@ def _features_and_segments(data: Any) -> tuple[list[Any], dict[Any, Any]]:
     segments = {}
     for index, segment in enumerate(require_list(data.get("segments"), "segments")):
         segment = require_object(segment, f"segments[{index}]")
-        segments[segment.get("id")] = segment
+        segments[_identity(segment.get("id"), f"segments[{index}].id")] = segment
     return features_list, segments
 
 
@@ -120,6 +138,7 @@ def convert_unleash(data: Any) -> Conversion:
         except Unsupported as reason:
             conversion.skipped[str(name)] = str(reason)
             continue
+        name = cast(str, name)  # flag_key_of takes a non-empty string only
         taken.add(key)
         conversion.keys[name] = key
         names[name] = feature
@@ -192,7 +211,7 @@ def _variants(feature: dict[str, Any]) -> list[dict[str, Any]] | None:
 def _flag(
     name: str,
     feature: dict[str, Any],
-    segments: dict[Any, Any],
+    segments: Segments,
     shapes: dict[str, list[dict[str, Any]] | None],
     keys: dict[str, str],
     features: dict[str, dict[str, Any]],
@@ -275,7 +294,7 @@ def _strategy_rules(
     name: str,
     strategy: dict[str, Any],
     feature_variants: list[Any],
-    segments: dict[Any, Any],
+    segments: Segments,
     on: str,
 ) -> list[dict[str, Any]]:
     parameters = strategy.get("parameters") or {}
@@ -285,7 +304,7 @@ def _strategy_rules(
     for constraint in require_list(strategy.get("constraints"), "constraints"):
         parts.append(_constraint(constraint))
     for segment_id in require_list(strategy.get("segments"), "segments"):
-        segment = segments.get(segment_id)
+        segment = segments.get(segment_id) if _is_identity(segment_id) else None
         if segment is None:  # Unleash: a strategy on a segment it does not know never matches
             return []
         for constraint in require_list(segment.get("constraints"), "segment constraints"):
@@ -465,8 +484,7 @@ def _constraint(constraint: Any) -> Alternatives:
         holds_when_absent = (operator == "NOT_IN") is not inverted
         negate = holds_when_absent
         if not values:
-            tested: Alternatives = ALWAYS if negate else NEVER
-            return tested
+            return ALWAYS if negate else NEVER
         return _with_absence(
             condition(attribute, "in", values, negate), attribute, holds_when_absent
         )

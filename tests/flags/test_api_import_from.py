@@ -67,6 +67,27 @@ def test_a_dry_run_writes_nothing(api, project):
         (None, '{"source": "unleash", "document": {"features": [{"name": "\\ud800"}]}}', None),
         (None, '{"source": "unleash", "document": {"features": [{"name": "a\\u0000"}]}}', None),
         (None, '{"source": "unleash", "document": ' + "[" * 10_000 + "]" * 10_000 + "}", None),
+        (
+            {"source": "unleash", "document": {"features": [], "segments": [{"id": [1]}]}},
+            None,
+            "segments[0].id",
+        ),
+        (
+            {
+                "source": "unleash",
+                "document": {"events": [{"type": "feature-removed", "featureName": {}}]},
+            },
+            None,
+            "events[0].featureName",
+        ),
+        (
+            {
+                "source": "unleash",
+                "document": {"events": [{"type": "hydration", "features": [{"name": ["a"]}]}]},
+            },
+            None,
+            "features[0].name",
+        ),
     ],
 )
 def test_hostile_bodies_are_json_400s(api, project, body, raw, field):

@@ -14,7 +14,7 @@ import pytest
 
 from evaluation.documents import build_document
 from evaluation.engine import compile_document
-from flags.importers import import_from
+from flags.importers import convert, import_from
 from flags.models import Flag
 from tests import factories
 from tests.flags.command_line import run
@@ -174,3 +174,9 @@ def test_the_cli_imports_flagd_files(tmp_path):
     out = run("import", str(path), "shop", "production", "--from", "flagd").stdout
     assert "! flag bareVar: not imported" in out
     assert Flag.objects.get(key="fibalgo").bucketing == "flagd"
+
+
+def test_a_default_variant_that_is_a_list_is_skipped_not_a_crash():
+    flag = {"variants": {"on": True, "off": False}, "defaultVariant": ["on"], "state": "ENABLED"}
+    conversion = convert("flagd", {"flags": {"banner": flag}})
+    assert "defaultVariant ['on'] is not one of its variants" in conversion.skipped["banner"]

@@ -13,7 +13,7 @@ import pytest
 
 from evaluation.documents import build_document
 from evaluation.engine import compile_document
-from flags.importers import import_from
+from flags.importers import convert, import_from
 from flags.models import Flag
 from tests import factories
 
@@ -178,3 +178,17 @@ def test_what_cannot_be_expressed_is_skipped_with_the_reason(imported):
     assert "PERCENTAGE_SPLIT" in conversion.skipped["split_segment"]
     assert not Flag.objects.filter(key="split_segment").exists()
     assert Flag.objects.get(key="button_colour").bucketing == "flagsmith"
+
+
+def test_a_segment_override_whose_feature_is_no_object_overrides_nothing():
+    document = {
+        "feature_states": [{"feature": {"name": "banner", "id": 1}, "enabled": True}],
+        "project": {
+            "segments": [
+                {"feature_states": [{"feature": [1], "feature_segment": 5, "enabled": False}]}
+            ]
+        },
+    }
+    conversion = convert("flagsmith", document)
+    assert conversion.keys == {"banner": "banner"}
+    assert conversion.document["flags"]["banner"]["rules"] == []

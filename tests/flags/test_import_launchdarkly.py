@@ -14,7 +14,7 @@ import pytest
 
 from evaluation.documents import build_document
 from evaluation.engine import compile_document
-from flags.importers import import_from
+from flags.importers import convert, import_from
 from flags.models import Flag
 from tests import factories
 from tests.flags.command_line import run
@@ -215,3 +215,20 @@ def test_the_rest_api_needs_one_environment(tmp_path):
     out = run("import", str(path), "shop", "production", "--from", "launchdarkly").stdout
     assert "! flag two-envs: not imported: name one environment" in out
     assert Flag.objects.filter(key="checkout-api").exists()
+
+
+def test_a_segment_named_by_a_list_is_skipped_not_a_crash():
+    flag = {**SDK_DATA["flags"]["checkout-api"]}
+    rule = {"clauses": [{"attribute": "", "op": "segmentMatch", "values": [["beta"]]}]}
+    rest = {
+        "items": [
+            {
+                "key": "checkout-api",
+                "variations": [True, False],
+                "environments": {"production": {**flag, "rules": [rule]}},
+            }
+        ],
+        "segments": [{"key": ["beta"], "included": ["user-1"]}],
+    }
+    conversion = convert("launchdarkly", rest)
+    assert "is not in the export" in conversion.skipped["checkout-api"]
