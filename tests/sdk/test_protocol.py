@@ -122,8 +122,10 @@ def test_a_flood_of_events_is_coalesced(server, make_client):
     wait_for(lambda: client.version == version - 1, 3)
     flooded = time.monotonic() - started
     assert version > 500
-    # At most one fetch per 0.25 s (and a few catch-ups); unbounded it was one per event.
-    assert server.hits[DOCUMENT] - before <= flooded / 0.25 + 6
+    # At most one fetch per 0.25 s, plus catch-up retries when a fetch finds the document
+    # older than the event (more of those on a busy machine); unbounded it was one per
+    # event, over 500 here.
+    assert server.hits[DOCUMENT] - before <= flooded / 0.25 + 15
 
 
 GARBAGE = [
