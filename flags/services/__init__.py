@@ -10,9 +10,11 @@ their public functions, so callers write `services.flag_update(...)`.
 from flags.services.configs import (
     CONFIG_FIELDS,
     RULE_FIELDS,
+    change_preview,
     flag_config_update,
     flag_targets_change,
     flag_toggle,
+    version_restore,
 )
 from flags.services.flags import FLAG_FIELDS, flag_create, flag_meta, flag_update, rollout_variants
 from flags.services.keys import KEY_PREFIXES, api_key_create, api_key_revoke, key_digest
@@ -53,6 +55,7 @@ __all__ = [
     "api_key_create",
     "api_key_revoke",
     "audit",
+    "change_preview",
     "environment_create",
     "environment_secure_mode_secret_rotate",
     "environment_update",
@@ -73,4 +76,5 @@ __all__ = [
     "segment_delete",
     "segment_update",
     "segment_users",
+    "version_restore",
 ]

@@ -338,3 +338,47 @@ def flag_targets_change(
     if not found and add:
         targets.append({"variant": variant, "values": add})
     return flag_config_update(config=config, data={"targets": targets}, actor=actor, source=source)
+
+
+# --- Versions: restore one, preview a change ---------------------------------------------
+
+
+def version_restore(
+    *,
+    config: FlagConfig,
+    version: int,
+    actor: Actor,
+    source: str,
+    expected_version: int | None = None,
+) -> FlagConfig:
+    """Write version `version` back: a new version, audited as a restore."""
+    state = history.version_state(config, version)
+    if version == config.version:
+        raise ValidationError({"version": f"version {version} is the current configuration"})
+    return flag_config_update(
+        config=config,
+        data=state,
+        actor=actor,
+        source=source,
+        expected_version=expected_version,
+        action=f"restore v{version}",
+    )
+
+
+class _Preview(Exception):
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+
+def change_preview(*, config: FlagConfig, data: dict) -> dict:
+    """The state `data` would give the configuration now, validated by the services.
+
+    The change is written in a savepoint and rolled back: the services' validation is the
+    one place that knows what is valid, and nothing (audit, version, cache) survives it.
+    """
+    try:
+        with transaction.atomic():
+            flag_config_update(config=config, data=data, actor=None, source="system")
+            raise _Preview(flag_state(config.flag, config.environment))
+    except _Preview as preview:
+        return preview.state
