@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import datetime
 from functools import partial
@@ -12,7 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from evaluation import cache
+from evaluation import credentials
+from evaluation.credentials import key_digest
 from flags.models import ApiKey, Environment
 from flags.roles import Action, authorize, person
 from flags.services.steps import _save, audit
@@ -24,11 +24,6 @@ if TYPE_CHECKING:
 # --- API keys ---------------------------------------------------------------------------
 
 KEY_PREFIXES: dict[str, str] = {ApiKey.Kind.SERVER: "ffs_", ApiKey.Kind.CLIENT: "ffc_"}
-
-
-def key_digest(secret: str) -> str:
-    # Keys carry 256 random bits, so one SHA-256 is enough: nothing to brute-force.
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @transaction.atomic
@@ -86,5 +81,5 @@ def api_key_revoke(*, key: ApiKey, actor: Actor, source: str) -> ApiKey:
             project=key.environment.project,
             environment=key.environment,
         )
-        transaction.on_commit(partial(cache.api_key_revoked, key.digest))
+        transaction.on_commit(partial(credentials.record_revocation, key.digest))
     return key

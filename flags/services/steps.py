@@ -10,7 +10,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from evaluation import cache
+from evaluation import broadcast
 from flags import impact
 from flags.models import AuditEntry, Environment, Project
 from flags.roles import Action, authorize, bypasses_approval, check_indirect_write, person
@@ -107,7 +107,7 @@ def environments_changed(environment_ids: Iterable[int]) -> None:
         return
     Environment.objects.filter(pk__in=ids).update(version=F("version") + 1)
     versions = dict(Environment.objects.filter(pk__in=ids).values_list("pk", "version"))
-    transaction.on_commit(partial(cache.environments_changed, versions))
+    transaction.on_commit(partial(broadcast.environments_changed, versions))
 
 
 def _project_environment_ids(project: Project) -> list[int]:
