@@ -28,7 +28,9 @@ from django.conf import settings
 from django.core.cache import cache
 
 from evaluation import keys
+from evaluation.documents import build_document
 from evaluation.engine import Snapshot, compile_document
+from flags.models import Environment
 from flagsite import metrics
 from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
@@ -65,8 +67,6 @@ _broken: set[tuple[int, int]] = set()
 
 
 def _database_version(environment_id: int) -> int | None:
-    from flags.models import Environment
-
     with reaching(DATABASE):
         rows = Environment.objects.filter(pk=environment_id).values_list("version", flat=True)
         return rows.first()
@@ -120,8 +120,6 @@ def known_version(environment_id: int) -> int:
 
 
 def _load_document(environment_id: int, version: int) -> dict:
-    from evaluation.documents import build_document
-
     document = None
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
         document = cache.get(keys.document(environment_id, version))
