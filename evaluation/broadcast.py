@@ -25,7 +25,7 @@ import time
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from evaluation import keys
+from evaluation import cache, keys
 from flagsite.failures import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,12 @@ CLOSE: tuple[int, float | None] = (-1, None)
 POLL_SECONDS = 1.0
 SAFETY_POLL_SECONDS = 10.0
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def environments_changed(versions: dict[int, int]) -> None:
+    """After a commit: raise the cached versions, then tell every process and stream."""
+    cache.environments_changed(versions)
+    publish(versions)
 
 
 def publish(versions: dict[int, int]) -> None:
@@ -126,8 +132,6 @@ class Broadcaster:
     # --- announcements ------------------------------------------------------------------
 
     def announce(self, environment_id: int, version: int, at: float | None = None) -> None:
-        from evaluation import cache
-
         cache.mark_stale(environment_id)
         if version <= self.known.get(environment_id, 0):
             return
@@ -191,8 +195,6 @@ class Broadcaster:
                 log.exception("could not poll environment versions")
 
     async def _poll_once(self) -> None:
-        from evaluation import cache
-
         for environment_id in list(self.subscribers):
             try:
                 version = await sync_to_async(cache.current_version)(environment_id)

@@ -4,15 +4,16 @@ Its keys, `env:{id}:version` and `env:{id}:doc:{version}`, are built by evaluati
 with every other key of the shared cache.
 
 A change bumps the version in the database in the change's transaction; after the commit
-the service calls `environments_changed`, which raises the cached version. Each process
-keeps compiled snapshots in memory and asks the cache for the version at most every
-`VERSION_CHECK_SECONDS`; while it is unchanged no query reaches the database. When the
-shared cache fails, the process keeps serving its last snapshot and checks the version in
-the database instead, at the same bounded interval. When the database fails too (or the
-version cannot be read at all), it keeps serving its last snapshot: a snapshot is only ever
-replaced by a newer one. Only a process that holds no snapshot of the environment, and
-cannot build one from the cache, answers StoreUnavailable. Store failures are logged once
-per state change by flagsite.failures, not per request.
+the service calls `broadcast.environments_changed`, which raises the cached version here
+and publishes the change. Each process keeps compiled snapshots in memory and asks the
+cache for the version at most every `VERSION_CHECK_SECONDS`; while it is unchanged no
+query reaches the database. When the shared cache fails, the process keeps serving its
+last snapshot and checks the version in the database instead, at the same bounded
+interval. When the database fails too (or the version cannot be read at all), it keeps
+serving its last snapshot: a snapshot is only ever replaced by a newer one. Only a process
+that holds no snapshot of the environment, and cannot build one from the cache, answers
+StoreUnavailable. Store failures are logged once per state change by flagsite.failures,
+not per request.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from django.conf import settings
 from django.core.cache import cache
 
 from evaluation import keys
+from evaluation.documents import build_document
 from evaluation.engine import Snapshot, compile_document
+from flags.models import Environment
 from flagsite import metrics
 from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
@@ -64,8 +67,6 @@ _broken: set[tuple[int, int]] = set()
 
 
 def _database_version(environment_id: int) -> int | None:
-    from flags.models import Environment
-
     with reaching(DATABASE):
         rows = Environment.objects.filter(pk=environment_id).values_list("version", flat=True)
         return rows.first()
@@ -119,8 +120,6 @@ def known_version(environment_id: int) -> int:
 
 
 def _load_document(environment_id: int, version: int) -> dict:
-    from evaluation.documents import build_document
-
     document = None
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
         document = cache.get(keys.document(environment_id, version))
@@ -207,13 +206,11 @@ def document(environment_id: int) -> dict | None:
 
 
 def environments_changed(versions: dict[int, int]) -> None:
-    """After a commit: raise the shared versions, then tell every process and stream."""
-    from evaluation import broadcast
-
+    """After a commit: raise the shared versions and mark this process's snapshots stale
+    (`broadcast.environments_changed` then tells every process and stream)."""
     for environment_id, version in versions.items():
         _raise_cached_version(environment_id, version)
         mark_stale(environment_id)
-    broadcast.publish(versions)
 
 
 def mark_stale(environment_id: int) -> None:
@@ -221,13 +218,6 @@ def mark_stale(environment_id: int) -> None:
     entry = _entries.get(environment_id)
     if entry is not None:
         entry.checked_at = float("-inf")
-
-
-def api_key_revoked(digest: str) -> None:
-    """After a revoke commits: every process must see it within the revocation bound."""
-    from evaluation import credentials
-
-    credentials.record_revocation(digest)
 
 
 def clear_local() -> None:

@@ -8,12 +8,12 @@ what it resolved for `LOCAL_SECONDS`:
           (answers younger than SHARED_SECONDS) -> database
 
 Revocation bound: after a revoke commits, the revoked key is written to the shared cache
-(`evaluation.cache.api_key_revoked`), so other processes see it once their own copy is
-older than LOCAL_SECONDS. Even when a process re-caches the key between its database read
-and that write (a race), its entry counts as an answer for at most SHARED_SECONDS. A
-revoked key therefore stops working everywhere within `REVOCATION_BOUND_SECONDS` (5 s),
-usually within 2 s. Expiry is checked on every request against the cached `expires_at`, so
-it is exact.
+(`record_revocation`, which the service registers with `on_commit`), so other processes
+see it once their own copy is older than LOCAL_SECONDS. Even when a process re-caches the
+key between its database read and that write (a race), its entry counts as an answer for
+at most SHARED_SECONDS. A revoked key therefore stops working everywhere within
+`REVOCATION_BOUND_SECONDS` (5 s), usually within 2 s. Expiry is checked on every request
+against the cached `expires_at`, so it is exact.
 
 Outages: a shared entry of a known key stays in the cache for `KNOWN_SECONDS` although it
 counts as an answer for only SHARED_SECONDS: it is the last known credential. While the
@@ -28,6 +28,7 @@ while the database is away, so the credentials served are those of the moment it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -37,7 +38,6 @@ from django.utils import timezone
 
 from evaluation import keys
 from flags.models import ApiKey
-from flags.services import key_digest
 from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
 LOCAL_SECONDS = 2.0
@@ -59,6 +59,11 @@ CLIENT = ApiKey.Kind.CLIENT.value
 # copies, `wall_clock` for the age of shared entries (comparable across processes).
 clock = time.monotonic
 wall_clock = time.time
+
+
+def key_digest(secret: str) -> str:
+    # Keys carry 256 random bits, so one SHA-256 is enough: nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,11 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DataError, IntegrityError, connection, transaction
+from django.db.models import Count, Max, Min, Sum
 
 from evaluation import keys
 from evaluation.engine import ErrorCode, EvaluationResult
+from flags.models import Environment, ExposureCount
 from flagsite import metrics
 
 log = logging.getLogger(__name__)
@@ -218,8 +220,6 @@ def _to_database(counts: dict[Key, int], now: datetime | None = None) -> None:
     Should the batch still be refused for its data, each row is written on its own and
     the ones the database refuses are dropped (logged and counted), not the batch.
     """
-    from flags.models import Environment, ExposureCount
-
     counts = _storable(counts)
     now = now or datetime.now(UTC)
     existing = set(
@@ -321,10 +321,6 @@ def _parse_hash(key: str, fields: list[bytes]) -> dict[Key, int]:
 
 def exposure_series(environment_id: int, flag_key: str, since: datetime) -> list[dict[str, Any]]:
     """Evaluations per hour and variant since `since`, oldest first."""
-    from django.db.models import Sum
-
-    from flags.models import ExposureCount
-
     rows = (
         ExposureCount.objects.filter(
             environment_id=environment_id, flag_key=flag_key, hour__gte=since
@@ -337,10 +333,6 @@ def exposure_series(environment_id: int, flag_key: str, since: datetime) -> list
 
 
 def last_evaluated(environment_id: int, flag_key: str) -> datetime | None:
-    from django.db.models import Max
-
-    from flags.models import ExposureCount
-
     rows = ExposureCount.objects.filter(environment_id=environment_id, flag_key=flag_key)
     return rows.aggregate(last=Max("last_at"))["last"]
 
@@ -352,10 +344,6 @@ def stale_flags(project, days: int | None = None, now: datetime | None = None) -
     "One variant to everyone" means: evaluated since at least `days` days ago, and in each
     environment where it was evaluated during those days every evaluation got one variant.
     """
-    from django.db.models import Count, Min
-
-    from flags.models import ExposureCount
-
     days = days if days is not None else settings.STALE_FLAG_DAYS
     now = now or datetime.now(UTC)
     since = now - timedelta(days=days)

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from evaluation.documents import flag_state, segment_entry
-from flags import history, impact, services
+from flags import impact, services
 from flags.errors import NotFound
 from flags.models import (
     ChangeRequest,
@@ -126,7 +126,7 @@ def change_request_create(
     if not data:
         raise ValidationError({"changes": "propose at least one change"})
     base_state = flag_state(config.flag, config.environment)
-    proposed = history.change_preview(config=config, data=data)
+    proposed = services.change_preview(config=config, data=data)
     if proposed == base_state:
         raise ValidationError({"changes": "this changes nothing in the current configuration"})
     request = ChangeRequest.objects.create(
@@ -153,7 +153,7 @@ def _preview(project: Project, write, read, *, flag_keys=(), segment_keys=()) ->
     """What `write` would make of the object and of protected environments' answers.
 
     Written by the services as the system in a savepoint and rolled back, like
-    `history.change_preview`: their validation is the one that knows what is valid.
+    `services.change_preview`: their validation is the one that knows what is valid.
     """
     try:
         with transaction.atomic():
@@ -338,7 +338,7 @@ def change_request_rebase(
         request.config = config
         request.base_version = config.version
         request.base_state = flag_state(config.flag, config.environment)
-        request.proposed_state = history.change_preview(config=config, data=request.data)
+        request.proposed_state = services.change_preview(config=config, data=request.data)
     else:
         _rebase_indirect(request, actor, source)
     request.status = Status.OPEN

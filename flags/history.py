@@ -1,8 +1,8 @@
-"""Numbered versions of a flag's configuration in an environment: record, read, diff, restore.
+"""Numbered versions of a flag's configuration in an environment: record, read, diff.
 
 `flags.services.flag_config_update` records a version in the change's own transaction;
-restoring writes an old version's state back through it, so a restore is itself a new
-version with its own audit entry.
+restoring (`services.version_restore`) writes an old version's state back through it, so a
+restore is itself a new version with its own audit entry.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ValidationError
-from django.db import transaction
-
+from evaluation.documents import flag_state
 from flags.errors import NotFound
 from flags.models import FlagConfig, FlagConfigVersion
 
@@ -162,8 +160,6 @@ def versions_of(config: FlagConfig) -> list[dict]:
     rows = list(config.versions.order_by("version"))
     if not rows or rows[-1].version != config.version:
         # Never changed since it was created (or changed before history was recorded).
-        from evaluation.documents import flag_state
-
         current = FlagConfigVersion(
             config=config,
             version=config.version,
@@ -197,53 +193,3 @@ def version_state(config: FlagConfig, version: int) -> dict:
         if entry["version"] == version:
             return entry["state"]
     raise NotFound("version", version, within=str(config))
-
-
-# --- Restore ------------------------------------------------------------------------------
-
-
-def version_restore(
-    *,
-    config: FlagConfig,
-    version: int,
-    actor: Actor,
-    source: str,
-    expected_version: int | None = None,
-) -> FlagConfig:
-    """Write version `version` back: a new version, audited as a restore."""
-    # Imported here: the services record versions through this module.
-    from flags.services import flag_config_update
-
-    state = version_state(config, version)
-    if version == config.version:
-        raise ValidationError({"version": f"version {version} is the current configuration"})
-    return flag_config_update(
-        config=config,
-        data=state,
-        actor=actor,
-        source=source,
-        expected_version=expected_version,
-        action=f"restore v{version}",
-    )
-
-
-class _Preview(Exception):
-    def __init__(self, state: dict) -> None:
-        self.state = state
-
-
-def change_preview(*, config: FlagConfig, data: dict) -> dict:
-    """The state `data` would give the configuration now, validated by the services.
-
-    The change is written in a savepoint and rolled back: the services' validation is the
-    one place that knows what is valid, and nothing (audit, version, cache) survives it.
-    """
-    from evaluation.documents import flag_state
-    from flags.services import flag_config_update
-
-    try:
-        with transaction.atomic():
-            flag_config_update(config=config, data=data, actor=None, source="system")
-            raise _Preview(flag_state(config.flag, config.environment))
-    except _Preview as preview:
-        return preview.state

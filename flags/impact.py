@@ -9,6 +9,7 @@ services can hold such a change to the same gate as a direct write to those envi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -88,8 +89,6 @@ def read(
 
 
 def _text(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 

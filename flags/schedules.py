@@ -23,7 +23,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.http import Http404
 from django.utils import timezone
 
-from flags import approvals, history, services
+from flags import approvals, services
 from flags.models import ChangeRequest, FlagConfig, ScheduledChange
 from flags.roles import Action, authorize, check_direct_write
 
@@ -83,7 +83,7 @@ def schedule_create(
     _check_time(run_at, "at")
     if not data:
         raise ValidationError({"changes": "schedule at least one change"})
-    history.change_preview(config=config, data=data)
+    services.change_preview(config=config, data=data)
     change = _new_change(config, data, run_at, actor)
     _audit(config, "schedule", actor, source, after={"id": change.pk, "at": run_at.isoformat()})
     return change
@@ -140,7 +140,7 @@ def rollout_create(
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
     check_direct_write(actor, config.flag, config.environment)
     planned = rollout_steps(config, variant, towards, bucket_by, steps)
-    history.change_preview(config=config, data=planned[0][1])
+    services.change_preview(config=config, data=planned[0][1])
     rollout = uuid.uuid4().hex[:12]
     changes = [_new_change(config, data, at, actor, rollout) for at, data in planned]
     _audit(

@@ -20,7 +20,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html_join
 
 from evaluation import exposures
-from flags import approvals, history, schedules
+from flags import approvals, history, schedules, services
 from flags.admin.parameters import CheckedParametersAdmin, whole_number
 from flags.errors import NotFound
 from flags.models import ChangeRequest, FlagConfig
@@ -197,7 +197,7 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
         if "restore" in post:
             number = _posted_number(post, "restore")
             return (
-                lambda: history.version_restore(
+                lambda: services.version_restore(
                     config=config,
                     version=number,
                     actor=user,

@@ -15,7 +15,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from flags import approvals, history, schedules, selectors
+from flags import approvals, history, schedules, selectors, services
 from flags.api.serializers import (
     FlagConfigInputSerializer,
     InstantField,
@@ -203,7 +203,7 @@ class HistoryViewSet(FlagConfigViewSet):
     @extend_schema(request=RestoreSerializer, responses=OpenApiTypes.OBJECT)
     def restore(self, request: Request, number: int, **kwargs) -> Response:
         data = _parse(RestoreSerializer, request) if request.data else {}
-        config = history.version_restore(
+        config = services.version_restore(
             config=self._config(),
             version=number,
             actor=request.user,

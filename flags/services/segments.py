@@ -1,0 +1,154 @@
+"""Segments: who they match, and the flags that use them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+
+from evaluation.documents import segment_entry
+from flags import impact
+from flags.models import Project, Rule, Segment
+from flags.roles import Action, authorize
+from flags.services.steps import (
+    ConflictError,
+    _check_impact,
+    _project_environment_ids,
+    _save,
+    audit,
+    environments_changed,
+)
+
+if TYPE_CHECKING:
+    from flags.roles import Actor
+
+
+# --- Segments ---------------------------------------------------------------------------
+
+SEGMENT_FIELDS = ("name", "description", "conditions", "included", "excluded")
+
+
+def _segment_proposal(project: Project, key: str) -> str:
+    return f"POST /api/v1/projects/{project.key}/segments/{key}/change-requests"
+
+
+@transaction.atomic
+def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
+    authorize(actor, project, Action.EDIT_FLAGS)
+    segment = Segment(project=project, key=key, name=data.get("name") or key)
+    for field in SEGMENT_FIELDS[1:]:
+        if field in data:
+            setattr(segment, field, data[field])
+    # A rule may already ask for a segment of this key (it matched no one until now).
+    with impact.measured(project, segment_keys=[key]) as measurement:
+        _save(segment)
+    if measurement.changes:
+        _check_impact(
+            actor=actor,
+            measurement=measurement,
+            approved=False,
+            source=source,
+            proposal=_segment_proposal(project, key),
+        )
+    audit(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="segment",
+        obj_key=key,
+        project=project,
+        after=segment_entry(segment),
+    )
+    environments_changed(_project_environment_ids(project))
+    return segment
+
+
+@transaction.atomic
+def segment_update(
+    *,
+    segment: Segment,
+    data: dict,
+    actor: Actor,
+    source: str,
+    expected_version: int | None = None,
+    approved: bool = False,
+) -> Segment:
+    """Change a segment; where a protected environment's rules use it, that is a change to
+    what the environment serves and passes the same gate as a direct write to it."""
+    authorize(actor, segment.project, Action.EDIT_FLAGS)
+    if "key" in data and data["key"] != segment.key:
+        raise ValidationError({"key": "a segment's key cannot change once created"})
+    current = Segment.objects.select_for_update().filter(pk=segment.pk)
+    segment.version = current.values_list("version", flat=True).get()
+    if expected_version is not None and expected_version != segment.version:
+        raise ConflictError(
+            f"segment {segment.key} is at version {segment.version}, not {expected_version}: "
+            "reload and make your change again",
+            segment.version,
+        )
+    before = segment_entry(segment)
+    with impact.measured(segment.project, segment_keys=[segment.key]) as measurement:
+        for field in SEGMENT_FIELDS:
+            if field in data:
+                setattr(segment, field, data[field])
+        _save(segment)
+    after = segment_entry(segment)
+    if after == before:
+        return segment
+    if measurement.changes:
+        _check_impact(
+            actor=actor,
+            measurement=measurement,
+            approved=approved,
+            source=source,
+            proposal=_segment_proposal(segment.project, segment.key),
+        )
+    Segment.objects.filter(pk=segment.pk).update(version=F("version") + 1)
+    segment.refresh_from_db(fields=["version"])
+    audit(
+        actor=actor,
+        source=source,
+        action="update",
+        obj_type="segment",
+        obj_key=segment.key,
+        project=segment.project,
+        before=before,
+        after=after,
+    )
+    environments_changed(_project_environment_ids(segment.project))
+    return segment
+
+
+def segment_users(segment: Segment) -> list[str]:
+    """Keys of the flags whose rules refer to the segment, in any environment."""
+    flags = set()
+    for rule in Rule.objects.filter(flag__project_id=segment.project_id).select_related("flag"):
+        for condition in rule.conditions or []:
+            if condition.get("operator") == "in_segment" and segment.key in condition.get(
+                "values", []
+            ):
+                flags.add(rule.flag.key)
+    return sorted(flags)
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment, actor: Actor, source: str) -> None:
+    authorize(actor, segment.project, Action.EDIT_FLAGS)
+    users = segment_users(segment)
+    if users:
+        raise ValidationError({"key": f"segment is used by the rules of {', '.join(users)}"})
+    before = segment_entry(segment)
+    project = segment.project
+    segment.delete()
+    audit(
+        actor=actor,
+        source=source,
+        action="delete",
+        obj_type="segment",
+        obj_key=segment.key,
+        project=project,
+        before=before,
+    )
+    environments_changed(_project_environment_ids(project))
