@@ -15,6 +15,7 @@ Prints one line per check; exits 1 naming every failure.
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -91,6 +92,20 @@ def _rendered_documents(chart, values: dict) -> list[dict]:
     return documents
 
 
+def _check_drain(values_name: str, pod: dict) -> None:
+    """The API pod waits in preStop before SIGTERM and still has time for the server's drain."""
+    for container in pod["containers"]:
+        if container.get("args", [""])[0] != "serve":
+            continue
+        command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+        if not command or command[0] != "sleep":
+            raise Invalid(f"{values_name}: the api container has no preStop sleep")
+        settings = (REPO / "flagsite" / "gunicorn.py").read_text()
+        graceful_timeout = int(re.search(r"^graceful_timeout = (\d+)", settings, re.M).group(1))
+        if pod["terminationGracePeriodSeconds"] < int(command[1]) + graceful_timeout:
+            raise Invalid(f"{values_name}: terminationGracePeriodSeconds leaves no time to drain")
+
+
 def check_chart() -> str:
     import helm_python as helm
     from kubernetes_validate import utils as kubernetes
@@ -128,6 +143,7 @@ def check_chart() -> str:
                 if document.get("kind") == "Deployment":
                     containers = document["spec"]["template"]["spec"]["containers"]
                     schedulers += any(c.get("args", [""])[0] == "scheduler" for c in containers)
+                    _check_drain(values_file.name, document["spec"]["template"]["spec"])
         if schedulers != len(values_files):
             raise Invalid("a values file renders no Deployment running the scheduler")
     return (
