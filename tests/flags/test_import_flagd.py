@@ -12,12 +12,11 @@ import json
 import mmh3
 import pytest
 
-from evaluation.documents import build_document
-from evaluation.engine import compile_document
-from flags.importers import convert, import_from
+from flags.importers import convert
 from flags.models import Flag
 from tests import factories
 from tests.flags.command_line import run
+from tests.flags.importing import import_and_compile
 
 pytestmark = pytest.mark.django_db
 
@@ -109,18 +108,7 @@ def flagd_variant(value: str, buckets: list[list]) -> str:
 
 @pytest.fixture
 def imported():
-    project = factories.project("shop")
-    factories.environment(project, "production")
-    _, conversion = import_from(
-        source="flagd",
-        data=FLAGS,
-        project_key="shop",
-        environment_key="production",
-        actor=None,
-        door="system",
-    )
-    document = build_document(project.environments.get(key="production").pk)
-    return compile_document(document), conversion
+    return import_and_compile("flagd", FLAGS)
 
 
 def test_fractional_keeps_flagds_buckets(imported):

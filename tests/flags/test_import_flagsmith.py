@@ -11,11 +11,9 @@ import hashlib
 
 import pytest
 
-from evaluation.documents import build_document
-from evaluation.engine import compile_document
-from flags.importers import convert, import_from
+from flags.importers import convert
 from flags.models import Flag
-from tests import factories
+from tests.flags.importing import import_and_compile
 
 pytestmark = pytest.mark.django_db
 
@@ -132,18 +130,7 @@ def flagsmith_value(state_id: int, identity_key: str) -> str:
 
 @pytest.fixture
 def imported():
-    project = factories.project("shop")
-    factories.environment(project, "production")
-    _, conversion = import_from(
-        source="flagsmith",
-        data=ENVIRONMENT,
-        project_key="shop",
-        environment_key="production",
-        actor=None,
-        door="system",
-    )
-    document = build_document(project.environments.get(key="production").pk)
-    return compile_document(document), conversion
+    return import_and_compile("flagsmith", ENVIRONMENT)
 
 
 def test_multivariate_keeps_flagsmiths_buckets(imported):

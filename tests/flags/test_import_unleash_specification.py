@@ -16,10 +16,7 @@ from typing import Any
 
 import pytest
 
-from evaluation.documents import build_document
-from evaluation.engine import compile_document
-from flags.importers import import_from
-from tests import factories
+from tests.flags.importing import import_and_compile
 
 pytestmark = pytest.mark.django_db
 
@@ -132,18 +129,8 @@ def is_enabled(flag: dict[str, Any] | None, result: Any) -> bool:
 def run_file(name: str) -> tuple[list[str], list[tuple[str, str]], int]:
     """(failures, known failures that passed, assertions) of one specification file."""
     spec = json.loads((SPECIFICATIONS / name).read_text())
-    project = factories.project(f"unleash-{name[:2]}")
-    factories.environment(project, "production")
-    _, conversion = import_from(
-        source="unleash",
-        data=spec["state"],
-        project_key=project.key,
-        environment_key="production",
-        actor=None,
-        door="system",
-    )
-    document = build_document(project.environments.get(key="production").pk)
-    snapshot = compile_document(document)
+    snapshot, conversion = import_and_compile("unleash", spec["state"], f"unleash-{name[:2]}")
+    document = snapshot.document
     failures, fixed, count = [], [], 0
     for case in spec.get("tests", []):
         count += 1
