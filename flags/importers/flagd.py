@@ -57,7 +57,7 @@ def convert_flagd(data: Any) -> Conversion:
     evaluators = data.get("$evaluators") or {}
     if not isinstance(evaluators, dict):
         raise ValidationError({"$evaluators": "must be a JSON object"})
-    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    conversion = Conversion.empty()
     taken: set[str] = set()
     for name, flag in flags.items():
         try:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.core.exceptions import ValidationError
-
 from flags.importers.conversion import (
     Alternatives,
     Conversion,
@@ -22,6 +20,7 @@ from flags.importers.conversion import (
     absent,
     all_of,
     condition,
+    export_object,
     flag_key_of,
     present,
     require_list,
@@ -46,15 +45,13 @@ NUMERIC = {"gt", "gte", "lt", "lte"}
 
 
 def convert_flagsmith(data: Any) -> Conversion:
-    data = require_object(data, "document")
-    if "feature_states" not in data:
-        raise ValidationError({"feature_states": "a Flagsmith environment document lists them"})
+    data = export_object(data, "feature_states", "a Flagsmith environment document lists them")
     states = require_list(data.get("feature_states"), "feature_states")
     project = data.get("project") or {}
     segments = require_list(
         project.get("segments") if isinstance(project, dict) else None, "project.segments"
     )
-    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    conversion = Conversion.empty()
     taken: set[str] = set()
     for index, state in enumerate(states):
         state = require_object(state, f"feature_states[{index}]")

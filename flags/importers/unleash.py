@@ -27,6 +27,7 @@ from flags.importers.conversion import (
     absent,
     all_of,
     condition,
+    export_object,
     flag_key_of,
     present,
     require_list,
@@ -84,50 +85,53 @@ def _identity(value: Any, field_name: str) -> Identity:
 
 
 def _features_and_segments(data: Any) -> tuple[list[Any], Segments]:
-    data = require_object(data, "document")
-    if "events" in data:  # the delta API: apply its events in order
-        features: dict[Identity, dict[str, Any]] = {}
-        segments: Segments = {}
-        for index, event in enumerate(require_list(data["events"], "events")):
-            event = require_object(event, f"events[{index}]")
-            kind = event.get("type")
-            if kind == "hydration":
-                features = {
-                    _identity(f.get("name"), f"features[{position}].name"): f
-                    for position, f in enumerate(require_list(event.get("features"), "features"))
-                    if isinstance(f, dict)
-                }
-                segments = {
-                    _identity(s.get("id"), f"segments[{position}].id"): s
-                    for position, s in enumerate(require_list(event.get("segments"), "segments"))
-                    if isinstance(s, dict)
-                }
-            elif kind == "feature-updated":
-                feature = require_object(event.get("feature"), f"events[{index}].feature")
-                features[_identity(feature.get("name"), f"events[{index}].feature.name")] = feature
-            elif kind == "feature-removed":
-                name = _identity(event.get("featureName"), f"events[{index}].featureName")
-                features.pop(name, None)
-            elif kind == "segment-updated":
-                segment = require_object(event.get("segment"), f"events[{index}].segment")
-                segments[_identity(segment.get("id"), f"events[{index}].segment.id")] = segment
-            elif kind == "segment-removed":
-                segment_id = _identity(event.get("segmentId"), f"events[{index}].segmentId")
-                segments.pop(segment_id, None)
-        return list(features.values()), segments
-    if "features" not in data:
-        raise ValidationError({"features": "an Unleash export lists its features"})
+    if isinstance(data, dict) and "events" in data:  # the delta API
+        return _delta_events(data["events"])
+    data = export_object(data, "features", "an Unleash export lists its features")
     features_list = require_list(data["features"], "features")
-    segments = {}
+    segments: Segments = {}
     for index, segment in enumerate(require_list(data.get("segments"), "segments")):
         segment = require_object(segment, f"segments[{index}]")
         segments[_identity(segment.get("id"), f"segments[{index}].id")] = segment
     return features_list, segments
 
 
+def _delta_events(events: Any) -> tuple[list[Any], Segments]:
+    """The features and segments the delta API's events leave, applied in order."""
+    features: dict[Identity, dict[str, Any]] = {}
+    segments: Segments = {}
+    for index, event in enumerate(require_list(events, "events")):
+        event = require_object(event, f"events[{index}]")
+        kind = event.get("type")
+        if kind == "hydration":
+            features = {
+                _identity(f.get("name"), f"features[{position}].name"): f
+                for position, f in enumerate(require_list(event.get("features"), "features"))
+                if isinstance(f, dict)
+            }
+            segments = {
+                _identity(s.get("id"), f"segments[{position}].id"): s
+                for position, s in enumerate(require_list(event.get("segments"), "segments"))
+                if isinstance(s, dict)
+            }
+        elif kind == "feature-updated":
+            feature = require_object(event.get("feature"), f"events[{index}].feature")
+            features[_identity(feature.get("name"), f"events[{index}].feature.name")] = feature
+        elif kind == "feature-removed":
+            name = _identity(event.get("featureName"), f"events[{index}].featureName")
+            features.pop(name, None)
+        elif kind == "segment-updated":
+            segment = require_object(event.get("segment"), f"events[{index}].segment")
+            segments[_identity(segment.get("id"), f"events[{index}].segment.id")] = segment
+        elif kind == "segment-removed":
+            segment_id = _identity(event.get("segmentId"), f"events[{index}].segmentId")
+            segments.pop(segment_id, None)
+    return list(features.values()), segments
+
+
 def convert_unleash(data: Any) -> Conversion:
     features, segments = _features_and_segments(data)
-    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    conversion = Conversion.empty()
     taken: set[str] = set()
     names: dict[str, dict[str, Any]] = {}
     for index, feature in enumerate(features):
