@@ -1,9 +1,10 @@
 """Unleash: its client features API (and delta API) JSON as flags bucketed the Unleash way.
 
-An Unleash feature becomes one flag with `bucketing: unleash` and its name as the salt (the
-groupId of its variants). Each strategy becomes rules, in order; a constraint that Unleash
-makes true for a context without the attribute (`NOT_IN`, `inverted`) becomes one rule with
-the attribute and one without, since a condition here never matches an absent attribute.
+An Unleash feature becomes one flag with `bucketing: unleash` salted with the groupId its
+variants hash (the feature name, or the groupId of the strategies whose variants it serves).
+Each strategy becomes rules, in order; a constraint that Unleash makes true for a context
+without the attribute (`NOT_IN`, `inverted`) becomes one rule with the attribute and one
+without, since a condition here never matches an absent attribute.
 Context fields: Unleash's `userId` is the `targetingKey`; every other field (`sessionId`,
 `remoteAddress`, `environment`, `appName`, `currentTime`) and every property is an
 attribute of the same name.
@@ -229,22 +230,29 @@ def _flag(
     feature_variants = require_list(feature.get("variants"), "variants")
     strategies = require_list(feature.get("strategies"), "strategies")
     rules: list[dict[str, Any]] = []
+    groups: set[str] = set()  # the groupIds that weighted variant choices hash
     if not strategies:  # Unleash: a feature without strategies is on for everyone
-        default = _servings(name, feature_variants, name, on, [])
+        choice = _Choice(feature_variants, name, _stickiness_of(feature_variants), on, groups)
+        default = choice.rules([])
         rules.extend(default[:-1])
         default_serve = default[-1]["serve"]
     else:
         for strategy in strategies:
             strategy = require_object(strategy, "strategies[]")
-            rules.extend(_strategy_rules(name, strategy, feature_variants, segments, on))
+            rules.extend(_strategy_rules(name, strategy, feature_variants, segments, on, groups))
         default_serve = {"variant": off}
+    if len(groups) > 1:
+        raise Unsupported(
+            f"its variants are chosen by several groupIds ({', '.join(sorted(groups))}): "
+            "a flag has one bucketing salt"
+        )
     for index, rule in enumerate(rules, start=1):
         rule["id"] = str(index)
     prerequisites = _prerequisites(feature, shapes, keys, features)
     return {
         "type": "boolean" if boolean else "json",
         "enabled": enabled,
-        "salt": name,
+        "salt": next(iter(groups), name),  # the groupId its variants hash, as in Unleash
         "bucketing": "unleash",
         "variants": [{"key": "on", "value": True}, {"key": "off", "value": False}]
         if boolean
@@ -300,6 +308,7 @@ def _strategy_rules(
     feature_variants: list[Any],
     segments: Segments,
     on: str,
+    groups: set[str],
 ) -> list[dict[str, Any]]:
     parameters = strategy.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -316,18 +325,15 @@ def _strategy_rules(
     alternatives = all_of(parts)
     strategy_variants = require_list(strategy.get("variants"), "variants")
     if strategy_variants:
-        group = parameters.get("groupId") or name
-        if group != name and sum(1 for v in strategy_variants if _weight(v) > 0) > 1:
-            raise Unsupported(
-                f"a strategy's variants are grouped by {group!r}, not the flag name: "
-                "one bucketing salt per flag"
-            )
-        variants = strategy_variants
+        # Unleash: a strategy's own variants hash its groupId, by its stickiness.
+        group = str(parameters.get("groupId") or name)
+        stickiness = parameters.get("stickiness") or _stickiness_of(strategy_variants)
+        choice = _Choice(strategy_variants, group, stickiness, on, groups)
     else:
-        variants = feature_variants
+        choice = _Choice(feature_variants, name, _stickiness_of(feature_variants), on, groups)
     rules = []
     for conditions in alternatives:
-        rules.extend(_servings(name, variants, name, on, conditions))
+        rules.extend(choice.rules(conditions))
     return rules
 
 
@@ -338,54 +344,73 @@ def _weight(variant: Any) -> int:
     return weight
 
 
-def _servings(
-    name: str, variants: list[Any], group: str, on: str, conditions: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The rules serving Unleash's variant choice once `conditions` (the strategy) hold.
+def _stickiness_of(variants: list[Any]) -> Any:
+    """Unleash: a feature's variants are chosen by the first variant's stickiness."""
+    first = variants[0] if variants and isinstance(variants[0], dict) else {}
+    return first.get("stickiness") or "default"
 
-    Overrides first, then the weighted choice by the first variant's stickiness: `default`
-    reads userId, then sessionId. A context without the stickiness value gets a random
-    variant in Unleash; here it gets the first variant with a weight, every time.
-    """
-    weighted = [(v, _weight(v)) for v in variants]
-    if sum(weight for _, weight in weighted) <= 0:
-        return [{"conditions": conditions, "serve": {"variant": on}}]
-    rules = []
-    for variant, _ in weighted:
-        for override in require_list(variant.get("overrides"), "overrides"):
-            override = require_object(override, "overrides[]")
-            values = [str(v) for v in require_list(override.get("values"), "values")]
-            if values:
-                attribute = attribute_of(override.get("contextName"))
-                rules.append(
-                    {
-                        "conditions": [*conditions, condition(attribute, "in", values)],
-                        "serve": {"variant": variant["name"].lower()},
-                    }
-                )
-    served = [(v["name"].lower(), w) for v, w in weighted if w > 0]
-    if len(served) == 1:
+
+class _Choice:
+    """Unleash's choice of a variant among weighted ones: its groupId and stickiness."""
+
+    def __init__(
+        self, variants: list[Any], group: str, stickiness: Any, on: str, groups: set[str]
+    ) -> None:
+        self.weighted = [(v, _weight(v)) for v in variants]
+        self.group = group
+        self.stickiness = stickiness if isinstance(stickiness, str) else "default"
+        self.on = on
+        self.groups = groups
+
+    def rules(self, conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rules serving the choice once `conditions` (the strategy) hold.
+
+        Overrides first, then the weighted choice by the stickiness: `default` reads userId,
+        then sessionId. A context without the stickiness value gets a random variant in
+        Unleash; here it gets the first variant with a weight, every time.
+        """
+        weighted = self.weighted
+        if sum(weight for _, weight in weighted) <= 0:
+            return [{"conditions": conditions, "serve": {"variant": self.on}}]
+        rules = []
+        for variant, _ in weighted:
+            for override in require_list(variant.get("overrides"), "overrides"):
+                override = require_object(override, "overrides[]")
+                values = [str(v) for v in require_list(override.get("values"), "values")]
+                if values:
+                    attribute = attribute_of(override.get("contextName"))
+                    rules.append(
+                        {
+                            "conditions": [*conditions, condition(attribute, "in", values)],
+                            "serve": {"variant": variant["name"].lower()},
+                        }
+                    )
+        served = [(v["name"].lower(), w) for v, w in weighted if w > 0]
+        if len(served) == 1:
+            rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
+            return rules
+        self.groups.add(self.group)
+        entries = [{"variant": key, "weight": weight} for key, weight in weighted_names(weighted)]
+        if self.stickiness == "default":
+            by_session = [*conditions, absent("targetingKey"), present("sessionId")]
+            rules.append(
+                {
+                    "conditions": [*conditions, present("targetingKey")],
+                    "serve": _rollout("targetingKey", entries),
+                }
+            )
+            rules.append({"conditions": by_session, "serve": _rollout("sessionId", entries)})
+        else:
+            attribute = attribute_of(self.stickiness)
+            rules.append(
+                {
+                    "conditions": [*conditions, present(attribute)],
+                    "serve": _rollout(attribute, entries),
+                }
+            )
+        # Without a stickiness value Unleash draws a variant at random: here, the first one.
         rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
         return rules
-    entries = [{"variant": key, "weight": weight} for key, weight in weighted_names(weighted)]
-    stickiness = weighted[0][0].get("stickiness") or "default"
-    if stickiness == "default":
-        by_session = [*conditions, absent("targetingKey"), present("sessionId")]
-        rules.append(
-            {
-                "conditions": [*conditions, present("targetingKey")],
-                "serve": _rollout("targetingKey", entries),
-            }
-        )
-        rules.append({"conditions": by_session, "serve": _rollout("sessionId", entries)})
-    else:
-        attribute = attribute_of(stickiness)
-        rules.append(
-            {"conditions": [*conditions, present(attribute)], "serve": _rollout(attribute, entries)}
-        )
-    # Without a stickiness value Unleash draws a variant at random: here, the first one.
-    rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
-    return rules
 
 
 def weighted_names(weighted: list[tuple[dict[str, Any], int]]) -> list[tuple[str, int]]:
