@@ -11,7 +11,7 @@ from typing import Any
 
 import re2
 
-from .bucketing import bucket_value_of, unleash_normalized
+from .bucketing import RANDOM_ATTRIBUTE, bucket_value_of, unleash_normalized
 from .dates import timestamp
 from .errors import DocumentError
 from .semver import parse_version
@@ -20,6 +20,8 @@ from .text import require_text
 Context = Mapping[str, Any]
 Predicate = Callable[[Context], bool]
 ValueTest = Callable[[Any], bool]
+# A fresh random bucket value at each call: what the `$random` attribute reads.
+Draw = Callable[[], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,11 +519,14 @@ def check_condition(
 # --- compilation --------------------------------------------------------------------------
 
 
-def attribute_getter(attribute: str) -> Callable[[Context], Any]:
+def attribute_getter(attribute: str, draw: Draw | None = None) -> Callable[[Context], Any]:
     """A lookup of `attribute`: the exact key first, then a dotted path into nested objects.
 
-    A missing attribute and an attribute whose value is null both read as None.
+    A missing attribute and an attribute whose value is null both read as None. With a
+    `draw`, the `$random` attribute is not read from the context: each read draws anew.
     """
+    if draw is not None and attribute == RANDOM_ATTRIBUTE:
+        return lambda context: draw()
     if "." not in attribute:
         return lambda context: context.get(attribute)
     parts = tuple(attribute.split("."))
@@ -540,8 +545,13 @@ def attribute_getter(attribute: str) -> Callable[[Context], Any]:
     return get
 
 
-def bind_condition(parsed: ParsedCondition, segments: Mapping[str, Predicate]) -> Predicate:
-    """The predicate of a parsed condition; `segments` must hold every key it names."""
+def bind_condition(
+    parsed: ParsedCondition, segments: Mapping[str, Predicate], draw: Draw | None = None
+) -> Predicate:
+    """The predicate of a parsed condition; `segments` must hold every key it names.
+
+    With a `draw`, a condition on `$random` tests a value drawn anew at each evaluation.
+    """
     flip = parsed.flip
     if parsed.operator == "in_segment":
         members = tuple(segments[key] for key in parsed.segment_keys)
@@ -555,6 +565,11 @@ def bind_condition(parsed: ParsedCondition, segments: Mapping[str, Predicate]) -
         return in_segment
     attribute = parsed.attribute
     assert attribute is not None
+    if draw is not None and attribute == RANDOM_ATTRIBUTE:
+        get = attribute_getter(attribute, draw)
+        if parsed.test is None:
+            return _presence_condition(get, flip)
+        return _path_attribute_condition(get, parsed.test, flip)
     if parsed.test is None:  # exists / not_exists: the only operators that see absence
         return _presence_condition(attribute_getter(attribute), flip)
     if "." not in attribute:

@@ -18,6 +18,7 @@ from typing import Any, cast
 from django.core.exceptions import ValidationError
 
 from evaluation.engine import DocumentError
+from evaluation.engine.bucketing import RANDOM_ATTRIBUTE
 from evaluation.engine.conditions import compile_pattern
 from evaluation.engine.dates import timestamp
 from evaluation.engine.semver import parse_version
@@ -56,6 +57,8 @@ SINGLE_VALUE_OPERATORS = {
     "SEMVER_GTE": "semver_gte",
     "SEMVER_LTE": "semver_lte",
 }
+# Unleash's `default` stickiness of a variant choice: the first of these the context has.
+DEFAULT_VARIANT_STICKINESS = ("targetingKey", "sessionId", "remoteAddress")
 NEVER: Alternatives = []  # a constraint no context satisfies
 ALWAYS: Alternatives = [[]]
 
@@ -366,8 +369,8 @@ class _Choice:
         """The rules serving the choice once `conditions` (the strategy) hold.
 
         Overrides first, then the weighted choice by the stickiness: `default` reads userId,
-        then sessionId. A context without the stickiness value gets a random variant in
-        Unleash; here it gets the first variant with a weight, every time.
+        then sessionId, then remoteAddress. A context without the stickiness value, and the
+        `random` stickiness, get a variant drawn at random at each evaluation, as in Unleash.
         """
         weighted = self.weighted
         if sum(weight for _, weight in weighted) <= 0:
@@ -391,25 +394,23 @@ class _Choice:
             return rules
         self.groups.add(self.group)
         entries = [{"variant": key, "weight": weight} for key, weight in weighted_names(weighted)]
-        if self.stickiness == "default":
-            by_session = [*conditions, absent("targetingKey"), present("sessionId")]
-            rules.append(
-                {
-                    "conditions": [*conditions, present("targetingKey")],
-                    "serve": _rollout("targetingKey", entries),
-                }
-            )
-            rules.append({"conditions": by_session, "serve": _rollout("sessionId", entries)})
+        if self.stickiness == "random":
+            attributes = []
+        elif self.stickiness == "default":
+            attributes = list(DEFAULT_VARIANT_STICKINESS)
         else:
-            attribute = attribute_of(self.stickiness)
+            attributes = [attribute_of(self.stickiness)]
+        before: list[dict[str, Any]] = []  # the attributes a context lacks to get this far
+        for attribute in attributes:
             rules.append(
                 {
-                    "conditions": [*conditions, present(attribute)],
+                    "conditions": [*conditions, *before, present(attribute)],
                     "serve": _rollout(attribute, entries),
                 }
             )
-        # Without a stickiness value Unleash draws a variant at random: here, the first one.
-        rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
+            before.append(absent(attribute))
+        # Without a stickiness value Unleash hashes a random string: a random variant.
+        rules.append({"conditions": conditions, "serve": _rollout(RANDOM_ATTRIBUTE, entries)})
         return rules
 
 
@@ -455,30 +456,32 @@ def _strategy_test(name: str, kind: Any, parameters: dict[str, Any]) -> Alternat
     if kind == "gradualRolloutSessionId":
         return _gradual(group, _percentage(parameters.get("percentage")), "sessionId")
     if kind == "gradualRolloutRandom":
-        return _random(_percentage(parameters.get("percentage")))
+        return _random(group, _percentage(parameters.get("percentage")))
     if kind == "flexibleRollout":
         percentage = _percentage(parameters.get("rollout"))
         stickiness = parameters.get("stickiness") or "default"
         if stickiness == "random":
-            return _random(percentage)
+            return _random(group, percentage)
         if stickiness != "default":
             return _gradual(group, percentage, attribute_of(stickiness))
         if percentage <= 0:
             return NEVER
         user = _gradual(group, percentage, "targetingKey")[0]
         session = [absent("targetingKey"), *_gradual(group, percentage, "sessionId")[0]]
-        # Neither: Unleash draws at random, which only 100% answers the same every time.
-        neither = [[absent("targetingKey"), absent("sessionId")]] if percentage >= 100 else []
+        # Neither: Unleash draws at random.
+        lacking = [absent("targetingKey"), absent("sessionId")]
+        neither = [[*lacking, *alternative] for alternative in _random(group, percentage)]
         return [user, session, *neither]
     raise Unsupported(f"strategy {kind!r} is not one of Unleash's built-in strategies")
 
 
-def _random(percentage: float) -> Alternatives:
+def _random(group: str, percentage: float) -> Alternatives:
+    """A rollout drawn at random at each evaluation, as Unleash's `random` stickiness."""
     if percentage <= 0:
         return NEVER
     if percentage >= 100:
         return ALWAYS
-    raise Unsupported("a random rollout between 0% and 100% gives no user a stable answer")
+    return [[condition(RANDOM_ATTRIBUTE, "unleash_percentage", [group, percentage])]]
 
 
 def _remote_address(text: str) -> Alternatives:

@@ -7,9 +7,13 @@ over the cumulative weights. Nothing calls the engine's bucketing.
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import mmh3
 import pytest
 
+from evaluation.engine import compile_document
 from flags.importers import convert
 from flags.models import Flag
 from tests.flags.importing import import_and_compile
@@ -54,6 +58,26 @@ FEATURES = {
             "enabled": True,
             "strategies": [strategy("tb", variant("x", 1), variant("y", 1), stickiness="tenant")],
         },
+        # Random stickiness: a new draw at every evaluation.
+        {
+            "name": "random-rollout",
+            "enabled": True,
+            "strategies": [
+                {"name": "flexibleRollout", "parameters": {"rollout": "30", "stickiness": "random"}}
+            ],
+        },
+        {
+            "name": "random-gradual",
+            "enabled": True,
+            "strategies": [{"name": "gradualRolloutRandom", "parameters": {"percentage": "60"}}],
+        },
+        # Default stickiness: userId, sessionId, remoteAddress, else a random variant.
+        {
+            "name": "banner",
+            "enabled": True,
+            "strategies": [{"name": "default"}],
+            "variants": [variant("blue", 50), variant("red", 50)],
+        },
         # Two groupIds for one flag's choices: one salt cannot give both.
         {
             "name": "two-groups",
@@ -91,6 +115,47 @@ def test_strategy_variants_follow_the_strategys_stickiness(imported):
         expected = unleash_variant("tb", tenant, [("x", 1), ("y", 1)])
         result = snapshot.evaluate("tenant-banner", {"targetingKey": "same", "tenant": tenant})
         assert result.value["name"] == expected, tenant
+
+
+DRAWS = 3_000
+
+
+def shares(snapshot, key: str, context: dict) -> Counter:
+    """How often each answer comes back for the same context, with a seeded generator."""
+    seeded = compile_document(snapshot.document, generator=random.Random(11))
+    counts: Counter = Counter()
+    for _ in range(DRAWS):
+        value = seeded.evaluate(key, context).value
+        counts[value["name"] if isinstance(value, dict) else value] += 1
+    return counts
+
+
+def test_random_stickiness_draws_at_every_evaluation(imported):
+    snapshot, _ = imported
+    rollout = shares(snapshot, "random-rollout", {"targetingKey": "one-user"})
+    assert 0.26 < rollout[True] / DRAWS < 0.34
+    gradual = shares(snapshot, "random-gradual", {})
+    assert 0.55 < gradual[True] / DRAWS < 0.65
+
+
+def test_variants_without_a_stickiness_value_are_drawn_at_random(imported):
+    snapshot, _ = imported
+    counts = shares(snapshot, "banner", {"appName": "shop"})
+    assert set(counts) == {"blue", "red"}
+    assert 0.45 < counts["blue"] / DRAWS < 0.55
+
+
+def test_default_variant_stickiness_falls_back_to_the_remote_address(imported):
+    snapshot, _ = imported
+    for index in range(100):
+        address = f"10.0.{index}.7"
+        expected = unleash_variant("banner", address, [("blue", 50), ("red", 50)])
+        answer = snapshot.evaluate("banner", {"remoteAddress": address}).value["name"]
+        assert answer == expected, address
+        with_session = snapshot.evaluate("banner", {"remoteAddress": address, "sessionId": "s"})
+        assert with_session.value["name"] == unleash_variant(
+            "banner", "s", [("blue", 50), ("red", 50)]
+        )
 
 
 def test_a_flag_choosing_by_two_group_ids_is_skipped_with_the_reason(imported):
