@@ -11,7 +11,7 @@ from typing import Any
 
 import re2
 
-from .bucketing import RANDOM_ATTRIBUTE, bucket_value_of, unleash_normalized
+from .bucketing import RANDOM_ATTRIBUTE, bucket_value_of, flagsmith_percentage, unleash_normalized
 from .dates import timestamp
 from .errors import DocumentError
 from .semver import parse_version
@@ -203,6 +203,27 @@ def _build_unleash_percentage(values: list[Any]) -> ValueTest:
         if text is None:
             return False
         return unleash_normalized(group_id, text) <= percentage
+
+    return test
+
+
+def _build_flagsmith_percentage(values: list[Any]) -> ValueTest:
+    """Flagsmith's PERCENTAGE_SPLIT: `[segmentId, percentage]`, in when the hashed
+    percentage of the segment id and the value (MD5 of `"{segmentId},{value}"`,
+    `% 9999 / 9998 * 100`) is at most the percentage."""
+    if len(values) != 2 or values[0].__class__ is not str:
+        raise DocumentError("values", "flagsmith_percentage takes [segmentId, percentage]")
+    segment_id = require_text(values[0], "values", "the segment id")
+    raw = values[1]
+    if not _is_number(raw) or not 0 <= raw <= 100:
+        raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
+    percentage = float(raw)
+
+    def test(value: Any) -> bool:
+        text = bucket_value_of(value)
+        if text is None:
+            return False
+        return flagsmith_percentage((segment_id, text)) <= percentage
 
     return test
 
@@ -436,6 +457,11 @@ _register(
     "unleash_percentage",
     "is in Unleash's gradual rollout [groupId, percentage]",
     _build_unleash_percentage,
+)
+_register(
+    "flagsmith_percentage",
+    "is in Flagsmith's percentage split [segmentId, percentage]",
+    _build_flagsmith_percentage,
 )
 
 OPERATORS: Mapping[str, Operator] = MappingProxyType({k: v[0] for k, v in _SPECS.items()})
