@@ -187,45 +187,40 @@ def _build_case_insensitive(name: str) -> Callable[[list[Any]], ValueTest]:
     return build
 
 
-def _build_unleash_percentage(values: list[Any]) -> ValueTest:
-    """Unleash's gradual rollout: `[groupId, percentage]`, in when the normalized value is
-    at most the percentage (MurmurHash3 seed 0 of `"{groupId}:{value}"`, `% 100 + 1`)."""
-    if len(values) != 2 or values[0].__class__ is not str:
-        raise DocumentError("values", "unleash_percentage takes [groupId, percentage]")
-    group_id = require_text(values[0], "values", "the groupId")
-    raw = values[1]
-    if not _is_number(raw) or not 0 <= raw <= 100:
-        raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
-    percentage = float(raw)
+def _build_percentage(
+    name: str, first: str, percentage_of: Callable[[str, str], float]
+) -> Callable[[list[Any]], ValueTest]:
+    """A system's percentage rollout as a condition, `[first, percentage]`: in when the
+    system's hashed percentage of `first` and the value is at most the percentage."""
 
-    def test(value: Any) -> bool:
-        text = bucket_value_of(value)
-        if text is None:
-            return False
-        return unleash_normalized(group_id, text) <= percentage
+    def build(values: list[Any]) -> ValueTest:
+        if len(values) != 2 or values[0].__class__ is not str:
+            raise DocumentError("values", f"{name} takes [{first}, percentage]")
+        key = require_text(values[0], "values", f"the {first}")
+        raw = values[1]
+        if not _is_number(raw) or not 0 <= raw <= 100:
+            raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
+        percentage = float(raw)
 
-    return test
+        def test(value: Any) -> bool:
+            text = bucket_value_of(value)
+            if text is None:
+                return False
+            return percentage_of(key, text) <= percentage
+
+        return test
+
+    return build
 
 
-def _build_flagsmith_percentage(values: list[Any]) -> ValueTest:
-    """Flagsmith's PERCENTAGE_SPLIT: `[segmentId, percentage]`, in when the hashed
-    percentage of the segment id and the value (MD5 of `"{segmentId},{value}"`,
-    `% 9999 / 9998 * 100`) is at most the percentage."""
-    if len(values) != 2 or values[0].__class__ is not str:
-        raise DocumentError("values", "flagsmith_percentage takes [segmentId, percentage]")
-    segment_id = require_text(values[0], "values", "the segment id")
-    raw = values[1]
-    if not _is_number(raw) or not 0 <= raw <= 100:
-        raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
-    percentage = float(raw)
-
-    def test(value: Any) -> bool:
-        text = bucket_value_of(value)
-        if text is None:
-            return False
-        return flagsmith_percentage((segment_id, text)) <= percentage
-
-    return test
+# Unleash's gradual rollout: MurmurHash3 seed 0 of `"{groupId}:{value}"`, `% 100 + 1`.
+_build_unleash_percentage = _build_percentage("unleash_percentage", "groupId", unleash_normalized)
+# Flagsmith's PERCENTAGE_SPLIT: MD5 of `"{segmentId},{value}"`, `% 9999 / 9998 * 100`.
+_build_flagsmith_percentage = _build_percentage(
+    "flagsmith_percentage",
+    "segmentId",
+    lambda segment_id, value: flagsmith_percentage((segment_id, value)),
+)
 
 
 def _regex_options() -> re2.Options:

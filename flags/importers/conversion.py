@@ -66,6 +66,17 @@ def export_object(data: Any, required: str, message: str) -> dict[str, Any]:
     return data
 
 
+def percentage(value: Any, what: str) -> int | float:
+    """A percentage from 0 to 100 given as a number or its text; Unsupported otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Unsupported(f"{what} is not a number: {value!r}") from None
+    if not 0 <= number <= 100:
+        raise Unsupported(f"{what} is not from 0 to 100: {value!r}")
+    return int(number) if number.is_integer() else number
+
+
 def require_list(value: Any, field_name: str) -> list[Any]:
     if value is None:
         return []

@@ -25,6 +25,7 @@ from flags.importers.conversion import (
     condition,
     export_object,
     flag_key_of,
+    percentage,
     present,
     require_list,
     require_object,
@@ -254,14 +255,7 @@ def _percentage_split(segment_id: Any, trait: Any, value: Any) -> Alternatives:
     condition's value."""
     if not isinstance(segment_id, int | str) or isinstance(segment_id, bool) or segment_id == "":
         raise Unsupported("a PERCENTAGE_SPLIT condition's segment has no id, which it hashes")
-    try:
-        percentage = float(value)
-    except (TypeError, ValueError):
-        raise Unsupported(f"PERCENTAGE_SPLIT takes a percentage, not {value!r}") from None
-    if not 0 <= percentage <= 100:
-        raise Unsupported(f"PERCENTAGE_SPLIT takes a percentage from 0 to 100, not {value!r}")
-    typed = int(percentage) if percentage.is_integer() else percentage
-    values = [str(segment_id), typed]
+    values = [str(segment_id), percentage(value, "a PERCENTAGE_SPLIT's value")]
     if not isinstance(trait, str) or not trait:
         return [[condition(IDENTITY_KEY, "flagsmith_percentage", values)]]
     return [

@@ -31,6 +31,7 @@ from flags.importers.conversion import (
     condition,
     export_object,
     flag_key_of,
+    percentage,
     present,
     require_list,
     require_object,
@@ -426,13 +427,7 @@ def _rollout(attribute: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _percentage(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise Unsupported(f"a rollout percentage is not a number: {value!r}") from None
-    if not 0 <= number <= 100:
-        raise Unsupported(f"a rollout percentage is not from 0 to 100: {value!r}")
-    return int(number) if number.is_integer() else number
+    return percentage(value, "a rollout percentage")
 
 
 def _gradual(group: str, percentage: float, attribute: str) -> Alternatives:

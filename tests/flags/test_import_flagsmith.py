@@ -393,9 +393,9 @@ def test_hostile_identity_overrides_are_json_400s(text, words):
 @pytest.mark.parametrize(
     "condition, reason",
     [
-        ({"operator": "PERCENTAGE_SPLIT", "value": "half"}, "takes a percentage"),
+        ({"operator": "PERCENTAGE_SPLIT", "value": "half"}, "is not a number"),
         ({"operator": "PERCENTAGE_SPLIT", "value": "150"}, "from 0 to 100"),
-        ({"operator": "PERCENTAGE_SPLIT", "value": ["50"]}, "takes a percentage"),
+        ({"operator": "PERCENTAGE_SPLIT", "value": ["50"]}, "is not a number"),
         ({"operator": "PERCENTAGE_SPLIT", "value": "1e400"}, "from 0 to 100"),
     ],
 )
