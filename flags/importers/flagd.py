@@ -221,7 +221,10 @@ def _fractional(flag: _Flag, arguments: list[Any]) -> dict[str, Any]:
 
 def _bucketing_value(flag: _Flag, node: Any) -> tuple[str, str]:
     """(attribute, salt) of a bucketing expression: {"cat": [prefix, {"var": X}]}."""
-    if isinstance(node, dict) and set(node) == {"var"}:
+    bare = isinstance(node, dict) and set(node) == {"var"}
+    if isinstance(node, dict) and set(node) == {"cat"} and isinstance(node["cat"], list):
+        bare = bare or (len(node["cat"]) == 2 and node["cat"][0] == "")
+    if bare:
         # flagd hashes the bare value; a flag's salt here is never empty (empty is its key).
         raise Unsupported(
             "its fractional hashes a bare var without a prefix, which a salt cannot express "
