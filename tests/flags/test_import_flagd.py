@@ -95,15 +95,19 @@ FLAGS = {
 }
 
 
-def flagd_variant(value: str, buckets: list[list]) -> str:
-    total = sum(weight for _, weight in buckets)
-    point = (mmh3.hash(value.encode(), 0, signed=False) * total) >> 32
+def walk(point: int, buckets: list[list]) -> str:
+    """The first bucket whose cumulative weight exceeds the point."""
     cumulative = 0
     for name, weight in buckets:
         cumulative += weight
         if point < cumulative:
             return name
     raise AssertionError(point)
+
+
+def flagd_variant(value: str, buckets: list[list]) -> str:
+    total = sum(weight for _, weight in buckets)
+    return walk((mmh3.hash(value.encode(), 0, signed=False) * total) >> 32, buckets)
 
 
 @pytest.fixture
@@ -244,13 +248,8 @@ EXAMPLE_WEIGHTS = [["red", 50], ["blue", 20], ["green", 30]]
 
 
 def flagd_v1_variant(value: str, buckets: list[list]) -> str:
-    point = int(abs(mmh3.hash(value.encode(), 0, signed=True)) / 2_147_483_647 * 100)
-    cumulative = 0
-    for name, weight in buckets:
-        cumulative += weight
-        if point < cumulative:
-            return name
-    raise AssertionError(point)
+    """flagd's bucketing before the integer one: weights that are percentages."""
+    return walk(int(abs(mmh3.hash(value.encode(), 0, signed=True)) / 2_147_483_647 * 100), buckets)
 
 
 @pytest.mark.parametrize("email", DOCUMENTED)
