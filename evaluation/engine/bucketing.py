@@ -6,11 +6,16 @@ scheme is that system's published algorithm (see docs/evaluation.md#bucketing):
 
 - `flagd`: MurmurHash3 x86_32, seed 0, of salt + value; bucket `(hash * total) >> 32`;
 - `unleash`: MurmurHash3 x86_32, seed 86028157, of `"{salt}:{value}"`; `hash % total + 1`
-  walked over the cumulative weights (the salt is Unleash's groupId, the flag name);
+  walked over the cumulative weights (the salt is Unleash's groupId: the feature name, or
+  the groupId of the strategy whose variants the flag serves);
 - `launchdarkly`: the first 15 hex digits of SHA-1 of `"{flagKey}.{salt}.{value}"` divided by
   0xFFFFFFFFFFFFFFF, walked over the cumulative weights on a 100,000 scale;
 - `flagsmith`: MD5 of `"{salt},{value}"` as an integer, `% 9999 / 9998 * 100`, walked over
   the cumulative weights as percentages of the total.
+
+Where a system draws at random (Unleash's `random` stickiness), the bucket value is the
+`$random` attribute, which the snapshot draws anew at each read from a generator it is
+given: nothing here holds state or reads the clock.
 
 Every hash gets UTF-8 bytes encoded here: a string that is not valid Unicode raises
 UnicodeEncodeError instead of reaching C code that crashes on it.
@@ -26,6 +31,8 @@ from collections.abc import Callable, Sequence
 import mmh3
 
 SCHEMES = ("flagd", "unleash", "launchdarkly", "flagsmith")
+# The attribute that is never read from the context: each read is a fresh random value.
+RANDOM_ATTRIBUTE = "$random"
 UNLEASH_VARIANT_SEED = 86028157
 LAUNCHDARKLY_SCALE = 100_000
 _LD_LONG_SCALE = float(0xFFFFFFFFFFFFFFF)

@@ -11,7 +11,7 @@ from typing import Any
 
 import re2
 
-from .bucketing import bucket_value_of, unleash_normalized
+from .bucketing import RANDOM_ATTRIBUTE, bucket_value_of, flagsmith_percentage, unleash_normalized
 from .dates import timestamp
 from .errors import DocumentError
 from .semver import parse_version
@@ -20,6 +20,8 @@ from .text import require_text
 Context = Mapping[str, Any]
 Predicate = Callable[[Context], bool]
 ValueTest = Callable[[Any], bool]
+# A fresh random bucket value at each call: what the `$random` attribute reads.
+Draw = Callable[[], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,24 +187,40 @@ def _build_case_insensitive(name: str) -> Callable[[list[Any]], ValueTest]:
     return build
 
 
-def _build_unleash_percentage(values: list[Any]) -> ValueTest:
-    """Unleash's gradual rollout: `[groupId, percentage]`, in when the normalized value is
-    at most the percentage (MurmurHash3 seed 0 of `"{groupId}:{value}"`, `% 100 + 1`)."""
-    if len(values) != 2 or values[0].__class__ is not str:
-        raise DocumentError("values", "unleash_percentage takes [groupId, percentage]")
-    group_id = require_text(values[0], "values", "the groupId")
-    raw = values[1]
-    if not _is_number(raw) or not 0 <= raw <= 100:
-        raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
-    percentage = float(raw)
+def _build_percentage(
+    name: str, first: str, percentage_of: Callable[[str, str], float]
+) -> Callable[[list[Any]], ValueTest]:
+    """A system's percentage rollout as a condition, `[first, percentage]`: in when the
+    system's hashed percentage of `first` and the value is at most the percentage."""
 
-    def test(value: Any) -> bool:
-        text = bucket_value_of(value)
-        if text is None:
-            return False
-        return unleash_normalized(group_id, text) <= percentage
+    def build(values: list[Any]) -> ValueTest:
+        if len(values) != 2 or values[0].__class__ is not str:
+            raise DocumentError("values", f"{name} takes [{first}, percentage]")
+        key = require_text(values[0], "values", f"the {first}")
+        raw = values[1]
+        if not _is_number(raw) or not 0 <= raw <= 100:
+            raise DocumentError("values", f"a percentage is a number from 0 to 100, got {raw!r}")
+        percentage = float(raw)
 
-    return test
+        def test(value: Any) -> bool:
+            text = bucket_value_of(value)
+            if text is None:
+                return False
+            return percentage_of(key, text) <= percentage
+
+        return test
+
+    return build
+
+
+# Unleash's gradual rollout: MurmurHash3 seed 0 of `"{groupId}:{value}"`, `% 100 + 1`.
+_build_unleash_percentage = _build_percentage("unleash_percentage", "groupId", unleash_normalized)
+# Flagsmith's PERCENTAGE_SPLIT: MD5 of `"{segmentId},{value}"`, `% 9999 / 9998 * 100`.
+_build_flagsmith_percentage = _build_percentage(
+    "flagsmith_percentage",
+    "segmentId",
+    lambda segment_id, value: flagsmith_percentage((segment_id, value)),
+)
 
 
 def _regex_options() -> re2.Options:
@@ -435,6 +453,11 @@ _register(
     "is in Unleash's gradual rollout [groupId, percentage]",
     _build_unleash_percentage,
 )
+_register(
+    "flagsmith_percentage",
+    "is in Flagsmith's percentage split [segmentId, percentage]",
+    _build_flagsmith_percentage,
+)
 
 OPERATORS: Mapping[str, Operator] = MappingProxyType({k: v[0] for k, v in _SPECS.items()})
 
@@ -517,11 +540,14 @@ def check_condition(
 # --- compilation --------------------------------------------------------------------------
 
 
-def attribute_getter(attribute: str) -> Callable[[Context], Any]:
+def attribute_getter(attribute: str, draw: Draw | None = None) -> Callable[[Context], Any]:
     """A lookup of `attribute`: the exact key first, then a dotted path into nested objects.
 
-    A missing attribute and an attribute whose value is null both read as None.
+    A missing attribute and an attribute whose value is null both read as None. With a
+    `draw`, the `$random` attribute is not read from the context: each read draws anew.
     """
+    if draw is not None and attribute == RANDOM_ATTRIBUTE:
+        return lambda context: draw()
     if "." not in attribute:
         return lambda context: context.get(attribute)
     parts = tuple(attribute.split("."))
@@ -540,8 +566,13 @@ def attribute_getter(attribute: str) -> Callable[[Context], Any]:
     return get
 
 
-def bind_condition(parsed: ParsedCondition, segments: Mapping[str, Predicate]) -> Predicate:
-    """The predicate of a parsed condition; `segments` must hold every key it names."""
+def bind_condition(
+    parsed: ParsedCondition, segments: Mapping[str, Predicate], draw: Draw | None = None
+) -> Predicate:
+    """The predicate of a parsed condition; `segments` must hold every key it names.
+
+    With a `draw`, a condition on `$random` tests a value drawn anew at each evaluation.
+    """
     flip = parsed.flip
     if parsed.operator == "in_segment":
         members = tuple(segments[key] for key in parsed.segment_keys)
@@ -555,6 +586,11 @@ def bind_condition(parsed: ParsedCondition, segments: Mapping[str, Predicate]) -
         return in_segment
     attribute = parsed.attribute
     assert attribute is not None
+    if draw is not None and attribute == RANDOM_ATTRIBUTE:
+        get = attribute_getter(attribute, draw)
+        if parsed.test is None:
+            return _presence_condition(get, flip)
+        return _path_attribute_condition(get, parsed.test, flip)
     if parsed.test is None:  # exists / not_exists: the only operators that see absence
         return _presence_condition(attribute_getter(attribute), flip)
     if "." not in attribute:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from .bucketing import MAX_TOTAL_WEIGHT, SCHEMES, TABLE_LIMIT, bucket, bucket_value_of, chooser
+from .bucketing import (
+    MAX_TOTAL_WEIGHT,
+    SCHEMES,
+    TABLE_LIMIT,
+    bucket,
+    bucket_value_of,
+    chooser,
+)
 from .conditions import (
     Context,
+    Draw,
     Predicate,
     all_of,
     attribute_getter,
@@ -109,6 +118,7 @@ def _compile_serving(
     scheme: str,
     reason: str,
     rule_id: str | None,
+    draw: Draw,
 ) -> EvaluationResult | Serve:
     """A fixed result for a variant serving, or a function of the context for a rollout."""
     variant, bucket_by, weights = _parse_serving(serving, list(results))
@@ -116,7 +126,7 @@ def _compile_serving(
         return _with(results[variant], reason, rule_id)
     entries = tuple(_with(results[key], Reason.SPLIT, rule_id) for key, _ in weights)
     total = sum(weight for _, weight in weights)
-    get = attribute_getter(bucket_by)
+    get = attribute_getter(bucket_by, draw)
     if bucket_by == "targetingKey":
         missing = error_result(
             flag_key, ErrorCode.TARGETING_KEY_MISSING, "a rollout needs a targetingKey"
@@ -266,6 +276,7 @@ def _compile_flag(
     key: str,
     flag: Mapping[str, Any],
     segments: Mapping[str, Predicate | DocumentError],
+    draw: Draw,
 ) -> CompiledFlag:
     """Compile one (non-archived) flag; raises DocumentError naming the broken field."""
     compiled = CompiledFlag(key)
@@ -298,7 +309,7 @@ def _compile_flag(
     compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
     compiled.targets = _compile_targets(_optional_list(flag, "targets"), results)
     compiled.rules = _compile_rules(
-        _optional_list(flag, "rules"), results, segments, key, salt, scheme
+        _optional_list(flag, "rules"), results, segments, key, salt, scheme, draw
     )
     try:
         compiled.default = _compile_serving(
@@ -309,6 +320,7 @@ def _compile_flag(
             scheme=scheme,
             reason=Reason.DEFAULT,
             rule_id=None,
+            draw=draw,
         )
     except DocumentError as exc:
         raise exc.within("defaultServe") from None
@@ -408,6 +420,7 @@ def _compile_rules(
     flag_key: str,
     salt: str,
     scheme: str,
+    draw: Draw,
 ) -> tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...]:
     rules: list[tuple[Predicate, EvaluationResult | None, Serve | None]] = []
     for index, entry in enumerate(entries):
@@ -422,7 +435,7 @@ def _compile_rules(
         predicates = []
         for position, condition in enumerate(conditions):
             try:
-                predicates.append(_compile_condition(condition, segments))
+                predicates.append(_compile_condition(condition, segments, draw))
             except DocumentError as exc:
                 raise exc.within(f"{field}.conditions[{position}]") from None
         try:
@@ -434,6 +447,7 @@ def _compile_rules(
                 scheme=scheme,
                 reason=Reason.TARGETING_MATCH,
                 rule_id=rule_id,
+                draw=draw,
             )
         except DocumentError as exc:
             raise exc.within(f"{field}.serve") from None
@@ -445,20 +459,20 @@ def _compile_rules(
 
 
 def _compile_condition(
-    condition: object, segments: Mapping[str, Predicate | DocumentError]
+    condition: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
 ) -> Predicate:
     parsed = parse_condition(condition, segments)
     for segment_key in parsed.segment_keys:
         segment = segments[segment_key]
         if isinstance(segment, DocumentError):
             raise DocumentError("values", f"segment {segment_key!r} is invalid: {segment}")
-    return bind_condition(parsed, segments)  # type: ignore[arg-type]
+    return bind_condition(parsed, segments, draw)  # type: ignore[arg-type]
 
 
 # --- segments -----------------------------------------------------------------------------
 
 
-def _compile_segment(segment: object) -> Predicate:
+def _compile_segment(segment: object, draw: Draw) -> Predicate:
     segment = _require_mapping(segment, "")
     included = frozenset(_string_list(segment, "included"))
     excluded = frozenset(_string_list(segment, "excluded"))
@@ -470,7 +484,7 @@ def _compile_segment(segment: object) -> Predicate:
             parsed = parse_condition(condition, allow_in_segment=False)
         except DocumentError as exc:
             raise exc.within(f"conditions[{position}]") from None
-        predicates.append(bind_condition(parsed, {}))
+        predicates.append(bind_condition(parsed, {}, draw))
     rule = all_of(predicates) if predicates else None
 
     def matches(context: Context) -> bool:
@@ -620,8 +634,14 @@ def _refusal(context: object) -> str | None:
     return None
 
 
-def compile_document(document: dict[str, Any]) -> Snapshot:
+def compile_document(
+    document: dict[str, Any], *, generator: random.Random | None = None
+) -> Snapshot:
     """Compile a flag document into a snapshot.
+
+    `generator` is where the snapshot draws the value of the `$random` attribute, anew at
+    every read (see docs/evaluation.md): by default a `random.Random` of the snapshot's own;
+    pass a seeded one for answers that repeat.
 
     A broken flag does not stop the others: it evaluates to an error with PARSE_ERROR and
     details naming the field. Only a document that is not an object with a `flags` object
@@ -643,22 +663,29 @@ def compile_document(document: dict[str, Any]) -> Snapshot:
         raw_segments = {}
     if not isinstance(raw_segments, Mapping):
         raise DocumentError("segments", "must be an object")
+    draw = _drawing(generator if generator is not None else random.Random())
     segments: dict[str, Predicate | DocumentError] = {}
     for segment_key, segment in raw_segments.items():
         try:
             if segment_key.__class__ is str and not is_text(segment_key):
                 raise DocumentError("", f"the segment key {INVALID_TEXT}")
-            segments[segment_key] = _compile_segment(segment)
+            segments[segment_key] = _compile_segment(segment, draw)
         except DocumentError as exc:
             segments[segment_key] = exc
     compiled = {}
     for key, flag in flags.items():
-        compiled[key] = _compile_or_error(key, flag, segments)
+        compiled[key] = _compile_or_error(key, flag, segments, draw)
     return Snapshot(document, version, compiled)
 
 
+def _drawing(generator: random.Random) -> Draw:
+    """A fresh bucket value at every call: 64 random bits, as a string like any value."""
+    getrandbits = generator.getrandbits
+    return lambda: str(getrandbits(64))
+
+
 def _compile_or_error(
-    key: str, flag: object, segments: Mapping[str, Predicate | DocumentError]
+    key: str, flag: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
 ) -> CompiledFlag:
     if isinstance(flag, Mapping) and flag.get("archived") is True:
         archived = CompiledFlag(key)
@@ -672,7 +699,7 @@ def _compile_or_error(
         archived_field = flag.get("archived", False)
         if archived_field is not None and archived_field.__class__ is not bool:
             raise DocumentError("archived", "must be true or false")
-        return _compile_flag(key, flag, segments)
+        return _compile_flag(key, flag, segments, draw)
     except DocumentError as exc:
         broken = CompiledFlag(key)
         broken.error = error_result(key, ErrorCode.PARSE_ERROR, f"flag {key!r}: {exc}")

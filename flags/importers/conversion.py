@@ -27,6 +27,11 @@ class Conversion:
     skipped: dict[str, str] = field(default_factory=dict)  # foreign name -> reason
     keys: dict[str, str] = field(default_factory=dict)  # foreign name -> flag key
 
+    @classmethod
+    def empty(cls) -> Conversion:
+        """A conversion of no flags yet: the importer adds them one by one."""
+        return cls({"schemaVersion": 1, "flags": {}, "segments": {}})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "flags": len(self.document["flags"]),
@@ -47,6 +52,29 @@ def flag_key_of(name: Any, taken: set[str]) -> str:
     if key in taken:
         raise Unsupported(f"its key {key!r} is another flag's, ignoring case")
     return key
+
+
+def export_object(data: Any, required: str, message: str) -> dict[str, Any]:
+    """The export as a JSON object holding `required`; a ValidationError naming it otherwise.
+
+    What every importer checks first, so that a file of another system (or no export at
+    all) is a clean error naming what is missing, not a conversion of nothing.
+    """
+    data = require_object(data, "document")
+    if required not in data:
+        raise ValidationError({required: message})
+    return data
+
+
+def percentage(value: Any, what: str) -> int | float:
+    """A percentage from 0 to 100 given as a number or its text; Unsupported otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Unsupported(f"{what} is not a number: {value!r}") from None
+    if not 0 <= number <= 100:
+        raise Unsupported(f"{what} is not from 0 to 100: {value!r}")
+    return int(number) if number.is_integer() else number
 
 
 def require_list(value: Any, field_name: str) -> list[Any]:

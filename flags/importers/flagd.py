@@ -57,7 +57,7 @@ def convert_flagd(data: Any) -> Conversion:
     evaluators = data.get("$evaluators") or {}
     if not isinstance(evaluators, dict):
         raise ValidationError({"$evaluators": "must be a JSON object"})
-    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    conversion = Conversion.empty()
     taken: set[str] = set()
     for name, flag in flags.items():
         try:
@@ -221,7 +221,10 @@ def _fractional(flag: _Flag, arguments: list[Any]) -> dict[str, Any]:
 
 def _bucketing_value(flag: _Flag, node: Any) -> tuple[str, str]:
     """(attribute, salt) of a bucketing expression: {"cat": [prefix, {"var": X}]}."""
-    if isinstance(node, dict) and set(node) == {"var"}:
+    bare = isinstance(node, dict) and set(node) == {"var"}
+    if isinstance(node, dict) and set(node) == {"cat"} and isinstance(node["cat"], list):
+        bare = bare or (len(node["cat"]) == 2 and node["cat"][0] == "")
+    if bare:
         # flagd hashes the bare value; a flag's salt here is never empty (empty is its key).
         raise Unsupported(
             "its fractional hashes a bare var without a prefix, which a salt cannot express "

@@ -5,8 +5,9 @@ variants' values are exactly that answer (`{"enabled": true, "value": "blue"}`).
 overrides become rules in their priority order (a segment's rules in disjunctive form);
 multivariate options become a rollout with `bucketing: flagsmith`, salted with the feature
 state's id, bucketed by the `identityKey` attribute: the identity's key as Flagsmith hashes it
-(`{environment key}_{identifier}` for identities evaluated locally). Traits are attributes of
-the same name; the identifier is the `targetingKey`.
+(`{environment key}_{identifier}` for identities evaluated locally), which PERCENTAGE_SPLIT
+conditions hash with their segment's id. Traits are attributes of the same name; the
+identifier is the `targetingKey`, so identity overrides become targets.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from flags.importers.conversion import (
     absent,
     all_of,
     condition,
+    export_object,
     flag_key_of,
+    percentage,
     present,
     require_list,
     require_object,
 )
+from flags.validation import MAX_TARGET_KEYS
 
 # Percentages are kept to the thousandth: a weight is an allocation times SCALE.
 SCALE = 1000
@@ -46,15 +50,14 @@ NUMERIC = {"gt", "gte", "lt", "lte"}
 
 
 def convert_flagsmith(data: Any) -> Conversion:
-    data = require_object(data, "document")
-    if "feature_states" not in data:
-        raise ValidationError({"feature_states": "a Flagsmith environment document lists them"})
+    data = export_object(data, "feature_states", "a Flagsmith environment document lists them")
     states = require_list(data.get("feature_states"), "feature_states")
     project = data.get("project") or {}
     segments = require_list(
         project.get("segments") if isinstance(project, dict) else None, "project.segments"
     )
-    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    overrides = _identity_overrides(data.get("identity_overrides"))
+    conversion = Conversion.empty()
     taken: set[str] = set()
     for index, state in enumerate(states):
         state = require_object(state, f"feature_states[{index}]")
@@ -66,19 +69,59 @@ def convert_flagsmith(data: Any) -> Conversion:
             key = flag_key_of(name, taken)
             name = cast(str, name)  # flag_key_of takes a non-empty string only
             entry = _flag(name, feature, state, segments)
+            entry["targets"] = _targets(entry["variants"], overrides.get(feature.get("id"), []))
         except Unsupported as reason:
             conversion.skipped[str(name)] = str(reason)
             continue
         taken.add(key)
         conversion.keys[name] = key
         conversion.document["flags"][key] = entry
-    identities = data.get("identity_overrides")
-    if isinstance(identities, list) and identities:
-        conversion.skipped["(identity overrides)"] = (
-            f"{len(identities)} identity overrides are not imported: targets here choose a "
-            "variant, not a value per identity"
-        )
     return conversion
+
+
+# An identity's override of one feature: (identifier, its feature state).
+Override = tuple[str, dict[str, Any]]
+
+
+def _identity_overrides(identities: Any) -> dict[Any, list[Override]]:
+    """The identity overrides of each feature id, in the document's order."""
+    by_feature: dict[Any, list[Override]] = {}
+    for index, identity in enumerate(require_list(identities, "identity_overrides")):
+        field = f"identity_overrides[{index}]"
+        identity = require_object(identity, field)
+        identifier = identity.get("identifier")
+        if not isinstance(identifier, str) or not identifier:
+            raise ValidationError({f"{field}.identifier": "must be a non-empty string"})
+        states = require_list(identity.get("identity_features"), f"{field}.identity_features")
+        for position, state in enumerate(states):
+            state = require_object(state, f"{field}.identity_features[{position}]")
+            feature_id = _object(state.get("feature")).get("id")
+            if isinstance(feature_id, int | str) and not isinstance(feature_id, bool):
+                by_feature.setdefault(feature_id, []).append((identifier, state))
+    return by_feature
+
+
+def _targets(variants: list[dict[str, Any]], overrides: list[Override]) -> list[dict[str, Any]]:
+    """Identity overrides as targets: each identifier gets the variant of its answer (one
+    made for an answer no variant gives); the first override of an identifier wins."""
+    keys: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for identifier, state in overrides:
+        if require_list(state.get("multivariate_feature_state_values"), "mv values"):
+            raise Unsupported(
+                "an identity override with its own multivariate values cannot be expressed"
+            )
+        answer = _answer(state)
+        key = next((v["key"] for v in variants if v["value"] == answer), None)
+        if key is None:
+            key = f"identity-{sum(1 for v in variants if v['key'].startswith('identity-'))}"
+            variants.append({"key": key, "value": answer})
+        if identifier not in seen:
+            seen.add(identifier)
+            keys.setdefault(key, []).append(identifier)
+    if any(len(identifiers) > MAX_TARGET_KEYS for identifiers in keys.values()):
+        raise Unsupported(f"more than {MAX_TARGET_KEYS} identities override it with one answer")
+    return [{"variant": key, "values": identifiers} for key, identifiers in keys.items()]
 
 
 def _answer(state: dict[str, Any], value: Any = None) -> dict[str, Any]:
@@ -172,15 +215,18 @@ def _multivariate(state: dict[str, Any], variants: list[dict[str, Any]], control
 
 
 def _segment(segment: dict[str, Any]) -> Alternatives:
-    parts = [_rule(rule) for rule in require_list(segment.get("rules"), "segment rules")]
+    segment_id = segment.get("id")
+    rules = require_list(segment.get("rules"), "segment rules")
+    parts = [_rule(rule, segment_id) for rule in rules]
     return all_of(parts) if parts else []
 
 
-def _rule(rule: Any) -> Alternatives:
+def _rule(rule: Any, segment_id: Any) -> Alternatives:
     rule = require_object(rule, "rules[]")
     kind = rule.get("type")
-    parts = [_condition(c) for c in require_list(rule.get("conditions"), "conditions")]
-    parts += [_rule(r) for r in require_list(rule.get("rules"), "rules")]
+    conditions = require_list(rule.get("conditions"), "conditions")
+    parts = [_condition(c, segment_id) for c in conditions]
+    parts += [_rule(r, segment_id) for r in require_list(rule.get("rules"), "rules")]
     if kind == "ALL":
         return all_of(parts)
     if kind == "ANY":
@@ -203,9 +249,26 @@ def _rule(rule: Any) -> Alternatives:
     raise Unsupported(f"a segment rule of type {kind!r}")
 
 
-def _condition(item: Any) -> Alternatives:
+def _percentage_split(segment_id: Any, trait: Any, value: Any) -> Alternatives:
+    """Flagsmith's PERCENTAGE_SPLIT: the hashed percentage of the segment id and the
+    identity key (or the trait the condition names, when the context has it) at most the
+    condition's value."""
+    if not isinstance(segment_id, int | str) or isinstance(segment_id, bool) or segment_id == "":
+        raise Unsupported("a PERCENTAGE_SPLIT condition's segment has no id, which it hashes")
+    values = [str(segment_id), percentage(value, "a PERCENTAGE_SPLIT's value")]
+    if not isinstance(trait, str) or not trait:
+        return [[condition(IDENTITY_KEY, "flagsmith_percentage", values)]]
+    return [
+        [condition(trait, "flagsmith_percentage", values)],
+        [absent(trait), condition(IDENTITY_KEY, "flagsmith_percentage", values)],
+    ]
+
+
+def _condition(item: Any, segment_id: Any) -> Alternatives:
     item = require_object(item, "conditions[]")
     operator, trait, value = item.get("operator"), item.get("property_"), item.get("value")
+    if operator == "PERCENTAGE_SPLIT":
+        return _percentage_split(segment_id, trait, value)
     if not isinstance(trait, str) or not trait:
         raise Unsupported(f"a {operator} condition names no trait")
     if operator == "IS_SET":

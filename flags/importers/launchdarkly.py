@@ -20,6 +20,7 @@ from flags.importers.conversion import (
     RolloutEntry,
     Unsupported,
     condition,
+    export_object,
     flag_key_of,
     require_list,
     require_object,
@@ -69,8 +70,7 @@ def _flags_and_segments(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
             if isinstance(s, dict) and isinstance(s.get("key"), str)
         }
         return flags, segments
-    if "flags" not in data:
-        raise ValidationError({"flags": "a LaunchDarkly export holds flags (or REST items)"})
+    data = export_object(data, "flags", "a LaunchDarkly export holds flags (or REST items)")
     flag_map = require_object(data["flags"], "flags")
     segments = data.get("segments") or {}
     if not isinstance(segments, dict):
@@ -82,7 +82,7 @@ def _flags_and_segments(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
 
 def convert_launchdarkly(data: Any) -> Conversion:
     flags, raw_segments = _flags_and_segments(data)
-    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    conversion = Conversion.empty()
     segments: dict[str, dict[str, Any] | str] = {}
     for key, segment in raw_segments.items():
         try:

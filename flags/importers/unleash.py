@@ -1,9 +1,10 @@
 """Unleash: its client features API (and delta API) JSON as flags bucketed the Unleash way.
 
-An Unleash feature becomes one flag with `bucketing: unleash` and its name as the salt (the
-groupId of its variants). Each strategy becomes rules, in order; a constraint that Unleash
-makes true for a context without the attribute (`NOT_IN`, `inverted`) becomes one rule with
-the attribute and one without, since a condition here never matches an absent attribute.
+An Unleash feature becomes one flag with `bucketing: unleash` salted with the groupId its
+variants hash (the feature name, or the groupId of the strategies whose variants it serves).
+Each strategy becomes rules, in order; a constraint that Unleash makes true for a context
+without the attribute (`NOT_IN`, `inverted`) becomes one rule with the attribute and one
+without, since a condition here never matches an absent attribute.
 Context fields: Unleash's `userId` is the `targetingKey`; every other field (`sessionId`,
 `remoteAddress`, `environment`, `appName`, `currentTime`) and every property is an
 attribute of the same name.
@@ -17,6 +18,7 @@ from typing import Any, cast
 from django.core.exceptions import ValidationError
 
 from evaluation.engine import DocumentError
+from evaluation.engine.bucketing import RANDOM_ATTRIBUTE
 from evaluation.engine.conditions import compile_pattern
 from evaluation.engine.dates import timestamp
 from evaluation.engine.semver import parse_version
@@ -27,7 +29,9 @@ from flags.importers.conversion import (
     absent,
     all_of,
     condition,
+    export_object,
     flag_key_of,
+    percentage,
     present,
     require_list,
     require_object,
@@ -54,6 +58,8 @@ SINGLE_VALUE_OPERATORS = {
     "SEMVER_GTE": "semver_gte",
     "SEMVER_LTE": "semver_lte",
 }
+# Unleash's `default` stickiness of a variant choice: the first of these the context has.
+DEFAULT_VARIANT_STICKINESS = ("targetingKey", "sessionId", "remoteAddress")
 NEVER: Alternatives = []  # a constraint no context satisfies
 ALWAYS: Alternatives = [[]]
 
@@ -84,50 +90,53 @@ def _identity(value: Any, field_name: str) -> Identity:
 
 
 def _features_and_segments(data: Any) -> tuple[list[Any], Segments]:
-    data = require_object(data, "document")
-    if "events" in data:  # the delta API: apply its events in order
-        features: dict[Identity, dict[str, Any]] = {}
-        segments: Segments = {}
-        for index, event in enumerate(require_list(data["events"], "events")):
-            event = require_object(event, f"events[{index}]")
-            kind = event.get("type")
-            if kind == "hydration":
-                features = {
-                    _identity(f.get("name"), f"features[{position}].name"): f
-                    for position, f in enumerate(require_list(event.get("features"), "features"))
-                    if isinstance(f, dict)
-                }
-                segments = {
-                    _identity(s.get("id"), f"segments[{position}].id"): s
-                    for position, s in enumerate(require_list(event.get("segments"), "segments"))
-                    if isinstance(s, dict)
-                }
-            elif kind == "feature-updated":
-                feature = require_object(event.get("feature"), f"events[{index}].feature")
-                features[_identity(feature.get("name"), f"events[{index}].feature.name")] = feature
-            elif kind == "feature-removed":
-                name = _identity(event.get("featureName"), f"events[{index}].featureName")
-                features.pop(name, None)
-            elif kind == "segment-updated":
-                segment = require_object(event.get("segment"), f"events[{index}].segment")
-                segments[_identity(segment.get("id"), f"events[{index}].segment.id")] = segment
-            elif kind == "segment-removed":
-                segment_id = _identity(event.get("segmentId"), f"events[{index}].segmentId")
-                segments.pop(segment_id, None)
-        return list(features.values()), segments
-    if "features" not in data:
-        raise ValidationError({"features": "an Unleash export lists its features"})
+    if isinstance(data, dict) and "events" in data:  # the delta API
+        return _delta_events(data["events"])
+    data = export_object(data, "features", "an Unleash export lists its features")
     features_list = require_list(data["features"], "features")
-    segments = {}
+    segments: Segments = {}
     for index, segment in enumerate(require_list(data.get("segments"), "segments")):
         segment = require_object(segment, f"segments[{index}]")
         segments[_identity(segment.get("id"), f"segments[{index}].id")] = segment
     return features_list, segments
 
 
+def _delta_events(events: Any) -> tuple[list[Any], Segments]:
+    """The features and segments the delta API's events leave, applied in order."""
+    features: dict[Identity, dict[str, Any]] = {}
+    segments: Segments = {}
+    for index, event in enumerate(require_list(events, "events")):
+        event = require_object(event, f"events[{index}]")
+        kind = event.get("type")
+        if kind == "hydration":
+            features = {
+                _identity(f.get("name"), f"features[{position}].name"): f
+                for position, f in enumerate(require_list(event.get("features"), "features"))
+                if isinstance(f, dict)
+            }
+            segments = {
+                _identity(s.get("id"), f"segments[{position}].id"): s
+                for position, s in enumerate(require_list(event.get("segments"), "segments"))
+                if isinstance(s, dict)
+            }
+        elif kind == "feature-updated":
+            feature = require_object(event.get("feature"), f"events[{index}].feature")
+            features[_identity(feature.get("name"), f"events[{index}].feature.name")] = feature
+        elif kind == "feature-removed":
+            name = _identity(event.get("featureName"), f"events[{index}].featureName")
+            features.pop(name, None)
+        elif kind == "segment-updated":
+            segment = require_object(event.get("segment"), f"events[{index}].segment")
+            segments[_identity(segment.get("id"), f"events[{index}].segment.id")] = segment
+        elif kind == "segment-removed":
+            segment_id = _identity(event.get("segmentId"), f"events[{index}].segmentId")
+            segments.pop(segment_id, None)
+    return list(features.values()), segments
+
+
 def convert_unleash(data: Any) -> Conversion:
     features, segments = _features_and_segments(data)
-    conversion = Conversion({"schemaVersion": 1, "flags": {}, "segments": {}})
+    conversion = Conversion.empty()
     taken: set[str] = set()
     names: dict[str, dict[str, Any]] = {}
     for index, feature in enumerate(features):
@@ -225,22 +234,29 @@ def _flag(
     feature_variants = require_list(feature.get("variants"), "variants")
     strategies = require_list(feature.get("strategies"), "strategies")
     rules: list[dict[str, Any]] = []
+    groups: set[str] = set()  # the groupIds that weighted variant choices hash
     if not strategies:  # Unleash: a feature without strategies is on for everyone
-        default = _servings(name, feature_variants, name, on, [])
+        choice = _Choice(feature_variants, name, _stickiness_of(feature_variants), on, groups)
+        default = choice.rules([])
         rules.extend(default[:-1])
         default_serve = default[-1]["serve"]
     else:
         for strategy in strategies:
             strategy = require_object(strategy, "strategies[]")
-            rules.extend(_strategy_rules(name, strategy, feature_variants, segments, on))
+            rules.extend(_strategy_rules(name, strategy, feature_variants, segments, on, groups))
         default_serve = {"variant": off}
+    if len(groups) > 1:
+        raise Unsupported(
+            f"its variants are chosen by several groupIds ({', '.join(sorted(groups))}): "
+            "a flag has one bucketing salt"
+        )
     for index, rule in enumerate(rules, start=1):
         rule["id"] = str(index)
     prerequisites = _prerequisites(feature, shapes, keys, features)
     return {
         "type": "boolean" if boolean else "json",
         "enabled": enabled,
-        "salt": name,
+        "salt": next(iter(groups), name),  # the groupId its variants hash, as in Unleash
         "bucketing": "unleash",
         "variants": [{"key": "on", "value": True}, {"key": "off", "value": False}]
         if boolean
@@ -296,6 +312,7 @@ def _strategy_rules(
     feature_variants: list[Any],
     segments: Segments,
     on: str,
+    groups: set[str],
 ) -> list[dict[str, Any]]:
     parameters = strategy.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -312,18 +329,15 @@ def _strategy_rules(
     alternatives = all_of(parts)
     strategy_variants = require_list(strategy.get("variants"), "variants")
     if strategy_variants:
-        group = parameters.get("groupId") or name
-        if group != name and sum(1 for v in strategy_variants if _weight(v) > 0) > 1:
-            raise Unsupported(
-                f"a strategy's variants are grouped by {group!r}, not the flag name: "
-                "one bucketing salt per flag"
-            )
-        variants = strategy_variants
+        # Unleash: a strategy's own variants hash its groupId, by its stickiness.
+        group = str(parameters.get("groupId") or name)
+        stickiness = parameters.get("stickiness") or _stickiness_of(strategy_variants)
+        choice = _Choice(strategy_variants, group, stickiness, on, groups)
     else:
-        variants = feature_variants
+        choice = _Choice(feature_variants, name, _stickiness_of(feature_variants), on, groups)
     rules = []
     for conditions in alternatives:
-        rules.extend(_servings(name, variants, name, on, conditions))
+        rules.extend(choice.rules(conditions))
     return rules
 
 
@@ -334,54 +348,71 @@ def _weight(variant: Any) -> int:
     return weight
 
 
-def _servings(
-    name: str, variants: list[Any], group: str, on: str, conditions: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The rules serving Unleash's variant choice once `conditions` (the strategy) hold.
+def _stickiness_of(variants: list[Any]) -> Any:
+    """Unleash: a feature's variants are chosen by the first variant's stickiness."""
+    first = variants[0] if variants and isinstance(variants[0], dict) else {}
+    return first.get("stickiness") or "default"
 
-    Overrides first, then the weighted choice by the first variant's stickiness: `default`
-    reads userId, then sessionId. A context without the stickiness value gets a random
-    variant in Unleash; here it gets the first variant with a weight, every time.
-    """
-    weighted = [(v, _weight(v)) for v in variants]
-    if sum(weight for _, weight in weighted) <= 0:
-        return [{"conditions": conditions, "serve": {"variant": on}}]
-    rules = []
-    for variant, _ in weighted:
-        for override in require_list(variant.get("overrides"), "overrides"):
-            override = require_object(override, "overrides[]")
-            values = [str(v) for v in require_list(override.get("values"), "values")]
-            if values:
-                attribute = attribute_of(override.get("contextName"))
-                rules.append(
-                    {
-                        "conditions": [*conditions, condition(attribute, "in", values)],
-                        "serve": {"variant": variant["name"].lower()},
-                    }
-                )
-    served = [(v["name"].lower(), w) for v, w in weighted if w > 0]
-    if len(served) == 1:
-        rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
+
+class _Choice:
+    """Unleash's choice of a variant among weighted ones: its groupId and stickiness."""
+
+    def __init__(
+        self, variants: list[Any], group: str, stickiness: Any, on: str, groups: set[str]
+    ) -> None:
+        self.weighted = [(v, _weight(v)) for v in variants]
+        self.group = group
+        self.stickiness = stickiness if isinstance(stickiness, str) else "default"
+        self.on = on
+        self.groups = groups
+
+    def rules(self, conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rules serving the choice once `conditions` (the strategy) hold.
+
+        Overrides first, then the weighted choice by the stickiness: `default` reads userId,
+        then sessionId, then remoteAddress. A context without the stickiness value, and the
+        `random` stickiness, get a variant drawn at random at each evaluation, as in Unleash.
+        """
+        weighted = self.weighted
+        if sum(weight for _, weight in weighted) <= 0:
+            return [{"conditions": conditions, "serve": {"variant": self.on}}]
+        rules = []
+        for variant, _ in weighted:
+            for override in require_list(variant.get("overrides"), "overrides"):
+                override = require_object(override, "overrides[]")
+                values = [str(v) for v in require_list(override.get("values"), "values")]
+                if values:
+                    attribute = attribute_of(override.get("contextName"))
+                    rules.append(
+                        {
+                            "conditions": [*conditions, condition(attribute, "in", values)],
+                            "serve": {"variant": variant["name"].lower()},
+                        }
+                    )
+        served = [(v["name"].lower(), w) for v, w in weighted if w > 0]
+        if len(served) == 1:
+            rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
+            return rules
+        self.groups.add(self.group)
+        entries = [{"variant": key, "weight": weight} for key, weight in weighted_names(weighted)]
+        if self.stickiness == "random":
+            attributes = []
+        elif self.stickiness == "default":
+            attributes = list(DEFAULT_VARIANT_STICKINESS)
+        else:
+            attributes = [attribute_of(self.stickiness)]
+        before: list[dict[str, Any]] = []  # the attributes a context lacks to get this far
+        for attribute in attributes:
+            rules.append(
+                {
+                    "conditions": [*conditions, *before, present(attribute)],
+                    "serve": _rollout(attribute, entries),
+                }
+            )
+            before.append(absent(attribute))
+        # Without a stickiness value Unleash hashes a random string: a random variant.
+        rules.append({"conditions": conditions, "serve": _rollout(RANDOM_ATTRIBUTE, entries)})
         return rules
-    entries = [{"variant": key, "weight": weight} for key, weight in weighted_names(weighted)]
-    stickiness = weighted[0][0].get("stickiness") or "default"
-    if stickiness == "default":
-        by_session = [*conditions, absent("targetingKey"), present("sessionId")]
-        rules.append(
-            {
-                "conditions": [*conditions, present("targetingKey")],
-                "serve": _rollout("targetingKey", entries),
-            }
-        )
-        rules.append({"conditions": by_session, "serve": _rollout("sessionId", entries)})
-    else:
-        attribute = attribute_of(stickiness)
-        rules.append(
-            {"conditions": [*conditions, present(attribute)], "serve": _rollout(attribute, entries)}
-        )
-    # Without a stickiness value Unleash draws a variant at random: here, the first one.
-    rules.append({"conditions": conditions, "serve": {"variant": served[0][0]}})
-    return rules
 
 
 def weighted_names(weighted: list[tuple[dict[str, Any], int]]) -> list[tuple[str, int]]:
@@ -396,13 +427,7 @@ def _rollout(attribute: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _percentage(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise Unsupported(f"a rollout percentage is not a number: {value!r}") from None
-    if not 0 <= number <= 100:
-        raise Unsupported(f"a rollout percentage is not from 0 to 100: {value!r}")
-    return int(number) if number.is_integer() else number
+    return percentage(value, "a rollout percentage")
 
 
 def _gradual(group: str, percentage: float, attribute: str) -> Alternatives:
@@ -426,30 +451,32 @@ def _strategy_test(name: str, kind: Any, parameters: dict[str, Any]) -> Alternat
     if kind == "gradualRolloutSessionId":
         return _gradual(group, _percentage(parameters.get("percentage")), "sessionId")
     if kind == "gradualRolloutRandom":
-        return _random(_percentage(parameters.get("percentage")))
+        return _random(group, _percentage(parameters.get("percentage")))
     if kind == "flexibleRollout":
         percentage = _percentage(parameters.get("rollout"))
         stickiness = parameters.get("stickiness") or "default"
         if stickiness == "random":
-            return _random(percentage)
+            return _random(group, percentage)
         if stickiness != "default":
             return _gradual(group, percentage, attribute_of(stickiness))
         if percentage <= 0:
             return NEVER
         user = _gradual(group, percentage, "targetingKey")[0]
         session = [absent("targetingKey"), *_gradual(group, percentage, "sessionId")[0]]
-        # Neither: Unleash draws at random, which only 100% answers the same every time.
-        neither = [[absent("targetingKey"), absent("sessionId")]] if percentage >= 100 else []
+        # Neither: Unleash draws at random.
+        lacking = [absent("targetingKey"), absent("sessionId")]
+        neither = [[*lacking, *alternative] for alternative in _random(group, percentage)]
         return [user, session, *neither]
     raise Unsupported(f"strategy {kind!r} is not one of Unleash's built-in strategies")
 
 
-def _random(percentage: float) -> Alternatives:
+def _random(group: str, percentage: float) -> Alternatives:
+    """A rollout drawn at random at each evaluation, as Unleash's `random` stickiness."""
     if percentage <= 0:
         return NEVER
     if percentage >= 100:
         return ALWAYS
-    raise Unsupported("a random rollout between 0% and 100% gives no user a stable answer")
+    return [[condition(RANDOM_ATTRIBUTE, "unleash_percentage", [group, percentage])]]
 
 
 def _remote_address(text: str) -> Alternatives:

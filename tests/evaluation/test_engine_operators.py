@@ -57,6 +57,11 @@ CASES = [
     ("unleash_percentage", ["group", 100], 42, True),
     ("unleash_percentage", ["group", 0], "anyone", False),
     ("unleash_percentage", ["group", 100], {"id": 1}, False),
+    # Flagsmith's percentage split: the same, with its own hash of segment id and value
+    ("flagsmith_percentage", ["5", 100], "anyone", True),
+    ("flagsmith_percentage", ["5", 100], 42, True),
+    ("flagsmith_percentage", ["5", 0], "anyone", False),
+    ("flagsmith_percentage", ["5", 100], {"id": 1}, False),
     # equals / in: type-strict, numbers by value, case-sensitive
     ("equals", ["pro"], "pro", True),
     ("equals", ["pro"], "Pro", False),
@@ -248,6 +253,7 @@ ATTRIBUTE_OPERATORS = [
         ("istarts_with", ["x"]),
         ("iends_with", ["x"]),
         ("unleash_percentage", ["g", 100]),
+        ("flagsmith_percentage", ["5", 100]),
         ("exists", []),
         ("not_exists", []),
     ]

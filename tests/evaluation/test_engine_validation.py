@@ -108,7 +108,7 @@ def test_operators_describe_themselves() -> None:
     assert OPERATORS["in_segment"].takes_attribute is False
     assert OPERATORS["exists"].takes_values is False
     assert OPERATORS["equals"].takes_attribute and OPERATORS["equals"].takes_values
-    assert len(OPERATORS) == 27
+    assert len(OPERATORS) == 28
     with pytest.raises(TypeError):
         OPERATORS["new"] = OPERATORS["in"]  # type: ignore[index]
 

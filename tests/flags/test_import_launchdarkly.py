@@ -12,12 +12,11 @@ import json
 
 import pytest
 
-from evaluation.documents import build_document
-from evaluation.engine import compile_document
-from flags.importers import convert, import_from
+from flags.importers import convert
 from flags.models import Flag
 from tests import factories
 from tests.flags.command_line import run
+from tests.flags.importing import import_and_compile
 
 pytestmark = pytest.mark.django_db
 
@@ -137,18 +136,7 @@ def ld_variant(flag_key: str, salt: str, value: str, weights: list[tuple[str, in
 
 @pytest.fixture
 def imported():
-    project = factories.project("shop")
-    factories.environment(project, "production")
-    _, conversion = import_from(
-        source="launchdarkly",
-        data=SDK_DATA,
-        project_key="shop",
-        environment_key="production",
-        actor=None,
-        door="system",
-    )
-    document = build_document(project.environments.get(key="production").pk)
-    return compile_document(document), conversion
+    return import_and_compile("launchdarkly", SDK_DATA)
 
 
 def test_rollouts_keep_launchdarklys_buckets(imported):

@@ -16,25 +16,18 @@ from typing import Any
 
 import pytest
 
-from evaluation.documents import build_document
-from evaluation.engine import compile_document
-from flags.importers import import_from
-from tests import factories
+from tests.flags.importing import import_and_compile
 
 pytestmark = pytest.mark.django_db
 
 SUITE = Path(__file__).resolve().parents[3] / "shared/suites/unleash-client-specification"
 SPECIFICATIONS = SUITE / "specifications"
 
-# Assertions that cannot pass, by (file, description), with the reason. Closing note: 20 of
-# the 279 assertions are known not to pass, for three reasons.
+# Assertions that cannot pass, by (file, description), with the reason: 15 of the 279
+# assertions are known not to pass, for two reasons.
 NUMBERS = (
     "Unleash's context values are strings and its NUM_ operators parse them; this product "
     'compares numbers only with JSON numbers, so a context must send "4" as 4'
-)
-GROUP = (
-    "strategy variants grouped by a groupId other than the flag name: a flag has one "
-    "bucketing salt, so the importer skips the flag, reporting why"
 )
 NAMES = "a flag key is lowercase ASCII: the importer skips a flag whose name is not one"
 KNOWN: dict[tuple[str, str], str] = {
@@ -54,28 +47,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "15-global-constraints.json",
         "F9.withSeveralConstraintsAndSegments should be enabled",
     ): NUMBERS,
-    (
-        "16-strategy-variants.json",
-        "Feature.strategy.multiple.variants should choose first variant",
-    ): GROUP,
-    (
-        "16-strategy-variants.json",
-        "Feature.strategy.multiple.variants should choose second variant",
-    ): GROUP,
-    (
-        "16-strategy-variants.json",
-        "Feature.strategy.numeric.variants should choose second variant",
-    ): GROUP,
-    (
-        "16-strategy-variants.json",
-        "Feature.strategy.variants.stickiness should inherit stickiness from the strategy"
-        " - first variant",
-    ): GROUP,
-    (
-        "16-strategy-variants.json",
-        "Feature.strategy.variants.stickiness should inherit stickiness from the strategy"
-        " - second variant",
-    ): GROUP,
     (
         "18-utf8-flag-names.json",
         "Feature.UTF-8.Hellø_Wørld feature toggle should be enabled",
@@ -132,18 +103,8 @@ def is_enabled(flag: dict[str, Any] | None, result: Any) -> bool:
 def run_file(name: str) -> tuple[list[str], list[tuple[str, str]], int]:
     """(failures, known failures that passed, assertions) of one specification file."""
     spec = json.loads((SPECIFICATIONS / name).read_text())
-    project = factories.project(f"unleash-{name[:2]}")
-    factories.environment(project, "production")
-    _, conversion = import_from(
-        source="unleash",
-        data=spec["state"],
-        project_key=project.key,
-        environment_key="production",
-        actor=None,
-        door="system",
-    )
-    document = build_document(project.environments.get(key="production").pk)
-    snapshot = compile_document(document)
+    snapshot, conversion = import_and_compile("unleash", spec["state"], f"unleash-{name[:2]}")
+    document = snapshot.document
     failures, fixed, count = [], [], 0
     for case in spec.get("tests", []):
         count += 1
@@ -192,7 +153,7 @@ def test_unleash_client_specification(name: str) -> None:
 
 
 def test_the_known_failures_are_counted() -> None:
-    assert len(KNOWN) == 20
+    assert len(KNOWN) == 15
 
 
 def test_the_specification_is_all_there() -> None:

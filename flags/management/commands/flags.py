@@ -494,22 +494,13 @@ class Command(FlagsCommand):
             document=document,
             project_key=project,
             environment_key=environment,
-            existing=options["existing"],
-            create_missing=options["create_missing"],
-            dry_run=options["dry_run"],
-            actor=self.actor,
+            **self._import_arguments(options),
             source=SOURCE,
             progress=self._progress,
         )
         if self.as_json:
             return self.print_json({**plan.to_dict(), "dry_run": options["dry_run"]})
-        where = f"{plan.project}/{','.join(plan.environments)}"
-        self.stdout.write(f"Import into {where} (existing: {options['existing']})")
-        self._print_plan(plan)
-        if options["dry_run"]:
-            self.stdout.write("Dry run: nothing was written.")
-        else:
-            self._done("Imported.")
+        self._print_import(plan, "Import", options)
 
     def _import_from(self, file: str, project: str | None, environment: str | None, options):
         source = options["source"]
@@ -524,10 +515,7 @@ class Command(FlagsCommand):
             data=data,
             project_key=project,
             environment_key=environment,
-            existing=options["existing"],
-            create_missing=options["create_missing"],
-            dry_run=options["dry_run"],
-            actor=self.actor,
+            **self._import_arguments(options),
             door=SOURCE,
         )
         if self.as_json:
@@ -538,10 +526,32 @@ class Command(FlagsCommand):
                     "conversion": conversion.to_dict(),
                 }
             )
+        skipped = tuple(
+            f"! flag {name}: not imported: {why}" for name, why in conversion.skipped.items()
+        )
+        self._print_import(plan, f"Import from {source}", options, skipped)
+
+    def _import_arguments(self, options: dict[str, Any]) -> dict[str, Any]:
+        """What every import takes from the command line, whatever the file's format."""
+        return {
+            "existing": options["existing"],
+            "create_missing": options["create_missing"],
+            "dry_run": options["dry_run"],
+            "actor": self.actor,
+        }
+
+    def _print_import(
+        self,
+        plan: transfer.Plan,
+        heading: str,
+        options: dict[str, Any],
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        """The plan of an import, the notes (flags left out) first, then what was done."""
         where = f"{plan.project}/{','.join(plan.environments)}"
-        self.stdout.write(f"Import from {source} into {where} (existing: {options['existing']})")
-        for name, reason in conversion.skipped.items():
-            self.stdout.write(f"! flag {name}: not imported: {reason}")
+        self.stdout.write(f"{heading} into {where} (existing: {options['existing']})")
+        for note in notes:
+            self.stdout.write(note)
         self._print_plan(plan)
         if options["dry_run"]:
             self.stdout.write("Dry run: nothing was written.")

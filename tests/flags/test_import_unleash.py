@@ -1,0 +1,176 @@
+"""Unleash features written from its documentation, imported and evaluated.
+
+Variant expectations come from Unleash's published formula computed here with mmh3:
+MurmurHash3 x86_32, seed 86028157, of "{groupId}:{stickiness value}", `% total + 1`, walked
+over the cumulative weights. Nothing calls the engine's bucketing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import mmh3
+import pytest
+
+from evaluation.engine import compile_document
+from flags.importers import convert
+from flags.models import Flag
+from tests.flags.importing import import_and_compile
+
+pytestmark = pytest.mark.django_db
+
+
+def unleash_variant(group: str, value: str, weights: list[tuple[str, int]]) -> str:
+    target = mmh3.hash(f"{group}:{value}".encode(), 86028157, signed=False)
+    target = target % sum(weight for _, weight in weights) + 1
+    cumulative = 0
+    for name, weight in weights:
+        cumulative += weight
+        if weight and cumulative >= target:
+            return name
+    raise AssertionError(target)
+
+
+def variant(name: str, weight: int, **fields: object) -> dict:
+    return {"name": name, "weight": weight, "payload": {"type": "string", "value": name}, **fields}
+
+
+def strategy(group: str, *variants: dict, stickiness: str = "default") -> dict:
+    return {
+        "name": "flexibleRollout",
+        "parameters": {"rollout": "100", "stickiness": stickiness, "groupId": group},
+        "variants": list(variants),
+    }
+
+
+FEATURES = {
+    "features": [
+        # The groupId of the strategy, not the feature name, is what its variants hash.
+        {
+            "name": "checkout",
+            "enabled": True,
+            "strategies": [strategy("checkout-experiment", variant("a", 30), variant("b", 70))],
+        },
+        # The strategy's stickiness chooses its variants (they name none of their own).
+        {
+            "name": "tenant-banner",
+            "enabled": True,
+            "strategies": [strategy("tb", variant("x", 1), variant("y", 1), stickiness="tenant")],
+        },
+        # Random stickiness: a new draw at every evaluation.
+        {
+            "name": "random-rollout",
+            "enabled": True,
+            "strategies": [
+                {"name": "flexibleRollout", "parameters": {"rollout": "30", "stickiness": "random"}}
+            ],
+        },
+        {
+            "name": "random-gradual",
+            "enabled": True,
+            "strategies": [{"name": "gradualRolloutRandom", "parameters": {"percentage": "60"}}],
+        },
+        # Default stickiness: userId, sessionId, remoteAddress, else a random variant.
+        {
+            "name": "banner",
+            "enabled": True,
+            "strategies": [{"name": "default"}],
+            "variants": [variant("blue", 50), variant("red", 50)],
+        },
+        # Two groupIds for one flag's choices: one salt cannot give both.
+        {
+            "name": "two-groups",
+            "enabled": True,
+            "strategies": [
+                {**strategy("g1", variant("a", 1), variant("b", 1)), "constraints": []},
+                strategy("g2", variant("a", 1), variant("b", 1)),
+            ],
+        },
+    ]
+}
+
+
+@pytest.fixture
+def imported():
+    return import_and_compile("unleash", FEATURES)
+
+
+def test_strategy_variants_hash_the_strategys_group_id(imported):
+    snapshot, _ = imported
+    seen = set()
+    for index in range(300):
+        user = f"user-{index}"
+        expected = unleash_variant("checkout-experiment", user, [("a", 30), ("b", 70)])
+        result = snapshot.evaluate("checkout", {"targetingKey": user})
+        assert result.value["name"] == expected, user
+        seen.add(expected)
+    assert seen == {"a", "b"}
+
+
+def test_strategy_variants_follow_the_strategys_stickiness(imported):
+    snapshot, _ = imported
+    for index in range(100):
+        tenant = f"tenant-{index}"
+        expected = unleash_variant("tb", tenant, [("x", 1), ("y", 1)])
+        result = snapshot.evaluate("tenant-banner", {"targetingKey": "same", "tenant": tenant})
+        assert result.value["name"] == expected, tenant
+
+
+DRAWS = 3_000
+
+
+def shares(snapshot, key: str, context: dict) -> Counter:
+    """How often each answer comes back for the same context, with a seeded generator."""
+    seeded = compile_document(snapshot.document, generator=random.Random(11))
+    counts: Counter = Counter()
+    for _ in range(DRAWS):
+        value = seeded.evaluate(key, context).value
+        counts[value["name"] if isinstance(value, dict) else value] += 1
+    return counts
+
+
+def test_random_stickiness_draws_at_every_evaluation(imported):
+    snapshot, _ = imported
+    rollout = shares(snapshot, "random-rollout", {"targetingKey": "one-user"})
+    assert 0.26 < rollout[True] / DRAWS < 0.34
+    gradual = shares(snapshot, "random-gradual", {})
+    assert 0.55 < gradual[True] / DRAWS < 0.65
+
+
+def test_variants_without_a_stickiness_value_are_drawn_at_random(imported):
+    snapshot, _ = imported
+    counts = shares(snapshot, "banner", {"appName": "shop"})
+    assert set(counts) == {"blue", "red"}
+    assert 0.45 < counts["blue"] / DRAWS < 0.55
+
+
+def test_default_variant_stickiness_falls_back_to_the_remote_address(imported):
+    snapshot, _ = imported
+    for index in range(100):
+        address = f"10.0.{index}.7"
+        expected = unleash_variant("banner", address, [("blue", 50), ("red", 50)])
+        answer = snapshot.evaluate("banner", {"remoteAddress": address}).value["name"]
+        assert answer == expected, address
+        with_session = snapshot.evaluate("banner", {"remoteAddress": address, "sessionId": "s"})
+        assert with_session.value["name"] == unleash_variant(
+            "banner", "s", [("blue", 50), ("red", 50)]
+        )
+
+
+def test_a_flag_choosing_by_two_group_ids_is_skipped_with_the_reason(imported):
+    _, conversion = imported
+    assert "several groupIds (g1, g2)" in conversion.skipped["two-groups"]
+    assert not Flag.objects.filter(key="two-groups").exists()
+    assert Flag.objects.get(key="checkout").bucketing == "unleash"
+
+
+def test_one_weighted_variant_needs_no_salt_so_any_group_id_imports():
+    feature = {
+        "name": "single",
+        "enabled": True,
+        "strategies": [strategy("g1", variant("a", 1)), strategy("g2", variant("a", 1))],
+    }
+    conversion = convert("unleash", {"features": [feature]})
+    assert conversion.skipped == {}
+    assert conversion.document["flags"]["single"]["salt"] == "single"
