@@ -511,13 +511,14 @@
         showNote(`The JSON is not valid (${parsed.error}); fix it in the JSON view.`);
         return false;
       }
-      const problem = builder.problem(parsed.value);
+      const value = parsed.value === null ? [] : parsed.value; // a new row's empty box
+      const problem = builder.problem(value);
       if (problem) {
         showNote(`Only the JSON view can show this: ${problem}.`);
         return false;
       }
       showNote("");
-      builder.draw(parsed.value);
+      builder.draw(value);
       refresh();
       return true;
     }

@@ -1,0 +1,187 @@
+"""A product manager writes a rule and a rollout with the builders only, in a real Chromium:
+no JSON typed, the live total followed, and what is saved is what the API would save.
+
+Screenshots go to tests/browser/screenshots/ (not committed).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from evaluation.documents import build_document
+from flags.models import Rule
+from tests import factories
+from tests.browser.test_admin_browser import PASSWORD, _wait, browser  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+COUNTRY_RULE = [{"attribute": "country", "operator": "in", "values": ["US", "CA"]}]
+SPLIT = [{"variant": "on", "weight": 30}, {"variant": "off", "weight": 70}]
+
+
+class Clicks:
+    """The clicks (and menu picks) a person makes, counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, element) -> None:
+        self.count += 1
+        element.click()
+
+
+def _log_in(browser, live_server, username):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+
+    browser.get(f"{live_server.url}/admin/")
+    _wait(browser, shown.presence_of_element_located((By.ID, "id_username")))
+    browser.find_element(By.ID, "id_username").send_keys(username)
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    _wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
+
+
+def _builder(browser, field_name):
+    from selenium.webdriver.common.by import By
+
+    source = browser.find_element(By.NAME, field_name)
+    return source.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
+
+
+def _screenshot(browser, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    browser.set_window_size(1600, 1400)
+    browser.save_screenshot(str(SCREENSHOTS / name))
+
+
+def _document_flag(flag) -> dict:
+    development = factories.environment(flag.project, "development")
+    entry = build_document(development.pk)["flags"][flag.key]
+    return {
+        "rules": [{k: v for k, v in rule.items() if k != "id"} for rule in entry["rules"]],
+        "defaultServe": entry["defaultServe"],
+    }
+
+
+def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
+    browser,  # noqa: F811
+    live_server,
+    transactional_db,
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import Select
+
+    project = factories.project("shop")
+    flag = factories.flag(project, "new-checkout")
+    twin = factories.flag(project, "api-twin")
+    factories.member(project, "editor", username="pm")
+    _log_in(browser, live_server, "pm")
+    click = Clicks()
+
+    browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
+    rules = _wait(browser, shown.presence_of_element_located((By.ID, "rules-group")))
+    click(rules.find_element(By.CSS_SELECTOR, ".add-row a"))
+    _wait(browser, shown.presence_of_element_located((By.NAME, "rules-0-environment")))
+
+    # The rule: Development, country is one of US, CA -> on.
+    environment = browser.find_element(By.NAME, "rules-0-environment")
+    click(environment)
+    Select(environment).select_by_visible_text("Development")
+    conditions = _builder(browser, "rules-0-conditions")
+    assert not browser.find_element(By.NAME, "rules-0-conditions").is_displayed(), (
+        "the JSON box is hidden behind the builder"
+    )
+    click(conditions.find_element(By.CSS_SELECTOR, ".flags-add-row"))
+    row = conditions.find_element(By.CSS_SELECTOR, ".flags-condition")
+    row.find_element(By.CSS_SELECTOR, ".flags-attribute").send_keys("country")
+    operator = Select(row.find_element(By.CSS_SELECTOR, ".flags-operator"))
+    assert operator.first_selected_option.text == "is one of"
+    labels = [option.text for option in operator.options]
+    assert {"is not one of", "starts with", "matches regex", "is in segment"} <= set(labels)
+    value = row.find_element(By.CSS_SELECTOR, ".flags-value-input")
+    value.send_keys("US", Keys.ENTER)  # Enter adds the next value and does not submit
+    browser.switch_to.active_element.send_keys("CA")
+    serve = browser.find_element(By.NAME, "rules-0-serve_variant")
+    click(serve)
+    Select(serve).select_by_value("on")
+
+    # The development default: 30% on, 70% off, with the total followed as it is typed.
+    rollout = _builder(browser, "configs-0-rollout")
+    total = rollout.find_element(By.CSS_SELECTOR, ".flags-rollout-total")
+    click(rollout.find_element(By.CSS_SELECTOR, ".flags-add-row"))
+    click(rollout.find_element(By.CSS_SELECTOR, ".flags-add-row"))
+    served = Select(browser.find_element(By.NAME, "configs-0-serve_variant"))
+    assert served.first_selected_option.get_attribute("value") == "", "a rollout, not a variant"
+    percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
+    variants = [Select(s).first_selected_option.text for s in rollout.find_elements(
+        By.CSS_SELECTOR, ".flags-variant")]
+    assert variants == ["on", "off"]
+    assert [p.get_attribute("value") for p in percents] == ["100", "0"]
+    assert total.text.startswith("Total 100%")
+    percents[0].send_keys(Keys.CONTROL, "a")
+    percents[0].send_keys("30")
+    assert total.text.startswith("Total 30%")
+    assert "flags-total-off" in total.get_attribute("class"), "shown in red"
+    assert total.value_of_css_property("color") != "rgba(0, 0, 0, 1)"
+    percents[1].send_keys(Keys.CONTROL, "a")
+    percents[1].send_keys("70")
+    assert total.text == "Total 100%"
+    assert "flags-total-off" not in total.get_attribute("class")
+    _screenshot(browser, "pm_rule_builder_filled.png")
+
+    click(browser.find_element(By.NAME, "_continue"))
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    rule = Rule.objects.get(flag=flag)
+    assert (rule.conditions, rule.serve_variant, rule.rollout) == (COUNTRY_RULE, "on", [])
+    config = factories.config(flag, "development")
+    assert (config.serve_variant, config.rollout) == ("", SPLIT)
+    assert click.count <= 9, f"{click.count} clicks"
+
+    # The same change made through the services the API calls gives the same document.
+    factories.configure(
+        twin,
+        "development",
+        rules=[{"name": "", "conditions": COUNTRY_RULE, "serve": {"variant": "on"}}],
+        defaultServe={"rollout": {"bucketBy": "targetingKey", "variants": SPLIT}},
+    )
+    assert _document_flag(flag) == _document_flag(twin)
+
+    # The saved page shows the builders filled in again, in plain words and percentages.
+    conditions = _builder(browser, "rules-0-conditions")
+    row = conditions.find_element(By.CSS_SELECTOR, ".flags-condition")
+    assert row.find_element(By.CSS_SELECTOR, ".flags-attribute").get_attribute("value") == (
+        "country"
+    )
+    chips = row.find_elements(By.CSS_SELECTOR, ".flags-value-input")
+    assert [chip.get_attribute("value") for chip in chips] == ["US", "CA"]
+    rollout = _builder(browser, "configs-0-rollout")
+    percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
+    assert [p.get_attribute("value") for p in percents] == ["30", "70"]
+    _screenshot(browser, "pm_rule_builder_saved.png")
+
+    # A round trip through the JSON views changes nothing that is saved.
+    versions = config.version
+    for name in ("rules-0-conditions", "configs-0-rollout"):
+        builder = _builder(browser, name)
+        builder.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()
+        source = browser.find_element(By.NAME, name)
+        assert source.is_displayed()
+        text = source.get_attribute("value")
+        source.send_keys(Keys.CONTROL, "a")
+        source.send_keys(text)  # typed again by hand, as a power user would
+        builder.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()
+        assert not source.is_displayed()
+    rollout.find_element(By.CSS_SELECTOR, ".flags-weights-toggle").click()
+    weights = rollout.find_elements(By.CSS_SELECTOR, ".flags-weight")
+    assert [w.get_attribute("value") for w in weights] == ["30", "70"]
+    _screenshot(browser, "pm_rule_builder_json_and_weights.png")
+    browser.find_element(By.NAME, "_continue").click()
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    rule.refresh_from_db()
+    config.refresh_from_db()
+    assert (rule.conditions, config.rollout) == (COUNTRY_RULE, SPLIT)
+    assert config.version == versions, "nothing changed, so no new version"
