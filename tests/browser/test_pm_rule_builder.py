@@ -31,29 +31,29 @@ class Clicks:
         element.click()
 
 
-def _log_in(browser, live_server, username):  # noqa: F811
+def _log_in(driver, live_server, username):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as shown
 
-    browser.get(f"{live_server.url}/admin/")
-    _wait(browser, shown.presence_of_element_located((By.ID, "id_username")))
-    browser.find_element(By.ID, "id_username").send_keys(username)
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    _wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
+    driver.get(f"{live_server.url}/admin/")
+    _wait(driver, shown.presence_of_element_located((By.ID, "id_username")))
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    _wait(driver, shown.presence_of_element_located((By.ID, "user-tools")))
 
 
-def _builder(browser, field_name):
+def _builder(driver, field_name):
     from selenium.webdriver.common.by import By
 
-    source = browser.find_element(By.NAME, field_name)
+    source = driver.find_element(By.NAME, field_name)
     return source.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
 
 
-def _screenshot(browser, name: str) -> None:
+def _screenshot(driver, name: str) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
-    browser.set_window_size(1600, 1400)
-    browser.save_screenshot(str(SCREENSHOTS / name))
+    driver.set_window_size(1600, 1400)
+    driver.save_screenshot(str(SCREENSHOTS / name))
 
 
 def _document_flag(flag) -> dict:
@@ -117,8 +117,10 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     served = Select(browser.find_element(By.NAME, "configs-0-serve_variant"))
     assert served.first_selected_option.get_attribute("value") == "", "a rollout, not a variant"
     percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
-    variants = [Select(s).first_selected_option.text for s in rollout.find_elements(
-        By.CSS_SELECTOR, ".flags-variant")]
+    variants = [
+        Select(s).first_selected_option.text
+        for s in rollout.find_elements(By.CSS_SELECTOR, ".flags-variant")
+    ]
     assert variants == ["on", "off"]
     assert [p.get_attribute("value") for p in percents] == ["100", "0"]
     assert total.text.startswith("Total 100%")
