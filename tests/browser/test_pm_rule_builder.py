@@ -187,3 +187,76 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     config.refresh_from_db()
     assert (rule.conditions, config.rollout) == (COUNTRY_RULE, SPLIT)
     assert config.version == versions, "nothing changed, so no new version"
+
+
+def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
+    browser,  # noqa: F811
+    live_server,
+    transactional_db,
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import Select
+
+    from flags import services
+
+    project = factories.project("shop")
+    flag = factories.flag(project, "new-checkout")
+    services.segment_create(
+        project=project, key="beta", data={"name": "Beta testers"}, **factories.SYSTEM
+    )
+    factories.member(project, "editor", username="pm")
+    _log_in(browser, live_server, "pm")
+    browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
+    rules = _wait(browser, shown.presence_of_element_located((By.ID, "rules-group")))
+    rules.find_element(By.CSS_SELECTOR, ".add-row a").click()
+    Select(
+        _wait(browser, shown.presence_of_element_located((By.NAME, "rules-0-environment")))
+    ).select_by_visible_text("Development")
+    conditions = _builder(browser, "rules-0-conditions")
+    add = conditions.find_element(By.CSS_SELECTOR, ".flags-add-row")
+
+    add.click()
+    first = conditions.find_elements(By.CSS_SELECTOR, ".flags-condition")[0]
+    Select(first.find_element(By.CSS_SELECTOR, ".flags-operator")).select_by_visible_text(
+        "is in segment"
+    )
+    assert not first.find_element(By.CSS_SELECTOR, ".flags-attribute").is_displayed()
+    Select(first.find_element(By.CSS_SELECTOR, "select.flags-value-input")).select_by_visible_text(
+        "Beta testers (beta)"
+    )
+    first.find_element(By.CSS_SELECTOR, ".flags-negate-box").click()
+
+    add.click()
+    second = conditions.find_elements(By.CSS_SELECTOR, ".flags-condition")[1]
+    second.find_element(By.CSS_SELECTOR, ".flags-attribute").send_keys("age")
+    Select(second.find_element(By.CSS_SELECTOR, ".flags-operator")).select_by_visible_text(
+        "at least"
+    )
+    second.find_element(By.CSS_SELECTOR, ".flags-value-input").send_keys("18")
+    Select(browser.find_element(By.NAME, "rules-0-serve_variant")).select_by_value("on")
+    _screenshot(browser, "pm_rule_builder_segment.png")
+    browser.find_element(By.NAME, "_continue").click()
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    assert Rule.objects.get(flag=flag).conditions == [
+        {"operator": "in_segment", "values": ["beta"], "negate": True},
+        {"attribute": "age", "operator": "gte", "values": [18]},
+    ]
+
+    # An operator typed in the JSON view that the engine does not know: shown as unknown,
+    # refused on saving with the environment and rule named, and nothing is saved.
+    conditions = _builder(browser, "rules-0-conditions")
+    conditions.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()
+    source = browser.find_element(By.NAME, "rules-0-conditions")
+    source.send_keys(Keys.CONTROL, "a")
+    source.send_keys('[{"attribute": "age", "operator": "resembles", "values": ["x"]}]')
+    operator = Select(conditions.find_element(By.CSS_SELECTOR, ".flags-operator"))
+    assert operator.first_selected_option.text == "resembles (unknown)"
+    browser.find_element(By.NAME, "_continue").click()
+    error = _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".errornote")))
+    assert error.is_displayed()
+    page = browser.find_element(By.ID, "content").text
+    assert "Development: rules[0]" in page and "unknown operator 'resembles'" in page
+    _screenshot(browser, "pm_rule_builder_error.png")
+    assert Rule.objects.get(flag=flag).conditions[1]["operator"] == "gte"
