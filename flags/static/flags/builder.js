@@ -316,6 +316,7 @@
     );
     let loadedTotal = 0;
     let typedPercents = false; // percentages typed since loading: weights follow them
+    let replacedVariant = ""; // the variant served before the first rollout row was added
 
     function rows() {
       return [...list.children];
@@ -426,6 +427,7 @@
         }
         const served = servedVariant();
         if (first && served && !served.disabled) {
+          replacedVariant = served.value;
           served.value = "";
         }
         showTotal();
@@ -436,6 +438,10 @@
         const target = event.target;
         if (event.type === "click" && target.closest(".flags-remove-row")) {
           target.closest(".flags-rollout-row").remove();
+          const served = servedVariant();
+          if (rows().length === 0 && served && !served.disabled && served.value === "") {
+            served.value = replacedVariant; // one variant served again, as before the rollout
+          }
           if (typedPercents) {
             weightsFromPercents();
           } else {
