@@ -210,6 +210,16 @@ def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
     _log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
     rules = _wait(browser, shown.presence_of_element_located((By.ID, "rules-group")))
+
+    # A rollout begun and taken back: the variant served before is served again.
+    rollout = _builder(browser, "configs-0-rollout")
+    served = Select(browser.find_element(By.NAME, "configs-0-serve_variant"))
+    rollout.find_element(By.CSS_SELECTOR, ".flags-add-row").click()
+    assert served.first_selected_option.get_attribute("value") == ""
+    rollout.find_element(By.CSS_SELECTOR, ".flags-remove-row").click()
+    assert served.first_selected_option.get_attribute("value") == "on"
+    assert browser.find_element(By.NAME, "configs-0-rollout").get_attribute("value") == "[]"
+
     rules.find_element(By.CSS_SELECTOR, ".add-row a").click()
     Select(
         _wait(browser, shown.presence_of_element_located((By.NAME, "rules-0-environment")))
