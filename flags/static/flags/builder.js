@@ -497,6 +497,9 @@
     const locked = source.disabled || source.readOnly;
 
     function showJson(show) {
+      if (show) {
+        source.rows = Math.min(24, Math.max(4, source.value.split("\n").length + 1));
+      }
       source.hidden = !show;
       jsonToggle.setAttribute("aria-pressed", String(show));
     }
