@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -49,7 +51,7 @@ class SegmentAdmin(JSONFieldsMixin, ServiceErrorsAdmin, ProjectScopedAdmin):
         widget = form.base_fields["conditions"].widget if "conditions" in form.base_fields else None
         if isinstance(widget, SegmentConditionsWidget):  # a new class per call: safe to set
             projects = [obj.project_id] if obj is not None else project_ids(request, Action.READ)
-            widget.vocabulary = project_vocabulary(projects, segments=False)
+            widget.vocabulary = partial(project_vocabulary, projects, segments=False)
         return form
 
     def get_readonly_fields(self, request: HttpRequest, obj: Segment | None = None):

@@ -9,8 +9,9 @@ operator's odd fields, a list too long to draw) it leaves to the JSON view.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -154,10 +155,13 @@ class ConditionsWidget(_BuilderWidget):
 
     def __init__(self, attrs: dict[str, Any] | None = None) -> None:
         super().__init__(attrs)
-        self.vocabulary = Vocabulary()
+        # Read when the widget is drawn, not when a posted form is only parsed.
+        self.vocabulary: Vocabulary | Callable[[], Vocabulary] = Vocabulary()
 
     def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
         context = super().get_context(name, value, attrs)
+        if callable(self.vocabulary):
+            self.vocabulary = self.vocabulary()
         context["widget"].update(
             operators=operator_choices(segments=self.allow_segments),
             attributes=self.vocabulary.attributes,
@@ -194,7 +198,7 @@ class RolloutWidget(_BuilderWidget):
 def bind_builders(form: forms.BaseForm, flag: Flag, variant_keys: list[str]) -> None:
     """Give a flag page row's builders the flag's variants and its project's vocabulary.
 
-    The vocabulary is read once per page: the rows of every inline share the flag instance.
+    The vocabulary is read once per page, when drawn: the rows share the flag instance.
     """
     for form_field in form.fields.values():
         widget = form_field.widget
@@ -203,6 +207,10 @@ def bind_builders(form: forms.BaseForm, flag: Flag, variant_keys: list[str]) -> 
             # LaunchDarkly's bucketing reads weights on its fixed 100,000 scale.
             widget.fixed_total = WEIGHT_SCALE if flag.bucketing == "launchdarkly" else None
         elif isinstance(widget, ConditionsWidget):
-            if "_admin_vocabulary" not in flag.__dict__:
-                flag.__dict__["_admin_vocabulary"] = project_vocabulary([flag.project_id])
-            widget.vocabulary = flag.__dict__["_admin_vocabulary"]
+            widget.vocabulary = partial(_flag_vocabulary, flag)
+
+
+def _flag_vocabulary(flag: Flag) -> Vocabulary:
+    if "_admin_vocabulary" not in flag.__dict__:
+        flag.__dict__["_admin_vocabulary"] = project_vocabulary([flag.project_id])
+    return flag.__dict__["_admin_vocabulary"]
