@@ -309,3 +309,58 @@ def test_a_segment_is_written_with_the_builder(
     assert Segment.objects.get(key="staff").conditions == [
         {"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}
     ]
+
+
+def test_percentages_become_weights_on_the_rollouts_own_total_when_they_fit(
+    browser,  # noqa: F811
+    live_server,
+    transactional_db,
+):
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as shown
+
+    project = factories.project("shop")
+    flag = factories.flag(project, "new-checkout")
+    quarter = [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 3}]
+    factories.configure(flag, "development", defaultServe={"rollout": {"variants": quarter}})
+    factories.member(project, "editor", username="pm")
+    _log_in(browser, live_server, "pm")
+    browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
+    _wait(browser, shown.presence_of_element_located((By.ID, "configs-group")))
+    rollout = _builder(browser, "configs-0-rollout")
+    source = browser.find_element(By.NAME, "configs-0-rollout")
+    percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
+    assert [p.get_attribute("value") for p in percents] == ["25", "75"]
+
+    def type_percents(first: str, second: str) -> list[int]:
+        for box, text in zip(percents, (first, second), strict=True):
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(text)
+        return [entry["weight"] for entry in json.loads(source.get_attribute("value"))]
+
+    assert type_percents("50", "50") == [2, 2], "the saved total of 4 still holds them"
+    assert type_percents("12.5", "87.5") == [125, 875]
+    assert type_percents("33.333", "66.667") == [33_333, 66_667]
+    total = rollout.find_element(By.CSS_SELECTOR, ".flags-rollout-total")
+    assert total.text == "Total 100%"
+
+    # What the builder cannot show stays in the JSON view, with the reason.
+    rollout.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()
+    source.send_keys(Keys.CONTROL, "a")
+    source.send_keys('[{"variant": "on", "weight": "lots"}]')
+    note = rollout.find_element(By.CSS_SELECTOR, ".flags-builder-note")
+    assert "Only the JSON view can show this" in note.text
+    source.send_keys(Keys.CONTROL, "a")
+    source.send_keys('[{"variant": "on", "weight": 1}, {"variant": "off", "weight": 7}]')
+    assert note.text == ""
+    percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
+    assert [p.get_attribute("value") for p in percents] == ["12.5", "87.5"]
+    browser.find_element(By.NAME, "_continue").click()
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    assert factories.config(flag, "development").rollout == [
+        {"variant": "on", "weight": 1},
+        {"variant": "off", "weight": 7},
+    ], "what is typed in the JSON view is what is saved"
