@@ -19,8 +19,8 @@ from flags.models import Segment
 from flags.roles import Action
 
 SEGMENT_CONDITIONS_HELP = (
-    "A JSON list; a context is in the segment when every condition holds, e.g. "
-    '[{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]. '
+    "A context is in the segment when every condition holds. In the JSON view, a list such "
+    'as [{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]. '
     "Segments cannot refer to other segments."
 )
 
