@@ -4,6 +4,7 @@ no JSON typed, the live total followed, and what is saved is what the API would 
 Screenshots go to tests/browser/screenshots/ (not committed).
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -316,8 +317,6 @@ def test_percentages_become_weights_on_the_rollouts_own_total_when_they_fit(
     live_server,
     transactional_db,
 ):
-    import json
-
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as shown
@@ -364,3 +363,54 @@ def test_percentages_become_weights_on_the_rollouts_own_total_when_they_fit(
         {"variant": "on", "weight": 1},
         {"variant": "off", "weight": 7},
     ], "what is typed in the JSON view is what is saved"
+
+
+@pytest.fixture
+def browser_without_scripts(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.browser.test_admin_browser import (
+        CHROMEDRIVER,
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        _require_chromium,
+    )
+
+    _require_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (*CHROMIUM_ARGS, "--blink-settings=scriptEnabled=false"):
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_without_scripts_the_json_boxes_show_and_save(
+    browser_without_scripts, live_server, transactional_db
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser_without_scripts
+    project = factories.project("shop")
+    flag = factories.flag(project, "new-checkout")
+    factories.member(project, "editor", username="pm")
+    _log_in(driver, live_server, "pm")
+    driver.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
+    source = _wait(driver, shown.visibility_of_element_located((By.NAME, "configs-0-rollout")))
+    rows = _builder(driver, "configs-0-rollout").find_element(
+        By.CSS_SELECTOR, ".flags-builder-rows"
+    )
+    assert not rows.is_displayed(), "the builder needs its script"
+    Select(driver.find_element(By.NAME, "configs-0-serve_variant")).select_by_value("")
+    source.clear()
+    source.send_keys(json.dumps(SPLIT))
+    driver.find_element(By.NAME, "_continue").click()
+    _wait(driver, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    assert factories.config(flag, "development").rollout == SPLIT
