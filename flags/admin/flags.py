@@ -38,6 +38,7 @@ from flags.admin.forms import (
     ServiceErrorsAdmin,
     VariantValueField,
 )
+from flags.admin.widgets import ConditionsWidget, RolloutWidget, bind_builders
 from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target, Variant
 from flags.roles import Action, Actor, allows, needs_change_request
 from flags.validation import serving_document
@@ -116,6 +117,7 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
                 blank = "— rollout —" if name == "serve_variant" else "---------"
                 current = form.initial.get(name)
                 form.fields[name].widget = forms.Select(choices=_choices(keys, current, blank))
+        bind_builders(form, self.instance, keys)
         # The choice fields' label and lookup are set on this form's field itself, as Django's
         # ModelChoiceField reads them (`label_from_instance`, `to_python`): hence method-assign.
         environment = form.fields.get("environment")
@@ -306,6 +308,7 @@ class FlagConfigInline(SplitMixin, EnvironmentRowInline):
     can_delete = False
     verbose_name_plural = "environments: on/off and what is served when no rule matches"
     help_texts = {"rollout": ROLLOUT_HELP, "serve_variant": SERVE_HELP, "bucket_by": BUCKET_HELP}
+    json_widgets = {"rollout": RolloutWidget}
 
     def has_add_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
         return False  # one per environment, made with the flag and the environment
@@ -336,6 +339,7 @@ class RuleInline(SplitMixin, EnvironmentRowInline):
         "serve_variant": SERVE_HELP,
         "bucket_by": BUCKET_HELP,
     }
+    json_widgets = {"conditions": ConditionsWidget, "rollout": RolloutWidget}
 
 
 class TargetInline(EnvironmentRowInline):

@@ -120,7 +120,11 @@ class KeyListField(forms.Field):
             raise ValidationError(self.error_messages["required"], code="required")
 
 
-def json_formfield(db_field: models.Field, key_list_fields: tuple[str, ...]) -> forms.Field | None:
+def json_formfield(
+    db_field: models.Field,
+    key_list_fields: tuple[str, ...],
+    widget: type[forms.Widget] | None = None,
+) -> forms.Field | None:
     """The admin's form field for a JSONField, or None for any other field."""
     if not isinstance(db_field, models.JSONField):
         return None
@@ -131,7 +135,11 @@ def json_formfield(db_field: models.Field, key_list_fields: tuple[str, ...]) -> 
     default = db_field.get_default()
     empty = default if isinstance(default, list | dict) else None
     return PrettyJSONField(
-        empty_json=empty, required=required, label=label, help_text=db_field.help_text
+        empty_json=empty,
+        required=required,
+        label=label,
+        help_text=db_field.help_text,
+        **({"widget": widget()} if widget is not None else {}),
     )
 
 
@@ -140,11 +148,12 @@ class JSONFieldsMixin(_BaseAdmin):
 
     key_list_fields: tuple[str, ...] = ()
     help_texts: dict[str, str] = {}
+    json_widgets: dict[str, type[forms.Widget]] = {}  # e.g. the condition builder
 
     def formfield_for_dbfield(
         self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any
     ) -> forms.Field | None:
-        field = json_formfield(db_field, self.key_list_fields)
+        field = json_formfield(db_field, self.key_list_fields, self.json_widgets.get(db_field.name))
         if field is None:
             field = super().formfield_for_dbfield(db_field, request, **kwargs)
         if field is not None and db_field.name in self.help_texts:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -9,14 +11,16 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
 from flags import services
-from flags.admin.access import ProjectScopedAdmin
+from flags.admin.access import ProjectScopedAdmin, project_ids
 from flags.admin.flags import SOURCE, adopt
 from flags.admin.forms import JSONFieldsMixin, ServiceErrorsAdmin
+from flags.admin.widgets import SegmentConditionsWidget, project_vocabulary
 from flags.models import Segment
+from flags.roles import Action
 
 SEGMENT_CONDITIONS_HELP = (
-    "A JSON list; a context is in the segment when every condition holds, e.g. "
-    '[{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]. '
+    "A context is in the segment when every condition holds. In the JSON view, a list such "
+    'as [{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]. '
     "Segments cannot refer to other segments."
 )
 
@@ -28,6 +32,7 @@ class SegmentAdmin(JSONFieldsMixin, ServiceErrorsAdmin, ProjectScopedAdmin):
     search_fields = ("key", "name", "description")
     list_select_related = ("project",)
     key_list_fields = ("included", "excluded")
+    json_widgets = {"conditions": SegmentConditionsWidget}
     help_texts = {
         "conditions": SEGMENT_CONDITIONS_HELP,
         "included": "Targeting keys always in the segment, one per line.",
@@ -40,6 +45,14 @@ class SegmentAdmin(JSONFieldsMixin, ServiceErrorsAdmin, ProjectScopedAdmin):
     def get_fields(self, request: HttpRequest, obj: Segment | None = None):
         fields = ["project", "key", "name", "description", "conditions", "included", "excluded"]
         return fields + ["used_by"] if obj is not None else fields
+
+    def get_form(self, request: HttpRequest, obj: Segment | None = None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        widget = form.base_fields["conditions"].widget if "conditions" in form.base_fields else None
+        if isinstance(widget, SegmentConditionsWidget):  # a new class per call: safe to set
+            projects = [obj.project_id] if obj is not None else project_ids(request, Action.READ)
+            widget.vocabulary = partial(project_vocabulary, projects, segments=False)
+        return form
 
     def get_readonly_fields(self, request: HttpRequest, obj: Segment | None = None):
         return ("project", "key", "used_by") if obj is not None else ()

@@ -93,6 +93,8 @@ def test_the_flag_page_shows_a_rollout_as_percentages_after_a_save(
     serve = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-0-serve_variant")))
     browser.execute_script("arguments[0].value = ''", serve)  # a rollout instead of a variant
     rollout = browser.find_element(By.NAME, "configs-0-rollout")
+    builder = rollout.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
+    builder.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()  # the JSON view
     rollout.clear()
     rollout.send_keys('[{"variant": "on", "weight": 1}, {"variant": "off", "weight": 999}]')
     browser.find_element(By.NAME, "_continue").click()
