@@ -8,7 +8,7 @@ start page group them by kind instead, from a fixed list.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.db.models import Q, QuerySet
 
@@ -99,7 +99,7 @@ def _dict_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
     return lines
 
 
-def _is_flag_entry(value: Any) -> bool:
+def _is_flag_entry(value: Any) -> TypeGuard[dict]:
     return isinstance(value, dict) and {"enabled", "rules", "defaultServe"} <= set(value)
 
 

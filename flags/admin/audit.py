@@ -55,7 +55,8 @@ class ActionFilter(admin.SimpleListFilter):
         return [(value, label) for value, label, _, _ in ACTION_GROUPS]
 
     def queryset(self, request: HttpRequest, queryset):
-        return entries_in_group(queryset, self.value()) if self.value() else queryset
+        group = self.value()
+        return entries_in_group(queryset, group) if group else queryset
 
 
 def changes_list(entry: AuditEntry) -> str:
