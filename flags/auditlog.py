@@ -41,6 +41,7 @@ ACTION_GROUPS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 GROUP_NAMES = {value: label for value, label, _, _ in ACTION_GROUPS}
 
+EMPTY = (None, "", [], {})
 # A value longer than this is cut in a diff line; the whole entry stays on its page.
 LONGEST_VALUE = 200
 
@@ -72,11 +73,22 @@ def action_label(action: str) -> str:
     return words.get(action, action)
 
 
+def entry_title(entry: AuditEntry) -> str:
+    """`switched on flag new-checkout/production`: the entry in a few words."""
+    noun = OBJECT_NOUNS.get(entry.object_type, entry.object_type.replace("_", " "))
+    return f"{action_label(entry.action)} {noun} {entry.object_key}"
+
+
+OBJECT_NOUNS = {"flag_config": "flag", "api_key": "API key", "scheduled_change": "schedule of"}
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
         return "–"
+    if value in ("", [], {}):
+        return "(empty)"
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return text if len(text) <= LONGEST_VALUE else text[: LONGEST_VALUE - 1] + "…"
 
@@ -116,7 +128,7 @@ def entry_changes(entry: AuditEntry) -> list[str]:
     if before is None and _is_flag_entry(after):
         return ["created, off"] if not after["enabled"] else ["created"]
     if before is None and isinstance(after, dict):
-        return [f"{key}: {_text(value)}" for key, value in after.items()]
+        return [f"{key}: {_text(value)}" for key, value in after.items() if value not in EMPTY]
     if isinstance(before, dict) and after is None:
         return [f"{key}: {_text(value)} (removed)" for key, value in before.items()]
     if before == after:

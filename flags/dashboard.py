@@ -14,7 +14,7 @@ from django.db.models import Q
 
 from evaluation import exposures
 from flags import approvals
-from flags.auditlog import action_label, entry_changes
+from flags.auditlog import entry_changes, entry_title
 from flags.models import AuditEntry, ChangeRequest, Project
 from flags.roles import Action, allows, visible_projects
 
@@ -29,7 +29,7 @@ STALE_SHOWN = 5  # per project; the stale page lists them all
 @dataclass
 class RecentChange:
     entry: AuditEntry
-    action: str
+    title: str
     changes: list[str]
 
 
@@ -65,7 +65,7 @@ def recent_changes(user: Identity, limit: int = RECENT_CHANGES) -> list[RecentCh
     if not user.is_superuser:
         entries = entries.filter(project__in=visible_projects(user))
     return [
-        RecentChange(entry=entry, action=action_label(entry.action), changes=entry_changes(entry))
+        RecentChange(entry=entry, title=entry_title(entry), changes=entry_changes(entry))
         for entry in entries.order_by("-created_at", "-id")[:limit]
     ]
 

@@ -67,7 +67,7 @@ def test_the_audit_diff_names_only_the_changed_keys(project):
     before = {"name": "Shop", "description": "", "requireApproval": False}
     after = {"name": "Shop", "description": "Our shop", "requireApproval": True}
     entry = AuditEntry(action="update", before=before, after=after)
-    assert entry_changes(entry) == ["description:  → Our shop", "requireApproval: off → on"]
+    assert entry_changes(entry) == ["description: (empty) → Our shop", "requireApproval: off → on"]
     nested = AuditEntry(action="update", before={"a": {"b": 1, "c": 2}}, after={"a": {"b": 1}})
     assert entry_changes(nested) == ["a.c: 2 (removed)"]
 
@@ -136,7 +136,7 @@ def test_the_start_page_lists_requests_to_review_and_recent_changes(client, proj
 
     review = reverse("admin:flags_rollout_request", args=[change.pk])
     assert f'href="{review}"' in page and "Go live" in page and "review" in page
-    assert "switched on new-checkout/development" in page
+    assert "switched on flag new-checkout/development" in page
     assert "enabled: off → on" in page
     assert page.index("Change requests waiting") < page.index("app-flags module")
 
