@@ -79,6 +79,7 @@ def entry_title(entry: AuditEntry) -> str:
     return f"{action_label(entry.action)} {noun} {entry.object_key}"
 
 
+# How entries' object types read in a sentence ("flag new-checkout/production").
 OBJECT_NOUNS = {"flag_config": "flag", "api_key": "API key", "scheduled_change": "schedule of"}
 
 

@@ -11,12 +11,19 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from flags.admin.access import ProjectScopedAdmin
-from flags.auditlog import ACTION_GROUPS, action_label, entries_in_group, entry_changes
+from flags.auditlog import (
+    ACTION_GROUPS,
+    OBJECT_NOUNS,
+    action_label,
+    entries_in_group,
+    entry_changes,
+)
 from flags.models import AuditEntry
 
 # Times to the second, in UTC (the project's time zone): the locale's format drops the
 # minutes of times on the hour ("3 p.m.").
 WHEN_FORMAT = "%Y-%m-%d %H:%M:%S"
+LIST_LINES = 4  # of an entry's diff in the list; its page shows them all
 
 
 class FlagFilter(admin.SimpleListFilter):
@@ -59,11 +66,13 @@ class ActionFilter(admin.SimpleListFilter):
         return entries_in_group(queryset, group) if group else queryset
 
 
-def changes_list(entry: AuditEntry) -> str:
-    """The entry's diff as a list of lines, for the log and the start page."""
+def changes_list(entry: AuditEntry, limit: int | None = None) -> str:
+    """The entry's diff as a list of lines; past `limit` lines, how many more there are."""
     lines = entry_changes(entry)
     if not lines:
         return "–"
+    if limit is not None and len(lines) > limit:
+        lines = [*lines[:limit], f"… and {len(lines) - limit} more"]
     items = format_html_join("", "<li>{}</li>", ((line,) for line in lines))
     return format_html('<ul class="flags-diff">{}</ul>', items)
 
@@ -79,18 +88,7 @@ def _pretty(value: Any) -> str:
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ProjectScopedAdmin):
-    list_display = (
-        "when",
-        "actor_name",
-        "source",
-        "action_name",
-        "object_type",
-        "object_key",
-        "project",
-        "environment",
-        "changes",
-        "comment",
-    )
+    list_display = ("when", "who", "action_name", "subject", "project", "changes_short", "comment")
     list_filter = (
         ("project", admin.RelatedOnlyFieldListFilter),
         FlagFilter,
@@ -142,9 +140,22 @@ class AuditEntryAdmin(ProjectScopedAdmin):
     def action_name(self, entry: AuditEntry) -> str:
         return action_label(entry.action)
 
+    @admin.display(description="who", ordering="actor_name")
+    def who(self, entry: AuditEntry) -> str:
+        return f"{entry.actor_name} ({entry.source})"
+
+    @admin.display(description="what", ordering="object_key")
+    def subject(self, entry: AuditEntry) -> str:
+        noun = OBJECT_NOUNS.get(entry.object_type, entry.object_type.replace("_", " "))
+        return f"{noun} {entry.object_key}"
+
     @admin.display(description="what changed")
     def changes(self, entry: AuditEntry) -> str:
         return changes_list(entry)
+
+    @admin.display(description="what changed")
+    def changes_short(self, entry: AuditEntry) -> str:
+        return changes_list(entry, limit=LIST_LINES)
 
     @admin.display(description="before (JSON)")
     def before_value(self, entry: AuditEntry) -> str:

@@ -225,3 +225,29 @@ def test_the_flag_list_draws_its_padlock_and_no_red_cross(browser, live_server, 
     cross = browser.find_element(By.CSS_SELECTOR, "td.field-archived img")
     assert not cross.is_displayed()
     assert browser.find_element(By.CSS_SELECTOR, "td.field-archived").text == ""
+
+
+def test_the_audit_log_reads_as_changes(browser, live_server, transactional_db):
+    from selenium.webdriver.common.by import By
+
+    project = factories.project("shop", name="Shop")
+    flag = factories.flag(project, "new-checkout")
+    factories.configure(flag, "staging", enabled=True)
+    services.flag_toggle(
+        config=factories.config(flag, "production"),
+        enabled=True,
+        actor=None,
+        source="system",
+        comment="Launch",
+    )
+    factories.member(project, "viewer", username="pm")
+    _log_in(browser, live_server, "pm")
+    browser.get(f"{live_server.url}/admin/flags/auditentry/")
+    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#result_list"))
+    _screenshot(browser, "audit-log")
+
+    rows = browser.find_element(By.ID, "result_list").text
+    assert "enabled: off → on" in rows and "Launch" in rows
+    assert "defaultServe" not in rows  # no JSON dump
+    choices = browser.find_element(By.ID, "changelist-filter").text
+    assert "Switched on or off" in choices
