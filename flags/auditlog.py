@@ -41,7 +41,7 @@ ACTION_GROUPS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 GROUP_NAMES = {value: label for value, label, _, _ in ACTION_GROUPS}
 
-EMPTY = (None, "", [], {})
+EMPTY: tuple[Any, ...] = (None, "", [], {})
 # A value longer than this is cut in a diff line; the whole entry stays on its page.
 LONGEST_VALUE = 200
 
