@@ -275,9 +275,11 @@ class ConfirmationPages:
     def _refusal(self, user, config: FlagConfig) -> str:
         environment = config.environment
         role = role_of(user, config.flag.project) or "no role"
+        needed = Action.CONFIGURE_PROTECTED if environment.protected else Action.CONFIGURE
+        where = "protected environment" if environment.protected else "environment"
         return (
-            f"You are {role} in project {config.flag.project.key!r}: changes to protected "
-            f"environment {environment.name} need the publisher role (or admin)."
+            f"You are {role} in project {config.flag.project.key!r}: changes to {where} "
+            f"{environment.name} need the {needed.least_role} role (or a higher one)."
         )
 
     def _confirm_page(self, request, config, confirmation, context, status: int) -> HttpResponse:
