@@ -48,6 +48,7 @@ class Confirmation:
     notes: list[str] = field(default_factory=list)
     nothing_to_do: str = ""
     hidden: dict[str, str] = field(default_factory=dict)  # posted back with the form
+    danger: bool = False  # the button is red
 
 
 def row_id(value: int, name: str) -> int:
@@ -180,6 +181,7 @@ class ConfirmationPages:
             done=f"{flag.key} is off in {environment.name}; schedule cancelled.",
             back=reverse("admin:flags_rollout_versions", args=[config.pk]),
             approved=True,
+            danger=True,
             notes=["The kill switch needs no change request, even where approval is required."],
             nothing_to_do=(
                 f"{flag.key} is already off in {environment.name} and nothing is scheduled."

@@ -251,3 +251,29 @@ def test_the_audit_log_reads_as_changes(browser, live_server, transactional_db):
     assert "defaultServe" not in rows  # no JSON dump
     choices = browser.find_element(By.ID, "changelist-filter").text
     assert "Switched on or off" in choices
+
+
+def test_a_project_admin_renames_and_protects_an_environment(
+    browser, live_server, transactional_db
+):
+    from selenium.webdriver.common.by import By
+
+    project = factories.project("shop", name="Shop")
+    factories.member(project, "admin", username="lead")
+    _log_in(browser, live_server, "lead")
+    clicks = Clicks(browser)
+
+    clicks.on(By.CSS_SELECTOR, "#content-main a[href$='/flags/project/']")
+    clicks.on(By.LINK_TEXT, "shop")
+    name = _wait(browser, lambda b: b.find_element(By.NAME, "environments-1-name"))
+    name.clear()
+    name.send_keys("Pre-production")
+    clicks.on(By.NAME, "environments-1-protected")
+    _screenshot(browser, "project-environments")
+    clicks.on(By.NAME, "_save")
+
+    _wait(browser, lambda b: "was changed successfully" in _text(b))
+    staging = factories.environment(project, "staging")
+    assert (staging.name, staging.protected) == ("Pre-production", True)
+    assert AuditEntry.objects.filter(object_type="environment", action="update").exists()
+    assert clicks.count == 4
