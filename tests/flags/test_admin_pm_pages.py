@@ -423,3 +423,14 @@ def test_messages_after_a_confirmation_say_what_happened(client, project, checko
     login(client, project, "publisher")
     response = client.post(switch_url(checkout), {"version": "1", "confirm": "1"}, follow=True)
     assert "new-checkout is on in Production." in messages_of(response)
+
+
+def test_the_comment_is_in_the_api_audit_log(client, project, checkout):
+    from rest_framework.test import APIClient
+
+    login(client, project, "publisher")
+    client.post(switch_url(checkout), {"version": "1", "comment": "Launch", "confirm": "1"})
+    api = APIClient()
+    api.force_authenticate(factories.user(superuser=True))
+    entries = api.get("/api/v1/audit?project=shop&flag=new-checkout").json()["results"]
+    assert [entry["comment"] for entry in entries if entry["action"] == "enable"] == ["Launch"]
