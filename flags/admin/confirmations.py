@@ -137,10 +137,16 @@ class ConfirmationPages:
         except NotFound as error:
             raise Http404(str(error)) from error
         flag, environment = config.flag, config.environment
+        changes = history.state_diff(_current(config), state)
+        same = (
+            f"Version {version} is the current configuration."
+            if version == config.version
+            else f"Version {version} is what {environment.name} serves now: nothing to restore."
+        )
         confirmation = Confirmation(
             title=f"Restore version {version} of {flag.key} in {environment.name}",
             button=f"Restore version {version}",
-            changes=history.state_diff(_current(config), state),
+            changes=changes,
             data=state,
             write=lambda comment: services.version_restore(
                 config=config,
@@ -152,11 +158,7 @@ class ConfirmationPages:
             ),
             done=f"Version {version} restored as version {config.version + 1}.",
             back=reverse("admin:flags_rollout_versions", args=[config.pk]),
-            nothing_to_do=(
-                f"Version {version} is the current configuration."
-                if version == config.version
-                else ""
-            ),
+            nothing_to_do=same if version == config.version or not changes else "",
         )
         return self._confirm(request, config, confirmation)
 

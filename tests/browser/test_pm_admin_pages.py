@@ -39,9 +39,17 @@ def browser(tmp_path):
     for argument in CHROMIUM_ARGS:
         options.add_argument(argument)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
+        # Every page a task went through ran under the admin's Content-Security-Policy.
+        violations = [
+            entry["message"]
+            for entry in driver.get_log("browser")
+            if "Content Security Policy" in entry["message"]
+        ]
+        assert violations == []
     finally:
         driver.quit()
 
@@ -80,9 +88,13 @@ def _screenshot(browser, name: str) -> None:
 
 
 def _text(browser) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return browser.find_element(By.TAG_NAME, "body").text
+    try:
+        return browser.find_element(By.TAG_NAME, "body").text
+    except StaleElementReferenceException:  # the next page is replacing this one
+        return ""
 
 
 def _production_button(browser, flag_key: str):

@@ -434,3 +434,14 @@ def test_the_comment_is_in_the_api_audit_log(client, project, checkout):
     api.force_authenticate(factories.user(superuser=True))
     entries = api.get("/api/v1/audit?project=shop&flag=new-checkout").json()["results"]
     assert [entry["comment"] for entry in entries if entry["action"] == "enable"] == ["Launch"]
+
+
+def test_restoring_what_is_served_now_writes_nothing(client, project, checkout):
+    factories.configure(checkout, "production", enabled=True)
+    factories.configure(checkout, "production", enabled=False)  # version 3 = version 1
+    login(client, project, "publisher")
+    config = factories.config(checkout, "production")
+    restore = reverse("admin:flags_rollout_confirm_restore", args=[config.pk, 1])
+    assert "nothing to restore" in text_of(client.get(restore))
+    assert client.post(restore, {"version": "3", "confirm": "1"}).status_code == 409
+    assert factories.config(checkout, "production").version == 3
