@@ -445,3 +445,11 @@ def test_restoring_what_is_served_now_writes_nothing(client, project, checkout):
     assert "nothing to restore" in text_of(client.get(restore))
     assert client.post(restore, {"version": "3", "confirm": "1"}).status_code == 409
     assert factories.config(checkout, "production").version == 3
+
+
+def test_a_confirmation_never_sends_people_off_site(client, project, checkout):
+    login(client, project, "publisher")
+    url = switch_url(checkout) + "&next=https://elsewhere.example/"
+    response = client.post(url, {"version": "1", "confirm": "1"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:flags_flag_changelist")
