@@ -1,7 +1,9 @@
 """Safe rollouts in the admin: versions with diffs and restore, change requests, exposures.
 
 The pages hang off the change requests' admin; the flag page links to them per environment
-(`rollout_links`). Writes go through flags.history / flags.approvals / flags.schedules.
+(`rollout_links`), and changes to protected environments are confirmed on the pages of
+flags.admin.confirmations. Writes go through flags.history / flags.approvals /
+flags.schedules.
 """
 
 from __future__ import annotations
