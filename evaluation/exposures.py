@@ -339,7 +339,7 @@ def last_evaluated(environment_id: int, flag_key: str) -> datetime | None:
 
 def stale_flags(project, days: int | None = None, now: datetime | None = None) -> list[dict]:
     """Live flags never evaluated (or not for `days` days), or serving one variant to everyone
-    for `days` days.
+    for `days` days; only flags created at least `days` days ago.
 
     "One variant to everyone" means: evaluated since at least `days` days ago, and in each
     environment where it was evaluated during those days every evaluation got one variant.
@@ -359,7 +359,9 @@ def stale_flags(project, days: int | None = None, now: datetime | None = None) -
     mixed = {row["flag_key"] for row in variants if row["variants"] > 1}
     recent = {row["flag_key"] for row in variants}
     stale = []
-    for flag in project.flags.filter(archived=False).order_by("key"):
+    # A flag younger than the window has not had the time to be stale, whatever its counts.
+    flags = project.flags.filter(archived=False, created_at__lte=since).order_by("key")
+    for flag in flags:
         if flag.key not in first_seen:
             stale.append({"flag": flag, "why": "never evaluated"})
         elif flag.key not in recent:

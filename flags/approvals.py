@@ -21,6 +21,7 @@ from evaluation.documents import flag_state, segment_entry
 from flags import impact, services
 from flags.errors import NotFound
 from flags.models import (
+    AuditEntry,
     ChangeRequest,
     ChangeReview,
     Flag,
@@ -107,8 +108,11 @@ def change_request_create(
     expected_version: int | None = None,
     actor: Actor,
     source: str,
+    comment: str = "",
 ) -> ChangeRequest:
-    """Propose `data` (what the configuration PATCH takes) for review."""
+    """Propose `data` (what the configuration PATCH takes) for review; `comment` (why) goes
+    into the audit entry of the proposal."""
+    comment = services.checked_comment(comment)
     config = (
         FlagConfig.objects.select_for_update()
         .select_related("flag__project", "environment")
@@ -140,7 +144,7 @@ def change_request_create(
         proposed_state=proposed,
         scheduled_at=scheduled_at,
     )
-    _audit(request, "propose", actor, source, before=base_state, after=proposed)
+    _audit(request, "propose", actor, source, before=base_state, after=proposed, comment=comment)
     return request
 
 
@@ -433,6 +437,19 @@ def change_requests_of(
     if status:
         requests = requests.filter(status=status)
     return requests.select_related(*RELATED).prefetch_related("reviews")
+
+
+def proposal_comment(request: ChangeRequest) -> str:
+    """Why the request was opened, in its author's words (the proposal's audit entry)."""
+    entry = (
+        AuditEntry.objects.filter(
+            object_type="change_request", action="propose", object_key=_name(request)
+        )
+        .exclude(comment="")
+        .order_by("created_at")
+        .first()
+    )
+    return entry.comment if entry is not None else ""
 
 
 def change_request_for(project: Project, pk: int | str) -> ChangeRequest:

@@ -367,6 +367,8 @@ class AuditEntry(models.Model):
     flag_key = models.CharField(max_length=100, blank=True, db_index=True)
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
+    # Why, in the words of whoever made the change (the admin's confirmation pages ask).
+    comment = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

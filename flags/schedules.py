@@ -174,8 +174,9 @@ def schedule_cancel(*, change: ScheduledChange, actor: Actor, source: str) -> Sc
 
 
 @transaction.atomic
-def flag_kill(*, config: FlagConfig, actor: Actor, source: str) -> FlagConfig:
+def flag_kill(*, config: FlagConfig, actor: Actor, source: str, comment: str = "") -> FlagConfig:
     """Turn the flag off here now and cancel what was scheduled here; no request needed."""
+    comment = services.checked_comment(comment)
     config = _config(config)
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
     # Lock the pending changes before the configuration, in the worker's order, so a step
@@ -197,10 +198,12 @@ def flag_kill(*, config: FlagConfig, actor: Actor, source: str) -> FlagConfig:
         source=source,
         action="kill",
         approved=True,
+        comment=comment,
     )
     if config.version == version or ids:
         # Already off, or schedules cancelled: the kill itself is on record either way.
-        _audit(config, "kill", actor, source, after={"cancelled": ids, "version": config.version})
+        after = {"cancelled": ids, "version": config.version}
+        _audit(config, "kill", actor, source, after=after, comment=comment)
     return config
 
 

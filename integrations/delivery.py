@@ -96,6 +96,10 @@ def slack_message(body: dict) -> dict:
     ]
     if changes:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": changes}})
+    comment = (body.get("comment") or "")[:SLACK_TEXT_LIMIT]
+    if comment:
+        why = f"_Why:_ {_slack_escape(comment)}"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": why}})
     context = f"{body['kind']} · {_slack_escape(body['source'])} · {body['occurredAt'][:19]}Z"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {"text": headline, "blocks": blocks}

@@ -105,6 +105,7 @@ def _body(entry: AuditEntry, kinds: list[str], **extra: Any) -> dict:
         "changes": _changes(entry),
         "before": entry.before,
         "after": entry.after,
+        "comment": entry.comment,
         **extra,
     }
 

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from flags.admin.access import ProjectScopedAdmin
+from flags.auditlog import (
+    ACTION_GROUPS,
+    OBJECT_NOUNS,
+    action_label,
+    entries_in_group,
+    entry_changes,
+)
 from flags.models import AuditEntry
+
+# Times to the second, in UTC (the project's time zone): the locale's format drops the
+# minutes of times on the hour ("3 p.m.").
+WHEN_FORMAT = "%Y-%m-%d %H:%M:%S"
+LIST_LINES = 4  # of an entry's diff in the list; its page shows them all
 
 
 class FlagFilter(admin.SimpleListFilter):
@@ -39,39 +52,57 @@ class ActorFilter(admin.SimpleListFilter):
         return queryset.filter(actor_name=self.value()) if self.value() else queryset
 
 
+class ActionFilter(admin.SimpleListFilter):
+    """Actions by kind, from a fixed list: not one choice per restored version or request."""
+
+    title = "action"
+    parameter_name = "action_group"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [(value, label) for value, label, _, _ in ACTION_GROUPS]
+
+    def queryset(self, request: HttpRequest, queryset):
+        group = self.value()
+        return entries_in_group(queryset, group) if group else queryset
+
+
+def changes_list(entry: AuditEntry, limit: int | None = None) -> str:
+    """The entry's diff as a list of lines; past `limit` lines, how many more there are."""
+    lines = entry_changes(entry)
+    if not lines:
+        return "–"
+    if limit is not None and len(lines) > limit:
+        lines = [*lines[:limit], f"… and {len(lines) - limit} more"]
+    items = format_html_join("", "<li>{}</li>", ((line,) for line in lines))
+    return format_html('<ul class="flags-diff">{}</ul>', items)
+
+
 def _pretty(value: Any) -> str:
     if value is None:
         return "–"
-    return format_html('<pre class="flags-json">{}</pre>', json.dumps(value, indent=2))
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return format_html(
+        '<details><summary>JSON</summary><pre class="flags-json">{}</pre></details>', text
+    )
 
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ProjectScopedAdmin):
-    list_display = (
-        "created_at",
-        "actor_name",
-        "source",
-        "action",
-        "object_type",
-        "object_key",
-        "project",
-        "environment",
-        "flag_key",
-    )
+    list_display = ("when", "who", "action_name", "subject", "project", "changes_short", "comment")
     list_filter = (
         ("project", admin.RelatedOnlyFieldListFilter),
         FlagFilter,
         ActorFilter,
         ("created_at", admin.DateFieldListFilter),
         "source",
-        "action",
+        ActionFilter,
         "object_type",
     )
-    search_fields = ("object_key", "flag_key", "actor_name")
+    search_fields = ("object_key", "flag_key", "actor_name", "comment")
     date_hierarchy = "created_at"
     list_select_related = ("project", "environment__project")
     fields = (
-        "created_at",
+        "when",
         "actor_name",
         "source",
         "action",
@@ -80,7 +111,8 @@ class AuditEntryAdmin(ProjectScopedAdmin):
         "project",
         "environment",
         "flag_key",
-        "changed",
+        "comment",
+        "changes",
         "before_value",
         "after_value",
     )
@@ -100,18 +132,35 @@ class AuditEntryAdmin(ProjectScopedAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
         return False
 
-    @admin.display(description="changed")
-    def changed(self, entry: AuditEntry) -> str:
-        before, after = entry.before, entry.after
-        if not isinstance(before, dict) or not isinstance(after, dict):
-            return "–"
-        keys = [key for key in {**before, **after} if before.get(key) != after.get(key)]
-        return ", ".join(keys) or "nothing"
+    @admin.display(description="when (UTC)", ordering="created_at")
+    def when(self, entry: AuditEntry) -> str:
+        return entry.created_at.astimezone(UTC).strftime(WHEN_FORMAT)
 
-    @admin.display(description="before")
+    @admin.display(description="action", ordering="action")
+    def action_name(self, entry: AuditEntry) -> str:
+        return action_label(entry.action)
+
+    @admin.display(description="who", ordering="actor_name")
+    def who(self, entry: AuditEntry) -> str:
+        return f"{entry.actor_name} ({entry.source})"
+
+    @admin.display(description="what", ordering="object_key")
+    def subject(self, entry: AuditEntry) -> str:
+        noun = OBJECT_NOUNS.get(entry.object_type, entry.object_type.replace("_", " "))
+        return f"{noun} {entry.object_key}"
+
+    @admin.display(description="what changed")
+    def changes(self, entry: AuditEntry) -> str:
+        return changes_list(entry)
+
+    @admin.display(description="what changed")
+    def changes_short(self, entry: AuditEntry) -> str:
+        return changes_list(entry, limit=LIST_LINES)
+
+    @admin.display(description="before (JSON)")
     def before_value(self, entry: AuditEntry) -> str:
         return _pretty(entry.before)
 
-    @admin.display(description="after")
+    @admin.display(description="after (JSON)")
     def after_value(self, entry: AuditEntry) -> str:
         return _pretty(entry.after)

@@ -611,6 +611,8 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                     label,
                 )
             url = reverse("admin:flags_flag_toggle", args=[flag.pk, config.environment_id])
+            if config.environment.protected:  # a page that shows the change, with a comment
+                url = reverse("admin:flags_rollout_confirm_switch", args=[config.pk])
             turn = "off" if config.enabled else "on"
             return format_html(
                 '<button type="submit" class="flag-state flag-state-{}" formaction="{}?{}" '

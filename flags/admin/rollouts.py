@@ -1,7 +1,9 @@
 """Safe rollouts in the admin: versions with diffs and restore, change requests, exposures.
 
 The pages hang off the change requests' admin; the flag page links to them per environment
-(`rollout_links`). Writes go through flags.history / flags.approvals / flags.schedules.
+(`rollout_links`), and changes to protected environments are confirmed on the pages of
+flags.admin.confirmations. Writes go through flags.history / flags.approvals /
+flags.schedules.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from django.utils.html import format_html_join
 
 from evaluation import exposures
 from flags import approvals, history, schedules, services
+from flags.admin.confirmations import ConfirmationPages, row_id
 from flags.admin.parameters import CheckedParametersAdmin, whole_number
 from flags.errors import NotFound
-from flags.models import ChangeRequest, FlagConfig
+from flags.models import ChangeRequest, Flag, FlagConfig, Project, Segment
 from flags.roles import Action, allows, needs_change_request, visible_projects
 from flags.services import ConflictError
 from flags.validation import check_fields, load_json
@@ -68,7 +71,7 @@ def _error_text(error: Exception) -> str:
 
 
 @admin.register(ChangeRequest)
-class ChangeRequestAdmin(CheckedParametersAdmin):
+class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
     list_display = ("id", "flag", "environment", "title", "author_name", "status", "created_at")
     list_filter = ("status", "kind")
     list_select_related = ("config__flag", "config__environment", "flag", "segment")
@@ -133,19 +136,58 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
             ),
             path("stale/", view(self.stale_view), name="flags_rollout_stale"),
             path("<int:pk>/review/", view(self.request_view), name="flags_rollout_request"),
+            path(
+                "confirm/switch/<int:config_id>/",
+                view(self.switch_confirm_view),
+                name="flags_rollout_confirm_switch",
+            ),
+            path(
+                "confirm/restore/<int:config_id>/<int:version>/",
+                view(self.restore_confirm_view),
+                name="flags_rollout_confirm_restore",
+            ),
+            path(
+                "confirm/kill/<int:config_id>/",
+                view(self.kill_confirm_view),
+                name="flags_rollout_confirm_kill",
+            ),
             *super().get_urls(),
         ]
 
     def _config(self, request: HttpRequest, config_id: int) -> FlagConfig:
         config = get_object_or_404(
-            FlagConfig.objects.select_related("flag__project", "environment"), pk=config_id
+            FlagConfig.objects.select_related("flag__project", "environment__project"),
+            pk=row_id(config_id, "config_id"),
         )
         if not allows(request.user, config.flag.project, Action.READ):
             raise Http404("No such flag.")
         return config
 
-    def _page(self, request: HttpRequest, template: str, title: str, **context) -> HttpResponse:
-        context = {**self.admin_site.each_context(request), "title": title, **context}
+    def _crumbs(self, project: Project | None, subject: Flag | Segment | None = None) -> list:
+        """Home › Flags › Projects › <project> › <flag or segment>: (label, url) pairs."""
+        crumbs = [("Projects", reverse("admin:flags_project_changelist"))]
+        if project is not None:
+            crumbs.append(
+                (
+                    project.name or project.key,
+                    reverse("admin:flags_project_change", args=[project.pk]),
+                )
+            )
+        if isinstance(subject, Flag):
+            crumbs.append((subject.key, reverse("admin:flags_flag_change", args=[subject.pk])))
+        elif isinstance(subject, Segment):
+            crumbs.append((subject.key, reverse("admin:flags_segment_change", args=[subject.pk])))
+        return crumbs
+
+    def _page(
+        self, request: HttpRequest, template: str, title: str, crumbs: list | None = None, **context
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "crumbs": crumbs or [],
+            **context,
+        }
         return TemplateResponse(request, f"admin/flags/rollouts/{template}", context)
 
     def _run(self, request: HttpRequest, action, success: str) -> bool:
@@ -167,14 +209,21 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
             self._versions_post(request, config)
             return HttpResponseRedirect(request.path)
         may_write = allows(user, config.flag.project, Action.CONFIGURE, config.environment)
+        needs_request = needs_change_request(user, config.environment)
+        may_propose = allows(user, config.flag.project, Action.CONFIGURE)
         return self._page(
             request,
             "versions.html",
             f"Versions of {config.flag.key} in {config.environment.name}",
+            crumbs=self._crumbs(config.flag.project, config.flag),
             config=config,
             versions=history.versions_of(config),
-            may_restore=may_write and not needs_change_request(user, config.environment),
-            may_propose=allows(user, config.flag.project, Action.CONFIGURE),
+            may_restore=may_write and not needs_request,
+            # Protected environments confirm a restore or the kill switch on a page of
+            # their own (with a comment), which opens a change request where one is needed.
+            confirm=config.environment.protected,
+            may_propose_restore=config.environment.protected and needs_request and may_propose,
+            may_propose=may_propose,
             may_kill=may_write,
             requests=approvals.change_requests_of(project=config.flag.project, config=config)[:20],
             schedule=schedules.schedule_of(config)[:50],
@@ -230,12 +279,14 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
 
     def request_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         change_request = get_object_or_404(
-            ChangeRequest.objects.select_related(*approvals.RELATED), pk=pk
+            ChangeRequest.objects.select_related(*approvals.RELATED), pk=row_id(pk, "pk")
         )
         if change_request.config_id is None:
             config = None
             if not allows(request.user, change_request.project, Action.READ):
                 raise Http404("No such change request.")
+            subject = change_request.flag or change_request.segment
+            crumbs = self._crumbs(change_request.project, subject)
             title = f"Change request #{pk}: {change_request.subject}"
             diff = [
                 f"{item['environment']}: {line}"
@@ -244,6 +295,7 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
             ]
         else:
             config = self._config(request, change_request.config_id)
+            crumbs = self._crumbs(config.flag.project, config.flag)
             title = f"Change request #{pk}: {config.flag.key} in {config.environment.name}"
             diff = history.state_diff(change_request.base_state, change_request.proposed_state)
         if request.method == "POST":
@@ -253,7 +305,9 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
             request,
             "request.html",
             title,
+            crumbs=crumbs,
             config=config,
+            why=approvals.proposal_comment(change_request),
             change=change_request,
             current_version=approvals.current_version(change_request),
             conflict=approvals.is_conflict(change_request),
@@ -325,6 +379,7 @@ class ChangeRequestAdmin(CheckedParametersAdmin):
             request,
             "exposures.html",
             f"Evaluations of {config.flag.key} in {config.environment.name}",
+            crumbs=self._crumbs(config.flag.project, config.flag),
             config=config,
             days=days,
             variants=variants,

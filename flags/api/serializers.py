@@ -401,4 +401,5 @@ class AuditEntrySerializer(serializers.ModelSerializer):
             "flag_key",
             "before",
             "after",
+            "comment",
         ]

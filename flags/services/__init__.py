@@ -38,7 +38,13 @@ from flags.services.segments import (
     segment_update,
     segment_users,
 )
-from flags.services.steps import SOURCES, ConflictError, audit, environments_changed
+from flags.services.steps import (
+    SOURCES,
+    ConflictError,
+    audit,
+    checked_comment,
+    environments_changed,
+)
 
 __all__ = [
     "CONFIG_FIELDS",
@@ -56,6 +62,7 @@ __all__ = [
     "api_key_revoke",
     "audit",
     "change_preview",
+    "checked_comment",
     "environment_create",
     "environment_secure_mode_secret_rotate",
     "environment_update",

@@ -14,7 +14,13 @@ from evaluation.documents import flag_entry, flag_state, targeting_prefetches
 from flags import history
 from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target
 from flags.roles import Action, authorize, check_direct_write
-from flags.services.steps import ConflictError, _audit_bypass, audit, environments_changed
+from flags.services.steps import (
+    ConflictError,
+    _audit_bypass,
+    audit,
+    checked_comment,
+    environments_changed,
+)
 
 if TYPE_CHECKING:
     from flags.roles import Actor
@@ -64,6 +70,7 @@ def flag_config_update(
     expected_version: int | None = None,
     action: str | None = None,
     approved: bool = False,
+    comment: str = "",
 ) -> FlagConfig:
     """Change a flag's configuration in one environment.
 
@@ -72,8 +79,10 @@ def flag_config_update(
     document's shapes. With `expected_version`, a configuration changed meanwhile raises
     ConflictError instead of being overwritten. `action` names the change in the audit and
     history (a restore, the kill switch); `approved` says it needs no change request (it
-    applies an approved one, or is the kill switch), the role check still holds.
+    applies an approved one, or is the kill switch), the role check still holds. `comment`
+    (why, in the person's words) goes into the audit entry.
     """
+    comment = checked_comment(comment)
     config = (
         FlagConfig.objects.select_for_update()
         .select_related("flag__project", "environment__project")
@@ -115,6 +124,7 @@ def flag_config_update(
         flag_key=flag.key,
         before=before,
         after=after,
+        comment=comment,
     )
     if not approved:
         _audit_bypass(actor, environment, f"flag {flag.key}", source)
@@ -303,8 +313,12 @@ def _prerequisite_from(flag, environment, index: int, item: dict) -> Prerequisit
     )
 
 
-def flag_toggle(*, config: FlagConfig, enabled: bool, actor: Actor, source: str) -> FlagConfig:
-    return flag_config_update(config=config, data={"enabled": enabled}, actor=actor, source=source)
+def flag_toggle(
+    *, config: FlagConfig, enabled: bool, actor: Actor, source: str, comment: str = ""
+) -> FlagConfig:
+    return flag_config_update(
+        config=config, data={"enabled": enabled}, actor=actor, source=source, comment=comment
+    )
 
 
 # --- Targets, one variant at a time (the command line's `target`) ------------------------
@@ -350,6 +364,7 @@ def version_restore(
     actor: Actor,
     source: str,
     expected_version: int | None = None,
+    comment: str = "",
 ) -> FlagConfig:
     """Write version `version` back: a new version, audited as a restore."""
     state = history.version_state(config, version)
@@ -362,6 +377,7 @@ def version_restore(
         source=source,
         expected_version=expected_version,
         action=f"restore v{version}",
+        comment=comment,
     )
 
 

@@ -14,6 +14,7 @@ from evaluation import broadcast
 from flags import impact
 from flags.models import AuditEntry, Environment, Project
 from flags.roles import Action, authorize, bypasses_approval, check_indirect_write, person
+from flags.validation import check_text
 from integrations import events
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def audit(
     flag_key: str = "",
     before: Any = None,
     after: Any = None,
+    comment: str = "",
 ) -> AuditEntry:
     entry = AuditEntry.objects.create(
         actor=person(actor),
@@ -63,9 +65,24 @@ def audit(
         flag_key=flag_key,
         before=before,
         after=after,
+        comment=comment,
     )
     events.audit_recorded(entry)  # webhooks: queued in this transaction, sent after commit
     return entry
+
+
+COMMENT_LENGTH = 1000
+
+
+def checked_comment(comment: Any) -> str:
+    """A person's reason for a change, as the audit log stores it (or a ValidationError)."""
+    if not isinstance(comment, str):
+        raise ValidationError({"comment": "expected text"})
+    comment = comment.strip()
+    check_text(comment, "comment")
+    if len(comment) > COMMENT_LENGTH:
+        raise ValidationError({"comment": f"at most {COMMENT_LENGTH} characters"})
+    return comment
 
 
 def _audit_bypass(actor: Actor, environment: Environment, subject: str, source: str) -> None:

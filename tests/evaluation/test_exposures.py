@@ -176,14 +176,16 @@ def test_stale_flags_are_never_evaluated_or_serve_one_variant(setup):
     exposures.add(environment.pk, "checkout", "on", "SPLIT", 5, recent)
     exposures.add(environment.pk, "banner", "off", "DISABLED", 9, old)
     exposures.add(environment.pk, "banner", "off", "DISABLED", 9, recent)
-    factories.flag(project, "fresh")
+    factories.flag(project, "forgotten")
+    project.flags.update(created_at=now - timedelta(days=60))
+    factories.flag(project, "fresh")  # made today: not stale, though never evaluated
     exposures.drain()
 
     stale = {item["flag"].key: item["why"] for item in exposures.stale_flags(project, days=30)}
 
     assert stale == {
         "banner": "one variant to everyone for 30 days",
-        "fresh": "never evaluated",
+        "forgotten": "never evaluated",
     }
 
 

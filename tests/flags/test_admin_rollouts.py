@@ -1,11 +1,12 @@
 """The admin's safe-rollout pages: versions and restore, a change request's review, exposures."""
 
 import time
+from datetime import timedelta
 
 import pytest
 
 from evaluation import exposures
-from flags.models import ChangeRequest
+from flags.models import ChangeRequest, Flag
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -81,9 +82,12 @@ def test_exposures_and_stale_pages(setup, client):
     exposures.drain()
     page = client.get(f"/admin/flags/changerequest/exposures/{config.pk}/").content.decode()
     assert "12" in page and "never" not in page
-    factories.flag(project, "unused")
+    unused = factories.flag(project, "unused")
+    Flag.objects.filter(pk=unused.pk).update(created_at=unused.created_at - timedelta(days=60))
+    factories.flag(project, "brand-new")
     stale = client.get("/admin/flags/changerequest/stale/").content.decode()
     assert "unused" in stale and "never evaluated" in stale
+    assert "brand-new" not in stale
 
 
 def test_admin_templates_are_found_in_the_top_level_templates_folder(settings):

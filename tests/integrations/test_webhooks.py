@@ -412,3 +412,18 @@ def test_receivers_at_private_addresses_are_refused_unless_allowed(
     assert [d.status for d in delivery.deliver_due(timezone.now() + timedelta(minutes=1))] == [
         "sent"
     ]
+
+
+def test_the_changes_comment_reaches_the_receivers(project, flag, receivers):
+    plain, slack = receivers(), receivers()
+    hook(project, plain.url)
+    webhooks.webhook_create(
+        project=project, data={"name": "slack", "url": slack.url, "format": "slack"}, **SYSTEM
+    )
+    config = factories.config(flag, "production")
+    services.flag_toggle(config=config, enabled=True, comment="Launch <!channel>", **SYSTEM)
+    delivery.deliver_due()
+
+    assert plain.received[0].json["comment"] == "Launch <!channel>"
+    texts = [block["text"]["text"] for block in slack.received[0].json["blocks"] if "text" in block]
+    assert "_Why:_ Launch &lt;!channel&gt;" in texts
