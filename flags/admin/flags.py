@@ -31,6 +31,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from evaluation.engine import OPERATORS
 from flags import services
+from flags.admin import summary
 from flags.admin.access import ProjectScopedAdmin, project_ids
 from flags.admin.forms import (
     AdminForm,
@@ -102,9 +103,24 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
         flag.__dict__["_admin_rows_context"] = (self.user, context)
         return context
 
+    def new_row_environments(self) -> list[Environment]:
+        """The environments of the blank rows, one each where the user may add a row (the
+        flag page shows each in its environment's tab)."""
+        environments, writable, _ = self._flag_context()
+        return [environment for environment in environments if environment.pk in writable]
+
+    def new_row_initial(self, environment: Environment) -> dict[str, Any]:
+        return {"environment": environment.pk}
+
     def _construct_form(self, i: int, **kwargs: Any) -> forms.ModelForm[Any]:
+        blank = i - self.initial_form_count()
+        new = self.new_row_environments() if blank >= 0 and self.instance.pk else []
+        if blank >= 0 and blank < len(new):
+            kwargs.setdefault("initial", self.new_row_initial(new[blank]))
         form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # not in the stubs
         setattr(form.instance, self.fk.name, self.instance)  # the flag, not read again per row
+        if blank >= 0 and blank < len(new) and form.instance.environment_id is None:
+            form.instance.environment = new[blank]  # the tab it is shown in
         return form
 
     def add_fields(self, form: forms.ModelForm[Any], index: int | None) -> None:
@@ -120,6 +136,7 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
         # ModelChoiceField reads them (`label_from_instance`, `to_python`): hence method-assign.
         environment = form.fields.get("environment")
         if isinstance(environment, forms.ModelChoiceField):
+            environment.widget = forms.HiddenInput()  # the row's tab says which environment
             allowed = environments if locked else [e for e in environments if e.pk in writable]
             environment.queryset = Environment.objects.filter(pk__in=[e.pk for e in allowed])
             environment.label_from_instance = _environment_label  # type: ignore[method-assign, assignment]
@@ -138,11 +155,32 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
             for name, field in form.fields.items():
                 if name not in (self.fk.name, self.model._meta.pk.name):
                     field.disabled = True
+        self._label_inputs(form, index, environments)
+
+    def _label_inputs(
+        self, form: forms.ModelForm[Any], index: int | None, environments: list[Environment]
+    ) -> None:
+        """Each box of a row says what it is for (a table cell has no <label>)."""
+        names = {environment.pk: environment.name for environment in environments}
+        where = names.get(form.instance.environment_id, "")
+        noun = str(self.model._meta.verbose_name)
+        row = f"{noun} {index + 1}" if form.instance.pk and index is not None else f"new {noun}"
+        if where:
+            row += f" in {where}"
+        label_inputs(form, row)
 
     def _rows_by_pk(self) -> dict[str, Any]:
         if not hasattr(self, "_rows"):
             self._rows = {str(row.pk): row for row in self.get_queryset()}
         return self._rows
+
+
+def label_inputs(form: forms.BaseForm, row: str) -> None:
+    """An accessible name on each visible box of a table row: "Name (rule 2 in Staging)"."""
+    for name, field in form.fields.items():
+        if not field.widget.is_hidden:
+            label = "Delete" if name == "DELETE" else (field.label or name.replace("_", " "))
+            field.widget.attrs.setdefault("aria-label", f"{label} ({row})")
 
 
 def _known_row(field: forms.ModelChoiceField, rows: dict[str, Any], value: Any) -> Any:
@@ -205,28 +243,65 @@ class EnvironmentRowInline(FlagPageInline):
             formset.user = request.user  # a new class per call: safe to set
         return formset
 
+    def get_extra(self, request: HttpRequest, obj: Flag | None = None, **kwargs) -> int:
+        """One blank row per environment the user may change (shown in its tab)."""
+        if obj is None or not self.has_add_permission(request, obj):
+            return 0
+        return sum(
+            1
+            for environment in obj.project.environments.all()
+            if allows(request.user, obj.project, Action.CONFIGURE, environment)
+            and not needs_change_request(request.user, environment)
+        )
+
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
         if field is not None and isinstance(field.widget, RelatedFieldWidgetWrapper):
             field.widget = field.widget.widget  # no "add another flag" pop-ups in a row
+        if field is not None and field.initial is None and db_field.has_default():
+            # A new row's JSON boxes start as the model's empty value ([]), not `null`,
+            # which the store refuses.
+            field.initial = db_field.get_default()
         return field
 
 
 # --- The inlines -------------------------------------------------------------------------
 
 
+class VariantValueBox(VariantValueField):
+    """A new variant's value box starts empty, not `null`."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None else super().prepare_value(value)
+
+
 class VariantForm(AdminForm):
-    value = VariantValueField(
+    value = VariantValueBox(
         help_text='JSON of the flag\'s type: true, 42, "blue" (plain text is taken as a '
         'string), {"color": "blue"}.'
     )
 
 
+# A new flag's variant rows: what a boolean flag gets; left as they are, the service gives
+# a boolean flag exactly these, and other types are asked to list theirs.
+NEW_FLAG_VARIANTS = [
+    {"key": "on", "value": True, "position": 0},
+    {"key": "off", "value": False, "position": 1},
+]
+
+
 class VariantFormSet(BaseInlineFormSet):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is None:
+            self.initial_extra = [dict(row) for row in NEW_FLAG_VARIANTS]
+
     def add_fields(self, form: forms.ModelForm[Any], index: int | None) -> None:
         super().add_fields(form, index)
         if form.instance.pk and "key" in form.fields:
             form.fields["key"].disabled = True  # rules, targets and configs refer to it
+        key = form.instance.key if form.instance.pk else ""
+        label_inputs(form, f"variant {key}" if key else "new variant")
 
 
 class VariantInline(FlagPageInline):
@@ -315,8 +390,17 @@ class FlagConfigInline(SplitMixin, EnvironmentRowInline):
         return _environment_label(config.environment)
 
 
+class RuleFormSet(EnvironmentRowsFormSet):
+    def new_row_initial(self, environment: Environment) -> dict[str, Any]:
+        """A new rule serves a variant ("on" for a boolean flag), no rollout."""
+        _, _, keys = self._flag_context()
+        first = "on" if "on" in keys else (keys[0] if keys else "")
+        return {**super().new_row_initial(environment), "serve_variant": first}
+
+
 class RuleInline(SplitMixin, EnvironmentRowInline):
     model = Rule
+    formset = RuleFormSet
     fields = (
         "key",
         "environment",
@@ -410,6 +494,14 @@ class TagFilter(admin.SimpleListFilter):
 
 
 # --- The flag admin ----------------------------------------------------------------------
+
+
+def environment_rows(flag: Flag, environment_id: int) -> tuple[list, list, list]:
+    """The flag's rules, targets and prerequisites in one environment (prefetched lists)."""
+    return tuple(  # type: ignore[return-value]
+        [row for row in rows.all() if row.environment_id == environment_id]
+        for rows in (flag.rules, flag.targets, flag.prerequisites)
+    )
 
 
 def page_fingerprint(flag: Flag) -> str:
@@ -513,11 +605,21 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         configs = FlagConfig.objects.select_related("environment")
+        # Rules, targets and prerequisites of every environment: the list's and the tabs'
+        # summaries read them (one query each, however many flags are listed).
+        required = Prerequisite.objects.select_related("required_flag")
         return (
             super()
             .get_queryset(request)
             .select_related("project")
-            .prefetch_related("tags", "variants", Prefetch("configs", queryset=configs))
+            .prefetch_related(
+                "tags",
+                "variants",
+                Prefetch("configs", queryset=configs),
+                "rules",
+                "targets",
+                Prefetch("prerequisites", queryset=required),
+            )
         )
 
     def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
@@ -596,6 +698,14 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             config = next((c for c in flag.configs.all() if c.environment.key == key), None)
             if config is None:
                 return "–"
+            switch = button(flag, config)
+            serving = summary.short(config, *environment_rows(flag, config.environment_id))
+            if serving == ("On" if config.enabled else "Off"):
+                return switch
+            # More than the switch says (a rollout, rules, targets): what is served, in words.
+            return format_html('{} <span class="flag-serving">{}</span>', switch, serving)
+
+        def button(flag: Flag, config: FlagConfig) -> str:
             state = "on" if config.enabled else "off"
             label = "On" if config.enabled else "Off"
             if not allows(request.user, flag.project, Action.CONFIGURE, config.environment):
