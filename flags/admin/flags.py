@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -26,11 +27,13 @@ from django.db.models import Model, Prefetch, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from evaluation import exposures
 from evaluation.engine import OPERATORS
-from flags import services
+from flags import history, schedules, selectors, services
 from flags.admin import summary
 from flags.admin.access import ProjectScopedAdmin, project_ids
 from flags.admin.forms import (
@@ -166,7 +169,7 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
         noun = str(self.model._meta.verbose_name)
         row = f"{noun} {index + 1}" if form.instance.pk and index is not None else f"new {noun}"
         if where:
-            row += f" in {where}"
+            row = where if self.model is FlagConfig else f"{row} in {where}"
         label_inputs(form, row)
 
     def _rows_by_pk(self) -> dict[str, Any]:
@@ -647,6 +650,13 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         readonly = ("project", "key", "type", "bucketing", "audit_entries", "rollout_links")
         return readonly if obj is not None else ()
 
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)
+        allowed = project_ids(request, self.edit_action)
+        if "project" not in initial and len(allowed) == 1:
+            initial["project"] = next(iter(allowed))  # the only project the user adds flags to
+        return initial
+
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "owner":
             # A plain choice of members: no "add user" pop-up (a new user is no member yet),
@@ -668,6 +678,15 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         from flags.admin.rollouts import rollout_links  # versions, evaluations per environment
 
         return rollout_links(flag)
+
+    # --- The flag page's tabs: one per environment, then history, evaluations, schedule, audit
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict, add=False, change=False, form_url="", obj=None
+    ):
+        if obj is not None and obj.pk:
+            context["flag_tabs"] = page_tabs(request, obj, context["inline_admin_formsets"])
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="audit log")
     def audit_entries(self, flag: Flag) -> str:
@@ -1027,3 +1046,132 @@ def _environment_changes(formsets) -> dict[int, dict]:
                 items = [ROW_ITEMS[name](form) for _, _, form in sorted(rows, key=lambda r: r[:2])]
                 changes.setdefault(environment_id, {})[name] = items
     return changes
+
+
+# --- The flag page's tabs ----------------------------------------------------------------
+
+EVALUATION_DAYS = 7
+TAB_SECTIONS = (
+    (Rule, "Rules", "The first rule whose conditions all hold serves; lower position first."),
+    (Target, "Targets", "These targeting keys get the variant before any rule."),
+    (Prerequisite, "Prerequisites", "The flag is served only if these flags serve ..."),
+)
+
+
+def _cells(admin_form: Any) -> dict[str, Any]:
+    """An inline row's fields (editable or read-only) by name."""
+    cells = {}
+    for fieldset in admin_form:
+        for line in fieldset:
+            for field in line:
+                name = field.field["name"] if field.is_readonly else field.field.name
+                cells[name] = field
+    return cells
+
+
+def _is_hidden(widget: Any) -> bool:
+    # A column's widget is the widget, or {"is_hidden": False} for a read-only field.
+    return widget["is_hidden"] if isinstance(widget, dict) else widget.is_hidden
+
+
+def _table(inline: Any, admin_forms: list, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One environment's rows of an inline, as the tab's table shows them."""
+    columns = [
+        column
+        for column in inline.fields()
+        if not _is_hidden(column["widget"]) and column["name"] not in skip
+    ]
+    rows = []
+    for admin_form in admin_forms:
+        cells = _cells(admin_form)
+        rows.append(
+            {
+                "admin_form": admin_form,
+                "cells": [cells[c["name"]] for c in columns if c["name"] in cells],
+            }
+        )
+    return {"inline": inline, "columns": columns, "rows": rows}
+
+
+def _evaluations(config: FlagConfig, since: datetime) -> dict[str, Any]:
+    """Evaluations per variant since `since`, with each bar's length (the largest is 100)."""
+    counts: dict[str, int] = {}
+    for row in exposures.exposure_series(config.environment_id, config.flag.key, since):
+        counts[row["variant"]] = counts.get(row["variant"], 0) + row["total"]
+    peak = max(counts.values(), default=0) or 1
+    total = sum(counts.values())
+    bars = [
+        {
+            "variant": variant or "(none)",
+            "count": count,
+            "width": round(100 * count / peak, 1),
+            "share": summary.percent_text(count, total),
+        }
+        for variant, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return {
+        "bars": bars,
+        "total": total,
+        "last": exposures.last_evaluated(config.environment_id, config.flag.key),
+    }
+
+
+def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> dict[str, Any]:
+    """What the flag page's tabs show: each environment's switch, serving and rows (the
+    page's formsets, split by environment), and the flag's history, evaluations, scheduled
+    changes and audit entries, read through the selectors their own pages use."""
+    by_model: dict[type[Model], tuple[Any, dict[int, list]]] = {}
+    for inline in inline_admin_formsets:
+        if inline.formset.model is Variant:
+            continue
+        rows: dict[int, list] = {}
+        for admin_form in inline:
+            if "__prefix__" not in admin_form.form.prefix:  # the empty form for scripts
+                rows.setdefault(admin_form.form.instance.environment_id, []).append(admin_form)
+        by_model[inline.formset.model] = (inline, rows)
+    since = timezone.now() - timedelta(days=EVALUATION_DAYS)
+    environments = []
+    for config in flag.configs.all():  # prefetched, in the environments' order
+        environment = config.environment
+        rows_here = environment_rows(flag, environment.pk)
+        serving = None
+        switch = None
+        if FlagConfig in by_model:
+            inline, config_rows = by_model[FlagConfig]
+            mine = config_rows.get(environment.pk, [])
+            switch = _cells(mine[0]).get("enabled") if mine else None
+            serving = _table(inline, mine, skip=("environment_name", "enabled"))
+        sections = [
+            {
+                **_table(by_model[model][0], by_model[model][1].get(environment.pk, [])),
+                "title": title,
+                "help": help_text,
+            }
+            for model, title, help_text in TAB_SECTIONS
+            if model in by_model
+        ]
+        environments.append(
+            {
+                "environment": environment,
+                "config": config,
+                "short": summary.short(config, *rows_here),
+                "sentence": summary.sentence_html(config, *rows_here),
+                "switch": switch,
+                "serving": serving,
+                "sections": sections,
+                "versions": history.versions_of(config)[:10],
+                "versions_url": reverse("admin:flags_rollout_versions", args=[config.pk]),
+                "exposures_url": reverse("admin:flags_rollout_exposures", args=[config.pk]),
+                "evaluations": _evaluations(config, since),
+                "schedule": list(schedules.schedule_of(config).reverse()[:20]),
+            }
+        )
+    audit = selectors.audit_list(user=request.user, project=flag.project, flag_key=flag.key)
+    query = urlencode({"project__id__exact": flag.project_id, "flag_key": flag.key})
+    return {
+        "environments": environments,
+        "formsets": [inline for inline, _ in by_model.values()],
+        "audit": list(audit[:30]),
+        "audit_url": f"{reverse('admin:flags_auditentry_changelist')}?{query}",
+        "evaluation_days": EVALUATION_DAYS,
+    }
