@@ -342,23 +342,10 @@ class VariantInline(FlagPageInline):
 
 def rollout_split(rollout: object) -> str:
     """A saved rollout's weights as the shares users get: "on 25% · off 75%"."""
-    if not isinstance(rollout, list) or not rollout:
+    split = summary.shares(rollout)
+    if not split:
         return "-"
-    weights = [(entry.get("variant"), entry.get("weight")) for entry in rollout]
-    total = sum(weight for _, weight in weights if isinstance(weight, int))
-    if total <= 0:
-        return "-"
-    shares = []
-    for variant, weight in weights:
-        percent = 100 * weight / total if isinstance(weight, int) else 0
-        if 0 < percent < 0.001:
-            text = "<0.001"
-        elif 99.999 < percent < 100:
-            text = ">99.999"
-        else:
-            text = f"{percent:.3f}".rstrip("0").rstrip(".")
-        shares.append(f"{variant} {text}%")
-    return " · ".join(shares)
+    return " · ".join(f"{variant} {percent}%" for variant, percent in split)
 
 
 class SplitMixin:
@@ -651,7 +638,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         return readonly if obj is not None else ()
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
-        initial = super().get_changeform_initial_data(request)
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
         allowed = project_ids(request, self.edit_action)
         if "project" not in initial and len(allowed) == 1:
             initial["project"] = next(iter(allowed))  # the only project the user adds flags to

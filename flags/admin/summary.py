@@ -38,13 +38,19 @@ def percent_text(weight: int, total: int) -> str:
     return f"{percent:.3f}".rstrip("0").rstrip(".")
 
 
+def _weight(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def shares(rollout: object) -> list[tuple[str, str]]:
     """(variant, percent text) of a rollout's weights; [] for no or an unusable rollout."""
     if not isinstance(rollout, list) or not rollout:
         return []
-    entries = [entry for entry in rollout if isinstance(entry, dict)]
-    weights = [(str(e.get("variant", "")), e.get("weight")) for e in entries]
-    weights = [(v, w if isinstance(w, int) and not isinstance(w, bool) else 0) for v, w in weights]
+    weights = [
+        (str(entry.get("variant", "")), _weight(entry.get("weight")))
+        for entry in rollout
+        if isinstance(entry, dict)
+    ]
     total = sum(weight for _, weight in weights)
     if total <= 0:
         return []
