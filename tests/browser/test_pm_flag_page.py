@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
-from flags.models import Flag, Rule
+from flags.models import ExposureCount, Flag, Rule
 from tests import factories
 from tests.browser.accessibility import assert_inputs_labelled, unlabelled_inputs
 from tests.browser.test_admin_browser import _wait, browser  # noqa: F401
@@ -252,6 +253,18 @@ def test_every_box_on_the_flag_page_has_a_label_in_every_tab(
         targets=[{"variant": "on", "values": ["user-1"]}],
         prerequisites=[{"flag": other.key, "variants": ["on"]}],
     )
+    config = factories.configure(flag, "production", enabled=True)
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    for variant, count in (("on", 1200), ("off", 400)):
+        ExposureCount.objects.create(
+            environment=config.environment,
+            flag_key=flag.key,
+            variant=variant,
+            reason="STATIC",
+            hour=hour,
+            count=count,
+            last_at=timezone.now(),
+        )
     _log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
     _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".flag-tabs-ready")))
@@ -265,4 +278,5 @@ def test_every_box_on_the_flag_page_has_a_label_in_every_tab(
     for tab in tabs:
         tab.click()
         missing[tab.text] = unlabelled_inputs(browser)
+        _screenshot(browser, f"flag-page-tab-{tab.get_attribute('aria-controls')}", tab)
     assert all(not boxes for boxes in missing.values()), missing

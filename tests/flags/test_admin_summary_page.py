@@ -10,7 +10,15 @@ from django.utils import timezone
 from flags import schedules
 from flags.models import ExposureCount, Rule
 from tests import factories
-from tests.flags.test_admin import as_role, errors_of, flag_url, form_data, state_cell
+from tests.flags.test_admin import (
+    as_role,
+    errors_of,
+    flag_url,
+    form_data,
+    new_rule,
+    post_flag_page,
+    state_cell,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -142,6 +150,15 @@ def test_a_rule_typed_in_a_tabs_blank_row_is_added_in_that_environment(client, p
         [],
     )
     assert rule.conditions == []
+
+
+def test_a_new_rule_posted_with_null_boxes_saves_as_empty_lists(client, project, checkout):
+    as_role(client, project, "editor")
+    changes = new_rule("development", 0, name="Staff", conditions="null", rollout="null")
+    response = post_flag_page(client, checkout, **changes)
+    assert response.status_code == 302, errors_of(response)
+    rule = Rule.objects.get(flag=checkout)
+    assert (rule.conditions, rule.serve_variant, rule.rollout) == ([], "on", [])
 
 
 def test_a_new_rule_rows_boxes_start_empty_not_null(client, project, checkout):
