@@ -222,3 +222,24 @@ def test_a_viewer_reads_the_tabs_without_a_box_to_change(client, project, checko
     assert "Pro in US" in staging
     assert "<textarea" not in staging and "<select" not in staging
     assert "flag-new-row" not in staging
+
+
+@pytest.mark.parametrize("environment", ["OTHER", "abc", "1\x00", "\\ud800", "9" * 40, ""])
+def test_a_blank_rows_environment_forged_is_a_form_error(client, project, checkout, environment):
+    other = factories.project("elsewhere")
+    if environment == "OTHER":
+        environment = str(factories.environment(other, "development").pk)
+    as_role(client, project, "editor")
+    response = client.get(flag_url(checkout))
+    data = form_data(response)
+    rules = next(
+        i.formset for i in response.context["inline_admin_formsets"] if i.formset.prefix == "rules"
+    )
+    row = rules.forms[0].prefix
+    data[f"{row}-name"] = "Forged"
+    data[f"{row}-environment"] = environment
+    response = client.post(flag_url(checkout), data)
+    assert response.status_code == 200
+    expected = "This field is required" if environment == "" else "Select a valid choice"
+    assert expected in errors_of(response)
+    assert not Rule.objects.exists()
