@@ -20,6 +20,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -76,6 +77,26 @@ def _choices(keys: list[str], current: Any, blank: str) -> list[tuple[str, str]]
     return choices
 
 
+def rows_context(flag: Flag, user: Actor) -> tuple[list[Environment], set[int], list[str]]:
+    """The flag's environments, those the user may change here, and its variant keys.
+
+    Shared by the page's inlines and formsets (they hold the same flag): read once per page.
+    """
+    cached = flag.__dict__.get("_admin_rows_context")
+    if cached is not None and cached[0] is user:
+        return cached[1]
+    environments = list(flag.project.environments.all()) if flag.pk else []
+    writable = {
+        env.pk
+        for env in environments
+        if allows(user, flag.project, Action.CONFIGURE, env) and not needs_change_request(user, env)
+    }
+    keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
+    context = (environments, writable, keys)
+    flag.__dict__["_admin_rows_context"] = (user, context)
+    return context
+
+
 class EnvironmentRowsFormSet(BaseInlineFormSet):
     """Rows that belong to one environment of the flag (configs, rules, targets, ...).
 
@@ -89,22 +110,7 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
     variant_fields = ("off_variant", "serve_variant", "variant")
 
     def _flag_context(self) -> tuple[list[Environment], set[int], list[str]]:
-        # Shared by the page's formsets (they hold the same flag): read once per page.
-        flag = self.instance
-        cached = flag.__dict__.get("_admin_rows_context")
-        if cached is not None and cached[0] is self.user:
-            return cached[1]
-        environments = list(flag.project.environments.all()) if flag.pk else []
-        writable = {
-            env.pk
-            for env in environments
-            if allows(self.user, flag.project, Action.CONFIGURE, env)
-            and not needs_change_request(self.user, env)
-        }
-        keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
-        context = (environments, writable, keys)
-        flag.__dict__["_admin_rows_context"] = (self.user, context)
-        return context
+        return rows_context(self.instance, self.user)
 
     def new_row_environments(self) -> list[Environment]:
         """The environments of the blank rows, one each where the user may add a row (the
@@ -250,12 +256,8 @@ class EnvironmentRowInline(FlagPageInline):
         """One blank row per environment the user may change (shown in its tab)."""
         if obj is None or not self.has_add_permission(request, obj):
             return 0
-        return sum(
-            1
-            for environment in obj.project.environments.all()
-            if allows(request.user, obj.project, Action.CONFIGURE, environment)
-            and not needs_change_request(request.user, environment)
-        )
+        _, writable, _ = rows_context(obj, request.user)
+        return len(writable)
 
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
@@ -426,6 +428,10 @@ class PrerequisiteInline(EnvironmentRowInline):
     fields = ("environment", "required_flag", "variants")
     key_list_fields = ("variants",)
     verbose_name_plural = "prerequisites (the flag is served only if these flags serve ...)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("required_flag")  # for the summary
+
     help_texts = {"variants": "Variant keys of the required flag, one per line, e.g. on."}
 
 
@@ -484,6 +490,18 @@ class TagFilter(admin.SimpleListFilter):
 
 
 # --- The flag admin ----------------------------------------------------------------------
+
+
+class FlagChangeList(ChangeList):
+    """The flag list, with every environment's rules, targets and prerequisites read for
+    its serving column: one query each, however many flags are listed."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request, exclude_parameters)
+            .prefetch_related("rules", "targets", "prerequisites")
+        )
 
 
 def environment_rows(flag: Flag, environment_id: int) -> tuple[list, list, list]:
@@ -595,22 +613,15 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         configs = FlagConfig.objects.select_related("environment")
-        # Rules, targets and prerequisites of every environment: the list's and the tabs'
-        # summaries read them (one query each, however many flags are listed).
-        required = Prerequisite.objects.select_related("required_flag")
         return (
             super()
             .get_queryset(request)
             .select_related("project")
-            .prefetch_related(
-                "tags",
-                "variants",
-                Prefetch("configs", queryset=configs),
-                "rules",
-                "targets",
-                Prefetch("prerequisites", queryset=required),
-            )
+            .prefetch_related("tags", "variants", Prefetch("configs", queryset=configs))
         )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return FlagChangeList
 
     def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
         return False  # flags are archived, never deleted: services may still ask for them
@@ -1120,7 +1131,13 @@ def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> 
     environments = []
     for config in flag.configs.all():  # prefetched, in the environments' order
         environment = config.environment
-        rows_here = environment_rows(flag, environment.pk)
+        # The saved rows the page's formsets read (their forms do not change them).
+        rows_here = [
+            [f.form.instance for f in by_model[model][1].get(environment.pk, []) if f.original]
+            if model in by_model
+            else []
+            for model in (Rule, Target, Prerequisite)
+        ]
         serving = None
         switch = None
         if FlagConfig in by_model:
