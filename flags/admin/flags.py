@@ -634,7 +634,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         main = ["project", "key", "name", "type", "description", "tag_names", "owner"]
         bucketing = ("salt", "bucketing") if obj is not None else ("salt",)
         if obj is not None:
-            main += ["archived", "client_side", "audit_entries", "rollout_links", "loaded"]
+            main += ["archived", "client_side", "loaded"]  # links: in the tabs below
         else:
             main += ["client_side"]
         return (
@@ -645,7 +645,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Flag | None = None):
         # The bucketing scheme comes with the flag (an import keeps its system's): changing
         # it would move users to other variants, so the page shows it and never edits it.
-        readonly = ("project", "key", "type", "bucketing", "audit_entries", "rollout_links")
+        readonly = ("project", "key", "type", "bucketing")
         return readonly if obj is not None else ()
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
@@ -671,12 +671,6 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             kwargs["queryset"] = users.order_by("username")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    @admin.display(description="safe rollouts")
-    def rollout_links(self, flag: Flag) -> str:
-        from flags.admin.rollouts import rollout_links  # versions, evaluations per environment
-
-        return rollout_links(flag)
-
     # --- The flag page's tabs: one per environment, then history, evaluations, schedule, audit
 
     def render_change_form(
@@ -685,12 +679,6 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         if obj is not None and obj.pk:
             context["flag_tabs"] = page_tabs(request, obj, context["inline_admin_formsets"])
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-    @admin.display(description="audit log")
-    def audit_entries(self, flag: Flag) -> str:
-        url = reverse("admin:flags_auditentry_changelist")
-        query = urlencode({"project__id__exact": flag.project_id, "flag_key": flag.key})
-        return format_html('<a href="{}?{}">Every change to {}</a>', url, query, flag.key)
 
     # --- The list
 
