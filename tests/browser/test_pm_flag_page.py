@@ -280,3 +280,29 @@ def test_every_box_on_the_flag_page_has_a_label_in_every_tab(
         missing[tab.text] = unlabelled_inputs(browser)
         _screenshot(browser, f"flag-page-tab-{tab.get_attribute('aria-controls')}", tab)
     assert all(not boxes for boxes in missing.values()), missing
+
+
+def test_the_page_reopens_on_the_tab_with_the_error(
+    browser,  # noqa: F811
+    live_server,
+    shop,
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+
+    flag = factories.flag(shop, "new-checkout", name="New checkout")
+    _log_in(browser, live_server, "pm")
+    browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
+    _wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))).click()
+    rollout = _panel(browser, "Staging").find_element(By.CSS_SELECTOR, "textarea[name$='-rollout']")
+    rollout.clear()
+    rollout.send_keys('[{"variant": "on", "weight": 30}')  # not JSON: the bracket is missing
+    _tab(browser, "Development").click()  # the tab last opened is not the one with the error
+    browser.find_element(By.NAME, "_continue").click()
+
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".errornote")))
+    staging = _panel(browser, "Staging")
+    assert staging.is_displayed() and not _panel(browser, "Development").is_displayed()
+    assert staging.find_element(By.CSS_SELECTOR, ".errorlist").is_displayed()
+    _screenshot(browser, "flag-page-error-in-staging", _tab(browser, "Staging"))
+    assert factories.config(flag, "staging").rollout == []
