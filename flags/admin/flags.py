@@ -1040,7 +1040,12 @@ EVALUATION_DAYS = 7
 TAB_SECTIONS = (
     (Rule, "Rules", "The first rule whose conditions all hold serves; lower position first."),
     (Target, "Targets", "These targeting keys get the variant before any rule."),
-    (Prerequisite, "Prerequisites", "The flag is served only if these flags serve ..."),
+    (
+        Prerequisite,
+        "Prerequisites",
+        "Served only if each of these flags serves one of its listed variants; otherwise "
+        "the off variant.",
+    ),
 )
 
 
