@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import weakref
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -26,11 +28,14 @@ from django.db.models import Model, Prefetch, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from evaluation import exposures
 from evaluation.engine import OPERATORS
-from flags import services
+from flags import history, schedules, selectors, services
+from flags.admin import summary
 from flags.admin.access import ProjectScopedAdmin, project_ids
 from flags.admin.forms import (
     AdminForm,
@@ -73,6 +78,26 @@ def _choices(keys: list[str], current: Any, blank: str) -> list[tuple[str, str]]
     return choices
 
 
+def rows_context(flag: Flag, user: Actor) -> tuple[list[Environment], set[int], list[str]]:
+    """The flag's environments, those the user may change here, and its variant keys.
+
+    Shared by the page's inlines and formsets (they hold the same flag): read once per page.
+    """
+    cached = flag.__dict__.get("_admin_rows_context")
+    if cached is not None and cached[0] is user:
+        return cached[1]
+    environments = list(flag.project.environments.all()) if flag.pk else []
+    writable = {
+        env.pk
+        for env in environments
+        if allows(user, flag.project, Action.CONFIGURE, env) and not needs_change_request(user, env)
+    }
+    keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
+    context = (environments, writable, keys)
+    flag.__dict__["_admin_rows_context"] = (user, context)
+    return context
+
+
 class EnvironmentRowsFormSet(BaseInlineFormSet):
     """Rows that belong to one environment of the flag (configs, rules, targets, ...).
 
@@ -86,26 +111,26 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
     variant_fields = ("off_variant", "serve_variant", "variant")
 
     def _flag_context(self) -> tuple[list[Environment], set[int], list[str]]:
-        # Shared by the page's formsets (they hold the same flag): read once per page.
-        flag = self.instance
-        cached = flag.__dict__.get("_admin_rows_context")
-        if cached is not None and cached[0] is self.user:
-            return cached[1]
-        environments = list(flag.project.environments.all()) if flag.pk else []
-        writable = {
-            env.pk
-            for env in environments
-            if allows(self.user, flag.project, Action.CONFIGURE, env)
-            and not needs_change_request(self.user, env)
-        }
-        keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
-        context = (environments, writable, keys)
-        flag.__dict__["_admin_rows_context"] = (self.user, context)
-        return context
+        return rows_context(self.instance, self.user)
+
+    def new_row_environments(self) -> list[Environment]:
+        """The environments of the blank rows, one each where the user may add a row (the
+        flag page shows each in its environment's tab)."""
+        environments, writable, _ = self._flag_context()
+        return [environment for environment in environments if environment.pk in writable]
+
+    def new_row_initial(self, environment: Environment) -> dict[str, Any]:
+        return {"environment": environment.pk}
 
     def _construct_form(self, i: int, **kwargs: Any) -> forms.ModelForm[Any]:
+        blank = i - self.initial_form_count()
+        new = self.new_row_environments() if blank >= 0 and self.instance.pk else []
+        if blank >= 0 and blank < len(new):
+            kwargs.setdefault("initial", self.new_row_initial(new[blank]))
         form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # not in the stubs
         setattr(form.instance, self.fk.name, self.instance)  # the flag, not read again per row
+        if blank >= 0 and blank < len(new) and form.instance.environment_id is None:
+            form.instance.environment = new[blank]  # the tab it is shown in
         return form
 
     def add_fields(self, form: forms.ModelForm[Any], index: int | None) -> None:
@@ -122,6 +147,7 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
         # ModelChoiceField reads them (`label_from_instance`, `to_python`): hence method-assign.
         environment = form.fields.get("environment")
         if isinstance(environment, forms.ModelChoiceField):
+            environment.widget = forms.HiddenInput()  # the row's tab says which environment
             allowed = environments if locked else [e for e in environments if e.pk in writable]
             environment.queryset = Environment.objects.filter(pk__in=[e.pk for e in allowed])
             environment.label_from_instance = _environment_label  # type: ignore[method-assign, assignment]
@@ -140,11 +166,32 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
             for name, field in form.fields.items():
                 if name not in (self.fk.name, self.model._meta.pk.name):
                     field.disabled = True
+        self._label_inputs(form, index, environments)
+
+    def _label_inputs(
+        self, form: forms.ModelForm[Any], index: int | None, environments: list[Environment]
+    ) -> None:
+        """Each box of a row says what it is for (a table cell has no <label>)."""
+        names = {environment.pk: environment.name for environment in environments}
+        where = names.get(form.instance.environment_id, "")
+        noun = str(self.model._meta.verbose_name)
+        row = f"{noun} {index + 1}" if form.instance.pk and index is not None else f"new {noun}"
+        if where:
+            row = where if self.model is FlagConfig else f"{row} in {where}"
+        label_inputs(form, row)
 
     def _rows_by_pk(self) -> dict[str, Any]:
         if not hasattr(self, "_rows"):
             self._rows = {str(row.pk): row for row in self.get_queryset()}
         return self._rows
+
+
+def label_inputs(form: forms.BaseForm, row: str) -> None:
+    """An accessible name on each visible box of a table row: "Name (rule 2 in Staging)"."""
+    for name, field in form.fields.items():
+        if not field.widget.is_hidden:
+            label = "Delete" if name == "DELETE" else (field.label or name.replace("_", " "))
+            field.widget.attrs.setdefault("aria-label", f"{label} ({row})")
 
 
 def _known_row(field: forms.ModelChoiceField, rows: dict[str, Any], value: Any) -> Any:
@@ -207,28 +254,61 @@ class EnvironmentRowInline(FlagPageInline):
             formset.user = request.user  # a new class per call: safe to set
         return formset
 
+    def get_extra(self, request: HttpRequest, obj: Flag | None = None, **kwargs) -> int:
+        """One blank row per environment the user may change (shown in its tab)."""
+        if obj is None or not self.has_add_permission(request, obj):
+            return 0
+        _, writable, _ = rows_context(obj, request.user)
+        return len(writable)
+
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
         if field is not None and isinstance(field.widget, RelatedFieldWidgetWrapper):
             field.widget = field.widget.widget  # no "add another flag" pop-ups in a row
+        if field is not None and field.initial is None and db_field.has_default():
+            # A new row's JSON boxes start as the model's empty value ([]), not `null`,
+            # which the store refuses.
+            field.initial = db_field.get_default()
         return field
 
 
 # --- The inlines -------------------------------------------------------------------------
 
 
+class VariantValueBox(VariantValueField):
+    """A new variant's value box starts empty, not `null`."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None else super().prepare_value(value)
+
+
 class VariantForm(AdminForm):
-    value = VariantValueField(
+    value = VariantValueBox(
         help_text='JSON of the flag\'s type: true, 42, "blue" (plain text is taken as a '
         'string), {"color": "blue"}.'
     )
 
 
+# A new flag's variant rows: what a boolean flag gets; left as they are, the service gives
+# a boolean flag exactly these, and other types are asked to list theirs.
+NEW_FLAG_VARIANTS = [
+    {"key": "on", "value": True, "position": 0},
+    {"key": "off", "value": False, "position": 1},
+]
+
+
 class VariantFormSet(BaseInlineFormSet):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is None:
+            self.initial_extra = [dict(row) for row in NEW_FLAG_VARIANTS]
+
     def add_fields(self, form: forms.ModelForm[Any], index: int | None) -> None:
         super().add_fields(form, index)
         if form.instance.pk and "key" in form.fields:
             form.fields["key"].disabled = True  # rules, targets and configs refer to it
+        key = form.instance.key if form.instance.pk else ""
+        label_inputs(form, f"variant {key}" if key else "new variant")
 
 
 class VariantInline(FlagPageInline):
@@ -266,23 +346,10 @@ class VariantInline(FlagPageInline):
 
 def rollout_split(rollout: object) -> str:
     """A saved rollout's weights as the shares users get: "on 25% · off 75%"."""
-    if not isinstance(rollout, list) or not rollout:
+    split = summary.shares(rollout)
+    if not split:
         return "-"
-    weights = [(entry.get("variant"), entry.get("weight")) for entry in rollout]
-    total = sum(weight for _, weight in weights if isinstance(weight, int))
-    if total <= 0:
-        return "-"
-    shares = []
-    for variant, weight in weights:
-        percent = 100 * weight / total if isinstance(weight, int) else 0
-        if 0 < percent < 0.001:
-            text = "<0.001"
-        elif 99.999 < percent < 100:
-            text = ">99.999"
-        else:
-            text = f"{percent:.3f}".rstrip("0").rstrip(".")
-        shares.append(f"{variant} {text}%")
-    return " · ".join(shares)
+    return " · ".join(f"{variant} {percent}%" for variant, percent in split)
 
 
 class SplitMixin:
@@ -318,8 +385,17 @@ class FlagConfigInline(SplitMixin, EnvironmentRowInline):
         return _environment_label(config.environment)
 
 
+class RuleFormSet(EnvironmentRowsFormSet):
+    def new_row_initial(self, environment: Environment) -> dict[str, Any]:
+        """A new rule serves a variant ("on" for a boolean flag), no rollout."""
+        _, _, keys = self._flag_context()
+        first = "on" if "on" in keys else (keys[0] if keys else "")
+        return {**super().new_row_initial(environment), "serve_variant": first}
+
+
 class RuleInline(SplitMixin, EnvironmentRowInline):
     model = Rule
+    formset = RuleFormSet
     fields = (
         "key",
         "environment",
@@ -356,6 +432,10 @@ class PrerequisiteInline(EnvironmentRowInline):
     fields = ("environment", "required_flag", "variants")
     key_list_fields = ("variants",)
     verbose_name_plural = "prerequisites (the flag is served only if these flags serve ...)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("required_flag")  # for the summary
+
     help_texts = {"variants": "Variant keys of the required flag, one per line, e.g. on."}
 
 
@@ -414,6 +494,26 @@ class TagFilter(admin.SimpleListFilter):
 
 
 # --- The flag admin ----------------------------------------------------------------------
+
+
+class FlagChangeList(ChangeList):
+    """The flag list, with every environment's rules, targets and prerequisites read for
+    its serving column: one query each, however many flags are listed."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request, exclude_parameters)
+            .prefetch_related("rules", "targets", "prerequisites")
+        )
+
+
+def environment_rows(flag: Flag, environment_id: int) -> tuple[list, list, list]:
+    """The flag's rules, targets and prerequisites in one environment (prefetched lists)."""
+    return tuple(  # type: ignore[return-value]
+        [row for row in rows.all() if row.environment_id == environment_id]
+        for rows in (flag.rules, flag.targets, flag.prerequisites)
+    )
 
 
 def page_fingerprint(flag: Flag) -> str:
@@ -524,6 +624,9 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             .prefetch_related("tags", "variants", Prefetch("configs", queryset=configs))
         )
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return FlagChangeList
+
     def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
         return False  # flags are archived, never deleted: services may still ask for them
 
@@ -535,7 +638,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         main = ["project", "key", "name", "type", "description", "tag_names", "owner"]
         bucketing = ("salt", "bucketing") if obj is not None else ("salt",)
         if obj is not None:
-            main += ["archived", "client_side", "audit_entries", "rollout_links", "loaded"]
+            main += ["archived", "client_side", "loaded"]  # links: in the tabs below
         else:
             main += ["client_side"]
         return (
@@ -546,8 +649,15 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Flag | None = None):
         # The bucketing scheme comes with the flag (an import keeps its system's): changing
         # it would move users to other variants, so the page shows it and never edits it.
-        readonly = ("project", "key", "type", "bucketing", "audit_entries", "rollout_links")
+        readonly = ("project", "key", "type", "bucketing")
         return readonly if obj is not None else ()
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
+        allowed = project_ids(request, self.edit_action)
+        if "project" not in initial and len(allowed) == 1:
+            initial["project"] = next(iter(allowed))  # the only project the user adds flags to
+        return initial
 
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "owner":
@@ -565,17 +675,14 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             kwargs["queryset"] = users.order_by("username")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    @admin.display(description="safe rollouts")
-    def rollout_links(self, flag: Flag) -> str:
-        from flags.admin.rollouts import rollout_links  # versions, evaluations per environment
+    # --- The flag page's tabs: one per environment, then history, evaluations, schedule, audit
 
-        return rollout_links(flag)
-
-    @admin.display(description="audit log")
-    def audit_entries(self, flag: Flag) -> str:
-        url = reverse("admin:flags_auditentry_changelist")
-        query = urlencode({"project__id__exact": flag.project_id, "flag_key": flag.key})
-        return format_html('<a href="{}?{}">Every change to {}</a>', url, query, flag.key)
+    def render_change_form(
+        self, request: HttpRequest, context: dict, add=False, change=False, form_url="", obj=None
+    ):
+        if obj is not None and obj.pk:
+            context["flag_tabs"] = page_tabs(request, obj, context["inline_admin_formsets"])
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- The list
 
@@ -600,6 +707,14 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             config = next((c for c in flag.configs.all() if c.environment.key == key), None)
             if config is None:
                 return "–"
+            switch = button(flag, config)
+            serving = summary.short(config, *environment_rows(flag, config.environment_id))
+            if serving == ("On" if config.enabled else "Off"):
+                return switch
+            # More than the switch says (a rollout, rules, targets): what is served, in words.
+            return format_html('{} <span class="flag-serving">{}</span>', switch, serving)
+
+        def button(flag: Flag, config: FlagConfig) -> str:
             state = "on" if config.enabled else "off"
             label = "On" if config.enabled else "Off"
             if not allows(request.user, flag.project, Action.CONFIGURE, config.environment):
@@ -923,3 +1038,143 @@ def _environment_changes(formsets) -> dict[int, dict]:
                 items = [ROW_ITEMS[name](form) for _, _, form in sorted(rows, key=lambda r: r[:2])]
                 changes.setdefault(environment_id, {})[name] = items
     return changes
+
+
+# --- The flag page's tabs ----------------------------------------------------------------
+
+EVALUATION_DAYS = 7
+TAB_SECTIONS = (
+    (Rule, "Rules", "The first rule whose conditions all hold serves; lower position first."),
+    (Target, "Targets", "These targeting keys get the variant before any rule."),
+    (
+        Prerequisite,
+        "Prerequisites",
+        "Served only if each of these flags serves one of its listed variants; otherwise "
+        "the off variant.",
+    ),
+)
+
+
+def _cells(admin_form: Any) -> dict[str, Any]:
+    """An inline row's fields (editable or read-only) by name."""
+    cells = {}
+    for fieldset in admin_form:
+        for line in fieldset:
+            for field in line:
+                name = field.field["name"] if field.is_readonly else field.field.name
+                cells[name] = field
+    return cells
+
+
+def _is_hidden(widget: Any) -> bool:
+    # A column's widget is the widget, or {"is_hidden": False} for a read-only field.
+    return widget["is_hidden"] if isinstance(widget, dict) else widget.is_hidden
+
+
+def _table(inline: Any, admin_forms: list, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One environment's rows of an inline, as the tab's table shows them."""
+    columns = [
+        column
+        for column in inline.fields()
+        if not _is_hidden(column["widget"]) and column["name"] not in skip
+    ]
+    rows = []
+    for admin_form in admin_forms:
+        cells = _cells(admin_form)
+        rows.append(
+            {
+                "admin_form": admin_form,
+                "cells": [cells[c["name"]] for c in columns if c["name"] in cells],
+            }
+        )
+    return {"inline": inline, "columns": columns, "rows": rows}
+
+
+def _evaluations(config: FlagConfig, since: datetime) -> dict[str, Any]:
+    """Evaluations per variant since `since`, with each bar's length (the largest is 100)."""
+    counts: dict[str, int] = {}
+    for row in exposures.exposure_series(config.environment_id, config.flag.key, since):
+        counts[row["variant"]] = counts.get(row["variant"], 0) + row["total"]
+    peak = max(counts.values(), default=0) or 1
+    total = sum(counts.values())
+    bars = [
+        {
+            "variant": variant or "(none)",
+            "count": count,
+            "width": round(100 * count / peak, 1),
+            "share": summary.percent_text(count, total),
+        }
+        for variant, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return {
+        "bars": bars,
+        "total": total,
+        "last": exposures.last_evaluated(config.environment_id, config.flag.key),
+    }
+
+
+def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> dict[str, Any]:
+    """What the flag page's tabs show: each environment's switch, serving and rows (the
+    page's formsets, split by environment), and the flag's history, evaluations, scheduled
+    changes and audit entries, read through the selectors their own pages use."""
+    by_model: dict[type[Model], tuple[Any, dict[int, list]]] = {}
+    for inline in inline_admin_formsets:
+        if inline.formset.model is Variant:
+            continue
+        rows: dict[int, list] = {}
+        for admin_form in inline:
+            if "__prefix__" not in admin_form.form.prefix:  # the empty form for scripts
+                rows.setdefault(admin_form.form.instance.environment_id, []).append(admin_form)
+        by_model[inline.formset.model] = (inline, rows)
+    since = timezone.now() - timedelta(days=EVALUATION_DAYS)
+    environments = []
+    for config in flag.configs.all():  # prefetched, in the environments' order
+        environment = config.environment
+        # The saved rows the page's formsets read (their forms do not change them).
+        rows_here = [
+            [f.form.instance for f in by_model[model][1].get(environment.pk, []) if f.original]
+            if model in by_model
+            else []
+            for model in (Rule, Target, Prerequisite)
+        ]
+        serving = None
+        switch = None
+        if FlagConfig in by_model:
+            inline, config_rows = by_model[FlagConfig]
+            mine = config_rows.get(environment.pk, [])
+            switch = _cells(mine[0]).get("enabled") if mine else None
+            serving = _table(inline, mine, skip=("environment_name", "enabled"))
+        sections = [
+            {
+                **_table(by_model[model][0], by_model[model][1].get(environment.pk, [])),
+                "title": title,
+                "help": help_text,
+            }
+            for model, title, help_text in TAB_SECTIONS
+            if model in by_model
+        ]
+        environments.append(
+            {
+                "environment": environment,
+                "config": config,
+                "short": summary.short(config, *rows_here),
+                "sentence": summary.sentence_html(config, *rows_here),
+                "switch": switch,
+                "serving": serving,
+                "sections": sections,
+                "versions": history.versions_of(config)[:10],
+                "versions_url": reverse("admin:flags_rollout_versions", args=[config.pk]),
+                "exposures_url": reverse("admin:flags_rollout_exposures", args=[config.pk]),
+                "evaluations": _evaluations(config, since),
+                "schedule": list(schedules.schedule_of(config).reverse()[:20]),
+            }
+        )
+    audit = selectors.audit_list(user=request.user, project=flag.project, flag_key=flag.key)
+    query = urlencode({"project__id__exact": flag.project_id, "flag_key": flag.key})
+    return {
+        "environments": environments,
+        "formsets": [inline for inline, _ in by_model.values()],
+        "audit": list(audit[:30]),
+        "audit_url": f"{reverse('admin:flags_auditentry_changelist')}?{query}",
+        "evaluation_days": EVALUATION_DAYS,
+    }

@@ -47,6 +47,7 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
 
     page = f"{live_server.url}/admin/flags/flag/{flag.pk}/change/"
     browser.get(page)
+    _wait(browser, shown.element_to_be_clickable((By.ID, "tab-env-production"))).click()
     production = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-2-enabled")))
     production.click()
     browser.find_element(By.NAME, "_save").click()
@@ -61,17 +62,18 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
     assert factories.config(flag, "production").versions.first().action == "enable"
 
     browser.get(page)
+    _wait(browser, shown.element_to_be_clickable((By.ID, "tab-env-production"))).click()
     name = _wait(browser, shown.element_to_be_clickable((By.NAME, "rules-0-name")))
     name.clear()
     name.send_keys("US only")
     browser.find_element(By.NAME, "_continue").click()
     _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
-    browser.execute_script("document.getElementById('rules-group').scrollIntoView()")
+    browser.execute_script("document.getElementById('env-production').scrollIntoView()")
     browser.save_screenshot(str(tmp_path / "flag-page-saved.png"))  # the rule, with its id
     rule_after = Rule.objects.get(flag=flag)
     assert (rule_after.pk, rule_after.key, rule_after.name) == (rule.pk, rule.key, "US only")
     assert AuditEntry.objects.filter(object_type="flag_config").first().action == "update"
-    shown_key = browser.find_element(By.CSS_SELECTOR, "#rules-group td.field-key").text.strip()
+    shown_key = browser.find_element(By.CSS_SELECTOR, "#env-production td.field-key").text.strip()
     assert shown_key == rule.key
 
 

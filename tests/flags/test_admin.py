@@ -485,8 +485,10 @@ def test_editor_sees_production_rows_locked(client, project, checkout):
     editable = ("enabled", "off_variant", "serve_variant", "rollout", "bucket_by")
     assert all(production_config.fields[name].disabled for name in editable)
     assert not configs.forms[ENVIRONMENT_ROWS["development"]].fields["enabled"].disabled
-    (production_rule,) = rules.forms
+    production_rule, *blank_rows = rules.forms
     assert production_rule.fields["DELETE"].disabled
+    # One blank row in each tab the editor may add a rule to: not production's.
+    assert [row.instance.environment.key for row in blank_rows] == ["development", "staging"]
     new_row_choices = {env.key for env in rules.empty_form.fields["environment"].queryset}
     assert new_row_choices == {"development", "staging"}
 
