@@ -72,6 +72,10 @@ class ConditionSerializer(StrictSerializer):
     operator = serializers.ChoiceField(choices=sorted(OPERATORS))
     values = serializers.ListField(child=serializers.JSONField(), required=False, max_length=10_000)
     negate = serializers.BooleanField(required=False, default=False)
+    numericStrings = serializers.BooleanField(  # noqa: N815
+        required=False,
+        help_text="A numeric comparison reads a string written as a number as that number.",
+    )
 
 
 class RolloutVariantSerializer(StrictSerializer):

@@ -13,13 +13,14 @@ attribute of the same name.
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 
 from evaluation.engine import DocumentError
 from evaluation.engine.bucketing import RANDOM_ATTRIBUTE
-from evaluation.engine.conditions import compile_pattern
+from evaluation.engine.conditions import compile_pattern, number_of_text
 from evaluation.engine.dates import timestamp
 from evaluation.engine.semver import parse_version
 from flags.importers.conversion import (
@@ -528,6 +529,9 @@ def _constraint(constraint: Any) -> Alternatives:
             return ALWAYS if inverted else NEVER
         name = SINGLE_VALUE_OPERATORS[operator]
         tested = condition(attribute, name, [typed], inverted)
+        if operator.startswith("NUM_"):
+            # Unleash's context values are strings: its NUM_ operators read them as numbers.
+            tested["numericStrings"] = True
         if operator.startswith("SEMVER_") and not inverted:
             # Unleash's versions have no leading "v", which this product's accept.
             return [[tested, condition(attribute, "matches", ["^[0-9]"])]]
@@ -572,11 +576,12 @@ def _single_value(operator: str, value: Any) -> Any:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         return None
     if operator.startswith("NUM_"):
+        # The constraint's value is read as the context's are; a JSON number as it is.
         try:
-            number = float(value)
-        except ValueError:
+            number = number_of_text(value) if isinstance(value, str) else float(value)
+        except (OverflowError, UnicodeEncodeError):  # an integer past a double, a surrogate
             return None
-        if number != number or number in (float("inf"), float("-inf")):
+        if number is None or not math.isfinite(number):
             return None
         return int(number) if number.is_integer() else number
     if operator.startswith("SEMVER_"):

@@ -174,3 +174,66 @@ def test_one_weighted_variant_needs_no_salt_so_any_group_id_imports():
     conversion = convert("unleash", {"features": [feature]})
     assert conversion.skipped == {}
     assert conversion.document["flags"]["single"]["salt"] == "single"
+
+
+def numeric(operator: str, value: object, *, inverted: bool = False) -> dict:
+    return {"contextName": "slicesLeft", "operator": operator, "value": value, "inverted": inverted}
+
+
+def test_num_constraints_read_the_contexts_strings_as_numbers_as_unleash_does():
+    features = {
+        "features": [
+            {
+                "name": f"num-{index}",
+                "enabled": True,
+                "strategies": [{"name": "default", "constraints": [constraint]}],
+            }
+            for index, constraint in enumerate(
+                [
+                    numeric("NUM_GT", "3"),
+                    numeric("NUM_EQ", "4.0"),
+                    numeric("NUM_EQ", "4", inverted=True),
+                    numeric("NUM_LTE", 4),
+                    numeric("NUM_GT", " 3"),  # no number to Unleash's engine: never true
+                ]
+            )
+        ]
+    }
+    snapshot, conversion = import_and_compile("unleash", features)
+    assert conversion.skipped == {}
+
+    def on(key: str, context: dict) -> bool:
+        return snapshot.evaluate(key, {"targetingKey": "u", **context}).value is True
+
+    assert [on("num-0", {"slicesLeft": v}) for v in ("4", "3", 4, "4e0", " 4", "x")] == [
+        True,
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert [on("num-1", {"slicesLeft": v}) for v in ("4", "4.00", 4, "5")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    # inverted: true for another number, for no number and for no value at all
+    assert [on("num-2", {"slicesLeft": v}) for v in ("4", "5", "x")] == [False, True, True]
+    assert on("num-2", {})
+    assert [on("num-3", {"slicesLeft": v}) for v in ("4", "-1e999", "5", "nan")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert not on("num-4", {"slicesLeft": "9"})
+    condition = snapshot.document["flags"]["num-0"]["rules"][0]["conditions"][0]
+    assert condition == {
+        "attribute": "slicesLeft",
+        "operator": "gt",
+        "values": [3],
+        "negate": False,
+        "numericStrings": True,
+    }
