@@ -1,7 +1,8 @@
 """Unleash: its client features API (and delta API) JSON as flags bucketed the Unleash way.
 
 An Unleash feature becomes one flag with `bucketing: unleash` salted with the groupId its
-variants hash (the feature name, or the groupId of the strategies whose variants it serves).
+variants hash (the feature name, or the groupId of the strategies whose variants it serves);
+where its strategies hash several groupIds, each rollout has its strategy's as its salt.
 Each strategy becomes rules, in order; a constraint that Unleash makes true for a context
 without the attribute (`NOT_IN`, `inverted`) becomes one rule with the attribute and one
 without, since a condition here never matches an absent attribute.
@@ -246,18 +247,20 @@ def _flag(
             strategy = require_object(strategy, "strategies[]")
             rules.extend(_strategy_rules(name, strategy, feature_variants, segments, on, groups))
         default_serve = {"variant": off}
-    if len(groups) > 1:
-        raise Unsupported(
-            f"its variants are chosen by several groupIds ({', '.join(sorted(groups))}): "
-            "a flag has one bucketing salt"
-        )
+    # The flag's salt is the groupId its variants hash; where strategies hash several, the
+    # feature name, and each rollout hashing another groupId has it as its own salt.
+    salt = next(iter(groups)) if len(groups) == 1 else name
+    for serving in [rule["serve"] for rule in rules] + [default_serve]:
+        rollout = serving.get("rollout")
+        if rollout is not None and rollout.get("salt") == salt:
+            del rollout["salt"]
     for index, rule in enumerate(rules, start=1):
         rule["id"] = str(index)
     prerequisites = _prerequisites(feature, shapes, keys, features)
     return {
         "type": "boolean" if boolean else "json",
         "enabled": enabled,
-        "salt": next(iter(groups), name),  # the groupId its variants hash, as in Unleash
+        "salt": salt,
         "bucketing": "unleash",
         "variants": [{"key": "on", "value": True}, {"key": "off", "value": False}]
         if boolean
@@ -407,12 +410,13 @@ class _Choice:
             rules.append(
                 {
                     "conditions": [*conditions, *before, present(attribute)],
-                    "serve": _rollout(attribute, entries),
+                    "serve": _rollout(attribute, entries, self.group),
                 }
             )
             before.append(absent(attribute))
         # Without a stickiness value Unleash hashes a random string: a random variant.
-        rules.append({"conditions": conditions, "serve": _rollout(RANDOM_ATTRIBUTE, entries)})
+        random_rollout = _rollout(RANDOM_ATTRIBUTE, entries, self.group)
+        rules.append({"conditions": conditions, "serve": random_rollout})
         return rules
 
 
@@ -420,8 +424,9 @@ def weighted_names(weighted: list[tuple[dict[str, Any], int]]) -> list[tuple[str
     return [(variant["name"].lower(), weight) for variant, weight in weighted]
 
 
-def _rollout(attribute: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"rollout": {"bucketBy": attribute, "variants": entries}}
+def _rollout(attribute: str, entries: list[dict[str, Any]], group: str) -> dict[str, Any]:
+    """A weighted variant choice salted with its groupId (left out where it is the flag's)."""
+    return {"rollout": {"bucketBy": attribute, "variants": entries, "salt": group}}
 
 
 # --- strategies and constraints ---------------------------------------------------------

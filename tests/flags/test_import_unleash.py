@@ -78,13 +78,16 @@ FEATURES = {
             "strategies": [{"name": "default"}],
             "variants": [variant("blue", 50), variant("red", 50)],
         },
-        # Two groupIds for one flag's choices: one salt cannot give both.
+        # Two groupIds for one flag's choices: each rollout has its strategy's as its salt.
         {
             "name": "two-groups",
             "enabled": True,
             "strategies": [
-                {**strategy("g1", variant("a", 1), variant("b", 1)), "constraints": []},
-                strategy("g2", variant("a", 1), variant("b", 1)),
+                {
+                    **strategy("g1", variant("a", 1), variant("b", 1)),
+                    "constraints": [{"contextName": "region", "operator": "IN", "values": ["eu"]}],
+                },
+                strategy("g2", variant("a", 1), variant("b", 3)),
             ],
         },
     ]
@@ -158,11 +161,26 @@ def test_default_variant_stickiness_falls_back_to_the_remote_address(imported):
         )
 
 
-def test_a_flag_choosing_by_two_group_ids_is_skipped_with_the_reason(imported):
-    _, conversion = imported
-    assert "several groupIds (g1, g2)" in conversion.skipped["two-groups"]
-    assert not Flag.objects.filter(key="two-groups").exists()
-    assert Flag.objects.get(key="checkout").bucketing == "unleash"
+def test_a_flag_choosing_by_two_group_ids_hashes_each_strategys_as_unleash_does(imported):
+    snapshot, conversion = imported
+    assert "two-groups" not in conversion.skipped
+    assert Flag.objects.get(key="two-groups").bucketing == "unleash"
+    for index in range(200):
+        user = f"user-{index}"
+        in_eu = snapshot.evaluate("two-groups", {"targetingKey": user, "region": "eu"})
+        assert in_eu.value["name"] == unleash_variant("g1", user, [("a", 1), ("b", 1)]), user
+        elsewhere = snapshot.evaluate("two-groups", {"targetingKey": user})
+        assert elsewhere.value["name"] == unleash_variant("g2", user, [("a", 1), ("b", 3)]), user
+    # The store gives each rollout its salt back; a flag with one groupId needs none.
+    salts = {
+        rule["serve"]["rollout"].get("salt")
+        for rule in snapshot.document["flags"]["two-groups"]["rules"]
+        if "rollout" in rule["serve"]
+    }
+    assert salts == {"g1", "g2"}
+    checkout = snapshot.document["flags"]["checkout"]
+    assert checkout["salt"] == "checkout-experiment"
+    assert all("salt" not in rule["serve"].get("rollout", {}) for rule in checkout["rules"])
 
 
 def test_one_weighted_variant_needs_no_salt_so_any_group_id_imports():
