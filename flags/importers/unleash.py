@@ -38,6 +38,7 @@ from flags.importers.conversion import (
     require_list,
     require_object,
 )
+from flags.models import Flag
 
 DISABLED = "disabled"  # Unleash's variant of a feature that is off for the context
 ENABLED = "on"  # a feature on for the context that has no variant to give it
@@ -62,6 +63,8 @@ SINGLE_VALUE_OPERATORS = {
 }
 # Unleash's `default` stickiness of a variant choice: the first of these the context has.
 DEFAULT_VARIANT_STICKINESS = ("targetingKey", "sessionId", "remoteAddress")
+# A salt the store holds, the flag's or a rollout's.
+MAX_SALT = Flag._meta.get_field("salt").max_length or 100
 NEVER: Alternatives = []  # a constraint no context satisfies
 ALWAYS: Alternatives = [[]]
 
@@ -250,6 +253,9 @@ def _flag(
     # The flag's salt is the groupId its variants hash; where strategies hash several, the
     # feature name, and each rollout hashing another groupId has it as its own salt.
     salt = next(iter(groups)) if len(groups) == 1 else name
+    longest = max([salt, *groups], key=len)
+    if len(longest) > MAX_SALT:
+        raise Unsupported(f"its groupId {longest[:40]!r}... is longer than {MAX_SALT} characters")
     for serving in [rule["serve"] for rule in rules] + [default_serve]:
         rollout = serving.get("rollout")
         if rollout is not None and rollout.get("salt") == salt:

@@ -112,3 +112,16 @@ def test_a_hostile_salt_in_a_rule_is_a_400_naming_the_field(api):
         f'{{"rules": [{{"serve": {{"rollout": {{"variants": {variants}, "salt": "\\ud800"}}}}}}]}}'
     )
     assert_refused(send(api, "patch", URL, body), "rules[0].serve.rollout.salt", "lone surrogate")
+
+
+def test_a_salt_change_is_in_the_readable_history_and_a_restore_brings_it_back(api):
+    assert api.patch(URL, {"defaultServe": served(salt="g1")}, format="json").status_code == 200
+    assert api.patch(URL, {"defaultServe": served(salt="")}, format="json").status_code == 200
+    versions = api.get(f"{URL}/versions").json()["results"]
+    assert versions[0]["changes"] == [
+        "defaultServe: rollout on 50% / off 50% by targetingKey salted 'g1' → "
+        "rollout on 50% / off 50% by targetingKey"
+    ]
+    restored = api.post(f"{URL}/versions/2/restore", {"version": 3}, format="json")
+    assert restored.status_code == 200, restored.content
+    assert api.get(URL).json()["defaultServe"] == served(salt="g1")

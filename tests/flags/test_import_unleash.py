@@ -255,3 +255,19 @@ def test_num_constraints_read_the_contexts_strings_as_numbers_as_unleash_does():
         "negate": False,
         "numericStrings": True,
     }
+
+
+def test_a_group_id_longer_than_the_store_holds_skips_the_flag_with_the_reason():
+    features = {
+        "features": [
+            {
+                "name": "long-group",
+                "enabled": True,
+                "strategies": [strategy("g" * 101, variant("a", 1), variant("b", 1))],
+            },
+            {"name": "fine", "enabled": True, "strategies": [{"name": "default"}]},
+        ]
+    }
+    snapshot, conversion = import_and_compile("unleash", features)
+    assert "longer than 100 characters" in conversion.skipped["long-group"]
+    assert snapshot.evaluate("fine", {}).value is True
