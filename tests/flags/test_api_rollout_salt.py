@@ -125,3 +125,21 @@ def test_a_salt_change_is_in_the_readable_history_and_a_restore_brings_it_back(a
     restored = api.post(f"{URL}/versions/2/restore", {"version": 3}, format="json")
     assert restored.status_code == 200, restored.content
     assert api.get(URL).json()["defaultServe"] == served(salt="g1")
+
+
+def test_the_steps_of_a_stepped_rollout_keep_the_rollouts_salt():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from flags import schedules
+
+    project = factories.project("shop")
+    flag = factories.flag(project, "checkout")
+    config = factories.configure(flag, "development", enabled=True, defaultServe=served(salt="g7"))
+    now = timezone.now()
+    steps = [{"at": now + timedelta(hours=1), "percentage": 60}]
+    schedules.rollout_create(config=config, variant="on", steps=steps, actor=None, source="system")
+    schedules.due_changes_apply(now=now + timedelta(hours=2))
+    config.refresh_from_db()
+    assert (config.rollout[0], config.salt) == ({"variant": "on", "weight": 60}, "g7")
