@@ -46,7 +46,7 @@ def _flags_with_targeting(environment: Environment):
 
 
 def _serving(obj: FlagConfig | Rule) -> dict:
-    return serving_document(obj.serve_variant, obj.rollout, obj.bucket_by)
+    return serving_document(obj.serve_variant, obj.rollout, obj.bucket_by, obj.salt)
 
 
 def flag_entry(flag: Flag, config: FlagConfig | None = None) -> dict:

@@ -79,7 +79,8 @@ def _serving_text(serving: Any) -> str:
         return f"variant {serving['variant']}"
     rollout = serving.get("rollout") or {}
     parts = [f"{item['variant']} {item['weight']}%" for item in rollout.get("variants", [])]
-    return f"rollout {' / '.join(parts)} by {rollout.get('bucketBy', 'targetingKey')}"
+    text = f"rollout {' / '.join(parts)} by {rollout.get('bucketBy', 'targetingKey')}"
+    return f"{text} salted {rollout['salt']!r}" if rollout.get("salt") else text
 
 
 def _text(value: Any) -> str:

@@ -153,12 +153,22 @@ class Serving(models.Model):
         '{"variant": "off", "weight": 75}]; empty for one variant.',
     )
     bucket_by = models.CharField(max_length=100, default="targetingKey")
+    # The rollout's own bucketing salt (an import's: Unleash's groupId of the strategy);
+    # empty means the flag's salt.
+    salt = models.CharField(
+        max_length=100,
+        blank=True,
+        verbose_name="rollout salt",
+        help_text="The rollout's bucketing salt; empty means the flag's.",
+    )
 
     class Meta:
         abstract = True
 
     def serving(self) -> dict:
-        return validation.serving_document(self.serve_variant, self.rollout, self.bucket_by)
+        return validation.serving_document(
+            self.serve_variant, self.rollout, self.bucket_by, self.salt
+        )
 
 
 class FlagConfig(Serving):

@@ -64,8 +64,11 @@ def variant_keys(flag: Flag) -> list[str]:
     return [variant.key for variant in flag.variants.all()]
 
 
-def serving_document(serve_variant: str, rollout: list | None, bucket_by: str | None) -> dict:
-    """The document form of a serving; the stored rollout is already the document's list.
+def serving_document(
+    serve_variant: str, rollout: list | None, bucket_by: str | None, salt: str = ""
+) -> dict:
+    """The document form of a serving; the stored rollout is already the document's list,
+    with its own salt when it has one.
 
     Fields holding both a variant and a rollout (or neither) give a serving the engine's
     `check_serving` refuses: whether a serving is one or the other is decided there only.
@@ -73,6 +76,8 @@ def serving_document(serve_variant: str, rollout: list | None, bucket_by: str | 
     serving: dict = {"variant": serve_variant} if serve_variant or not rollout else {}
     if rollout:
         serving["rollout"] = {"bucketBy": bucket_by or "targetingKey", "variants": rollout}
+        if salt:
+            serving["rollout"]["salt"] = salt
     return serving
 
 
@@ -81,6 +86,8 @@ def _check_serving_of(obj: FlagConfig | Rule) -> None:
     try:
         check_serving(obj.serving(), keys)
     except DocumentError as error:
+        if error.field == "rollout.salt":
+            raise ValidationError({"salt": error.message}) from error
         field = "rollout" if obj.rollout else "serve_variant"
         raise ValidationError({field: error.message}) from error
 

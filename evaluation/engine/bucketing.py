@@ -13,6 +13,8 @@ scheme is that system's published algorithm (see docs/evaluation.md#bucketing):
 - `flagsmith`: MD5 of `"{salt},{value}"` as an integer, `% 9999 / 9998 * 100`, walked over
   the cumulative weights as percentages of the total.
 
+The salt is the rollout's own `salt` when it has one, else the flag's.
+
 Where a system draws at random (Unleash's `random` stickiness), the bucket value is the
 `$random` attribute, which the snapshot draws anew at each read from a generator it is
 given: nothing here holds state or reads the clock.

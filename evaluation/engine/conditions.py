@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -272,6 +273,45 @@ def _numbers(values: list[Any], name: str) -> list[float]:
     return values
 
 
+# A number written in a string, as Unleash's engine (Rust's f64 parser) reads one: a sign,
+# digits with an optional point and exponent, or inf / infinity / nan, in any case; no
+# spaces, no underscores, ASCII digits only. Possessive quantifiers: a long digit string
+# that is no number is refused in one pass, never by backtracking.
+_NUMBER_TEXT = re.compile(
+    r"[+-]?+(?:(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:e[+-]?+[0-9]++)?+|inf(?:inity)?+|nan)",
+    re.IGNORECASE | re.ASCII,
+)
+# The operators whose condition may say `numericStrings`: those that compare numbers.
+NUMERIC_STRING_OPERATORS = ("equals", "not_equals", "in", "not_in", "lt", "lte", "gt", "gte")
+
+
+def number_of_text(value: str) -> float | None:
+    """The number a string is written as (see _NUMBER_TEXT), or None.
+
+    Digits past a double's range read as infinity ("1e999"), past its precision as the
+    nearest double, as in Unleash; "nan" reads as NaN, which equals and compares with
+    nothing. A string that is not valid Unicode raises UnicodeEncodeError (INVALID_CONTEXT).
+    """
+    if not value.isascii():
+        value.encode()
+        return None
+    if _NUMBER_TEXT.fullmatch(value) is None:
+        return None
+    return float(value)
+
+
+def _reading_numbers(test: ValueTest) -> ValueTest:
+    """`test`, given a string written as a number as that number (`numericStrings`)."""
+
+    def reading(value: Any) -> bool:
+        if value.__class__ is str:
+            number = number_of_text(value)
+            return False if number is None else test(number)
+        return test(value)
+
+    return reading
+
+
 def _build_numeric(name: str) -> Callable[[list[Any]], ValueTest]:
     # With several values a condition holds if it holds for any of them, so only the
     # loosest bound matters: the largest for lt/lte, the smallest for gt/gte.
@@ -497,6 +537,7 @@ def parse_condition(
     if not operator.takes_values and values:
         raise DocumentError("values", f"{name} takes no values")
     flip = negate is not negative
+    numeric_strings = _numeric_strings(condition, name, values)
     if name == "in_segment":
         if not allow_in_segment:
             raise DocumentError("operator", "a segment's conditions cannot use in_segment")
@@ -507,10 +548,28 @@ def parse_condition(
                     raise DocumentError("values", f"unknown segment {key!r}")
         return ParsedCondition(None, name, None, flip, keys)
     test = build(values) if build is not None else None
+    if numeric_strings and test is not None:
+        test = _reading_numbers(test)
     strings = None
     if build is _build_equality and all(value.__class__ is str for value in values):
         strings = frozenset(values)
     return ParsedCondition(attribute, name, test, flip, (), strings)
+
+
+def _numeric_strings(condition: Mapping[str, Any], name: str, values: list[Any]) -> bool:
+    """Whether the condition reads strings written as numbers as numbers; checks it may."""
+    numeric_strings = condition.get("numericStrings", False)
+    if numeric_strings is None:
+        return False
+    if numeric_strings.__class__ is not bool:
+        raise DocumentError("numericStrings", f"must be true or false, got {numeric_strings!r}")
+    if not numeric_strings:
+        return False
+    if name not in NUMERIC_STRING_OPERATORS:
+        operators = ", ".join(NUMERIC_STRING_OPERATORS)
+        raise DocumentError("numericStrings", f"applies to {operators}; not to {name}")
+    _numbers(values, f"{name} with numericStrings")
+    return True
 
 
 def _parse_attribute(attribute: object, operator: Operator) -> str | None:

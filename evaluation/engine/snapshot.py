@@ -69,8 +69,9 @@ def check_serving(serving: dict[str, Any], variant_keys: list[str]) -> None:
 
 def _parse_serving(
     serving: object, variant_keys: Sequence[str]
-) -> tuple[str | None, str, tuple[tuple[str, int], ...]]:
-    """(variant, bucketBy, ((variant, weight), ...)): a variant serving has no weights."""
+) -> tuple[str | None, str, tuple[tuple[str, int], ...], str | None]:
+    """(variant, bucketBy, ((variant, weight), ...), salt): a variant serving has no weights,
+    and a rollout without a salt of its own (None) hashes the flag's."""
     serving = _require_mapping(serving, "")
     variant, rollout = serving.get("variant"), serving.get("rollout")
     if (variant is None) == (rollout is None):
@@ -78,8 +79,13 @@ def _parse_serving(
     if variant is not None:
         if variant not in variant_keys:
             raise DocumentError("variant", f"unknown variant {variant!r}")
-        return variant, "targetingKey", ()
+        return variant, "targetingKey", (), None
     rollout = _require_mapping(rollout, "rollout")
+    salt = rollout.get("salt")
+    if salt is not None:
+        if salt.__class__ is not str or not salt:
+            raise DocumentError("rollout.salt", f"must be a non-empty string, got {salt!r}")
+        require_text(salt, "rollout.salt", "the salt")
     bucket_by = rollout.get("bucketBy", "targetingKey")
     if bucket_by is None:
         bucket_by = "targetingKey"
@@ -106,7 +112,7 @@ def _parse_serving(
         raise DocumentError("rollout.variants", "at least one weight must be above 0")
     if total > MAX_TOTAL_WEIGHT:
         raise DocumentError("rollout.variants", f"weights must total at most {MAX_TOTAL_WEIGHT}")
-    return None, bucket_by, tuple(weights)
+    return None, bucket_by, tuple(weights), salt
 
 
 def _compile_serving(
@@ -121,9 +127,11 @@ def _compile_serving(
     draw: Draw,
 ) -> EvaluationResult | Serve:
     """A fixed result for a variant serving, or a function of the context for a rollout."""
-    variant, bucket_by, weights = _parse_serving(serving, list(results))
+    variant, bucket_by, weights, own_salt = _parse_serving(serving, list(results))
     if variant is not None:
         return _with(results[variant], reason, rule_id)
+    if own_salt is not None:
+        salt = own_salt
     entries = tuple(_with(results[key], Reason.SPLIT, rule_id) for key, _ in weights)
     total = sum(weight for _, weight in weights)
     get = attribute_getter(bucket_by, draw)

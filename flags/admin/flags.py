@@ -370,8 +370,9 @@ class FlagConfigInline(SplitMixin, EnvironmentRowInline):
         "rollout",
         "split",
         "bucket_by",
+        "salt",
     )
-    readonly_fields = ("environment_name", "split")
+    readonly_fields = ("environment_name", "split", "salt")
     can_delete = False
     verbose_name_plural = "environments: on/off and what is served when no rule matches"
     help_texts = {"rollout": ROLLOUT_HELP, "serve_variant": SERVE_HELP, "bucket_by": BUCKET_HELP}
@@ -406,8 +407,9 @@ class RuleInline(SplitMixin, EnvironmentRowInline):
         "rollout",
         "split",
         "bucket_by",
+        "salt",
     )
-    readonly_fields = ("key", "split")  # key: the rule's id, kept through every change
+    readonly_fields = ("key", "split", "salt")  # key: the rule's id, kept through every change
     verbose_name_plural = "rules (in each environment, the first rule that matches serves)"
     help_texts = {
         "conditions": CONDITIONS_HELP,

@@ -67,11 +67,24 @@ class StrictSerializer(serializers.Serializer):
 # --- The flag document's shapes (also what the OpenAPI schema shows) -----------------------
 
 
+class TextField(serializers.CharField):
+    """A string, never a number turned into one (an id of 7 is a mistake, not "7")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ConditionSerializer(StrictSerializer):
     attribute = serializers.CharField(required=False, allow_blank=False, max_length=200)
     operator = serializers.ChoiceField(choices=sorted(OPERATORS))
     values = serializers.ListField(child=serializers.JSONField(), required=False, max_length=10_000)
     negate = serializers.BooleanField(required=False, default=False)
+    numericStrings = serializers.BooleanField(  # noqa: N815
+        required=False,
+        help_text="A numeric comparison reads a string written as a number as that number.",
+    )
 
 
 class RolloutVariantSerializer(StrictSerializer):
@@ -81,6 +94,13 @@ class RolloutVariantSerializer(StrictSerializer):
 
 class RolloutSerializer(StrictSerializer):
     bucketBy = serializers.CharField(required=False, default="targetingKey", max_length=100)  # noqa: N815
+    salt = TextField(
+        required=False,
+        allow_blank=True,
+        max_length=100,
+        help_text="The rollout's own bucketing salt (an import's); absent keeps the salt of the "
+        'rollout this one replaces, "" gives it the flag\'s salt.',
+    )
     variants = RolloutVariantSerializer(many=True)
 
 
@@ -89,15 +109,6 @@ class ServingSerializer(StrictSerializer):
 
     variant = serializers.CharField(required=False, max_length=64)
     rollout = RolloutSerializer(required=False)
-
-
-class TextField(serializers.CharField):
-    """A string, never a number turned into one (an id of 7 is a mistake, not "7")."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class RuleSerializer(StrictSerializer):

@@ -1,7 +1,8 @@
 """Unleash: its client features API (and delta API) JSON as flags bucketed the Unleash way.
 
 An Unleash feature becomes one flag with `bucketing: unleash` salted with the groupId its
-variants hash (the feature name, or the groupId of the strategies whose variants it serves).
+variants hash (the feature name, or the groupId of the strategies whose variants it serves);
+where its strategies hash several groupIds, each rollout has its strategy's as its salt.
 Each strategy becomes rules, in order; a constraint that Unleash makes true for a context
 without the attribute (`NOT_IN`, `inverted`) becomes one rule with the attribute and one
 without, since a condition here never matches an absent attribute.
@@ -13,13 +14,14 @@ attribute of the same name.
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 
 from evaluation.engine import DocumentError
 from evaluation.engine.bucketing import RANDOM_ATTRIBUTE
-from evaluation.engine.conditions import compile_pattern
+from evaluation.engine.conditions import compile_pattern, number_of_text
 from evaluation.engine.dates import timestamp
 from evaluation.engine.semver import parse_version
 from flags.importers.conversion import (
@@ -36,6 +38,7 @@ from flags.importers.conversion import (
     require_list,
     require_object,
 )
+from flags.models import Flag
 
 DISABLED = "disabled"  # Unleash's variant of a feature that is off for the context
 ENABLED = "on"  # a feature on for the context that has no variant to give it
@@ -60,6 +63,8 @@ SINGLE_VALUE_OPERATORS = {
 }
 # Unleash's `default` stickiness of a variant choice: the first of these the context has.
 DEFAULT_VARIANT_STICKINESS = ("targetingKey", "sessionId", "remoteAddress")
+# A salt the store holds, the flag's or a rollout's.
+MAX_SALT = Flag._meta.get_field("salt").max_length or 100
 NEVER: Alternatives = []  # a constraint no context satisfies
 ALWAYS: Alternatives = [[]]
 
@@ -245,18 +250,23 @@ def _flag(
             strategy = require_object(strategy, "strategies[]")
             rules.extend(_strategy_rules(name, strategy, feature_variants, segments, on, groups))
         default_serve = {"variant": off}
-    if len(groups) > 1:
-        raise Unsupported(
-            f"its variants are chosen by several groupIds ({', '.join(sorted(groups))}): "
-            "a flag has one bucketing salt"
-        )
+    # The flag's salt is the groupId its variants hash; where strategies hash several, the
+    # feature name, and each rollout hashing another groupId has it as its own salt.
+    salt = next(iter(groups)) if len(groups) == 1 else name
+    longest = max([salt, *groups], key=len)
+    if len(longest) > MAX_SALT:
+        raise Unsupported(f"its groupId {longest[:40]!r}... is longer than {MAX_SALT} characters")
+    for serving in [rule["serve"] for rule in rules] + [default_serve]:
+        rollout = serving.get("rollout")
+        if rollout is not None and rollout.get("salt") == salt:
+            del rollout["salt"]
     for index, rule in enumerate(rules, start=1):
         rule["id"] = str(index)
     prerequisites = _prerequisites(feature, shapes, keys, features)
     return {
         "type": "boolean" if boolean else "json",
         "enabled": enabled,
-        "salt": next(iter(groups), name),  # the groupId its variants hash, as in Unleash
+        "salt": salt,
         "bucketing": "unleash",
         "variants": [{"key": "on", "value": True}, {"key": "off", "value": False}]
         if boolean
@@ -406,12 +416,13 @@ class _Choice:
             rules.append(
                 {
                     "conditions": [*conditions, *before, present(attribute)],
-                    "serve": _rollout(attribute, entries),
+                    "serve": _rollout(attribute, entries, self.group),
                 }
             )
             before.append(absent(attribute))
         # Without a stickiness value Unleash hashes a random string: a random variant.
-        rules.append({"conditions": conditions, "serve": _rollout(RANDOM_ATTRIBUTE, entries)})
+        random_rollout = _rollout(RANDOM_ATTRIBUTE, entries, self.group)
+        rules.append({"conditions": conditions, "serve": random_rollout})
         return rules
 
 
@@ -419,8 +430,9 @@ def weighted_names(weighted: list[tuple[dict[str, Any], int]]) -> list[tuple[str
     return [(variant["name"].lower(), weight) for variant, weight in weighted]
 
 
-def _rollout(attribute: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"rollout": {"bucketBy": attribute, "variants": entries}}
+def _rollout(attribute: str, entries: list[dict[str, Any]], group: str) -> dict[str, Any]:
+    """A weighted variant choice salted with its groupId (left out where it is the flag's)."""
+    return {"rollout": {"bucketBy": attribute, "variants": entries, "salt": group}}
 
 
 # --- strategies and constraints ---------------------------------------------------------
@@ -528,6 +540,9 @@ def _constraint(constraint: Any) -> Alternatives:
             return ALWAYS if inverted else NEVER
         name = SINGLE_VALUE_OPERATORS[operator]
         tested = condition(attribute, name, [typed], inverted)
+        if operator.startswith("NUM_"):
+            # Unleash's context values are strings: its NUM_ operators read them as numbers.
+            tested["numericStrings"] = True
         if operator.startswith("SEMVER_") and not inverted:
             # Unleash's versions have no leading "v", which this product's accept.
             return [[tested, condition(attribute, "matches", ["^[0-9]"])]]
@@ -572,11 +587,12 @@ def _single_value(operator: str, value: Any) -> Any:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         return None
     if operator.startswith("NUM_"):
+        # The constraint's value is read as the context's are; a JSON number as it is.
         try:
-            number = float(value)
-        except ValueError:
+            number = number_of_text(value) if isinstance(value, str) else float(value)
+        except (OverflowError, UnicodeEncodeError):  # an integer past a double, a surrogate
             return None
-        if number != number or number in (float("inf"), float("-inf")):
+        if number is None or not math.isfinite(number):
             return None
         return int(number) if number.is_integer() else number
     if operator.startswith("SEMVER_"):

@@ -30,16 +30,17 @@ if TYPE_CHECKING:
 
 
 def _serving_fields(serving: Any, field: str) -> dict:
-    """Document form of a serving -> the model's serve_variant/rollout/bucket_by fields.
+    """Document form of a serving -> the model's serve_variant/rollout/bucket_by/salt fields.
 
     Only the shape is read here; whether it serves one variant or a rollout, over which
-    variants and weights, is the engine's `check_serving` (run by the model's `clean()`).
+    variants and weights, with which salt, is the engine's `check_serving` (run by the
+    model's `clean()`). A rollout that names no salt has `salt` None: see `_set_serving`.
     """
     if not isinstance(serving, dict):
         raise ValidationError({field: 'give {"variant": KEY} or {"rollout": {...}}'})
     fields = {"serve_variant": serving.get("variant", ""), "rollout": [], "bucket_by": ""}
     if "rollout" not in serving:
-        return {**fields, "bucket_by": "targetingKey"}
+        return {**fields, "bucket_by": "targetingKey", "salt": ""}
     rollout = serving["rollout"]
     if not isinstance(rollout, dict) or not isinstance(rollout.get("variants"), list):
         raise ValidationError({field: 'a rollout is {"bucketBy": ..., "variants": [...]}'})
@@ -48,8 +49,24 @@ def _serving_fields(serving: Any, field: str) -> dict:
         if not isinstance(item, dict) or set(item) != {"variant", "weight"}:
             raise ValidationError({field: 'each rollout entry is {"variant": KEY, "weight": N}'})
         weights.append({"variant": item["variant"], "weight": item["weight"]})
+    salt = rollout.get("salt")
+    if salt is not None and not isinstance(salt, str):
+        raise ValidationError({field: f"rollout.salt: must be a string, got {salt!r}"})
     # Kept as a list: bucketing walks the variants in the order the rollout gives them.
-    return {**fields, "rollout": weights, "bucket_by": rollout.get("bucketBy") or "targetingKey"}
+    bucket_by = rollout.get("bucketBy") or "targetingKey"
+    return {**fields, "rollout": weights, "bucket_by": bucket_by, "salt": salt}
+
+
+def _set_serving(row: FlagConfig | Rule, fields: dict) -> None:
+    """Give `row` the serving `fields`. A rollout that names no salt keeps the salt of the
+    rollout it replaces, so that changing an imported rollout's weights (from the admin, a
+    step of a stepped rollout, an API client) keeps everyone who was in; `"salt": ""` gives
+    it the flag's salt again."""
+    salt = fields["salt"]
+    if salt is None:
+        salt = row.salt if row.rollout and fields["rollout"] else ""
+    for name, value in {**fields, "salt": salt}.items():
+        setattr(row, name, value)
 
 
 def _with_field_prefix(prefix: str, error: ValidationError) -> ValidationError:
@@ -167,8 +184,7 @@ def _apply_config(config: FlagConfig, data: dict, rules: list[Rule]) -> None:
     if "offVariant" in data:
         config.off_variant = data["offVariant"]
     if "defaultServe" in data:
-        for name, value in _serving_fields(data["defaultServe"], "defaultServe").items():
-            setattr(config, name, value)
+        _set_serving(config, _serving_fields(data["defaultServe"], "defaultServe"))
     try:
         config.full_clean(exclude=["flag", "environment"])
     except ValidationError as error:
@@ -178,6 +194,7 @@ def _apply_config(config: FlagConfig, data: dict, rules: list[Rule]) -> None:
                 "off_variant": "offVariant",
                 "serve_variant": "defaultServe",
                 "rollout": "defaultServe",
+                "salt": "defaultServe",
             },
         ) from error
     config.save()
@@ -259,10 +276,17 @@ def _rule_row(rule: Rule) -> tuple:
         rule.serve_variant,
         rule.rollout,
         rule.bucket_by,
+        rule.salt,
     )
 
 
-RULE_FIELDS = {"key": "id", "serve_variant": "serve", "rollout": "serve", "bucket_by": "serve"}
+RULE_FIELDS = {
+    "key": "id",
+    "serve_variant": "serve",
+    "rollout": "serve",
+    "bucket_by": "serve",
+    "salt": "serve",
+}
 
 
 def _rule_fields(rule: Rule, index: int, item: dict) -> None:
@@ -280,8 +304,7 @@ def _rule_fields(rule: Rule, index: int, item: dict) -> None:
     rule.position = index
     rule.name = item.get("name", "") or ""
     rule.conditions = item.get("conditions", [])
-    for name, value in serving.items():
-        setattr(rule, name, value)
+    _set_serving(rule, serving)
 
 
 def _target_from(flag, environment, index: int, item: dict) -> Target:

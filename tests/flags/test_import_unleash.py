@@ -78,13 +78,16 @@ FEATURES = {
             "strategies": [{"name": "default"}],
             "variants": [variant("blue", 50), variant("red", 50)],
         },
-        # Two groupIds for one flag's choices: one salt cannot give both.
+        # Two groupIds for one flag's choices: each rollout has its strategy's as its salt.
         {
             "name": "two-groups",
             "enabled": True,
             "strategies": [
-                {**strategy("g1", variant("a", 1), variant("b", 1)), "constraints": []},
-                strategy("g2", variant("a", 1), variant("b", 1)),
+                {
+                    **strategy("g1", variant("a", 1), variant("b", 1)),
+                    "constraints": [{"contextName": "region", "operator": "IN", "values": ["eu"]}],
+                },
+                strategy("g2", variant("a", 1), variant("b", 3)),
             ],
         },
     ]
@@ -158,11 +161,26 @@ def test_default_variant_stickiness_falls_back_to_the_remote_address(imported):
         )
 
 
-def test_a_flag_choosing_by_two_group_ids_is_skipped_with_the_reason(imported):
-    _, conversion = imported
-    assert "several groupIds (g1, g2)" in conversion.skipped["two-groups"]
-    assert not Flag.objects.filter(key="two-groups").exists()
-    assert Flag.objects.get(key="checkout").bucketing == "unleash"
+def test_a_flag_choosing_by_two_group_ids_hashes_each_strategys_as_unleash_does(imported):
+    snapshot, conversion = imported
+    assert "two-groups" not in conversion.skipped
+    assert Flag.objects.get(key="two-groups").bucketing == "unleash"
+    for index in range(200):
+        user = f"user-{index}"
+        in_eu = snapshot.evaluate("two-groups", {"targetingKey": user, "region": "eu"})
+        assert in_eu.value["name"] == unleash_variant("g1", user, [("a", 1), ("b", 1)]), user
+        elsewhere = snapshot.evaluate("two-groups", {"targetingKey": user})
+        assert elsewhere.value["name"] == unleash_variant("g2", user, [("a", 1), ("b", 3)]), user
+    # The store gives each rollout its salt back; a flag with one groupId needs none.
+    salts = {
+        rule["serve"]["rollout"].get("salt")
+        for rule in snapshot.document["flags"]["two-groups"]["rules"]
+        if "rollout" in rule["serve"]
+    }
+    assert salts == {"g1", "g2"}
+    checkout = snapshot.document["flags"]["checkout"]
+    assert checkout["salt"] == "checkout-experiment"
+    assert all("salt" not in rule["serve"].get("rollout", {}) for rule in checkout["rules"])
 
 
 def test_one_weighted_variant_needs_no_salt_so_any_group_id_imports():
@@ -174,3 +192,82 @@ def test_one_weighted_variant_needs_no_salt_so_any_group_id_imports():
     conversion = convert("unleash", {"features": [feature]})
     assert conversion.skipped == {}
     assert conversion.document["flags"]["single"]["salt"] == "single"
+
+
+def numeric(operator: str, value: object, *, inverted: bool = False) -> dict:
+    return {"contextName": "slicesLeft", "operator": operator, "value": value, "inverted": inverted}
+
+
+def test_num_constraints_read_the_contexts_strings_as_numbers_as_unleash_does():
+    features = {
+        "features": [
+            {
+                "name": f"num-{index}",
+                "enabled": True,
+                "strategies": [{"name": "default", "constraints": [constraint]}],
+            }
+            for index, constraint in enumerate(
+                [
+                    numeric("NUM_GT", "3"),
+                    numeric("NUM_EQ", "4.0"),
+                    numeric("NUM_EQ", "4", inverted=True),
+                    numeric("NUM_LTE", 4),
+                    numeric("NUM_GT", " 3"),  # no number to Unleash's engine: never true
+                ]
+            )
+        ]
+    }
+    snapshot, conversion = import_and_compile("unleash", features)
+    assert conversion.skipped == {}
+
+    def on(key: str, context: dict) -> bool:
+        return snapshot.evaluate(key, {"targetingKey": "u", **context}).value is True
+
+    assert [on("num-0", {"slicesLeft": v}) for v in ("4", "3", 4, "4e0", " 4", "x")] == [
+        True,
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert [on("num-1", {"slicesLeft": v}) for v in ("4", "4.00", 4, "5")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    # inverted: true for another number, for no number and for no value at all
+    assert [on("num-2", {"slicesLeft": v}) for v in ("4", "5", "x")] == [False, True, True]
+    assert on("num-2", {})
+    assert [on("num-3", {"slicesLeft": v}) for v in ("4", "-1e999", "5", "nan")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert not on("num-4", {"slicesLeft": "9"})
+    condition = snapshot.document["flags"]["num-0"]["rules"][0]["conditions"][0]
+    assert condition == {
+        "attribute": "slicesLeft",
+        "operator": "gt",
+        "values": [3],
+        "negate": False,
+        "numericStrings": True,
+    }
+
+
+def test_a_group_id_longer_than_the_store_holds_skips_the_flag_with_the_reason():
+    features = {
+        "features": [
+            {
+                "name": "long-group",
+                "enabled": True,
+                "strategies": [strategy("g" * 101, variant("a", 1), variant("b", 1))],
+            },
+            {"name": "fine", "enabled": True, "strategies": [{"name": "default"}]},
+        ]
+    }
+    snapshot, conversion = import_and_compile("unleash", features)
+    assert "longer than 100 characters" in conversion.skipped["long-group"]
+    assert snapshot.evaluate("fine", {}).value is True

@@ -23,30 +23,10 @@ pytestmark = pytest.mark.django_db
 SUITE = Path(__file__).resolve().parents[3] / "shared/suites/unleash-client-specification"
 SPECIFICATIONS = SUITE / "specifications"
 
-# Assertions that cannot pass, by (file, description), with the reason: 15 of the 279
-# assertions are known not to pass, for two reasons.
-NUMBERS = (
-    "Unleash's context values are strings and its NUM_ operators parse them; this product "
-    'compares numbers only with JSON numbers, so a context must send "4" as 4'
-)
+# Assertions that cannot pass, by (file, description), with the reason: 2 of the 279
+# assertions are known not to pass.
 NAMES = "a flag key is lowercase ASCII: the importer skips a flag whose name is not one"
 KNOWN: dict[tuple[str, str], str] = {
-    ("13-constraint-operators.json", "F5.numEq"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numEq works for floats"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numEq.inverted should be false"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numEq.float works for floats"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numEq.float works for integers"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numGT should be true"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numGTE should be true when equal"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numGTE should be true when larger"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numLTE should be true when equal"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numLTE should be true when lower"): NUMBERS,
-    ("13-constraint-operators.json", "F5.numLT should be true when lower"): NUMBERS,
-    ("13-constraint-operators.json", "F6.number-range should be true when in range"): NUMBERS,
-    (
-        "15-global-constraints.json",
-        "F9.withSeveralConstraintsAndSegments should be enabled",
-    ): NUMBERS,
     (
         "18-utf8-flag-names.json",
         "Feature.UTF-8.Hellø_Wørld feature toggle should be enabled",
@@ -153,7 +133,7 @@ def test_unleash_client_specification(name: str) -> None:
 
 
 def test_the_known_failures_are_counted() -> None:
-    assert len(KNOWN) == 15
+    assert len(KNOWN) == 2
 
 
 def test_the_specification_is_all_there() -> None:
