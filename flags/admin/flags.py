@@ -51,17 +51,18 @@ from flags.validation import serving_document
 SOURCE = "admin"
 
 CONDITIONS_HELP = (
-    'A JSON list; every condition must hold. Example: [{"attribute": "country", '
-    '"operator": "in", "values": ["US", "CA"]}, {"attribute": "plan", "operator": '
-    '"equals", "values": ["pro"], "negate": true}]. A segment: {"operator": "in_segment", '
-    '"values": ["beta-testers"]}. Operators: ' + ", ".join(OPERATORS) + ". An empty list "
-    "matches everyone."
+    "Every condition must hold: one row each, an attribute, an operator in words and its "
+    "values (Enter adds the next one); “not” reverses it, and “is in segment” picks "
+    "segments by name. No conditions: the rule matches everyone. In the JSON view, a list "
+    'such as [{"attribute": "country", "operator": "in", "values": ["US", "CA"]}]; '
+    "operators: " + ", ".join(OPERATORS) + "."
 )
 ROLLOUT_HELP = (
-    "Weights by variant, in bucketing order: non-negative integers, each variant's share "
-    "its weight over their total (percentages summing to 100 are the usual case), e.g. "
-    '[{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]. Leave [] and pick '
-    "a variant to serve one variant to everyone."
+    "One row per variant with its percentage, in bucketing order; the total should be "
+    "100% (otherwise each variant gets its share of the total). “Weights” shows the whole "
+    "numbers stored, the JSON view the list itself, e.g. "
+    '[{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]. No rows: the '
+    "variant picked is served to everyone."
 )
 SERVE_HELP = "The variant served; empty when a rollout is given."
 BUCKET_HELP = "The context attribute a rollout buckets by (targetingKey unless you change it)."

@@ -148,7 +148,8 @@ def test_a_publisher_restores_a_production_version(browser, live_server, transac
 
     clicks.on(By.LINK_TEXT, "Flags")
     clicks.on(By.LINK_TEXT, "new-checkout")
-    clicks.on(By.CSS_SELECTOR, f"a[href$='/versions/{production.pk}/']")
+    clicks.on(By.ID, "tab-env-production")
+    clicks.on(By.CSS_SELECTOR, f"#env-production a[href$='/versions/{production.pk}/']")
     _wait(browser, lambda b: "Versions of new-checkout in Production" in b.title)
     clicks.on(By.XPATH, "//tr[td[normalize-space()='2']]//a[contains(., 'Restore')]")
     _wait(browser, lambda b: "Restore version 2" in b.title)
@@ -161,7 +162,7 @@ def test_a_publisher_restores_a_production_version(browser, live_server, transac
     config = factories.config(flag, "production")
     assert (config.version, config.off_variant) == (4, "off")
     assert AuditEntry.objects.get(action="restore v2").comment == "Off variant was wrong"
-    assert clicks.count == 5
+    assert clicks.count == 6
 
 
 def test_a_publisher_uses_the_kill_switch(browser, live_server, transactional_db):
@@ -177,7 +178,8 @@ def test_a_publisher_uses_the_kill_switch(browser, live_server, transactional_db
 
     clicks.on(By.LINK_TEXT, "Flags")
     clicks.on(By.LINK_TEXT, "new-checkout")
-    clicks.on(By.CSS_SELECTOR, f"a[href$='/versions/{production.pk}/']")
+    clicks.on(By.ID, "tab-env-production")
+    clicks.on(By.CSS_SELECTOR, f"#env-production a[href$='/versions/{production.pk}/']")
     clicks.on(By.PARTIAL_LINK_TEXT, "Kill switch")
     _wait(browser, lambda b: "Kill switch" in b.title)
     assert "enabled: on → off" in _text(browser)
@@ -188,7 +190,7 @@ def test_a_publisher_uses_the_kill_switch(browser, live_server, transactional_db
     _wait(browser, lambda b: "is off in Production" in _text(b))
     assert factories.config(flag, "production").enabled is False
     assert AuditEntry.objects.filter(action="kill", comment="Checkout errors at 5%").exists()
-    assert clicks.count == 5
+    assert clicks.count == 6
 
 
 def test_a_product_manager_finds_a_stale_flag_from_the_start_page(
