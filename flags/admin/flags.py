@@ -718,7 +718,16 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         def button(flag: Flag, config: FlagConfig) -> str:
             state = "on" if config.enabled else "off"
             label = "On" if config.enabled else "Off"
-            if not allows(request.user, flag.project, Action.CONFIGURE, config.environment):
+            environment = config.environment
+            may_switch = allows(request.user, flag.project, Action.CONFIGURE, environment)
+            # An editor where approval is required cannot switch, but may ask: the
+            # confirmation page opens the change request.
+            may_ask = (
+                not may_switch
+                and needs_change_request(request.user, environment)
+                and allows(request.user, flag.project, Action.CONFIGURE)
+            )
+            if not may_switch and not may_ask:
                 return format_html(
                     '<span class="flag-state flag-state-{} flag-state-locked" '
                     'title="Your role cannot change {}">{}</span>',
@@ -730,13 +739,15 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             if config.environment.protected:  # a page that shows the change, with a comment
                 url = reverse("admin:flags_rollout_confirm_switch", args=[config.pk])
             turn = "off" if config.enabled else "on"
+            verb = "Ask to turn" if may_ask else "Turn"
             return format_html(
                 '<button type="submit" class="flag-state flag-state-{}" formaction="{}?{}" '
-                'name="enabled" value="{}" title="Turn {} {} in {}">{}</button>',
+                'name="enabled" value="{}" title="{} {} {} in {}">{}</button>',
                 state,
                 url,
                 back,
                 turn,
+                verb,
                 flag.key,
                 turn,
                 name,

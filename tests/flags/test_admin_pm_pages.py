@@ -219,6 +219,53 @@ def test_with_approval_the_page_opens_a_change_request(client, project, checkout
     assert "Why: Marketing is ready" in review
 
 
+def test_an_editor_asks_for_production_from_the_list_where_approval_is_required(
+    client, project, checkout
+):
+    from tests.flags.test_admin import state_cell
+
+    project.require_approval = True
+    project.save()
+    editor = login(client, project, "editor")
+
+    cell = state_cell(client.get(reverse("admin:flags_flag_changelist")), checkout, "production")
+    config = factories.config(checkout, "production")
+    assert "flag-state-locked" not in cell
+    assert reverse("admin:flags_rollout_confirm_switch", args=[config.pk]) in cell
+    assert "Ask to turn new-checkout on in Production" in html.unescape(cell)
+    page = text_of(client.post(switch_url(checkout), {"enabled": "on"}))  # the button's post
+    assert "Open a change request" in page and 'name="confirm"' not in page
+
+    refused = client.post(
+        switch_url(checkout),
+        {"version": "1", "title": "Launch", "comment": "why\x00", "propose": "1"},
+    )
+    assert refused.status_code == 400 and "comment" in text_of(refused)
+    assert not ChangeRequest.objects.exists()
+    direct = client.post(switch_url(checkout), {"version": "1", "confirm": "1"})
+    assert direct.status_code == 403
+    response = client.post(
+        switch_url(checkout),
+        {"version": "1", "title": "Launch", "comment": "Marketing is ready", "propose": "1"},
+    )
+    change = ChangeRequest.objects.get()
+    assert response["Location"] == reverse("admin:flags_rollout_request", args=[change.pk])
+    assert (change.data, change.author_id, change.status) == ({"enabled": True}, editor.pk, "open")
+    assert factories.config(checkout, "production").enabled is False
+
+
+def test_a_viewer_still_sees_production_locked_where_approval_is_required(
+    client, project, checkout
+):
+    from tests.flags.test_admin import state_cell
+
+    project.require_approval = True
+    project.save()
+    login(client, project, "viewer")
+    cell = state_cell(client.get(reverse("admin:flags_flag_changelist")), checkout, "production")
+    assert "flag-state-locked" in cell and "formaction" not in cell
+
+
 def test_an_editor_is_told_who_may_switch_production(client, project, checkout):
     login(client, project, "editor")
     page = client.get(switch_url(checkout))
