@@ -722,9 +722,10 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             may_switch = allows(request.user, flag.project, Action.CONFIGURE, environment)
             # An editor where approval is required cannot switch, but may ask: the
             # confirmation page opens the change request.
-            may_ask = (
+            may_ask = (  # as needs_change_request: not an admin (who may switch)
                 not may_switch
-                and needs_change_request(request.user, environment)
+                and environment.protected
+                and flag.project.require_approval
                 and allows(request.user, flag.project, Action.CONFIGURE)
             )
             if not may_switch and not may_ask:
@@ -1125,6 +1126,19 @@ def _evaluations(config: FlagConfig, since: datetime) -> dict[str, Any]:
     }
 
 
+def _restore_link(
+    environment: Environment, may_write: bool, needs_request: bool, may_propose: bool
+) -> str:
+    """How the History tab offers a version back: "confirm", "propose" or "versions"."""
+    if not environment.protected:
+        return "versions"
+    if may_write and not needs_request:
+        return "confirm"
+    if needs_request and may_propose:
+        return "propose"
+    return "versions"  # the versions page, which says what the role may do
+
+
 def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> dict[str, Any]:
     """What the flag page's tabs show: each environment's switch, serving and rows (the
     page's formsets, split by environment), and the flag's history, evaluations, scheduled
@@ -1140,8 +1154,16 @@ def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> 
         by_model[inline.formset.model] = (inline, rows)
     since = timezone.now() - timedelta(days=EVALUATION_DAYS)
     environments = []
+    user = request.user
+    may_propose = allows(user, flag.project, Action.CONFIGURE)
     for config in flag.configs.all():  # prefetched, in the environments' order
         environment = config.environment
+        may_write = allows(user, flag.project, Action.CONFIGURE, environment)
+        needs_request = (
+            environment.protected
+            and flag.project.require_approval
+            and needs_change_request(user, environment)
+        )
         # The saved rows the page's formsets read (their forms do not change them).
         rows_here = [
             [f.form.instance for f in by_model[model][1].get(environment.pk, []) if f.original]
@@ -1176,6 +1198,14 @@ def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> 
                 "sections": sections,
                 "versions": history.versions_of(config)[:10],
                 "versions_url": reverse("admin:flags_rollout_versions", args=[config.pk]),
+                # Protected environments restore and kill on their confirmation pages, which
+                # the tabs link to directly (the versions page's own buttons elsewhere).
+                "restore": _restore_link(environment, may_write, needs_request, may_propose),
+                "kill_url": (
+                    reverse("admin:flags_rollout_confirm_kill", args=[config.pk])
+                    if environment.protected and may_write and config.enabled
+                    else ""
+                ),
                 "exposures_url": reverse("admin:flags_rollout_exposures", args=[config.pk]),
                 "evaluations": _evaluations(config, since),
                 "schedule": list(schedules.schedule_of(config).reverse()[:20]),

@@ -499,3 +499,53 @@ def test_a_confirmation_never_sends_people_off_site(client, project, checkout):
     response = client.post(url, {"version": "1", "confirm": "1"})
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:flags_flag_changelist")
+
+
+# --- Restore and the kill switch from the flag page's tabs -------------------------------
+
+
+def flag_page(client, flag) -> str:
+    return client.get(reverse("admin:flags_flag_change", args=[flag.pk])).content.decode()
+
+
+def test_the_tabs_link_a_publisher_to_restore_and_kill_confirmations(client, project, checkout):
+    factories.configure(checkout, "production", enabled=True)  # version 2
+    factories.configure(checkout, "staging", enabled=True)  # version 2
+    login(client, project, "publisher")
+    production = factories.config(checkout, "production")
+    staging = factories.config(checkout, "staging")
+
+    page = flag_page(client, checkout)
+    kill = reverse("admin:flags_rollout_confirm_kill", args=[production.pk])
+    restore = reverse("admin:flags_rollout_confirm_restore", args=[production.pk, 1])
+    assert f'href="{kill}"' in page and f'href="{restore}"' in page
+    # Not protected: no confirmation page; the History tab sends to the versions page.
+    assert reverse("admin:flags_rollout_confirm_kill", args=[staging.pk]) not in page
+    assert reverse("admin:flags_rollout_confirm_restore", args=[staging.pk, 1]) not in page
+    assert reverse("admin:flags_rollout_versions", args=[staging.pk]) in page
+    assert "Kill switch" in text_of(client.get(kill))
+    assert "Restore version 1" in text_of(client.get(restore))
+
+
+def test_the_tabs_offer_no_kill_switch_when_off_or_to_an_editor(client, project, checkout):
+    production = factories.config(checkout, "production")
+    kill = reverse("admin:flags_rollout_confirm_kill", args=[production.pk])
+    login(client, project, "publisher")
+    assert kill not in flag_page(client, checkout), "already off"
+    factories.configure(checkout, "production", enabled=True)
+    client.logout()
+    login(client, project, "editor")
+    page = flag_page(client, checkout)
+    assert kill not in page
+    assert reverse("admin:flags_rollout_confirm_restore", args=[production.pk, 1]) not in page
+
+
+def test_the_history_tab_proposes_a_restore_where_approval_is_required(client, project, checkout):
+    factories.configure(checkout, "production", enabled=True)
+    project.require_approval = True
+    project.save()
+    login(client, project, "editor")
+    production = factories.config(checkout, "production")
+    page = html.unescape(flag_page(client, checkout))
+    restore = reverse("admin:flags_rollout_confirm_restore", args=[production.pk, 1])
+    assert f'href="{restore}" title="Propose restoring version 1 in Production"' in page
