@@ -51,17 +51,18 @@ from flags.validation import serving_document
 SOURCE = "admin"
 
 CONDITIONS_HELP = (
-    'A JSON list; every condition must hold. Example: [{"attribute": "country", '
-    '"operator": "in", "values": ["US", "CA"]}, {"attribute": "plan", "operator": '
-    '"equals", "values": ["pro"], "negate": true}]. A segment: {"operator": "in_segment", '
-    '"values": ["beta-testers"]}. Operators: ' + ", ".join(OPERATORS) + ". An empty list "
-    "matches everyone."
+    "Every condition must hold: one row each, an attribute, an operator in words and its "
+    "values (Enter adds the next one); “not” reverses it, and “is in segment” picks "
+    "segments by name. No conditions: the rule matches everyone. In the JSON view, a list "
+    'such as [{"attribute": "country", "operator": "in", "values": ["US", "CA"]}]; '
+    "operators: " + ", ".join(OPERATORS) + "."
 )
 ROLLOUT_HELP = (
-    "Weights by variant, in bucketing order: non-negative integers, each variant's share "
-    "its weight over their total (percentages summing to 100 are the usual case), e.g. "
-    '[{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]. Leave [] and pick '
-    "a variant to serve one variant to everyone."
+    "One row per variant with its percentage, in bucketing order; the total should be "
+    "100% (otherwise each variant gets its share of the total). “Weights” shows the whole "
+    "numbers stored, the JSON view the list itself, e.g. "
+    '[{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]. No rows: the '
+    "variant picked is served to everyone."
 )
 SERVE_HELP = "The variant served; empty when a rollout is given."
 BUCKET_HELP = "The context attribute a rollout buckets by (targetingKey unless you change it)."
@@ -719,7 +720,17 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         def button(flag: Flag, config: FlagConfig) -> str:
             state = "on" if config.enabled else "off"
             label = "On" if config.enabled else "Off"
-            if not allows(request.user, flag.project, Action.CONFIGURE, config.environment):
+            environment = config.environment
+            may_switch = allows(request.user, flag.project, Action.CONFIGURE, environment)
+            # An editor where approval is required cannot switch, but may ask: the
+            # confirmation page opens the change request.
+            may_ask = (  # as needs_change_request: not an admin (who may switch)
+                not may_switch
+                and environment.protected
+                and flag.project.require_approval
+                and allows(request.user, flag.project, Action.CONFIGURE)
+            )
+            if not may_switch and not may_ask:
                 return format_html(
                     '<span class="flag-state flag-state-{} flag-state-locked" '
                     'title="Your role cannot change {}">{}</span>',
@@ -731,13 +742,15 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             if config.environment.protected:  # a page that shows the change, with a comment
                 url = reverse("admin:flags_rollout_confirm_switch", args=[config.pk])
             turn = "off" if config.enabled else "on"
+            verb = "Ask to turn" if may_ask else "Turn"
             return format_html(
                 '<button type="submit" class="flag-state flag-state-{}" formaction="{}?{}" '
-                'name="enabled" value="{}" title="Turn {} {} in {}">{}</button>',
+                'name="enabled" value="{}" title="{} {} {} in {}">{}</button>',
                 state,
                 url,
                 back,
                 turn,
+                verb,
                 flag.key,
                 turn,
                 name,
@@ -1115,6 +1128,19 @@ def _evaluations(config: FlagConfig, since: datetime) -> dict[str, Any]:
     }
 
 
+def _restore_link(
+    environment: Environment, may_write: bool, needs_request: bool, may_propose: bool
+) -> str:
+    """How the History tab offers a version back: "confirm", "propose" or "versions"."""
+    if not environment.protected:
+        return "versions"
+    if may_write and not needs_request:
+        return "confirm"
+    if needs_request and may_propose:
+        return "propose"
+    return "versions"  # the versions page, which says what the role may do
+
+
 def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> dict[str, Any]:
     """What the flag page's tabs show: each environment's switch, serving and rows (the
     page's formsets, split by environment), and the flag's history, evaluations, scheduled
@@ -1130,8 +1156,16 @@ def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> 
         by_model[inline.formset.model] = (inline, rows)
     since = timezone.now() - timedelta(days=EVALUATION_DAYS)
     environments = []
+    user = request.user
+    may_propose = allows(user, flag.project, Action.CONFIGURE)
     for config in flag.configs.all():  # prefetched, in the environments' order
         environment = config.environment
+        may_write = allows(user, flag.project, Action.CONFIGURE, environment)
+        needs_request = (
+            environment.protected
+            and flag.project.require_approval
+            and needs_change_request(user, environment)
+        )
         # The saved rows the page's formsets read (their forms do not change them).
         rows_here = [
             [f.form.instance for f in by_model[model][1].get(environment.pk, []) if f.original]
@@ -1166,6 +1200,14 @@ def page_tabs(request: HttpRequest, flag: Flag, inline_admin_formsets: list) -> 
                 "sections": sections,
                 "versions": history.versions_of(config)[:10],
                 "versions_url": reverse("admin:flags_rollout_versions", args=[config.pk]),
+                # Protected environments restore and kill on their confirmation pages, which
+                # the tabs link to directly (the versions page's own buttons elsewhere).
+                "restore": _restore_link(environment, may_write, needs_request, may_propose),
+                "kill_url": (
+                    reverse("admin:flags_rollout_confirm_kill", args=[config.pk])
+                    if environment.protected and may_write and config.enabled
+                    else ""
+                ),
                 "exposures_url": reverse("admin:flags_rollout_exposures", args=[config.pk]),
                 "evaluations": _evaluations(config, since),
                 "schedule": list(schedules.schedule_of(config).reverse()[:20]),

@@ -104,16 +104,18 @@ def _production_button(browser, flag_key: str):
     return row.find_element(By.CSS_SELECTOR, "td.field-state_production button")
 
 
-def test_a_publisher_asks_for_production_where_approval_is_required(
-    browser, live_server, transactional_db
+@pytest.mark.parametrize("role", ["publisher", "editor"])
+def test_a_publisher_or_editor_asks_for_production_where_approval_is_required(
+    browser, live_server, transactional_db, role
 ):
+    """An editor's production button is not greyed where approval is required: it asks."""
     from selenium.webdriver.common.by import By
 
     project = factories.project("shop", name="Shop")
     project.require_approval = True
     project.save()
     factories.flag(project, "new-checkout")
-    factories.member(project, "publisher", username="pm")
+    author = factories.member(project, role, username="pm")
     _log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
@@ -123,14 +125,16 @@ def test_a_publisher_asks_for_production_where_approval_is_required(
     _wait(browser, lambda b: "requires approval" in _text(b))
     assert "enabled: off → on" in _text(browser)
     browser.find_element(By.ID, "id_comment").send_keys("Marketing launches today")
-    _screenshot(browser, "production-with-approval")
+    _screenshot(browser, f"production-with-approval-{role}")
     clicks.on(By.CSS_SELECTOR, "input[name=propose]")
 
     _wait(browser, lambda b: "Change request #" in b.title)
     change = ChangeRequest.objects.get()
     assert change.data == {"enabled": True} and change.status == "open"
+    assert change.author_id == author.pk
+    assert factories.config(change.config.flag, "production").enabled is False
     assert "Why: Marketing launches today" in _text(browser)
-    _screenshot(browser, "production-with-approval-request")
+    _screenshot(browser, f"production-with-approval-request-{role}")
     assert clicks.count == 3
 
 
@@ -142,15 +146,13 @@ def test_a_publisher_restores_a_production_version(browser, live_server, transac
     factories.configure(flag, "production", enabled=True)  # version 2
     factories.configure(flag, "production", offVariant="on")  # version 3: the mistake
     factories.member(project, "publisher", username="pm")
-    production = factories.config(flag, "production")
     _log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
     clicks.on(By.LINK_TEXT, "Flags")
     clicks.on(By.LINK_TEXT, "new-checkout")
-    clicks.on(By.CSS_SELECTOR, f"a[href$='/versions/{production.pk}/']")
-    _wait(browser, lambda b: "Versions of new-checkout in Production" in b.title)
-    clicks.on(By.XPATH, "//tr[td[normalize-space()='2']]//a[contains(., 'Restore')]")
+    clicks.on(By.ID, "tab-history")
+    clicks.on(By.CSS_SELECTOR, "#history a[title='Restore version 2 in Production']")
     _wait(browser, lambda b: "Restore version 2" in b.title)
     assert "offVariant: on → off" in _text(browser)
     browser.find_element(By.ID, "id_comment").send_keys("Off variant was wrong")
@@ -171,14 +173,13 @@ def test_a_publisher_uses_the_kill_switch(browser, live_server, transactional_db
     flag = factories.flag(project, "new-checkout")
     factories.configure(flag, "production", enabled=True)
     factories.member(project, "publisher", username="pm")
-    production = factories.config(flag, "production")
     _log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
     clicks.on(By.LINK_TEXT, "Flags")
     clicks.on(By.LINK_TEXT, "new-checkout")
-    clicks.on(By.CSS_SELECTOR, f"a[href$='/versions/{production.pk}/']")
-    clicks.on(By.PARTIAL_LINK_TEXT, "Kill switch")
+    clicks.on(By.ID, "tab-env-production")
+    clicks.on(By.CSS_SELECTOR, "#env-production a.flags-kill")
     _wait(browser, lambda b: "Kill switch" in b.title)
     assert "enabled: on → off" in _text(browser)
     browser.find_element(By.ID, "id_comment").send_keys("Checkout errors at 5%")

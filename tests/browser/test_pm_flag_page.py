@@ -127,6 +127,7 @@ def test_a_product_manager_sets_a_rollout_in_an_environments_tab(
     shop,
 ):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as shown
 
     flag = factories.flag(shop, "new-checkout", name="New checkout")
@@ -138,11 +139,21 @@ def test_a_product_manager_sets_a_rollout_in_an_environments_tab(
     clicks(_wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))))
     staging = _panel(browser, "Staging")
     assert staging.is_displayed() and not _panel(browser, "Development").is_displayed()
-    serve = staging.find_element(By.CSS_SELECTOR, "select[name$='-serve_variant']")
+    serve = staging.find_element(
+        By.CSS_SELECTOR, "select[name^='configs-'][name$='-serve_variant']"
+    )
+    # Picking "— rollout —" gives the builder a row per variant, the first at 100%.
     clicks.choose(serve, "— rollout —")
-    rollout = staging.find_element(By.CSS_SELECTOR, "textarea[name$='-rollout']")
-    rollout.clear()
-    rollout.send_keys('[{"variant": "on", "weight": 30}, {"variant": "off", "weight": 70}]')
+    rollout = staging.find_element(By.CSS_SELECTOR, "textarea[name^='configs-'][name$='-rollout']")
+    assert not rollout.is_displayed(), "the rollout is edited in the builder, not as JSON"
+    builder = rollout.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
+    percents = builder.find_elements(By.CSS_SELECTOR, ".flags-percent")
+    assert [p.get_attribute("value") for p in percents] == ["100", "0"]
+    for box, percent in zip(percents, ("30", "70"), strict=True):
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(percent)
+    assert builder.find_element(By.CSS_SELECTOR, ".flags-rollout-total").text == "Total 100%"
+    _screenshot(browser, "pm-rollout-builder-in-staging", staging)
     clicks(browser.find_element(By.NAME, "_continue"))
 
     _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
@@ -294,7 +305,10 @@ def test_the_page_reopens_on_the_tab_with_the_error(
     _log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
     _wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))).click()
-    rollout = _panel(browser, "Staging").find_element(By.CSS_SELECTOR, "textarea[name$='-rollout']")
+    staging = _panel(browser, "Staging")
+    rollout = staging.find_element(By.CSS_SELECTOR, "textarea[name^='configs-'][name$='-rollout']")
+    builder = rollout.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
+    builder.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()  # the JSON view
     rollout.clear()
     rollout.send_keys('[{"variant": "on", "weight": 30}')  # not JSON: the bracket is missing
     _tab(browser, "Development").click()  # the tab last opened is not the one with the error
@@ -304,5 +318,13 @@ def test_the_page_reopens_on_the_tab_with_the_error(
     staging = _panel(browser, "Staging")
     assert staging.is_displayed() and not _panel(browser, "Development").is_displayed()
     assert staging.find_element(By.CSS_SELECTOR, ".errorlist").is_displayed()
+    # The box with the error opens in its JSON view, as typed, with the builder's note.
+    rollout = staging.find_element(By.CSS_SELECTOR, "textarea[name^='configs-'][name$='-rollout']")
+    assert rollout.is_displayed()
+    assert rollout.get_attribute("value") == '[{"variant": "on", "weight": 30}'
+    builder = rollout.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
+    assert (
+        "The JSON is not valid" in builder.find_element(By.CSS_SELECTOR, ".flags-builder-note").text
+    )
     _screenshot(browser, "flag-page-error-in-staging", _tab(browser, "Staging"))
     assert factories.config(flag, "staging").rollout == []

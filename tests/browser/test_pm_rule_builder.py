@@ -51,6 +51,14 @@ def _builder(driver, field_name):
     return source.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
 
 
+def _blank_rule(driver, environment: str) -> str:
+    """The prefix of the blank rule row ("rules-N") in an environment's tab."""
+    from selenium.webdriver.common.by import By
+
+    row = driver.find_element(By.CSS_SELECTOR, f"#env-{environment} tr.flag-new-row[id^='rules-']")
+    return row.get_attribute("id")
+
+
 def _screenshot(driver, name: str, show: str = "") -> None:
     from selenium.webdriver.common.by import By
 
@@ -88,16 +96,24 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     click = Clicks()
 
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    rules = _wait(browser, shown.presence_of_element_located((By.ID, "rules-group")))
-    click(rules.find_element(By.CSS_SELECTOR, ".add-row a"))
-    _wait(browser, shown.presence_of_element_located((By.NAME, "rules-0-environment")))
+    _wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
+    assert not browser.find_element(By.ID, "env-staging").is_displayed(), "one tab at a time"
+    # Every environment the editor may change has its own blank rule row and builders in
+    # its tab; production is protected, so an editor gets none there.
+    for environment in ("development", "staging"):
+        blank = _blank_rule(browser, environment)
+        panel = browser.find_element(By.ID, f"env-{environment}")
+        for field in ("conditions", "rollout"):
+            _builder(panel, f"{blank}-{field}")  # found inside this tab's panel
+    assert not browser.find_elements(By.CSS_SELECTOR, "#env-production tr.flag-new-row")
+    prefix = _blank_rule(browser, "development")
 
-    # The rule: Development, country is one of US, CA -> on.
-    environment = browser.find_element(By.NAME, "rules-0-environment")
-    click(environment)
-    Select(environment).select_by_visible_text("Development")
-    conditions = _builder(browser, "rules-0-conditions")
-    assert not browser.find_element(By.NAME, "rules-0-conditions").is_displayed(), (
+    # The rule, in the Development tab's blank row: country is one of US, CA -> on.
+    conditions = _builder(browser, f"{prefix}-conditions")
+    assert conditions.find_element(By.XPATH, "./ancestor::section").get_attribute("id") == (
+        "env-development"
+    ), "the builder sits in the Development tab"
+    assert not browser.find_element(By.NAME, f"{prefix}-conditions").is_displayed(), (
         "the JSON box is hidden behind the builder"
     )
     click(conditions.find_element(By.CSS_SELECTOR, ".flags-add-row"))
@@ -110,7 +126,7 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     value = row.find_element(By.CSS_SELECTOR, ".flags-value-input")
     value.send_keys("US", Keys.ENTER)  # Enter adds the next value and does not submit
     browser.switch_to.active_element.send_keys("CA")
-    serve = browser.find_element(By.NAME, "rules-0-serve_variant")
+    serve = browser.find_element(By.NAME, f"{prefix}-serve_variant")
     click(serve)
     Select(serve).select_by_value("on")
 
@@ -146,7 +162,7 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     assert (rule.conditions, rule.serve_variant, rule.rollout) == (COUNTRY_RULE, "on", [])
     config = factories.config(flag, "development")
     assert (config.serve_variant, config.rollout) == ("", SPLIT)
-    assert click.count == 7, "add rule, environment, add condition, variant, 2 x add, save"
+    assert click.count == 5, "add condition, variant, 2 x add, save"
 
     # The same change made through the services the API calls gives the same document.
     factories.configure(
@@ -168,7 +184,7 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     rollout = _builder(browser, "configs-0-rollout")
     percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
     assert [p.get_attribute("value") for p in percents] == ["30", "70"]
-    _screenshot(browser, "pm_rule_builder_saved.png", show="configs-group")
+    _screenshot(browser, "pm_rule_builder_saved.png", show="env-development")
 
     # A round trip through the JSON views changes nothing that is saved.
     versions = config.version
@@ -186,7 +202,7 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     weights = rollout.find_elements(By.CSS_SELECTOR, ".flags-weight")
     assert [w.get_attribute("value") for w in weights] == ["30", "70"]
     rollout.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()  # both views at once
-    _screenshot(browser, "pm_rule_builder_json_and_weights.png", show="configs-group")
+    _screenshot(browser, "pm_rule_builder_json_and_weights.png", show="env-development")
     browser.find_element(By.NAME, "_continue").click()
     _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     rule.refresh_from_db()
@@ -215,7 +231,7 @@ def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
     factories.member(project, "editor", username="pm")
     _log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    rules = _wait(browser, shown.presence_of_element_located((By.ID, "rules-group")))
+    _wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
 
     # A rollout begun and taken back: the variant served before is served again.
     rollout = _builder(browser, "configs-0-rollout")
@@ -226,11 +242,8 @@ def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
     assert served.first_selected_option.get_attribute("value") == "on"
     assert browser.find_element(By.NAME, "configs-0-rollout").get_attribute("value") == "[]"
 
-    rules.find_element(By.CSS_SELECTOR, ".add-row a").click()
-    Select(
-        _wait(browser, shown.presence_of_element_located((By.NAME, "rules-0-environment")))
-    ).select_by_visible_text("Development")
-    conditions = _builder(browser, "rules-0-conditions")
+    prefix = _blank_rule(browser, "development")
+    conditions = _builder(browser, f"{prefix}-conditions")
     add = conditions.find_element(By.CSS_SELECTOR, ".flags-add-row")
 
     add.click()
@@ -251,7 +264,7 @@ def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
         "at least"
     )
     second.find_element(By.CSS_SELECTOR, ".flags-value-input").send_keys("18")
-    Select(browser.find_element(By.NAME, "rules-0-serve_variant")).select_by_value("on")
+    Select(browser.find_element(By.NAME, f"{prefix}-serve_variant")).select_by_value("on")
     _screenshot(browser, "pm_rule_builder_segment.png")
     browser.find_element(By.NAME, "_continue").click()
     _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
@@ -328,7 +341,7 @@ def test_percentages_become_weights_on_the_rollouts_own_total_when_they_fit(
     factories.member(project, "editor", username="pm")
     _log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    _wait(browser, shown.presence_of_element_located((By.ID, "configs-group")))
+    _wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
     rollout = _builder(browser, "configs-0-rollout")
     source = browser.find_element(By.NAME, "configs-0-rollout")
     percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")

@@ -219,6 +219,53 @@ def test_with_approval_the_page_opens_a_change_request(client, project, checkout
     assert "Why: Marketing is ready" in review
 
 
+def test_an_editor_asks_for_production_from_the_list_where_approval_is_required(
+    client, project, checkout
+):
+    from tests.flags.test_admin import state_cell
+
+    project.require_approval = True
+    project.save()
+    editor = login(client, project, "editor")
+
+    cell = state_cell(client.get(reverse("admin:flags_flag_changelist")), checkout, "production")
+    config = factories.config(checkout, "production")
+    assert "flag-state-locked" not in cell
+    assert reverse("admin:flags_rollout_confirm_switch", args=[config.pk]) in cell
+    assert "Ask to turn new-checkout on in Production" in html.unescape(cell)
+    page = text_of(client.post(switch_url(checkout), {"enabled": "on"}))  # the button's post
+    assert "Open a change request" in page and 'name="confirm"' not in page
+
+    refused = client.post(
+        switch_url(checkout),
+        {"version": "1", "title": "Launch", "comment": "why\x00", "propose": "1"},
+    )
+    assert refused.status_code == 400 and "comment" in text_of(refused)
+    assert not ChangeRequest.objects.exists()
+    direct = client.post(switch_url(checkout), {"version": "1", "confirm": "1"})
+    assert direct.status_code == 403
+    response = client.post(
+        switch_url(checkout),
+        {"version": "1", "title": "Launch", "comment": "Marketing is ready", "propose": "1"},
+    )
+    change = ChangeRequest.objects.get()
+    assert response["Location"] == reverse("admin:flags_rollout_request", args=[change.pk])
+    assert (change.data, change.author_id, change.status) == ({"enabled": True}, editor.pk, "open")
+    assert factories.config(checkout, "production").enabled is False
+
+
+def test_a_viewer_still_sees_production_locked_where_approval_is_required(
+    client, project, checkout
+):
+    from tests.flags.test_admin import state_cell
+
+    project.require_approval = True
+    project.save()
+    login(client, project, "viewer")
+    cell = state_cell(client.get(reverse("admin:flags_flag_changelist")), checkout, "production")
+    assert "flag-state-locked" in cell and "formaction" not in cell
+
+
 def test_an_editor_is_told_who_may_switch_production(client, project, checkout):
     login(client, project, "editor")
     page = client.get(switch_url(checkout))
@@ -452,3 +499,53 @@ def test_a_confirmation_never_sends_people_off_site(client, project, checkout):
     response = client.post(url, {"version": "1", "confirm": "1"})
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:flags_flag_changelist")
+
+
+# --- Restore and the kill switch from the flag page's tabs -------------------------------
+
+
+def flag_page(client, flag) -> str:
+    return client.get(reverse("admin:flags_flag_change", args=[flag.pk])).content.decode()
+
+
+def test_the_tabs_link_a_publisher_to_restore_and_kill_confirmations(client, project, checkout):
+    factories.configure(checkout, "production", enabled=True)  # version 2
+    factories.configure(checkout, "staging", enabled=True)  # version 2
+    login(client, project, "publisher")
+    production = factories.config(checkout, "production")
+    staging = factories.config(checkout, "staging")
+
+    page = flag_page(client, checkout)
+    kill = reverse("admin:flags_rollout_confirm_kill", args=[production.pk])
+    restore = reverse("admin:flags_rollout_confirm_restore", args=[production.pk, 1])
+    assert f'href="{kill}"' in page and f'href="{restore}"' in page
+    # Not protected: no confirmation page; the History tab sends to the versions page.
+    assert reverse("admin:flags_rollout_confirm_kill", args=[staging.pk]) not in page
+    assert reverse("admin:flags_rollout_confirm_restore", args=[staging.pk, 1]) not in page
+    assert reverse("admin:flags_rollout_versions", args=[staging.pk]) in page
+    assert "Kill switch" in text_of(client.get(kill))
+    assert "Restore version 1" in text_of(client.get(restore))
+
+
+def test_the_tabs_offer_no_kill_switch_when_off_or_to_an_editor(client, project, checkout):
+    production = factories.config(checkout, "production")
+    kill = reverse("admin:flags_rollout_confirm_kill", args=[production.pk])
+    login(client, project, "publisher")
+    assert kill not in flag_page(client, checkout), "already off"
+    factories.configure(checkout, "production", enabled=True)
+    client.logout()
+    login(client, project, "editor")
+    page = flag_page(client, checkout)
+    assert kill not in page
+    assert reverse("admin:flags_rollout_confirm_restore", args=[production.pk, 1]) not in page
+
+
+def test_the_history_tab_proposes_a_restore_where_approval_is_required(client, project, checkout):
+    factories.configure(checkout, "production", enabled=True)
+    project.require_approval = True
+    project.save()
+    login(client, project, "editor")
+    production = factories.config(checkout, "production")
+    page = html.unescape(flag_page(client, checkout))
+    restore = reverse("admin:flags_rollout_confirm_restore", args=[production.pk, 1])
+    assert f'href="{restore}" title="Propose restoring version 1 in Production"' in page

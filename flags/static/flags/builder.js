@@ -411,6 +411,24 @@
           return entry;
         });
       },
+      served: servedVariant,
+      start() {
+        // "— rollout —" picked with no rollout yet: a row per variant, the first at 100%.
+        variants.forEach((key, index) => {
+          const row = addRow({ variant: key, weight: index === 0 ? 1 : 0 });
+          row.flagsOriginal = null;
+        });
+        loadedTotal = 0;
+        typedPercents = true;
+        showPercents();
+        weightsFromPercents();
+        showTotal();
+        const first = list.querySelector(".flags-percent");
+        if (first) {
+          first.focus();
+          first.select();
+        }
+      },
       addRow() {
         const first = rows().length === 0;
         const row = addRow(null);
@@ -562,6 +580,15 @@
       root.addEventListener(type, handle);
     }
     source.addEventListener("input", load);
+    const served = builder.served ? builder.served() : null;
+    if (served && !locked) {
+      served.addEventListener("change", () => {
+        if (served.value === "" && builder.list.children.length === 0 && load()) {
+          builder.start();
+          write();
+        }
+      });
+    }
     jsonToggle.addEventListener("click", () => showJson(source.hidden));
     if (weightsToggle) {
       weightsToggle.addEventListener("click", () => {
