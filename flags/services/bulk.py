@@ -313,7 +313,7 @@ def _audit_created(
             AuditEntry(
                 **who,
                 actor=person(actor),
-                action="import",
+                action="update",
                 object_type="flag_config",
                 object_key=f"{flag.key}/{config.environment.key}",
                 project=project,
@@ -324,7 +324,7 @@ def _audit_created(
         )
         versions.append(
             FlagConfigVersion(
-                **who, actor=person(actor), config=config, version=1, state=after, action="import"
+                **who, actor=person(actor), config=config, version=1, state=after, action="create"
             )
         )
     AuditEntry.objects.bulk_create(entries, batch_size=BATCH)
