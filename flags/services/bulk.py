@@ -354,8 +354,8 @@ def _meta(flag: Flag) -> dict:
 def _entry_in(flag: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
     """The flag's document entry in the configuration's environment, from the rows in hand."""
     view = Flag(**{f.attname: getattr(flag, f.attname) for f in Flag._meta.concrete_fields})
-    cache = flag._prefetched_objects_cache
-    view._prefetched_objects_cache = {
+    cache = flag.__dict__["_prefetched_objects_cache"]
+    view.__dict__["_prefetched_objects_cache"] = {
         "variants": cache["variants"],
         "tags": cache["tags"],
         "rules": rules,
