@@ -91,6 +91,13 @@ bench-realtime: install-dev
 bench-faults: install-dev
 	$(BIN)/python bench/faults.py
 
+## bench-scale: admin pages, import, export, documents and the flag list API at 100, 1,000
+## and 10,000 flags (SCALE_SIZES=S,M for the first two); creates and drops its own database
+.PHONY: bench-scale
+bench-scale: install-dev
+	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags_bench_scale} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(BIN)/python bench/scale.py
+
 ## bench-sdk: in-process evaluation through flagclient vs the bare engine vs OFREP over HTTP
 .PHONY: bench-sdk
 bench-sdk: install-dev

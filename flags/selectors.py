@@ -6,12 +6,23 @@ translates it (404 JSON, a 404 page, a message and exit code 2).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from flags.errors import NotFound
-from flags.models import ApiKey, AuditEntry, Environment, Flag, FlagConfig, Project, Segment
+from flags.models import (
+    ApiKey,
+    AuditEntry,
+    Environment,
+    Flag,
+    FlagConfig,
+    Project,
+    Rule,
+    Segment,
+)
 from flags.roles import Action, allows, visible_projects
 
 if TYPE_CHECKING:
@@ -120,3 +131,64 @@ def audit_list(
 
 def api_keys_of(project: Project) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(environment__project=project).select_related("environment")
+
+
+def segment_users(segments: Iterable[Segment]) -> dict[int, list[str]]:
+    """Keys of the flags whose rules (in any environment) ask for each segment, by segment.
+
+    One query for any number of segments: PostgreSQL unpacks the rules' conditions itself and
+    returns only the pairs asked for; elsewhere the rules that mention `in_segment` are read.
+    """
+    segments = list(segments)
+    wanted = {(segment.project_id, segment.key): segment.pk for segment in segments}
+    users: dict[int, set[str]] = {segment.pk: set() for segment in segments}
+    if not wanted:
+        return {}
+    projects = sorted({project for project, _ in wanted})
+    keys = sorted({key for _, key in wanted})
+    pairs = (
+        _segment_uses_sql(projects, keys)
+        if connection.vendor == "postgresql"
+        else _segment_uses_python(projects)
+    )
+    for project, key, flag_key in pairs:
+        pk = wanted.get((project, key))
+        if pk is not None:
+            users[pk].add(flag_key)
+    return {pk: sorted(flags) for pk, flags in users.items()}
+
+
+def _segment_uses_sql(projects: list[int], keys: list[str]) -> list[tuple[int, str, str]]:
+    rule, flag = Rule._meta.db_table, Flag._meta.db_table
+    arrays = "CASE WHEN jsonb_typeof({0}) = 'array' THEN {0} ELSE '[]'::jsonb END"
+    query = f"""
+        SELECT DISTINCT f.project_id, used.key, f.key
+        FROM {rule} r
+        JOIN {flag} f ON f.id = r.flag_id
+        CROSS JOIN LATERAL jsonb_array_elements({arrays.format("r.conditions")}) c(condition)
+        CROSS JOIN LATERAL jsonb_array_elements_text(
+            {arrays.format("c.condition -> 'values'")}
+        ) used(key)
+        WHERE f.project_id = ANY(%s)
+          AND jsonb_typeof(c.condition) = 'object'
+          AND c.condition ->> 'operator' = 'in_segment'
+          AND used.key = ANY(%s)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(query, [projects, keys])
+        return cursor.fetchall()
+
+
+def _segment_uses_python(projects: list[int]) -> list[tuple[int, str, str]]:
+    rules = Rule.objects.filter(flag__project_id__in=projects, conditions__icontains="in_segment")
+    pairs = []
+    for project, flag_key, conditions in rules.values_list(
+        "flag__project_id", "flag__key", "conditions"
+    ):
+        for condition in conditions if isinstance(conditions, list) else []:
+            if isinstance(condition, dict) and condition.get("operator") == "in_segment":
+                values = condition.get("values")
+                for key in values if isinstance(values, list) else []:
+                    if isinstance(key, str):
+                        pairs.append((project, key, flag_key))
+    return pairs

@@ -485,20 +485,21 @@ def _apply_import(
     status = {(item.kind, item.key): item.status for item in plan.items}
     for key, entry in incoming.segments.items():
         _apply_segment(project, key, entry, status[("segment", key)], write)
+    changed = [key for key in incoming.meta if status[("flag", key)] == "changed"]
+    added = [key for key in incoming.meta if status[("flag", key)] == "added"]
+    total = len(changed) + len(added)
     configure, trim = [], []
-    for key, meta in incoming.meta.items():
-        state = status[("flag", key)]
-        if state not in ("added", "changed"):
-            continue
+    for key in changed:  # their own fields first: the new flags' prerequisites may name them
         try:
-            flag, trimmed = _write_flag(project, key, meta, state, write)
+            flag, trimmed = _write_flag(project, key, incoming.meta[key], write)
         except ValidationError as error:
             raise _within(f"flags.{key}", error) from error
         configure.append(flag)
         if trimmed:
-            trim.append((flag, meta["variants"]))
+            trim.append((flag, incoming.meta[key]["variants"]))
     several = len(environments) > 1
-    for done, flag in enumerate(configure, start=1):
+    _create_flags(project, added, incoming, environments, write, progress, total)
+    for done, flag in enumerate(configure, start=len(added) + 1):
         for env_key, config in incoming.configs[flag.key].items():
             row = FlagConfig.objects.get(flag=flag, environment=environments[env_key])
             prefix = f"environments.{env_key}.flags.{flag.key}" if several else f"flags.{flag.key}"
@@ -506,7 +507,7 @@ def _apply_import(
                 services.flag_config_update(config=row, data=config, **write)
             except ValidationError as error:
                 raise _within(prefix, error) from error
-        progress(done, len(configure), flag.key)
+        progress(done, total, flag.key)
     for flag, variants in trim:
         try:
             services.flag_update(flag=flag, data={"variants": variants}, **write)
@@ -523,6 +524,52 @@ def _apply_import(
     )
 
 
+def _create_flags(
+    project: Project,
+    keys: list[str],
+    incoming: _Incoming,
+    environments: dict[str, Environment],
+    write: dict,
+    progress: Progress,
+    total: int,
+) -> None:
+    """The file's new flags, configured in each of its environments, in one bulk write."""
+    if not keys:
+        return
+    flags = [_new_flag(key, incoming.meta[key]) for key in keys]
+    configs = {
+        key: {environments[env]: config for env, config in incoming.configs[key].items()}
+        for key in keys
+    }
+    try:
+        services.flags_create_many(
+            project=project,
+            flags=flags,
+            configs=configs,
+            progress=lambda done, _, key: progress(done, total, key),
+            **write,
+        )
+    except services.FlagError as error:
+        several = len(environments) > 1
+        where = f"environments.{error.environment}." if several and error.environment else ""
+        raise _within(f"{where}flags.{error.key}", error.error) from error
+
+
+def _new_flag(key: str, meta: dict) -> dict:
+    return {
+        "key": key,
+        "name": meta["name"],
+        "type": meta["type"],
+        "variants": meta["variants"],
+        "description": meta["description"],
+        "tags": meta["tags"],
+        "salt": "" if meta["salt"] == key else meta["salt"],
+        "bucketing": meta["bucketing"],
+        "client_side": meta.get("client_side", False),
+        "archived": meta["archived"],
+    }
+
+
 def _apply_segment(project: Project, key: str, entry: dict, state: str, write: dict) -> None:
     try:
         if state == "added":
@@ -534,30 +581,13 @@ def _apply_segment(project: Project, key: str, entry: dict, state: str, write: d
         raise _within(f"segments.{key}", error) from error
 
 
-def _write_flag(project: Project, key: str, meta: dict, state: str, write: dict):
-    """Create or update a flag's own fields; returns it and whether variants must be trimmed.
+def _write_flag(project: Project, key: str, meta: dict, write: dict):
+    """Update a flag's own fields; returns it and whether variants must be trimmed.
 
     Variants the file drops are kept until the configurations stop serving them, so an
     update first writes the file's variants followed by the ones it leaves out.
     """
     salt = "" if meta["salt"] == key else meta["salt"]
-    if state == "added":
-        flag = services.flag_create(
-            project=project,
-            key=key,
-            name=meta["name"],
-            type=meta["type"],
-            variants=meta["variants"],
-            description=meta["description"],
-            tags=meta["tags"],
-            salt=salt,
-            bucketing=meta["bucketing"],
-            client_side=meta.get("client_side", False),
-            **write,
-        )
-        if meta["archived"]:
-            services.flag_update(flag=flag, data={"archived": True}, **write)
-        return flag, False
     flag = project.flags.get(key=key)
     incoming_keys = {variant["key"] for variant in meta["variants"]}
     dropped = [

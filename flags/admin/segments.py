@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import partial
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
-from flags import services
+from flags import selectors, services
 from flags.admin.access import ProjectScopedAdmin, project_ids
 from flags.admin.flags import SOURCE, adopt
 from flags.admin.forms import JSONFieldsMixin, ServiceErrorsAdmin
@@ -23,6 +24,20 @@ SEGMENT_CONDITIONS_HELP = (
     'as [{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]. '
     "Segments cannot refer to other segments."
 )
+
+
+# The list names this many flags per segment, then how many more; the segment's page all.
+LISTED_USERS = 5
+
+
+class SegmentChangeList(ChangeList):
+    """The list's page of segments, with the flags that use them read in one query."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        users = selectors.segment_users(self.result_list)
+        for segment in self.result_list:
+            segment.users = users.get(segment.pk, [])
 
 
 @admin.register(Segment)
@@ -62,9 +77,17 @@ class SegmentAdmin(JSONFieldsMixin, ServiceErrorsAdmin, ProjectScopedAdmin):
         actions.pop("delete_selected", None)  # one at a time: a segment in use stays
         return actions
 
+    def get_changelist(self, request: HttpRequest, **kwargs):
+        return SegmentChangeList
+
     @admin.display(description="used by the rules of")
     def used_by(self, segment: Segment) -> str:
-        return ", ".join(services.segment_users(segment)) or "no flag"
+        listed = getattr(segment, "users", None)  # the list's page read them all at once
+        if listed is None:
+            return ", ".join(services.segment_users(segment)) or "no flag"
+        more = len(listed) - LISTED_USERS
+        text = ", ".join(listed[:LISTED_USERS]) or "no flag"
+        return f"{text} and {more} more" if more > 0 else text
 
     def save_model(self, request: HttpRequest, obj: Segment, form, change: bool) -> None:
         data = {field: form.cleaned_data[field] for field in services.SEGMENT_FIELDS}

@@ -7,6 +7,7 @@ store (projects, members, flags, configurations, segments, keys); this package r
 their public functions, so callers write `services.flag_update(...)`.
 """
 
+from flags.services.bulk import FlagError, flags_create_many
 from flags.services.configs import (
     CONFIG_FIELDS,
     RULE_FIELDS,
@@ -58,6 +59,7 @@ __all__ = [
     "SEGMENT_FIELDS",
     "SOURCES",
     "ConflictError",
+    "FlagError",
     "api_key_create",
     "api_key_revoke",
     "audit",
@@ -73,6 +75,7 @@ __all__ = [
     "flag_targets_change",
     "flag_toggle",
     "flag_update",
+    "flags_create_many",
     "key_digest",
     "membership_set",
     "project_create",

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.db.models import F
 
 from evaluation.documents import segment_entry
-from flags import impact
-from flags.models import Project, Rule, Segment
+from flags import impact, selectors
+from flags.models import Project, Segment
 from flags.roles import Action, authorize
 from flags.services.steps import (
     ConflictError,
@@ -123,14 +123,7 @@ def segment_update(
 
 def segment_users(segment: Segment) -> list[str]:
     """Keys of the flags whose rules refer to the segment, in any environment."""
-    flags = set()
-    for rule in Rule.objects.filter(flag__project_id=segment.project_id).select_related("flag"):
-        for condition in rule.conditions or []:
-            if condition.get("operator") == "in_segment" and segment.key in condition.get(
-                "values", []
-            ):
-                flags.add(rule.flag.key)
-    return sorted(flags)
+    return selectors.segment_users([segment]).get(segment.pk, [])
 
 
 @transaction.atomic

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from evaluation.documents import build_document, flag_state
+from flags.management.commands import flags as flags_command
 from flags.models import AuditEntry, Environment, Flag, Project
 from tests import factories
 from tests.flags.command_line import fails, run
@@ -293,6 +294,24 @@ def test_import_reports_progress_on_long_imports(project, tmp_path):
     assert progress[0] == "[1/25] bulk-00"
     assert progress[-1] == "[25/25] bulk-24"
     assert project.flags.count() == 28
+
+
+def test_long_imports_report_every_so_many_flags_and_the_last(project, tmp_path, monkeypatch):
+    monkeypatch.setattr(flags_command, "PROGRESS_EVERY", 10)
+    monkeypatch.setattr(flags_command, "PROGRESS_SECONDS", 3600)
+    document = json.loads(run("export", "shop", "staging").stdout)
+    template = document["flags"]["checkout-api"]
+    for index in range(25):
+        document["flags"][f"bulk-{index:02}"] = {**template, "salt": f"bulk-{index:02}"}
+    path = tmp_path / "bulk.json"
+    path.write_text(json.dumps(document))
+    out = run("import", str(path), "shop", "staging")
+    assert out.stderr.splitlines() == [
+        "[1/25] bulk-00",
+        "[10/25] bulk-09",
+        "[20/25] bulk-19",
+        "[25/25] bulk-24",
+    ]
 
 
 def test_import_json_output_lists_the_plan(project, tmp_path):

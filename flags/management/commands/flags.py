@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ from flags.selectors import config_for, environment_for, project_named
 from flags.validation import DEPTH_MESSAGE
 
 FORMATS = ("json", "yaml")
-# Imports of more flags than this report their progress on stderr.
+# Imports of more flags than this report their progress on stderr: the first and last flag,
+# then every PROGRESS_EVERY flags or PROGRESS_SECONDS, whichever comes first.
 PROGRESS_FROM = 20
+PROGRESS_EVERY = 500
+PROGRESS_SECONDS = 1.0
 # The largest export of another system that `import --from` reads.
 MAX_EXPORT_BYTES = 50_000_000
 
@@ -44,6 +48,7 @@ MAX_EXPORT_BYTES = 50_000_000
 class Command(FlagsCommand):
     help = "Manage projects, flags, API keys; evaluate, export, import and promote flags."
     stealth_options = ("stdin",)
+    _progress_at = 0.0  # when the import's last progress line was written
 
     def add_arguments(self, parser) -> None:
         commands = parser.add_subparsers(
@@ -559,8 +564,13 @@ class Command(FlagsCommand):
             self._done("Imported.")
 
     def _progress(self, done: int, total: int, key: str) -> None:
-        if total >= PROGRESS_FROM:
+        if total < PROGRESS_FROM:
+            return
+        now = time.monotonic()
+        due = done in (1, total) or done % PROGRESS_EVERY == 0
+        if due or now - self._progress_at >= PROGRESS_SECONDS:
             self.stderr.write(f"[{done}/{total}] {key}")
+            self._progress_at = now
 
     def _args_promote(self, commands) -> None:
         sub = commands.add_parser(

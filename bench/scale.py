@@ -1,0 +1,313 @@
+"""Scale benchmark (`make bench-scale`): admin pages, import, export, documents and the flag
+list API as a project grows from 100 to 10,000 flags.
+
+For each size it generates a project (S: 100 flags, M: 1,000, L: 10,000) in 3 environments,
+with 200 segments of 5 conditions and, per flag and environment, 3 rules of 2 conditions
+(one of them `in_segment`), a rollout as the default serve of every other flag and a target
+of 5 keys. The rows are written with `bulk_create` in the shapes the services store (the
+generated documents are compiled and every flag evaluated, as an import checks a file), so
+generating 10,000 flags takes seconds. Then it times, in-process with Django's test client
+(no server, no network) and counts the queries with CaptureQueriesContext:
+
+- the admin's segment list, flag list and one flag's change page;
+- `manage.py flags export` of the whole project, and `manage.py flags import` of that file
+  into a new project (every flag added);
+- building one environment's document (`build_document`, its size) and compiling it;
+- `GET /api/v1/projects/{p}/flags?limit=1000`.
+
+$DB_URL names a PostgreSQL database the script creates (dropping one of that name first)
+and drops when it ends; $REDIS_URL the cache. SCALE_SIZES=S,M runs some sizes only.
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+SIZES = {"S": 100, "M": 1_000, "L": 10_000}
+CHOSEN = [s.strip().upper() for s in os.environ.get("SCALE_SIZES", "S,M,L").split(",") if s]
+DB_URL = os.environ.get("DB_URL", "postgres://postgres@127.0.0.1:5432/flags_bench_scale")
+os.environ["DB_URL"] = DB_URL
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flagsite.settings")
+os.environ.setdefault("JWT_SECRET", "bench-only-secret-0123456789abcdef0123456789")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+
+SEGMENTS = 200
+RULES = 3
+COUNTRIES = ["US", "CA", "GB", "FR", "DE", "JP", "BR", "IN", "AU", "NL"]
+PLANS = ["free", "pro", "team", "enterprise"]
+
+
+def _database(action: str) -> None:
+    """Create or drop the database DB_URL names, from the server's `postgres` database."""
+    import psycopg
+
+    parts = urlsplit(DB_URL)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if action == "create":
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+
+if not DB_URL.startswith("postgres"):
+    sys.exit("bench/scale.py measures PostgreSQL: give DB_URL=postgres://.../DATABASE")
+_database("create")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+
+from evaluation.documents import build_document  # noqa: E402
+from evaluation.engine import compile_document  # noqa: E402
+from flags import services, transfer  # noqa: E402
+from flags.models import (  # noqa: E402
+    Flag,
+    FlagConfig,
+    Project,
+    Rule,
+    Segment,
+    Tag,
+    Target,
+    Variant,
+)
+
+SYSTEM = {"actor": None, "source": "system"}
+
+
+# --- Generation -------------------------------------------------------------------------
+
+
+def _segment_conditions(rng: random.Random) -> list[dict]:
+    return [
+        {"attribute": "country", "operator": "in", "values": rng.sample(COUNTRIES, 3)},
+        {"attribute": "plan", "operator": "in", "values": rng.sample(PLANS, 2)},
+        {"attribute": "email", "operator": "ends_with", "values": ["@example.com"]},
+        {"attribute": "appVersion", "operator": "semver_gte", "values": ["2.1.0"]},
+        {"attribute": "age", "operator": "gte", "values": [rng.randint(18, 60)]},
+    ]
+
+
+def _rollout(keys: list[str], rng: random.Random) -> list[dict]:
+    first = rng.randint(1, 99)
+    if len(keys) == 2:
+        return [{"variant": keys[0], "weight": first}, {"variant": keys[1], "weight": 100 - first}]
+    return [{"variant": key, "weight": 1} for key in keys]
+
+
+def _serving(keys: list[str], rng: random.Random, rollout: bool) -> dict:
+    """The model fields `services.flag_config_update` stores for a variant or a rollout."""
+    if rollout:
+        return {"serve_variant": "", "rollout": _rollout(keys, rng), "bucket_by": "targetingKey"}
+    return {"serve_variant": rng.choice(keys), "rollout": [], "bucket_by": "targetingKey"}
+
+
+def generate(key: str, count: int) -> Project:
+    """A project of `count` flags, written in bulk as the services would have written it."""
+    rng = random.Random(count)
+    project = services.project_create(key=key, **SYSTEM)
+    environments = list(project.environments.order_by("position"))
+    tags = Tag.objects.bulk_create(Tag(project=project, name=f"team-{i}") for i in range(10))
+    segments = Segment.objects.bulk_create(
+        Segment(project=project, key=f"segment-{i:03}", name=f"Segment {i}", conditions=cond)
+        for i, cond in enumerate(_segment_conditions(rng) for _ in range(SEGMENTS))
+    )
+    flags = Flag.objects.bulk_create(
+        Flag(
+            project=project,
+            key=f"flag-{i:05}",
+            name=f"flag-{i:05}",
+            type=Flag.Type.BOOLEAN if i % 4 else Flag.Type.STRING,
+        )
+        for i in range(count)
+    )
+    variants, keys_of = [], {}
+    for flag in flags:
+        if flag.type == Flag.Type.BOOLEAN:
+            values: list[tuple[str, Any]] = [("on", True), ("off", False)]
+        else:
+            values = [("red", "red"), ("green", "green"), ("blue", "blue")]
+        keys_of[flag.pk] = [k for k, _ in values]
+        variants += [
+            Variant(flag=flag, key=k, value=v, position=p) for p, (k, v) in enumerate(values)
+        ]
+    Variant.objects.bulk_create(variants, batch_size=5000)
+    Through = Flag.tags.through
+    Through.objects.bulk_create(
+        (Through(flag_id=flag.pk, tag_id=tag.pk) for flag in flags for tag in rng.sample(tags, 2)),
+        batch_size=5000,
+    )
+    configs, rules, targets = [], [], []
+    for index, flag in enumerate(flags):
+        keys = keys_of[flag.pk]
+        for environment in environments:
+            configs.append(
+                FlagConfig(
+                    flag=flag,
+                    environment=environment,
+                    enabled=rng.random() < 0.7,
+                    off_variant="off" if "off" in keys else keys[-1],
+                    **_serving(keys, rng, rollout=index % 2 == 0),
+                )
+            )
+            for position in range(RULES):
+                conditions = [
+                    {
+                        "operator": "in_segment",
+                        "values": [rng.choice(segments).key],
+                    },
+                    {"attribute": "plan", "operator": "in", "values": rng.sample(PLANS, 2)},
+                ]
+                rules.append(
+                    Rule(
+                        flag=flag,
+                        environment=environment,
+                        key=f"r{rng.getrandbits(32):08x}",
+                        position=position,
+                        conditions=conditions,
+                        **_serving(keys, rng, rollout=position == RULES - 1),
+                    )
+                )
+            targets.append(
+                Target(
+                    flag=flag,
+                    environment=environment,
+                    variant=keys[0],
+                    values=[f"user-{index}-{n}" for n in range(5)],
+                )
+            )
+    FlagConfig.objects.bulk_create(configs, batch_size=5000)
+    Rule.objects.bulk_create(rules, batch_size=5000)
+    Target.objects.bulk_create(targets, batch_size=5000)
+    return project
+
+
+def check(project: Project) -> None:
+    """Compile each environment's document and evaluate every flag, as an import does."""
+    documents = transfer.export_project(project=project, actor=None)
+    transfer.environment_documents(documents)
+    for document in documents["environments"].values():
+        assert len(document["flags"]) == project.flags.count()
+
+
+# --- Measurements -----------------------------------------------------------------------
+
+
+def timed(call) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def page(client: Client, url: str) -> tuple[float, int]:
+    with CaptureQueriesContext(connection) as queries:
+        elapsed, response = timed(lambda: client.get(url))
+    assert response.status_code == 200, (url, response.status_code)
+    return elapsed, len(queries)
+
+
+def measure(key: str, count: int, client: Client) -> dict[str, str]:
+    elapsed, project = timed(lambda: generate(key, count))
+    row = {"generate": _seconds(elapsed)}
+    elapsed, _ = timed(lambda: check(project))
+    row["check"] = _seconds(elapsed)
+    admin = "/admin/flags/"
+    for name, url in (
+        ("segment list", f"{admin}segment/?project__id__exact={project.pk}"),
+        ("flag list", f"{admin}flag/?project__id__exact={project.pk}"),
+        ("flag change page", f"{admin}flag/{project.flags.order_by('key').first().pk}/change/"),
+        ("API flags", f"/api/v1/projects/{key}/flags?limit=1000"),
+    ):
+        client.get(url)  # warm: the first request of a process pays for imports
+        elapsed, queries = page(client, url)
+        row[name] = _seconds(elapsed) + ("" if name == "API flags" else f" / {queries} q")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "export.json"
+        elapsed, _ = timed(lambda: _flags("export", key, "-o", str(path)))
+        row["export"] = _seconds(elapsed)
+        row["import"] = _import(path, f"{key}-copy")
+    production = project.environments.get(key="production").pk
+    elapsed, document = timed(lambda: build_document(production))
+    size = len(json.dumps(document, separators=(",", ":")))
+    row["document"] = f"{_seconds(elapsed)} ({size / 1e6:.1f} MB)"
+    elapsed, _ = timed(lambda: compile_document(document))
+    row["compile"] = _seconds(elapsed)
+    return row
+
+
+def _import(path: Path, project_key: str) -> str:
+    if "import" in os.environ.get("SCALE_SKIP", ""):
+        return "skipped"
+    elapsed, _ = timed(lambda: _flags("import", str(path), project_key, "--create-missing"))
+    return _seconds(elapsed)
+
+
+def _flags(*args: str) -> None:
+    call_command("flags", *args, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+ROWS = [
+    ("generate (bulk_create)", "generate"),
+    ("compile + evaluate every flag (check)", "check"),
+    ("admin segment list (time / queries)", "segment list"),
+    ("admin flag list (time / queries)", "flag list"),
+    ("admin flag change page (time / queries)", "flag change page"),
+    ("`flags import` of the export (new project)", "import"),
+    ("`flags export` (3 environments)", "export"),
+    ("build one environment's document (size)", "document"),
+    ("compile that document", "compile"),
+    ("`GET /api/v1/projects/{p}/flags?limit=1000`", "API flags"),
+]
+
+
+def main() -> None:
+    try:
+        call_command("migrate", verbosity=0)
+        user = get_user_model().objects.create_superuser("bench", "bench@example.com", "x")
+        client = Client()
+        client.force_login(user)
+        columns = {}
+        for size in CHOSEN:
+            columns[size] = measure(f"scale-{size.lower()}", SIZES[size], client)
+            print(f"{size} done: {columns[size]}", file=sys.stderr, flush=True)
+        flags = ", ".join(f"{size} {SIZES[size]:,} flags" for size in columns)
+        print(
+            f"PostgreSQL + Redis, in-process (Django's test client, no server); {flags} in "
+            f"3 environments, {SEGMENTS} segments. Queries counted with CaptureQueriesContext.\n"
+        )
+        print("| measure | " + " | ".join(columns) + " |")
+        print("|---|" + "---:|" * len(columns))
+        for label, name in ROWS:
+            print(f"| {label} | " + " | ".join(col[name] for col in columns.values()) + " |")
+    finally:
+        connections.close_all()
+        _database("drop")
+
+
+if __name__ == "__main__":
+    main()

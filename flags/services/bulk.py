@@ -1,0 +1,365 @@
+"""Many new flags at once (an import): validated like one, written in a few statements.
+
+`flags_create_many` stores what `flag_create` followed by `flag_config_update` in each
+environment would, checked by the same model validation, with the rows, the audit entries
+(one per flag and one per flag and environment) and the version bumps (once per
+environment) written in batches. Prerequisites, whose checks follow the other flags'
+dependencies, are written afterwards through `flag_config_update`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import prefetch_related_objects
+
+from evaluation.documents import flag_entry
+from flags.models import (
+    AuditEntry,
+    Environment,
+    Flag,
+    FlagConfig,
+    FlagConfigVersion,
+    Project,
+    Rule,
+    Tag,
+    Target,
+    Variant,
+)
+from flags.roles import Action, authorize, check_direct_write, person
+from flags.services.configs import (
+    CONFIG_FIELDS,
+    RULE_FIELDS,
+    _renamed,
+    _rule_fields,
+    _serving_fields,
+    _target_from,
+    _with_field_prefix,
+    flag_config_update,
+)
+from flags.services.flags import _default_variants
+from flags.services.steps import (
+    _actor_name,
+    _audit_bypass,
+    _project_environment_ids,
+    environments_changed,
+)
+from flags.validation import check_variants
+from integrations import events
+from integrations.models import Webhook
+
+if TYPE_CHECKING:
+    from flags.roles import Actor
+
+BATCH = 1000
+Progress = Callable[[int, int, str], None]
+
+
+class FlagError(Exception):
+    """A flag of the batch is invalid: which one, in which environment (or none), and why."""
+
+    def __init__(self, key: str, environment: str | None, error: ValidationError) -> None:
+        super().__init__(key, environment, error)
+        self.key, self.environment, self.error = key, environment, error
+
+
+def _quiet(done: int, total: int, key: str) -> None:
+    return None
+
+
+@transaction.atomic
+def flags_create_many(
+    *,
+    project: Project,
+    flags: list[dict],
+    configs: dict[str, dict[Environment, dict]],
+    actor: Actor,
+    source: str,
+    progress: Progress = _quiet,
+) -> list[Flag]:
+    """Create `flags` (flag_create's arguments as dicts, with `archived`), each configured
+    in every environment of `configs[key]` (flag_config_update's data); all or nothing.
+
+    Raises FlagError naming the flag (and environment) a ValidationError is about.
+    """
+    authorize(actor, project, Action.EDIT_FLAGS)
+    environments = {env.pk: env for by_env in configs.values() for env in by_env}
+    for environment in environments.values():
+        authorize(actor, project, Action.CONFIGURE, environment)
+        if flags:
+            check_direct_write(actor, Flag(key=flags[0]["key"]), environment)
+    rows = [_flag_row(project, data) for data in flags]
+    try:
+        with transaction.atomic():
+            Flag.objects.bulk_create(rows, batch_size=BATCH)
+    except IntegrityError as error:
+        raise ValidationError({"flags": "a flag of this key already exists"}) from error
+    _write_variants(rows, flags)
+    _write_tags(project, rows, flags)
+    prefetch_related_objects(rows, "variants", "tags", "project__segments")
+    config_rows, rules, targets, later = [], [], [], []
+    in_hand: dict[tuple[int, int], tuple[list[Rule], list[Target]]] = {}
+    for done, flag in enumerate(rows, start=1):
+        for environment, data in configs.get(flag.key, {}).items():
+            try:
+                config, flag_rules, flag_targets = _configured(flag, environment, data)
+            except ValidationError as error:
+                raise FlagError(flag.key, environment.key, error) from error
+            config_rows.append(config)
+            in_hand[flag.pk, environment.pk] = (flag_rules, flag_targets)
+            rules += flag_rules
+            targets += flag_targets
+            if data.get("prerequisites"):
+                later.append((config, data["prerequisites"]))
+        progress(done, len(rows), flag.key)
+    FlagConfig.objects.bulk_create(config_rows, batch_size=BATCH)
+    Rule.objects.bulk_create(rules, batch_size=BATCH)
+    Target.objects.bulk_create(targets, batch_size=BATCH)
+    _audit_created(project, rows, config_rows, in_hand, actor, source)
+    for environment in environments.values():
+        _audit_bypass(actor, environment, f"import of {len(rows)} flags", source)
+    for config, prerequisites in later:
+        try:
+            flag_config_update(
+                config=config, data={"prerequisites": prerequisites}, actor=actor, source=source
+            )
+        except ValidationError as error:
+            raise FlagError(config.flag.key, config.environment.key, error) from error
+    environments_changed(_project_environment_ids(project))
+    return rows
+
+
+def _flag_row(project: Project, data: dict) -> Flag:
+    key = data["key"]
+    flag_type = data.get("type") or Flag.Type.BOOLEAN
+    try:
+        if flag_type not in Flag.Type.values:
+            raise ValidationError(
+                {"type": f"unknown type {flag_type!r} (one of {', '.join(Flag.Type.values)})"}
+            )
+        variants = data.get("variants")
+        data["variants"] = variants if variants is not None else _default_variants(flag_type)
+        check_variants(flag_type, data["variants"])
+        flag = Flag(
+            project=project,
+            key=key,
+            name=data.get("name") or key,
+            description=data.get("description", ""),
+            type=flag_type,
+            salt=data.get("salt", ""),
+            bucketing=data.get("bucketing", "flagd"),
+            client_side=data.get("client_side", False),
+            archived=data.get("archived", False),
+        )
+        flag.full_clean(exclude=["project"], validate_unique=False, validate_constraints=False)
+    except ValidationError as error:
+        raise FlagError(key, None, error) from error
+    return flag
+
+
+def _write_variants(rows: list[Flag], flags: list[dict]) -> None:
+    variants = []
+    for flag, data in zip(rows, flags, strict=True):
+        for position, item in enumerate(data["variants"]):
+            variant = Variant(
+                flag=flag,
+                key=item["key"],
+                value=item["value"],
+                name=item.get("name", ""),
+                position=position,
+            )
+            try:
+                variant.full_clean(exclude=["flag"], validate_unique=False)
+            except ValidationError as error:
+                raise FlagError(flag.key, None, error) from error
+            variants.append(variant)
+    Variant.objects.bulk_create(variants, batch_size=BATCH)
+
+
+def _write_tags(project: Project, rows: list[Flag], flags: list[dict]) -> None:
+    names = {name for data in flags for name in data.get("tags") or ()}
+    for flag, data in zip(rows, flags, strict=True):
+        for name in data.get("tags") or ():
+            try:
+                Tag(project=project, name=name).full_clean(
+                    exclude=["project"], validate_unique=False
+                )
+            except ValidationError as error:
+                message = {"tags": f"{name!r}: {error.messages[0]}"}
+                raise FlagError(flag.key, None, ValidationError(message)) from error
+    known = set(Tag.objects.filter(project=project, name__in=names).values_list("name", flat=True))
+    Tag.objects.bulk_create(Tag(project=project, name=name) for name in sorted(names - known))
+    tags = {tag.name: tag for tag in Tag.objects.filter(project=project, name__in=names)}
+    Through = Flag.tags.through
+    links = [
+        Through(flag_id=flag.pk, tag_id=tags[name].pk)
+        for flag, data in zip(rows, flags, strict=True)
+        for name in dict.fromkeys(data.get("tags") or ())
+    ]
+    Through.objects.bulk_create(links, batch_size=BATCH)
+
+
+def _configured(
+    flag: Flag, environment: Environment, data: dict
+) -> tuple[FlagConfig, list[Rule], list[Target]]:
+    """The configuration's rows, validated as `flag_config_update` validates them."""
+    unknown = set(data) - CONFIG_FIELDS
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "unknown field"})
+    keys = [variant.key for variant in flag.variants.all()]
+    config = FlagConfig(
+        flag=flag,
+        environment=environment,
+        enabled=False,
+        off_variant="off" if "off" in keys else keys[-1],
+        serve_variant=keys[0],
+    )
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            raise ValidationError({"enabled": "must be true or false"})
+        config.enabled = data["enabled"]
+    if "offVariant" in data:
+        config.off_variant = data["offVariant"]
+    if "defaultServe" in data:
+        for name, value in _serving_fields(data["defaultServe"], "defaultServe").items():
+            setattr(config, name, value)
+    try:
+        config.full_clean(exclude=["flag", "environment"], validate_constraints=False)
+    except ValidationError as error:
+        names = {"off_variant": "offVariant", "serve_variant": "defaultServe"}
+        raise _renamed(error, {**names, "rollout": "defaultServe"}) from error
+    rules = _rules(flag, environment, data.get("rules", []))
+    return config, rules, _targets(flag, environment, data.get("targets", []))
+
+
+def _rules(flag: Flag, environment: Environment, items: Any) -> list[Rule]:
+    if not isinstance(items, list):
+        raise ValidationError({"rules": "must be a list"})
+    rules, seen = [], set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValidationError({"rules": f"item {index + 1}: must be an object"})
+        key = item.get("id") or ""
+        if key and key in seen:
+            raise ValidationError({f"rules[{index}]": f"id: {key!r} is listed twice"})
+        seen.add(key)
+        rule = Rule(**({"key": key} if key else {}))
+        rule.flag, rule.environment = flag, environment
+        _rule_fields(rule, index, item)
+        try:
+            rule.full_clean(
+                exclude=["flag", "environment"], validate_unique=False, validate_constraints=False
+            )
+        except ValidationError as error:
+            raise _with_field_prefix(f"rules[{index}]", _renamed(error, RULE_FIELDS)) from error
+        rules.append(rule)
+    return rules
+
+
+def _targets(flag: Flag, environment: Environment, items: Any) -> list[Target]:
+    if not isinstance(items, list):
+        raise ValidationError({"targets": "must be a list"})
+    targets, seen = [], set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValidationError({"targets": f"item {index + 1}: must be an object"})
+        target = _target_from(flag, environment, index, item)
+        try:
+            target.full_clean(
+                exclude=["flag", "environment"], validate_unique=False, validate_constraints=False
+            )
+            if target.variant in seen:
+                raise ValidationError({"variant": f"{target.variant!r} has two targets"})
+        except ValidationError as error:
+            raise _with_field_prefix(f"targets[{index}]", error) from error
+        seen.add(target.variant)
+        targets.append(target)
+    return targets
+
+
+def _audit_created(
+    project: Project,
+    flags: list[Flag],
+    configs: list[FlagConfig],
+    rows: dict[tuple[int, int], tuple[list[Rule], list[Target]]],
+    actor: Actor,
+    source: str,
+) -> None:
+    """One entry per flag (its fields) and per flag and environment (its configuration,
+    also its first version), as `flag_create` and `flag_config_update` write them."""
+    who = {"actor_name": _actor_name(actor), "source": source}
+    entries = [
+        AuditEntry(
+            **who,
+            actor=person(actor),
+            action="create",
+            object_type="flag",
+            object_key=flag.key,
+            project=project,
+            flag_key=flag.key,
+            after=_meta(flag),
+        )
+        for flag in flags
+    ]
+    versions = []
+    by_pk = {flag.pk: flag for flag in flags}
+    for config in configs:
+        flag = by_pk[config.flag_id]
+        after = _entry_in(flag, config, *rows[flag.pk, config.environment_id])
+        entries.append(
+            AuditEntry(
+                **who,
+                actor=person(actor),
+                action="update",
+                object_type="flag_config",
+                object_key=f"{flag.key}/{config.environment.key}",
+                project=project,
+                environment=config.environment,
+                flag_key=flag.key,
+                after=after,
+            )
+        )
+        versions.append(
+            FlagConfigVersion(
+                **who, actor=person(actor), config=config, version=1, state=after, action="create"
+            )
+        )
+    AuditEntry.objects.bulk_create(entries, batch_size=BATCH)
+    FlagConfigVersion.objects.bulk_create(versions, batch_size=BATCH)
+    if Webhook.objects.filter(project=project, active=True).exists():
+        for entry in entries:
+            events.audit_recorded(entry)  # queued in this transaction, sent after commit
+
+
+def _meta(flag: Flag) -> dict:
+    """`flag_meta` of a new flag, from the rows in hand."""
+    return {
+        "key": flag.key,
+        "name": flag.name,
+        "description": flag.description,
+        "type": flag.type,
+        "salt": flag.salt,
+        "bucketing": flag.bucketing,
+        "archived": flag.archived,
+        "clientSide": flag.client_side,
+        "owner": None,
+        "tags": sorted(tag.name for tag in flag.tags.all()),
+        "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()],
+    }
+
+
+def _entry_in(flag: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
+    """The flag's document entry in the configuration's environment, from the rows in hand."""
+    view = Flag(**{f.attname: getattr(flag, f.attname) for f in Flag._meta.concrete_fields})
+    cache = flag.__dict__["_prefetched_objects_cache"]
+    view.__dict__["_prefetched_objects_cache"] = {
+        "variants": cache["variants"],
+        "tags": cache["tags"],
+        "rules": rules,
+        "targets": targets,
+        "prerequisites": [],
+    }
+    return flag_entry(view, config)
