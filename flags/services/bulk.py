@@ -36,6 +36,7 @@ from flags.services.configs import (
     _renamed,
     _rule_fields,
     _serving_fields,
+    _set_serving,
     _target_from,
     _with_field_prefix,
     flag_config_update,
@@ -224,8 +225,7 @@ def _configured(
     if "offVariant" in data:
         config.off_variant = data["offVariant"]
     if "defaultServe" in data:
-        for name, value in _serving_fields(data["defaultServe"], "defaultServe").items():
-            setattr(config, name, value)
+        _set_serving(config, _serving_fields(data["defaultServe"], "defaultServe"))
     try:
         config.full_clean(exclude=["flag", "environment"], validate_constraints=False)
     except ValidationError as error:
