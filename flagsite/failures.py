@@ -296,19 +296,27 @@ class FailureMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        store = store_of(exception)
-        if store is not None:
-            note_down(store, exception)
-            return unavailable(request, store)
-        if not _is_api(request):
-            return None  # the admin keeps Django's own 500 page (and its logging)
-        errors_log.error(
-            "Internal Server Error: %s",
-            request.path,
-            exc_info=(type(exception), exception, exception.__traceback__),
-            extra={"request_id": getattr(request, "request_id", None), "status": 500},
-        )
-        return _logged(internal_error(request))
+        return exception_response(request.path, getattr(request, "request_id", None), exception)
+
+
+def exception_response(
+    path: str, request_id: str | None, exception: Exception
+) -> HttpResponse | None:
+    """The answer to an error a view raised: 503 for an outage, a JSON 500 under the API,
+    None elsewhere (the admin keeps Django's own 500 page and its logging)."""
+    store = store_of(exception)
+    if store is not None:
+        note_down(store, exception)
+        return unavailable_at(path, store)
+    if not path.startswith(API_PREFIXES):
+        return None
+    errors_log.error(
+        "Internal Server Error: %s",
+        path,
+        exc_info=(type(exception), exception, exception.__traceback__),
+        extra={"request_id": request_id, "status": 500},
+    )
+    return _logged(internal_error_at(path, request_id))
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
