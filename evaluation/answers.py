@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -444,6 +444,55 @@ def _ofrep_result(
     }
 
 
+# --- answers encoded once per snapshot --------------------------------------------------------
+#
+# The engine answers with results it made when it compiled the snapshot (one per variant
+# and reason), except for errors about a context. So each such result's OFREP item is
+# encoded once per snapshot and audience, and a bulk answer joins the bytes: the same
+# bytes as encoding the whole answer at once (compact separators, keys in the same order).
+
+
+@dataclass(slots=True)
+class _Items:
+    snapshot: Snapshot
+    # id(result) -> (the result, kept so that its id stays its own; its item, encoded)
+    encoded: dict[int, tuple[EvaluationResult, bytes]]
+    limit: int
+
+
+_items: dict[tuple[int, bool], _Items] = {}
+
+
+def _encoded_items(
+    credential: Credential, snapshot: Snapshot, results: Iterable[EvaluationResult]
+) -> list[bytes] | None:
+    """Each result's OFREP item as JSON; None if one has no UTF-8 form (see `_encoded`)."""
+    server = credential.is_server
+    table = _items.get((credential.environment_id, server))
+    if table is None or table.snapshot is not snapshot:
+        # Bounded: a result the engine made for one context is encoded, never kept.
+        table = _Items(snapshot, {}, 4 * len(snapshot.flag_keys) + 64)
+        _items[(credential.environment_id, server)] = table
+    encoded = table.encoded
+    metadata = None
+    items = []
+    for result in results:
+        entry = encoded.get(id(result))
+        if entry is not None and entry[0] is result:
+            items.append(entry[1])
+            continue
+        if metadata is None:
+            metadata = _metadata(credential, snapshot)
+        try:
+            item = _encode(_ofrep_result(result, metadata, server)).encode()
+        except UnicodeEncodeError:
+            return None
+        if result.error_code is None and len(encoded) < table.limit:
+            encoded[id(result)] = (result, item)
+        items.append(item)
+    return items
+
+
 def ofrep_flag(request: Request, key: str) -> Answer:
     """POST /ofrep/v1/evaluate/flags/{key}: OFREP single-flag evaluation."""
     prepared = _prepare(
@@ -461,9 +510,11 @@ def ofrep_flag(request: Request, key: str) -> Answer:
         return _ofrep_error(404, details, key=key, errorCode=result.error_code)
     record_evaluations((result,))
     exposures.record(credential.environment_id, (result,))
-    metadata = _metadata(credential, snapshot)
-    answer = _ofrep_result(result, metadata, credential.is_server)
     status = OFREP_ERROR_STATUS if result.error_code is not None else 200
+    items = _encoded_items(credential, snapshot, (result,))
+    if items is not None:
+        return _raw(items[0], status=status, etag=etag)
+    answer = _ofrep_result(result, _metadata(credential, snapshot), credential.is_server)
     return _json(answer, status=status, etag=etag)
 
 
@@ -482,6 +533,10 @@ def ofrep_flags(request: Request) -> Answer:
     results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
     exposures.record(credential.environment_id, results.values())
+    items = _encoded_items(credential, snapshot, results.values())
+    if items is not None:
+        tail = _bulk_tail(credential.environment_id, snapshot)
+        return _raw(b'{"flags":[' + b",".join(items) + tail, etag=etag)
     metadata = _metadata(credential, snapshot)
     server = credential.is_server
     body = {
@@ -490,6 +545,21 @@ def ofrep_flags(request: Request) -> Answer:
         "eventStreams": OFREP_EVENT_STREAMS,
     }
     return _json(body, etag=etag)
+
+
+_bulk_tails: dict[int, tuple[Snapshot, bytes]] = {}
+
+
+def _bulk_tail(environment_id: int, snapshot: Snapshot) -> bytes:
+    """What follows the items of an OFREP bulk answer, encoded once per snapshot."""
+    entry = _bulk_tails.get(environment_id)
+    if entry is not None and entry[0] is snapshot:
+        return entry[1]
+    metadata = _encode({"version": snapshot.version}).encode()
+    streams = _encode(OFREP_EVENT_STREAMS).encode()
+    tail = b'],"metadata":' + metadata + b',"eventStreams":' + streams + b"}"
+    _bulk_tails[environment_id] = (snapshot, tail)
+    return tail
 
 
 def ofrep_not_found(path: str) -> Answer:

@@ -74,8 +74,13 @@ class FastPath:
     """ASGI application: the evaluation endpoints here, every other request to `fallback`."""
 
     def __init__(self, fallback: ASGIApp) -> None:
+        """Reads the settings once: a settings change takes a restart, as for Django's
+        middleware, which reads them when it is built."""
         self.fallback = fallback
         self.limiter = throttling.evaluation_limiter()
+        self.cors_paths = re.compile(getattr(settings, "CORS_URLS_REGEX", r"^.*$"))
+        self.envelopes = {secure: _envelope(secure) for secure in (False, True)}
+        self.hosts: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         served = route(scope["path"]) if scope["type"] == "http" else None
@@ -83,7 +88,7 @@ class FastPath:
             await self.fallback(scope, receive, send)
             return
         headers = _headers(scope)
-        if not _ours(scope, headers):
+        if not self._ours(scope, headers):
             await self.fallback(scope, receive, send)
             return
         started = time.perf_counter()
@@ -105,7 +110,7 @@ class FastPath:
                 path, request, answer, request_id, admitted=admitted
             )
         status = reply.status if isinstance(reply, Answer) else reply.status_code
-        await _send(send, reply, _envelope(_secure(scope, headers)), request_id)
+        await _send(send, reply, self.envelopes[_secure(scope, headers)], request_id)
         requestlog.record(
             route=name,
             method=method,
@@ -114,6 +119,22 @@ class FastPath:
             seconds=time.perf_counter() - started,
             request_id=request_id,
         )
+
+    def _ours(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Whether this router may answer: else Django does, with everything it would do."""
+        if scope["method"] not in ("POST", "GET") or "origin" in headers:
+            return False  # HEAD, a preflight, a browser's CORS request: corsheaders answers
+        if b"%" in scope.get("raw_path", b"") or not self.cors_paths.match(scope["path"]):
+            return False
+        if settings.SECURE_SSL_REDIRECT and not _secure(scope, headers):
+            return False
+        host = headers.get("host", "")
+        allowed = self.hosts.get(host)
+        if allowed is None:
+            if len(self.hosts) > 1000:
+                self.hosts.clear()  # bounded, whatever hosts clients send
+            allowed = self.hosts[host] = _host_allowed(headers)
+        return allowed
 
     def _answer(
         self,
@@ -147,21 +168,6 @@ def _headers(scope: Scope) -> dict[str, str]:
         value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     return headers
-
-
-def _ours(scope: Scope, headers: dict[str, str]) -> bool:
-    """Whether this router may answer: else Django does, with everything it would do."""
-    if scope["method"] not in ("POST", "GET") or "origin" in headers:
-        return False  # HEAD, a preflight, a browser's CORS request: corsheaders answers
-    if b"%" in scope.get("raw_path", b"") or not re.match(_cors_paths(), scope["path"]):
-        return False
-    if settings.SECURE_SSL_REDIRECT and not _secure(scope, headers):
-        return False
-    return _host_allowed(headers)
-
-
-def _cors_paths() -> str:
-    return getattr(settings, "CORS_URLS_REGEX", r"^.*$")
 
 
 def _host_allowed(headers: dict[str, str]) -> bool:

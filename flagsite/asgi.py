@@ -51,7 +51,7 @@ async def _lifespan(receive, send) -> None:
     from asgiref.sync import sync_to_async
 
     from evaluation.broadcast import Broadcaster
-    from flagsite import health
+    from flagsite import health, metrics
 
     while True:
         message = await receive()
@@ -62,6 +62,7 @@ async def _lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             if Broadcaster.current is not None:
                 await Broadcaster.current.stop()
+            metrics.flush_evaluations()  # the last second's evaluations, counted
             await send({"type": "lifespan.shutdown.complete"})
             return
 
