@@ -28,6 +28,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
+from django.core.signals import request_finished, request_started
 from django.http import HttpResponse
 from django.http.request import split_domain_port, validate_host
 
@@ -106,7 +107,7 @@ class FastPath:
                 reply = refusal or self._answer(path, request, answer, request_id, admitted=True)
         except (failures.WouldBlock, SynchronousOnlyOperation):
             # Redone from the step that would have waited: the key is counted once.
-            reply = await sync_to_async(self._answer, thread_sensitive=True)(
+            reply = await sync_to_async(self._in_thread, thread_sensitive=True)(
                 path, request, answer, request_id, admitted=admitted
             )
         status = reply.status if isinstance(reply, Answer) else reply.status_code
@@ -135,6 +136,15 @@ class FastPath:
                 self.hosts.clear()  # bounded, whatever hosts clients send
             allowed = self.hosts[host] = _host_allowed(headers)
         return allowed
+
+    def _in_thread(self, *args: Any, **kwargs: Any) -> Answer | HttpResponse:
+        """`_answer` with a request's signals around it, as Django's handler sends them: they
+        close a database connection that is too old or broken (after an outage, say)."""
+        request_started.send(sender=self.__class__)
+        try:
+            return self._answer(*args, **kwargs)
+        finally:
+            request_finished.send(sender=self.__class__)
 
     def _answer(
         self,

@@ -14,6 +14,8 @@ from urllib.parse import quote
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.handlers.wsgi import WSGIRequest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.http import HttpResponse
 from django.test import Client
 
@@ -68,7 +70,14 @@ class _FastPathHandler:
         async def django(scope, receive, send) -> None:
             handed_on.append(True)
 
-        async_to_sync(FastPath(fallback=django))(_scope(environ), receive, send)
+        # As Django's test handler: the test's transaction must outlive each request.
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            async_to_sync(FastPath(fallback=django))(_scope(environ), receive, send)
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
         if handed_on:
             self.deferred += 1
             environ["wsgi.input"] = type(stream)(body)
