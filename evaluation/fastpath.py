@@ -259,10 +259,14 @@ async def _send(
         status, body = reply.status, reply.body
         content_type = reply.content_type.encode() if reply.content_type else _DEFAULT_TYPE
         headers = [(b"content-type", content_type)]
-        headers.extend((name.encode(), value.encode("latin-1")) for name, value in reply.headers)
+        headers.extend(
+            (name.lower().encode(), value.encode("latin-1")) for name, value in reply.headers
+        )
     else:
         status, body = reply.status_code, reply.content
-        headers = [(name.encode(), value.encode("latin-1")) for name, value in reply.items()]
+        headers = [
+            (name.lower().encode(), value.encode("latin-1")) for name, value in reply.items()
+        ]
     headers.append((b"content-length", str(len(body)).encode()))
     headers.extend(envelope)
     headers.append((b"x-request-id", request_id.encode()))

@@ -157,3 +157,68 @@ def test_the_fast_path_logs_each_request_with_its_id(environment, caplog):
     assert response["X-Request-ID"] == "abc-123"
     (record,) = [r for r in caplog.records if r.name == "flagsite.request"]
     assert record.route == "ofrep-flags" and record.status == 200 and record.request_id == "abc-123"
+
+
+def _asgi(scope_headers, chunks, path="/ofrep/v1/evaluate/flags", method="POST"):
+    """Drive the fast path with raw ASGI messages: (status, headers, body)."""
+    from asgiref.sync import async_to_sync
+
+    from evaluation.fastpath import FastPath
+
+    pending = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    sent = []
+
+    async def receive():
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    async def django(scope, receive, send):
+        raise AssertionError("handed on to Django")
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *scope_headers],
+    }
+    async_to_sync(FastPath(fallback=django))(scope, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+
+def test_a_body_streamed_past_the_limit_is_413_without_reading_it_all(environment):
+    key = api_key(environment, "server").encode()
+    chunks = [b'{"context": {"k": "'] + [b"x" * 16_384] * 100 + [b'"}}']
+    status, _, body = _asgi([(b"x-api-key", key)], chunks)
+    assert status == 413
+    assert json.loads(body)["errorCode"] == "GENERAL"
+
+
+def test_a_key_header_of_bytes_that_are_not_text_is_401(environment):
+    status, headers, body = _asgi([(b"x-api-key", b"\xff\xfe\x00ffs")], [CONTEXT.encode()])
+    assert status == 401
+    assert headers[b"www-authenticate"] == b'Bearer realm="flags"'
+    assert json.loads(body)["errorDetails"] == "unknown API key"
+
+
+def test_a_context_sent_in_pieces_is_read_whole(environment):
+    key = api_key(environment, "server").encode()
+    body = CONTEXT.encode()
+    whole = _asgi([(b"x-api-key", key)], [body])
+    pieces = _asgi([(b"x-api-key", key)], [body[:5], body[5:9], body[9:], b""])
+    assert pieces[0] == whole[0] == 200
+    assert pieces[2] == whole[2]
+
+
+def test_a_deeply_nested_body_is_a_400_parse_error(environment):
+    key = api_key(environment, "server").encode()
+    status, _, body = _asgi([(b"x-api-key", key)], [b'{"context": ' + b"[" * 10_000])
+    assert status == 400
+    assert json.loads(body)["errorCode"] == "PARSE_ERROR"
