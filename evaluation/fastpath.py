@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -48,10 +49,10 @@ _FIXED: dict[str, tuple[str, Callable[[Request], Answer]]] = {
     "/ofrep/v1/evaluate/flags": ("ofrep-flags", answers.ofrep_flags),
     "/api/v1/sdk/flags": ("sdk-flags", answers.sdk_flags),
 }
-# prefix -> (route name, the answer given the flag key that ends the path)
-_KEYED: tuple[tuple[str, str, Callable[[Request, str], Answer]], ...] = (
-    ("/ofrep/v1/evaluate/flags/", "ofrep-flag", answers.ofrep_flag),
-    ("/api/v1/evaluate/", "evaluate-flag", answers.evaluate_flag),
+# prefix -> (route name, the answer given the flag key that ends the path, its argument)
+_KEYED: tuple[tuple[str, str, Callable[..., Answer], str], ...] = (
+    ("/ofrep/v1/evaluate/flags/", "ofrep-flag", answers.ofrep_flag, "key"),
+    ("/api/v1/evaluate/", "evaluate-flag", answers.evaluate_flag, "flag_key"),
 )
 # What Django's default for a response without a type is (the 304s).
 _DEFAULT_TYPE = b"text/html; charset=utf-8"
@@ -62,12 +63,12 @@ def route(path: str) -> tuple[str, Callable[[Request], Answer]] | None:
     fixed = _FIXED.get(path)
     if fixed is not None:
         return fixed
-    for prefix, name, answer in _KEYED:
+    for prefix, name, answer, argument in _KEYED:
         if path.startswith(prefix):
             key = path[len(prefix) :]
             if not key or "/" in key:
                 return None  # Django's JSON 404 for a path naming no flag
-            return name, lambda request, answer=answer, key=key: answer(request, key)
+            return name, partial(answer, **{argument: key})
     return None
 
 
