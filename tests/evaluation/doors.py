@@ -9,6 +9,8 @@ path runs in an event loop of asgiref's `async_to_sync`, so its work redone in a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -49,6 +51,19 @@ def _scope(environ: dict) -> dict:
     }
 
 
+@contextmanager
+def keeping_the_test_transaction() -> Iterator[None]:
+    """As Django's test handler: the test's transaction must outlive each request, which
+    the request signals' `close_old_connections` would end."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
 class _FastPathHandler:
     def __init__(self, django_handler) -> None:
         self.django_handler = django_handler
@@ -70,14 +85,8 @@ class _FastPathHandler:
         async def django(scope, receive, send) -> None:
             handed_on.append(True)
 
-        # As Django's test handler: the test's transaction must outlive each request.
-        request_started.disconnect(close_old_connections)
-        request_finished.disconnect(close_old_connections)
-        try:
+        with keeping_the_test_transaction():
             async_to_sync(FastPath(fallback=django))(_scope(environ), receive, send)
-        finally:
-            request_started.connect(close_old_connections)
-            request_finished.connect(close_old_connections)
         if handed_on:
             self.deferred += 1
             environ["wsgi.input"] = type(stream)(body)

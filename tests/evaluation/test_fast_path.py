@@ -13,7 +13,7 @@ from tests.evaluation.document_loader import (  # noqa: F401 - fixture
     fresh_credentials,
     load_document,
 )
-from tests.evaluation.doors import FastPathClient
+from tests.evaluation.doors import FastPathClient, keeping_the_test_transaction
 
 pytestmark = pytest.mark.django_db
 
@@ -189,7 +189,8 @@ def _asgi(scope_headers, chunks, path="/ofrep/v1/evaluate/flags", method="POST")
         "query_string": b"",
         "headers": [(b"host", b"testserver"), *scope_headers],
     }
-    async_to_sync(FastPath(fallback=django))(scope, receive, send)
+    with keeping_the_test_transaction():
+        async_to_sync(FastPath(fallback=django))(scope, receive, send)
     return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
 
