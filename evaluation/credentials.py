@@ -30,15 +30,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.http import HttpRequest
 from django.utils import timezone
 
 from evaluation import keys
 from flags.models import ApiKey
-from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
+from flagsite.failures import CACHE, DATABASE, StoreUnavailable, ensure_may_block, reaching
 
 LOCAL_SECONDS = 2.0
 SHARED_SECONDS = 3
@@ -104,17 +104,17 @@ _local: dict[str, tuple[_Answer, float]] = {}
 _touched: dict[str, float] = {}
 
 
-def presented_secret(request: HttpRequest) -> str | None:
+def presented_secret(headers: Mapping[str, str]) -> str | None:
     """The key from `X-API-Key: <key>` or, failing that, `Authorization: Bearer <key>`.
 
+    `headers` has lower-case names (or is case-insensitive, as Django's `request.headers`).
     X-API-Key wins when both are sent, so a caller whose Authorization header carries
     something else (a gateway's token, a person's JWT) can still present a key.
     """
-    meta = request.META
-    secret = meta.get("HTTP_X_API_KEY")
+    secret = headers.get("x-api-key")
     if secret and secret.strip():
         return secret.strip()
-    authorization = meta.get("HTTP_AUTHORIZATION")
+    authorization = headers.get("authorization")
     if authorization:
         scheme, _, secret = authorization.partition(" ")
         if scheme.lower() == "bearer" and secret.strip():
@@ -122,12 +122,12 @@ def presented_secret(request: HttpRequest) -> str | None:
     return None
 
 
-def authenticate(request: HttpRequest, *, server_only: bool = False) -> Credential:
-    """The request's credential, or CredentialError (401 or 403).
+def authenticate(headers: Mapping[str, str], *, server_only: bool = False) -> Credential:
+    """The credential the request's headers present, or CredentialError (401 or 403).
 
     StoreUnavailable (503) when the database is away and this key was never seen.
     """
-    secret = presented_secret(request)
+    secret = presented_secret(headers)
     if secret is None:
         raise CredentialError(401, "send an API key as 'Authorization: Bearer <key>' or X-API-Key")
     if len(secret) > MAX_SECRET_LENGTH:
@@ -255,6 +255,7 @@ def _touch(credential: Credential) -> None:
     last = _touched.get(credential.digest)
     if last is not None and now - last < TOUCH_SECONDS:
         return
+    ensure_may_block()  # before the mark: a request redone off the event loop still touches
     if len(_touched) >= LOCAL_LIMIT:
         _touched.clear()
     _touched[credential.digest] = now

@@ -87,7 +87,7 @@ def sdk_exposures(request: HttpRequest) -> HttpResponse:
         response["Allow"] = "POST"
         return response
     try:
-        credential = authenticate(request, server_only=True)
+        credential = authenticate(request.headers, server_only=True)
     except CredentialError as error:
         return _error(error.status, error.message)
     try:

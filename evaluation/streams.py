@@ -90,14 +90,13 @@ def _authenticate(request: HttpRequest) -> credentials.Credential:
     """
     key = request.GET.get("key")
     if key is None:
-        return credentials.authenticate(request)
+        return credentials.authenticate(request.headers)
     if key.strip().startswith(SERVER_KEY_PREFIX):
         raise credentials.CredentialError(400, SERVER_KEY_IN_URL)
-    if credentials.presented_secret(request):
-        return credentials.authenticate(request)
-    if key.strip():
-        request.META["HTTP_X_API_KEY"] = key
-    credential = credentials.authenticate(request)
+    if credentials.presented_secret(request.headers):
+        return credentials.authenticate(request.headers)
+    headers = {"x-api-key": key} if key.strip() else {}
+    credential = credentials.authenticate(headers)
     if credential.is_server:  # a server key without its usual prefix
         raise credentials.CredentialError(400, SERVER_KEY_IN_URL)
     return credential

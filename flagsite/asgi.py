@@ -1,10 +1,13 @@
 """ASGI entry point: what gunicorn's uvicorn workers serve.
 
-One process serves two kinds of request. Event streams (`/api/v1/stream`) are long-lived
-and idle most of the time, so they run as async views in the event loop, through Django's
-ASGI handler. Every other request is short and synchronous, so it runs through Django's
-WSGI handler on a small thread pool (a2wsgi): Django's ASGI handler would add thread hops
-around each middleware, which measured three times slower for the same views.
+One process serves three kinds of request. The evaluation endpoints (native, OFREP, the
+SDK document) are answered in the event loop by evaluation.fastpath, in front of Django,
+through the same functions as Django's views; whatever it does not serve goes on to
+Django. Event streams (`/api/v1/stream`) are long-lived and idle most of the time, so
+they run as async views in the event loop, through Django's ASGI handler. Every other
+request is short and synchronous, so it runs through Django's WSGI handler on a small
+thread pool (a2wsgi): Django's ASGI handler would add thread hops around each middleware,
+which measured three times slower for the same views.
 
 The lifespan events start this process's change listener (evaluation.broadcast) at
 start-up, so every process hears about changes at once, whether or not it holds a stream,
@@ -30,11 +33,25 @@ django_wsgi = WSGIMiddleware(
 STREAM_PATHS = ("/api/v1/stream",)
 
 
+async def _django(scope, receive, send) -> None:
+    if scope["type"] == "http" and scope["path"] not in STREAM_PATHS:
+        await django_wsgi(scope, receive, send)
+    else:
+        await django_asgi(scope, receive, send)
+
+
+# The evaluation endpoints are answered before Django (evaluation.fastpath); the rest is
+# Django's. Imported after Django is set up: it reads the settings.
+from evaluation.fastpath import FastPath  # noqa: E402
+
+_served = FastPath(fallback=_django)
+
+
 async def _lifespan(receive, send) -> None:
     from asgiref.sync import sync_to_async
 
     from evaluation.broadcast import Broadcaster
-    from flagsite import health
+    from flagsite import health, metrics
 
     while True:
         message = await receive()
@@ -45,6 +62,7 @@ async def _lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             if Broadcaster.current is not None:
                 await Broadcaster.current.stop()
+            metrics.flush_evaluations()  # the last second's evaluations, counted
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -52,7 +70,5 @@ async def _lifespan(receive, send) -> None:
 async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
-    elif scope["type"] == "http" and scope["path"] not in STREAM_PATHS:
-        await django_wsgi(scope, receive, send)
     else:
-        await django_asgi(scope, receive, send)
+        await _served(scope, receive, send)

@@ -17,6 +17,7 @@ Django's HTML error pages.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import sys
 import threading
@@ -152,12 +153,39 @@ def resting(store: str) -> bool:
     return time.monotonic() - _states[store].failed_at < RETRY_SECONDS
 
 
+class WouldBlock(Exception):
+    """A store call was about to run on the event loop: redo the request in a thread."""
+
+
+# Set while the evaluation fast path (flagsite.asgi) runs a request in the event loop.
+_on_event_loop = contextvars.ContextVar("on_event_loop", default=False)
+
+
+@contextmanager
+def on_event_loop() -> Iterator[None]:
+    """Run code that must not wait for a store: any call to one raises WouldBlock first."""
+    token = _on_event_loop.set(True)
+    try:
+        yield
+    finally:
+        _on_event_loop.reset(token)
+
+
+def ensure_may_block() -> None:
+    """WouldBlock when running on the event loop (before anything changes: the request is
+    redone in a thread, from the start)."""
+    if _on_event_loop.get():
+        raise WouldBlock
+
+
 @contextmanager
 def reaching(store: str) -> Iterator[None]:
     """Call a store from a path with a fallback: StoreUnavailable at once while it rests.
 
-    Errors that are not outages (a bad statement, a bug) pass through unchanged.
+    Errors that are not outages (a bad statement, a bug) pass through unchanged. On the
+    event loop (`on_event_loop`) it raises WouldBlock instead of calling the store.
     """
+    ensure_may_block()
     if resting(store):
         raise StoreUnavailable(store)
     try:
@@ -207,12 +235,17 @@ def _is_api(request: HttpRequest) -> bool:
 
 def unavailable(request: HttpRequest, store: str) -> HttpResponse:
     """503 naming the store: JSON under /api/ and /ofrep/, a short HTML page elsewhere."""
+    return unavailable_at(request.path, store)
+
+
+def unavailable_at(path: str, store: str) -> HttpResponse:
+    """`unavailable` for a request known by its path (the evaluation fast path)."""
     detail = f"the {store} is unavailable; retry in a moment"
-    if request.path.startswith("/ofrep/"):
+    if path.startswith("/ofrep/"):
         response: HttpResponse = JsonResponse(
             {"errorCode": "GENERAL", "errorDetails": detail, "store": store}, status=503
         )
-    elif _is_api(request):
+    elif path.startswith(API_PREFIXES):
         response = JsonResponse(
             {"error": "store_unavailable", "detail": detail, "store": store}, status=503
         )
@@ -235,9 +268,13 @@ def _logged(response: HttpResponse) -> HttpResponse:
 
 
 def internal_error(request: HttpRequest) -> JsonResponse:
-    request_id = getattr(request, "request_id", None)
+    return internal_error_at(request.path, getattr(request, "request_id", None))
+
+
+def internal_error_at(path: str, request_id: str | None) -> JsonResponse:
+    """`internal_error` for a request known by its path and id (the evaluation fast path)."""
     detail = "an unexpected error; it has been logged"
-    if request.path.startswith("/ofrep/"):
+    if path.startswith("/ofrep/"):
         body = {"errorCode": "GENERAL", "errorDetails": detail}
     else:
         body = {"error": "internal_error", "detail": detail}
@@ -259,19 +296,27 @@ class FailureMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        store = store_of(exception)
-        if store is not None:
-            note_down(store, exception)
-            return unavailable(request, store)
-        if not _is_api(request):
-            return None  # the admin keeps Django's own 500 page (and its logging)
-        errors_log.error(
-            "Internal Server Error: %s",
-            request.path,
-            exc_info=(type(exception), exception, exception.__traceback__),
-            extra={"request_id": getattr(request, "request_id", None), "status": 500},
-        )
-        return _logged(internal_error(request))
+        return exception_response(request.path, getattr(request, "request_id", None), exception)
+
+
+def exception_response(
+    path: str, request_id: str | None, exception: Exception
+) -> HttpResponse | None:
+    """The answer to an error a view raised: 503 for an outage, a JSON 500 under the API,
+    None elsewhere (the admin keeps Django's own 500 page and its logging)."""
+    store = store_of(exception)
+    if store is not None:
+        note_down(store, exception)
+        return unavailable_at(path, store)
+    if not path.startswith(API_PREFIXES):
+        return None
+    errors_log.error(
+        "Internal Server Error: %s",
+        path,
+        exc_info=(type(exception), exception, exception.__traceback__),
+        extra={"request_id": request_id, "status": 500},
+    )
+    return _logged(internal_error_at(path, request_id))
 
 
 def handler500(request: HttpRequest) -> HttpResponse:

@@ -9,6 +9,8 @@ flagsite/gunicorn.py) lets any worker answer /metrics with the sum of all of the
 import hmac
 import ipaddress
 import os
+import threading
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -79,10 +81,48 @@ class EvaluationResult(Protocol):
     def reason(self) -> str: ...
 
 
+# Evaluations are counted here first and added to the counter about every
+# EVALUATION_FLUSH_SECONDS (and before this process answers /metrics): a bulk evaluation
+# counts fifty flags, and fifty counter increments would cost more than the evaluation.
+EVALUATION_FLUSH_SECONDS = 1.0
+_pending: dict[tuple[str, str], int] = {}
+_pending_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+
+
 def record_evaluations(results: Iterable[EvaluationResult]) -> None:
     """Count each evaluation by its flag key and reason."""
-    for result in results:
-        EVALUATIONS.labels(result.flag_key, str(result.reason)).inc()
+    with _pending_lock:
+        pending = _pending
+        for result in results:
+            key = (result.flag_key, result.reason)
+            pending[key] = pending.get(key, 0) + 1
+    if _flusher is None:
+        _start_flusher()
+
+
+def flush_evaluations() -> None:
+    """Add the evaluations counted since the last flush to `flags_evaluations_total`."""
+    with _pending_lock:
+        taken = dict(_pending)
+        _pending.clear()
+    for (flag, reason), count in taken.items():
+        EVALUATIONS.labels(flag, str(reason)).inc(count)
+
+
+def _start_flusher() -> None:
+    global _flusher
+    with _pending_lock:
+        if _flusher is not None:
+            return
+        _flusher = threading.Thread(target=_flush_forever, name="metrics-flusher", daemon=True)
+    _flusher.start()
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(EVALUATION_FLUSH_SECONDS)
+        flush_evaluations()
 
 
 def record_cache(hit: bool) -> None:
@@ -103,15 +143,31 @@ def stream_closed() -> None:
     OPEN_STREAMS.dec()
 
 
+# Labelled children, looked up once: `labels()` costs more than the increment.
+_ages: dict[str, Gauge] = {}
+_requests: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def set_snapshot_age(environment_key: str, seconds: float) -> None:
     """Record how old the snapshot version served for an environment is."""
-    SNAPSHOT_AGE.labels(environment_key).set(seconds)
+    gauge = _ages.get(environment_key)
+    if gauge is None:
+        gauge = _ages[environment_key] = SNAPSHOT_AGE.labels(environment_key)
+    gauge.set(seconds)
 
 
 def record_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count one answered request; called by flagsite.requestlog for every request."""
-    REQUESTS.labels(route, method, str(status)).inc()
-    REQUEST_LATENCY.labels(route, method).observe(seconds)
+    children = _requests.get((route, method, status))
+    if children is None:
+        if len(_requests) > 10_000:
+            _requests.clear()  # bounded, whatever methods clients make up
+        children = _requests[(route, method, status)] = (
+            REQUESTS.labels(route, method, str(status)),
+            REQUEST_LATENCY.labels(route, method),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def _from_private_network(request: HttpRequest) -> bool:
@@ -141,6 +197,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
             status=403,
             content_type="text/plain",
         )
+    flush_evaluations()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

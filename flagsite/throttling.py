@@ -19,7 +19,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -29,6 +29,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from rest_framework import throttling
 
 from evaluation.credentials import presented_secret
+from flagsite.failures import ensure_may_block
 
 EVALUATION_PREFIXES = ("/api/v1/evaluate", "/api/v1/sdk/", "/api/v1/stream", "/ofrep/")
 
@@ -99,8 +100,10 @@ class KeyRateLimiter:
                 window = self._windows[digest] = _Window(started=start, synced=now)
             if window.shared + window.local >= self.limit:
                 return max(1.0, start + self.window - wall)
-            window.local += 1
             due = now - window.synced >= self.sync_every
+            if due:
+                ensure_may_block()  # the shared count is a cache call: never on the event loop
+            window.local += 1
             pending = window.local if due else 0
             if due:
                 window.local, window.synced = 0, now
@@ -119,7 +122,8 @@ class KeyRateLimiter:
             return 0
 
 
-def _limiter() -> KeyRateLimiter | None:
+def evaluation_limiter() -> KeyRateLimiter | None:
+    """A limiter of the evaluation rate per key from the settings; None when unlimited."""
     if settings.EVALUATION_RATE_LIMIT <= 0:
         return None
     return KeyRateLimiter(
@@ -127,6 +131,34 @@ def _limiter() -> KeyRateLimiter | None:
         float(settings.EVALUATION_RATE_WINDOW),
         float(settings.EVALUATION_RATE_SYNC),
     )
+
+
+def refusal(
+    limiter: KeyRateLimiter | None, path: str, headers: Mapping[str, str]
+) -> HttpResponse | None:
+    """The 429 for a request whose API key is past its rate; None to serve it.
+
+    Also called by the evaluation fast path (flagsite.asgi), with its own limiter.
+    """
+    if limiter is None or not path.startswith(EVALUATION_PREFIXES):
+        return None
+    secret = presented_secret(headers)
+    if not secret:
+        return None  # the view answers 401
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    wait = limiter.admit(digest)
+    if not wait:
+        return None
+    response = JsonResponse(
+        {"errorCode": "GENERAL", "errorDetails": "rate limit of this API key exceeded"},
+        status=429,
+    )
+    response["Retry-After"] = str(math.ceil(wait))
+    return response
+
+
+def _limiter() -> KeyRateLimiter | None:
+    return evaluation_limiter()  # looked up when a middleware is built (tests replace it)
 
 
 class KeyRateLimitMiddleware:
@@ -143,21 +175,7 @@ class KeyRateLimitMiddleware:
             markcoroutinefunction(self)
 
     def _refusal(self, request: HttpRequest) -> HttpResponseBase | None:
-        if self.limiter is None or not request.path.startswith(EVALUATION_PREFIXES):
-            return None
-        secret = presented_secret(request)
-        if not secret:
-            return None  # the view answers 401
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        wait = self.limiter.admit(digest)
-        if not wait:
-            return None
-        response = JsonResponse(
-            {"errorCode": "GENERAL", "errorDetails": "rate limit of this API key exceeded"},
-            status=429,
-        )
-        response["Retry-After"] = str(math.ceil(wait))
-        return response
+        return refusal(self.limiter, request.path, request.headers)
 
     def __call__(self, request: HttpRequest):
         if self.is_async:

@@ -534,12 +534,14 @@ class Snapshot:
         self._document = document
         self._version = version
         self._flags = flags
+        # With each live flag, its answer when that is the same for every context: only the
+        # other flags are evaluated by evaluate_all.
         self._live = tuple(
-            (key, flag)
+            (key, flag, _constant(flag))
             for key, flag in flags.items()
             if flag.error is None or flag.error.error_code != ErrorCode.FLAG_NOT_FOUND
         )
-        self._flag_keys = tuple(key for key, _ in self._live)
+        self._flag_keys = tuple(key for key, _, _ in self._live)
 
     @property
     def version(self) -> int:
@@ -594,16 +596,19 @@ class Snapshot:
             failure = f"{type(exc).__name__}: {exc}"
             return {
                 key: flag.error or error_result(key, ErrorCode.GENERAL, failure)
-                for key, flag in self._live
+                for key, flag, _ in self._live
             }
         flags = self._flags
         answers = {}
-        for key, flag in self._live:
+        for key, flag, constant in self._live:
             if flag.error is not None:
                 answers[key] = flag.error
                 continue
             if refusal is not None:
                 answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
+                continue
+            if constant is not None:
+                answers[key] = constant
                 continue
             try:
                 answers[key] = flag.resolve(context, targeting_key, flags, ())  # type: ignore[arg-type]
@@ -612,6 +617,17 @@ class Snapshot:
             except Exception as exc:  # noqa: BLE001
                 answers[key] = error_result(key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
         return answers
+
+
+def _constant(flag: CompiledFlag) -> EvaluationResult | None:
+    """The flag's answer if no context changes it (a valid context: see `_refusal`)."""
+    if flag.error is not None:
+        return None
+    if not flag.enabled:
+        return flag.off
+    if flag.prerequisites or flag.targets or flag.rules:
+        return None
+    return flag.default if flag.default.__class__ is EvaluationResult else None
 
 
 _NOT_AN_OBJECT = "the context must be a JSON object"

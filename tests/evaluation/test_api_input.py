@@ -2,7 +2,7 @@
 
 import pytest
 
-from evaluation.views import MAX_BODY_BYTES
+from evaluation.answers import MAX_BODY_BYTES
 from tests.evaluation.document_loader import (  # noqa: F401 - fixture
     SAMPLE_DOCUMENT,
     api_key,

@@ -1,0 +1,275 @@
+"""The evaluation fast path: an ASGI router in front of Django for the evaluation endpoints.
+
+Django's request machinery (its request object, fourteen middleware, the URL resolver, a
+thread hop from the event loop) costs far more than an evaluation. This router answers
+the evaluation endpoints in the event loop instead, through the same functions Django's
+views adapt (evaluation.answers), and wraps each answer as Django's middleware would: the
+rate limit per key (flagsite.throttling), the security headers, `Vary: origin`, the
+request id, the request log line and the metrics sample (flagsite.requestlog), and the
+answers to an outage or a bug (flagsite.failures).
+
+An answer is computed in the event loop only while everything it needs is in this
+process's memory. Any store call on the way (a credential or version to re-check, the
+per-minute key touch, the rate limit's sync) raises WouldBlock before it changes anything,
+and the request is redone from the start in a thread (asgiref's `sync_to_async`).
+
+Everything else goes to Django unchanged: other paths, an `Origin` header or a preflight
+(CORS answers are corsheaders'), HEAD, a percent-encoded path, a host Django would refuse,
+a plain-HTTP request when HTTPS redirects are on. See docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
+from django.core.signals import request_finished, request_started
+from django.http import HttpResponse
+from django.http.request import split_domain_port, validate_host
+
+from evaluation import answers
+from evaluation.answers import MAX_BODY_BYTES, Answer, Request
+from flagsite import failures, requestlog, throttling
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# path -> (route name, as Django's URL names them; the answer)
+_FIXED: dict[str, tuple[str, Callable[[Request], Answer]]] = {
+    "/api/v1/evaluate": ("evaluate-flags", answers.evaluate_flags),
+    "/ofrep/v1/evaluate/flags": ("ofrep-flags", answers.ofrep_flags),
+    "/api/v1/sdk/flags": ("sdk-flags", answers.sdk_flags),
+}
+# prefix -> (route name, the answer given the flag key that ends the path, its argument)
+_KEYED: tuple[tuple[str, str, Callable[..., Answer], str], ...] = (
+    ("/ofrep/v1/evaluate/flags/", "ofrep-flag", answers.ofrep_flag, "key"),
+    ("/api/v1/evaluate/", "evaluate-flag", answers.evaluate_flag, "flag_key"),
+)
+# What Django's default for a response without a type is (the 304s).
+_DEFAULT_TYPE = b"text/html; charset=utf-8"
+
+
+def route(path: str) -> tuple[str, Callable[[Request], Answer]] | None:
+    """The route name and answer for a path this router serves, or None (Django's)."""
+    fixed = _FIXED.get(path)
+    if fixed is not None:
+        return fixed
+    for prefix, name, answer, argument in _KEYED:
+        if path.startswith(prefix):
+            key = path[len(prefix) :]
+            if not key or "/" in key:
+                return None  # Django's JSON 404 for a path naming no flag
+            return name, partial(answer, **{argument: key})
+    return None
+
+
+class FastPath:
+    """ASGI application: the evaluation endpoints here, every other request to `fallback`."""
+
+    def __init__(self, fallback: ASGIApp) -> None:
+        """Reads the settings once: a settings change takes a restart, as for Django's
+        middleware, which reads them when it is built."""
+        self.fallback = fallback
+        self.limiter = throttling.evaluation_limiter()
+        self.cors_paths = re.compile(getattr(settings, "CORS_URLS_REGEX", r"^.*$"))
+        self.envelopes = {secure: _envelope(secure) for secure in (False, True)}
+        self.hosts: dict[str, bool] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        served = route(scope["path"]) if scope["type"] == "http" else None
+        if served is None:
+            await self.fallback(scope, receive, send)
+            return
+        headers = _headers(scope)
+        if not self._ours(scope, headers):
+            await self.fallback(scope, receive, send)
+            return
+        started = time.perf_counter()
+        name, answer = served
+        method: str = scope["method"]
+        body = await _body(receive, headers) if method == "POST" else b""
+        request = Request(method, headers, body)
+        request_id = requestlog.request_id(headers.get("x-request-id", ""))
+        path: str = scope["path"]
+        admitted = False
+        try:
+            with failures.on_event_loop():
+                refusal = throttling.refusal(self.limiter, path, headers)
+                admitted = True
+                reply = refusal or self._answer(path, request, answer, request_id, admitted=True)
+        except (failures.WouldBlock, SynchronousOnlyOperation):
+            # Redone from the step that would have waited: the key is counted once.
+            reply = await sync_to_async(self._in_thread, thread_sensitive=True)(
+                path, request, answer, request_id, admitted=admitted
+            )
+        status = reply.status if isinstance(reply, Answer) else reply.status_code
+        await _send(send, reply, self.envelopes[_secure(scope, headers)], request_id)
+        requestlog.record(
+            route=name,
+            method=method,
+            path=path,
+            status=status,
+            seconds=time.perf_counter() - started,
+            request_id=request_id,
+        )
+
+    def _ours(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Whether this router may answer: else Django does, with everything it would do."""
+        if scope["method"] not in ("POST", "GET") or "origin" in headers:
+            return False  # HEAD, a preflight, a browser's CORS request: corsheaders answers
+        if b"%" in scope.get("raw_path", b"") or not self.cors_paths.match(scope["path"]):
+            return False
+        if settings.SECURE_SSL_REDIRECT and not _secure(scope, headers):
+            return False
+        host = headers.get("host", "")
+        allowed = self.hosts.get(host)
+        if allowed is None:
+            if len(self.hosts) > 1000:
+                self.hosts.clear()  # bounded, whatever hosts clients send
+            allowed = self.hosts[host] = _host_allowed(headers)
+        return allowed
+
+    def _in_thread(self, *args: Any, **kwargs: Any) -> Answer | HttpResponse:
+        """`_answer` with a request's signals around it, as Django's handler sends them: they
+        close a database connection that is too old or broken (after an outage, say)."""
+        request_started.send(sender=self.__class__)
+        try:
+            return self._answer(*args, **kwargs)
+        finally:
+            request_finished.send(sender=self.__class__)
+
+    def _answer(
+        self,
+        path: str,
+        request: Request,
+        answer: Callable[[Request], Answer],
+        request_id: str,
+        *,
+        admitted: bool,
+    ) -> Answer | HttpResponse:
+        if not admitted:
+            refusal = throttling.refusal(self.limiter, path, request.headers)
+            if refusal is not None:
+                return refusal
+        try:
+            return answer(request)
+        except (failures.WouldBlock, SynchronousOnlyOperation):
+            raise
+        except Exception as error:
+            response = failures.exception_response(path, request_id, error)
+            if response is None:  # never under /api/ and /ofrep/
+                raise
+            return response
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Lower-case names; a repeated header is joined with commas (as the WSGI door does)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+def _host_allowed(headers: dict[str, str]) -> bool:
+    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
+        return False
+    host = headers.get("host")
+    if not host:
+        return False
+    domain, _ = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _secure(scope: Scope, headers: dict[str, str]) -> bool:
+    """Django's `request.is_secure()`: the proxy's header when trusted, else the scheme."""
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy is not None:
+        name, secure_value = proxy
+        value = headers.get(name.removeprefix("HTTP_").replace("_", "-").lower())
+        if value is not None:
+            return value.split(",", 1)[0].strip() == secure_value
+    return scope.get("scheme") == "https"
+
+
+def _envelope(secure: bool) -> list[tuple[bytes, bytes]]:
+    """The headers Django's middleware adds to an evaluation answer without an Origin:
+    SecurityMiddleware's, XFrameOptionsMiddleware's, and corsheaders' `Vary`."""
+    headers = []
+    if secure and settings.SECURE_HSTS_SECONDS:
+        value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            value += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            value += "; preload"
+        headers.append((b"strict-transport-security", value.encode()))
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    policy = settings.SECURE_REFERRER_POLICY
+    if policy:
+        parts = policy.split(",") if isinstance(policy, str) else policy
+        headers.append((b"referrer-policy", ",".join(part.strip() for part in parts).encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append(
+            (b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode())
+        )
+    headers.append((b"vary", b"origin"))
+    headers.append(
+        (b"x-frame-options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper().encode())
+    )
+    return headers
+
+
+async def _body(receive: Receive, headers: dict[str, str]) -> bytes:
+    """The body, cut at MAX_BODY_BYTES + 1 (the answer is then a 413), as Django's door."""
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        return b"x" * (MAX_BODY_BYTES + 1)
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES or not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    return body[: MAX_BODY_BYTES + 1]
+
+
+async def _send(
+    send: Send, reply: Answer | HttpResponse, envelope: list[tuple[bytes, bytes]], request_id: str
+) -> None:
+    if isinstance(reply, Answer):
+        status, body = reply.status, reply.body
+        content_type = reply.content_type.encode() if reply.content_type else _DEFAULT_TYPE
+        headers = [(b"content-type", content_type)]
+        headers.extend(
+            (name.lower().encode(), value.encode("latin-1")) for name, value in reply.headers
+        )
+    else:
+        status, body = reply.status_code, reply.content
+        headers = [
+            (name.lower().encode(), value.encode("latin-1")) for name, value in reply.items()
+        ]
+    headers.append((b"content-length", str(len(body)).encode()))
+    headers.extend(envelope)
+    headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
