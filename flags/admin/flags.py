@@ -26,7 +26,14 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, Prefetch, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -34,8 +41,8 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from evaluation import exposures
 from evaluation.engine import OPERATORS
-from flags import history, schedules, selectors, services
-from flags.admin import summary
+from flags import approvals, history, schedules, selectors, services
+from flags.admin import flag_review, summary
 from flags.admin.access import ProjectScopedAdmin, project_ids
 from flags.admin.forms import (
     AdminForm,
@@ -873,6 +880,59 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
 
     # --- Saving the flag page through the services
 
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except flag_review.ReviewNeeded as needed:
+            return self._review_page(request, object_id, needed)
+        except flag_review.ReviewRefused as refused:
+            return self._review_refused(request, object_id, refused)
+
+    def _review_page(
+        self, request: HttpRequest, object_id: str | None, needed: flag_review.ReviewNeeded
+    ) -> HttpResponse:
+        flag = self.get_object(request, object_id or "")
+        if flag is None:
+            raise Http404("No such flag.")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Review your change to {flag.key}",
+            "flag": flag,
+            "opts": self.opts,
+            "reviews": needed.reviews,
+            "token": needed.token,
+            "token_field": flag_review.TOKEN_FIELD,
+            "hidden": needed.hidden,
+            "error": needed.error,
+            "may_save": all(review.mode != "refused" for review in needed.reviews),
+            "back": reverse("admin:flags_flag_change", args=[flag.pk]),
+        }
+        return TemplateResponse(
+            request, "admin/flags/flag/review.html", context, status=needed.status
+        )
+
+    def _review_refused(
+        self, request: HttpRequest, object_id: str | None, refused: flag_review.ReviewRefused
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Nothing was saved",
+            "opts": self.opts,
+            "error": refused.message,
+            "back": reverse("admin:flags_flag_change", args=[object_id])
+            if object_id and object_id.isdigit() and len(object_id) < 19
+            else reverse("admin:flags_flag_changelist"),
+        }
+        return TemplateResponse(
+            request, "admin/flags/flag/review_refused.html", context, status=refused.status
+        )
+
     def save_model(self, request: HttpRequest, obj: Flag, form, change: bool) -> None:
         """Nothing yet: the flag is written with its variants in `save_related`."""
 
@@ -882,6 +942,10 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             self._create(request, form, variants)
             return
         flag = form.instance  # holds the form's values: re-read below before writing them
+        configs = {c.environment_id: c for c in flag.configs.all()}  # prefetched by get_queryset
+        changes = _environment_changes(formsets)
+        # Protected environments' changes go through the review page first (nothing written).
+        reviews = flag_review.reviewed(request, flag, configs, changes)
         data = {
             name: form.cleaned_data[name]
             for name in ("name", "description", "salt", "archived", "owner", "client_side")
@@ -894,16 +958,34 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             stored = Flag.objects.select_related("project").get(pk=flag.pk)
             services.flag_update(flag=stored, data=data, actor=request.user, source=SOURCE)
         versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
-        configs = {c.environment_id: c for c in flag.configs.all()}  # prefetched by get_queryset
-        for environment_id, environment_change in _environment_changes(formsets).items():
+        for environment_id, environment_change in changes.items():
             config = configs[environment_id]
+            review = reviews.get(environment_id)
             try:
+                if review is not None and review.mode == "propose":
+                    change = approvals.change_request_create(
+                        config=config,
+                        data=environment_change,
+                        title=review.title,
+                        expected_version=versions.get(environment_id),
+                        actor=request.user,
+                        source=SOURCE,
+                        comment=review.comment,
+                    )
+                    self.message_user(
+                        request,
+                        f"Change request #{change.pk} opened for {config.environment.name}; "
+                        "another publisher or admin reviews it.",
+                        messages.SUCCESS,
+                    )
+                    continue
                 services.flag_config_update(
                     config=config,
                     data=environment_change,
                     actor=request.user,
                     source=SOURCE,
                     expected_version=versions.get(environment_id),
+                    comment=review.comment if review is not None else "",
                 )
             except ValidationError as error:
                 raise _in_environment(config.environment, error) from error

@@ -23,6 +23,7 @@ from flags.models import (
     Target,
 )
 from tests import factories
+from tests.review_steps import confirm_review, is_review
 
 pytestmark = pytest.mark.django_db
 
@@ -534,7 +535,9 @@ def test_editor_cannot_change_production_through_the_flag_page(client, project, 
 
 def test_publisher_changes_production_through_the_flag_page(client, project, checkout):
     as_role(client, project, "publisher")
-    response = post_flag_page(client, checkout, **{"configs-2-enabled": "on"})
+    review = post_flag_page(client, checkout, **{"configs-2-enabled": "on"})
+    assert is_review(review) and not factories.config(checkout, "production").enabled
+    response = confirm_review(client, review, "launch")
     assert response.status_code == 302, errors_of(response)
     assert factories.config(checkout, "production").enabled is True
 
