@@ -117,6 +117,30 @@ def _hidden(request: HttpRequest) -> list[tuple[str, str]]:
     ]
 
 
+def check_token(request: HttpRequest, flag: Flag, raw: str) -> dict:
+    """The review token's content, if it is this person's review of the flag as it is now
+    (else ReviewRefused: 400 for a forged or foreign token, 409 for a stale one)."""
+    if not raw.isascii() or len(raw) > 4000 or "\x00" in raw:
+        raise ReviewRefused(400, "The review token is not valid; nothing was saved.")
+    try:
+        shown = signing.loads(raw, salt=TOKEN_SALT, max_age=TOKEN_AGE)
+    except signing.SignatureExpired as error:
+        raise ReviewRefused(409, "This review is over an hour old; nothing was saved.") from error
+    except signing.BadSignature as error:
+        raise ReviewRefused(400, "The review token is not valid; nothing was saved.") from error
+    if not isinstance(shown, dict) or shown.get("flag") != flag.pk:
+        raise ReviewRefused(400, "The review token is for another flag; nothing was saved.")
+    if shown.get("user") != request.user.pk:
+        raise ReviewRefused(400, "The review token is someone else's; nothing was saved.")
+    if shown.get("page") != _fingerprint(flag):
+        raise ReviewRefused(
+            409,
+            f"{flag.key} was changed by someone else since the review was shown; nothing was "
+            "saved. Open the flag page again and make your change again.",
+        )
+    return shown
+
+
 def reviewed(
     request: HttpRequest, flag: Flag, configs: dict[int, FlagConfig], changes: dict[int, dict]
 ) -> dict[int, EnvironmentReview]:
@@ -153,22 +177,7 @@ def reviewed(
     raw = request.POST.get(TOKEN_FIELD)
     if raw is None:
         raise ReviewNeeded(list(reviews.values()), token, hidden=_hidden(request))
-    try:
-        shown = signing.loads(raw, salt=TOKEN_SALT, max_age=TOKEN_AGE)
-    except signing.SignatureExpired as error:
-        raise ReviewRefused(409, "This review is over an hour old; nothing was saved.") from error
-    except signing.BadSignature as error:
-        raise ReviewRefused(400, "The review token is not valid; nothing was saved.") from error
-    if not isinstance(shown, dict) or any(
-        shown.get(key) != payload[key] for key in ("flag", "user")
-    ):
-        raise ReviewRefused(400, "The review token is for another flag or person.")
-    if shown.get("page") != payload["page"]:
-        raise ReviewRefused(
-            409,
-            f"{flag.key} was changed by someone else since the review was shown; nothing was "
-            "saved. Open the flag page again and make your change again.",
-        )
+    shown = check_token(request, flag, raw)
     if shown.get("changes") != payload["changes"]:
         raise ReviewRefused(400, "The change is not the one reviewed; nothing was saved.")
     if any(review.mode == "refused" for review in reviews.values()):

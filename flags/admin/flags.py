@@ -87,7 +87,8 @@ def _choices(keys: list[str], current: Any, blank: str) -> list[tuple[str, str]]
 
 
 def rows_context(flag: Flag, user: Actor) -> tuple[list[Environment], set[int], list[str]]:
-    """The flag's environments, those the user may change here, and its variant keys.
+    """The flag's environments, those the user may change here (directly, or by a change
+    request where approval is required), and its variant keys.
 
     Shared by the page's inlines and formsets (they hold the same flag): read once per page.
     """
@@ -95,10 +96,17 @@ def rows_context(flag: Flag, user: Actor) -> tuple[list[Environment], set[int], 
     if cached is not None and cached[0] is user:
         return cached[1]
     environments = list(flag.project.environments.all()) if flag.pk else []
+    # Where approval is required, those who may ask change the rows too: saving them opens
+    # a change request through the review page (flags/admin/flag_review.py).
+    may_ask = allows(user, flag.project, Action.CONFIGURE) if flag.pk else False
     writable = {
         env.pk
         for env in environments
-        if allows(user, flag.project, Action.CONFIGURE, env) and not needs_change_request(user, env)
+        if (
+            allows(user, flag.project, Action.CONFIGURE, env)
+            and not needs_change_request(user, env)
+        )
+        or (may_ask and needs_change_request(user, env))
     }
     keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
     context = (environments, writable, keys)
@@ -604,6 +612,10 @@ def adopt(unsaved: Any, saved: Any) -> None:
             setattr(unsaved, field, getattr(saved, field))
 
 
+# The flag a review's save checked its token against, handed once to the form that saves it.
+_prechecked: weakref.WeakKeyDictionary[HttpRequest, Flag] = weakref.WeakKeyDictionary()
+
+
 @admin.register(Flag)
 class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     form = FlagForm
@@ -888,11 +900,24 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         try:
+            raw = request.POST.get(flag_review.TOKEN_FIELD) if request.method == "POST" else None
+            if raw is not None and object_id is not None:
+                # Before the form: a stale review is a 409 page, not the form's error.
+                flag = self.get_object(request, object_id)
+                if flag is not None and self.has_change_permission(request, flag):
+                    flag_review.check_token(request, flag, raw)
+                    _prechecked[request] = flag  # the form's object: not read twice
             return super().changeform_view(request, object_id, form_url, extra_context)
         except flag_review.ReviewNeeded as needed:
             return self._review_page(request, object_id, needed)
         except flag_review.ReviewRefused as refused:
             return self._review_refused(request, object_id, refused)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        flag = _prechecked.pop(request, None)
+        if flag is not None and str(flag.pk) == str(object_id) and from_field is None:
+            return flag
+        return super().get_object(request, object_id, from_field)
 
     def _review_page(
         self, request: HttpRequest, object_id: str | None, needed: flag_review.ReviewNeeded
