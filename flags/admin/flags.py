@@ -24,6 +24,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Model, Prefetch, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import (
@@ -981,14 +982,14 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             data["variants"] = _variants_from(variants)
         if variants.has_changed() or set(form.changed_data) - {"loaded"}:
             stored = Flag.objects.select_related("project").get(pk=flag.pk)
-            services.flag_update(flag=stored, data=data, actor=request.user, source=SOURCE)
+            self._update_flag(request, stored, data)
         versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
         for environment_id, environment_change in changes.items():
             config = configs[environment_id]
             review = reviews.get(environment_id)
             try:
                 if review is not None and review.mode == "propose":
-                    change = approvals.change_request_create(
+                    proposed = approvals.change_request_create(
                         config=config,
                         data=environment_change,
                         title=review.title,
@@ -999,7 +1000,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                     )
                     self.message_user(
                         request,
-                        f"Change request #{change.pk} opened for {config.environment.name}; "
+                        f"Change request #{proposed.pk} opened for {config.environment.name}; "
                         "another publisher or admin reviews it.",
                         messages.SUCCESS,
                     )
@@ -1021,6 +1022,37 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                 ) from error
         for formset in formsets:
             _record_changes(formset)
+
+    def _update_flag(self, request: HttpRequest, flag: Flag, data: dict) -> None:
+        """The flag's own fields; where approval is required and the change alters what a
+        protected environment serves, those that do are proposed in a change request (the
+        rest, its name or tags, are saved)."""
+        try:
+            with transaction.atomic():  # the refused write's savepoint
+                services.flag_update(flag=flag, data=data, actor=request.user, source=SOURCE)
+            return
+        except PermissionDenied:
+            asks = flag.project.require_approval and allows(
+                request.user, flag.project, Action.EDIT_FLAGS
+            )
+            proposed = {k: data[k] for k in approvals.FLAG_REQUEST_FIELDS if k in data}
+            if not asks or not proposed:
+                raise
+        rest = {k: v for k, v in data.items() if k not in approvals.FLAG_REQUEST_FIELDS}
+        services.flag_update(flag=flag, data=rest, actor=request.user, source=SOURCE)
+        change = approvals.flag_change_request_create(
+            flag=flag,
+            data=proposed,
+            title=f"Change {flag.key}'s variants or settings",
+            actor=request.user,
+            source=SOURCE,
+        )
+        self.message_user(
+            request,
+            f"Change request #{change.pk} opened: this change alters what a protected "
+            "environment serves; another publisher or admin reviews it.",
+            messages.SUCCESS,
+        )
 
     def _create(self, request: HttpRequest, form, variants) -> None:
         data = form.cleaned_data

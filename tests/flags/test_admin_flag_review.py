@@ -184,3 +184,23 @@ def test_a_review_token_for_another_flag_is_refused(client, project, checkout):
     response = confirm_review(client, review, "x", **{TOKEN_FIELD: token})
     assert response.status_code == 400 and "another flag" in text_of(response)
     assert not FlagConfig.objects.filter(enabled=True, environment__key="production").exists()
+
+
+def test_a_variant_change_that_production_serves_opens_a_change_request(client, project):
+    project.require_approval = True
+    project.save()
+    flag = factories.flag(
+        project,
+        "banner",
+        type="string",
+        variants=[{"key": "a", "value": "blue"}, {"key": "b", "value": "red"}],
+    )
+    factories.configure(flag, "production", enabled=True, defaultServe={"variant": "a"})
+    login(client, project)
+    response = post_flag_page(client, flag, **{"variants-0-value": "green", "name": "Banner"})
+    assert response.status_code == 302
+    change = ChangeRequest.objects.get()
+    assert (change.kind, change.status) == ("flag", "open")
+    flag.refresh_from_db()
+    assert flag.name == "Banner"  # the name serves nothing: saved
+    assert flag.variants.get(key="a").value == "blue"  # the value waits for the review
