@@ -24,9 +24,17 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Model, Prefetch, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -34,8 +42,8 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from evaluation import exposures
 from evaluation.engine import OPERATORS
-from flags import history, schedules, selectors, services
-from flags.admin import summary
+from flags import approvals, history, schedules, selectors, services
+from flags.admin import flag_review, summary
 from flags.admin.access import ProjectScopedAdmin, project_ids
 from flags.admin.forms import (
     AdminForm,
@@ -80,7 +88,8 @@ def _choices(keys: list[str], current: Any, blank: str) -> list[tuple[str, str]]
 
 
 def rows_context(flag: Flag, user: Actor) -> tuple[list[Environment], set[int], list[str]]:
-    """The flag's environments, those the user may change here, and its variant keys.
+    """The flag's environments, those the user may change here (directly, or by a change
+    request where approval is required), and its variant keys.
 
     Shared by the page's inlines and formsets (they hold the same flag): read once per page.
     """
@@ -88,10 +97,17 @@ def rows_context(flag: Flag, user: Actor) -> tuple[list[Environment], set[int], 
     if cached is not None and cached[0] is user:
         return cached[1]
     environments = list(flag.project.environments.all()) if flag.pk else []
+    # Where approval is required, those who may ask change the rows too: saving them opens
+    # a change request through the review page (flags/admin/flag_review.py).
+    may_ask = allows(user, flag.project, Action.CONFIGURE) if flag.pk else False
     writable = {
         env.pk
         for env in environments
-        if allows(user, flag.project, Action.CONFIGURE, env) and not needs_change_request(user, env)
+        if (
+            allows(user, flag.project, Action.CONFIGURE, env)
+            and not needs_change_request(user, env)
+        )
+        or (may_ask and needs_change_request(user, env))
     }
     keys = [variant.key for variant in flag.variants.all()] if flag.pk else []
     context = (environments, writable, keys)
@@ -597,6 +613,10 @@ def adopt(unsaved: Any, saved: Any) -> None:
             setattr(unsaved, field, getattr(saved, field))
 
 
+# The flag a review's save checked its token against, handed once to the form that saves it.
+_prechecked: weakref.WeakKeyDictionary[HttpRequest, Flag] = weakref.WeakKeyDictionary()
+
+
 @admin.register(Flag)
 class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
     form = FlagForm
@@ -873,6 +893,72 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
 
     # --- Saving the flag page through the services
 
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            raw = request.POST.get(flag_review.TOKEN_FIELD) if request.method == "POST" else None
+            if raw is not None and object_id is not None:
+                # Before the form: a stale review is a 409 page, not the form's error.
+                flag = self.get_object(request, object_id)
+                if flag is not None and self.has_change_permission(request, flag):
+                    flag_review.check_token(request, flag, raw)
+                    _prechecked[request] = flag  # the form's object: not read twice
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except flag_review.ReviewNeeded as needed:
+            return self._review_page(request, object_id, needed)
+        except flag_review.ReviewRefused as refused:
+            return self._review_refused(request, object_id, refused)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        flag = _prechecked.pop(request, None)
+        if flag is not None and str(flag.pk) == str(object_id) and from_field is None:
+            return flag
+        return super().get_object(request, object_id, from_field)
+
+    def _review_page(
+        self, request: HttpRequest, object_id: str | None, needed: flag_review.ReviewNeeded
+    ) -> HttpResponse:
+        flag = self.get_object(request, object_id or "")
+        if flag is None:
+            raise Http404("No such flag.")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Review your change to {flag.key}",
+            "flag": flag,
+            "opts": self.opts,
+            "reviews": needed.reviews,
+            "token": needed.token,
+            "token_field": flag_review.TOKEN_FIELD,
+            "hidden": needed.hidden,
+            "error": needed.error,
+            "may_save": all(review.mode != "refused" for review in needed.reviews),
+            "back": reverse("admin:flags_flag_change", args=[flag.pk]),
+        }
+        return TemplateResponse(
+            request, "admin/flags/flag/review.html", context, status=needed.status
+        )
+
+    def _review_refused(
+        self, request: HttpRequest, object_id: str | None, refused: flag_review.ReviewRefused
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Nothing was saved",
+            "opts": self.opts,
+            "error": refused.message,
+            "back": reverse("admin:flags_flag_change", args=[object_id])
+            if object_id and object_id.isdigit() and len(object_id) < 19
+            else reverse("admin:flags_flag_changelist"),
+        }
+        return TemplateResponse(
+            request, "admin/flags/flag/review_refused.html", context, status=refused.status
+        )
+
     def save_model(self, request: HttpRequest, obj: Flag, form, change: bool) -> None:
         """Nothing yet: the flag is written with its variants in `save_related`."""
 
@@ -882,6 +968,10 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             self._create(request, form, variants)
             return
         flag = form.instance  # holds the form's values: re-read below before writing them
+        configs = {c.environment_id: c for c in flag.configs.all()}  # prefetched by get_queryset
+        changes = _environment_changes(formsets)
+        # Protected environments' changes go through the review page first (nothing written).
+        reviews = flag_review.reviewed(request, flag, configs, changes)
         data = {
             name: form.cleaned_data[name]
             for name in ("name", "description", "salt", "archived", "owner", "client_side")
@@ -892,18 +982,36 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             data["variants"] = _variants_from(variants)
         if variants.has_changed() or set(form.changed_data) - {"loaded"}:
             stored = Flag.objects.select_related("project").get(pk=flag.pk)
-            services.flag_update(flag=stored, data=data, actor=request.user, source=SOURCE)
+            self._update_flag(request, stored, data)
         versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
-        configs = {c.environment_id: c for c in flag.configs.all()}  # prefetched by get_queryset
-        for environment_id, environment_change in _environment_changes(formsets).items():
+        for environment_id, environment_change in changes.items():
             config = configs[environment_id]
+            review = reviews.get(environment_id)
             try:
+                if review is not None and review.mode == "propose":
+                    proposed = approvals.change_request_create(
+                        config=config,
+                        data=environment_change,
+                        title=review.title,
+                        expected_version=versions.get(environment_id),
+                        actor=request.user,
+                        source=SOURCE,
+                        comment=review.comment,
+                    )
+                    self.message_user(
+                        request,
+                        f"Change request #{proposed.pk} opened for {config.environment.name}; "
+                        "another publisher or admin reviews it.",
+                        messages.SUCCESS,
+                    )
+                    continue
                 services.flag_config_update(
                     config=config,
                     data=environment_change,
                     actor=request.user,
                     source=SOURCE,
                     expected_version=versions.get(environment_id),
+                    comment=review.comment if review is not None else "",
                 )
             except ValidationError as error:
                 raise _in_environment(config.environment, error) from error
@@ -914,6 +1022,37 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                 ) from error
         for formset in formsets:
             _record_changes(formset)
+
+    def _update_flag(self, request: HttpRequest, flag: Flag, data: dict) -> None:
+        """The flag's own fields; where approval is required and the change alters what a
+        protected environment serves, those that do are proposed in a change request (the
+        rest, its name or tags, are saved)."""
+        try:
+            with transaction.atomic():  # the refused write's savepoint
+                services.flag_update(flag=flag, data=data, actor=request.user, source=SOURCE)
+            return
+        except PermissionDenied:
+            asks = flag.project.require_approval and allows(
+                request.user, flag.project, Action.EDIT_FLAGS
+            )
+            proposed = {k: data[k] for k in approvals.FLAG_REQUEST_FIELDS if k in data}
+            if not asks or not proposed:
+                raise
+        rest = {k: v for k, v in data.items() if k not in approvals.FLAG_REQUEST_FIELDS}
+        services.flag_update(flag=flag, data=rest, actor=request.user, source=SOURCE)
+        change = approvals.flag_change_request_create(
+            flag=flag,
+            data=proposed,
+            title=f"Change {flag.key}'s variants or settings",
+            actor=request.user,
+            source=SOURCE,
+        )
+        self.message_user(
+            request,
+            f"Change request #{change.pk} opened: this change alters what a protected "
+            "environment serves; another publisher or admin reviews it.",
+            messages.SUCCESS,
+        )
 
     def _create(self, request: HttpRequest, form, variants) -> None:
         data = form.cleaned_data

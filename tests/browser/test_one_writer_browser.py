@@ -51,6 +51,13 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
     production = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-2-enabled")))
     production.click()
     browser.find_element(By.NAME, "_save").click()
+    # Production is protected: the review page first, nothing written yet.
+    comment = _wait(
+        browser, shown.element_to_be_clickable((By.CSS_SELECTOR, ".flags-review textarea"))
+    )
+    assert factories.config(flag, "production").enabled is False
+    comment.send_keys("Launch")
+    browser.find_element(By.NAME, "_review_save").click()
     _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
     assert factories.config(flag, "production").enabled is True
     entry = AuditEntry.objects.filter(object_type="flag_config").first()
@@ -59,6 +66,7 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
         "enable",
         "new-checkout/production",
     )
+    assert entry.comment == "Launch"
     assert factories.config(flag, "production").versions.first().action == "enable"
 
     browser.get(page)
@@ -67,6 +75,7 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
     name.clear()
     name.send_keys("US only")
     browser.find_element(By.NAME, "_continue").click()
+    _wait(browser, shown.element_to_be_clickable((By.NAME, "_review_save"))).click()
     _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
     browser.execute_script("document.getElementById('env-production').scrollIntoView()")
     browser.save_screenshot(str(tmp_path / "flag-page-saved.png"))  # the rule, with its id

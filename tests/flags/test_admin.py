@@ -13,6 +13,7 @@ from django.urls import reverse
 from flags.models import (
     ApiKey,
     AuditEntry,
+    ChangeRequest,
     Environment,
     Flag,
     FlagConfig,
@@ -23,6 +24,7 @@ from flags.models import (
     Target,
 )
 from tests import factories
+from tests.review_steps import confirm_review, is_review
 
 pytestmark = pytest.mark.django_db
 
@@ -534,7 +536,9 @@ def test_editor_cannot_change_production_through_the_flag_page(client, project, 
 
 def test_publisher_changes_production_through_the_flag_page(client, project, checkout):
     as_role(client, project, "publisher")
-    response = post_flag_page(client, checkout, **{"configs-2-enabled": "on"})
+    review = post_flag_page(client, checkout, **{"configs-2-enabled": "on"})
+    assert is_review(review) and not factories.config(checkout, "production").enabled
+    response = confirm_review(client, review, "launch")
     assert response.status_code == 302, errors_of(response)
     assert factories.config(checkout, "production").enabled is True
 
@@ -898,8 +902,13 @@ def test_publisher_cannot_bypass_required_approval_through_the_flag_page(client,
         for inline in response.context["inline_admin_formsets"]
         if inline.formset.model is FlagConfig
     )
-    assert configs.forms[ENVIRONMENT_ROWS["production"]].fields["enabled"].disabled
-    response = post_flag_page(client, checkout, **{"configs-2-enabled": "on"})
+    # Production is editable, but saving it goes through the review to a change request.
+    assert not configs.forms[ENVIRONMENT_ROWS["production"]].fields["enabled"].disabled
+    review = post_flag_page(client, checkout, **{"configs-2-enabled": "on"})
+    assert is_review(review) and review.context["reviews"][0].mode == "propose"
+    response = confirm_review(client, review, "launch")
+    assert response.status_code == 302
+    assert ChangeRequest.objects.get(config__flag=checkout).data["enabled"] is True
     assert factories.config(checkout, "production").enabled is False
     # Unprotected environments stay directly editable.
     response = post_flag_page(client, checkout, **{"configs-0-enabled": "on"})

@@ -22,6 +22,7 @@ from tests.evaluation.document_loader import api_key
 from tests.flags.command_line import fails, run
 from tests.flags.test_admin import flag_url
 from tests.flags.test_admin import form_data as admin_form_data
+from tests.review_steps import confirm_review, is_review
 
 pytestmark = pytest.mark.django_db
 
@@ -207,7 +208,9 @@ def admin_toggle(project, flag):
         and value == str(factories.config(flag, "production").pk)
     ]
     data[f"configs-{index}-enabled"] = "on"
-    response = client.post(flag_url(flag), data)
+    review = client.post(flag_url(flag), data)
+    assert is_review(review) and not factories.config(flag, "production").enabled
+    response = confirm_review(client, review, "launch")
     assert response.status_code == 302, response.content[:2000]
     assert environment.pk
 
@@ -291,8 +294,10 @@ def test_editing_a_rule_in_the_admin_is_the_apis_edit_and_keeps_its_identity(
         {"attribute": "country", "operator": "in", "values": ["US", "CA"], "negate": False}
     ]
     data[f"rules-{index}-conditions"] = json.dumps(conditions)
+    review = client.post(flag_url(checkout), data)
+    assert is_review(review)
     with django_capture_on_commit_callbacks(execute=True):  # caches hear of the change
-        response = client.post(flag_url(checkout), data)
+        response = confirm_review(client, review, "Canada too")
     assert response.status_code == 302, response.content[:2000]
     assert rule_rows(checkout) == rows  # changed in place, not deleted and made again
     assert ruled != rows[0][1]  # Canada matched no rule before the change
@@ -366,8 +371,10 @@ def test_a_flag_page_save_costs_few_queries(project):
     data[f"configs-{index}-enabled"] = "on"
     rule = Rule.objects.filter(flag=flag, environment__key="production").first()
     data[f"rules-{rules_form_index(data, rule)}-name"] = "US and only US"
-    with CaptureQueriesContext(connection) as queries:
-        response = client.post(flag_url(flag), data)
+    review = client.post(flag_url(flag), data)
+    assert is_review(review)
+    with CaptureQueriesContext(connection) as queries:  # the reviewed save
+        response = confirm_review(client, review, "launch")
     assert response.status_code == 302, response.content[:2000]
     assert factories.config(flag, "production").enabled is True
 
