@@ -20,29 +20,9 @@ from flags.admin.widgets import (
 from flags.models import AuditEntry, Rule, Segment
 from tests import factories
 from tests.flags.test_admin import errors_of, form_data, new_rule, segment_data
+from tests.hostile import DEEP, NUL_JSON, SURROGATE_JSON
 
 pytestmark = pytest.mark.django_db
-
-DEEP = "[" * 10_000 + "]" * 10_000
-NUL_JSON, SURROGATE_JSON = '"a\\u0000b"', '"a\\ud800b"'
-
-
-@pytest.fixture
-def project():
-    return factories.project("shop")
-
-
-@pytest.fixture
-def checkout(project):
-    return factories.flag(project, "checkout")
-
-
-@pytest.fixture
-def editor(client, project):
-    user = factories.member(project, "editor")
-    client.force_login(user)
-    client.raise_request_exception = False  # a 500 is an answer to assert on, not a crash
-    return user
 
 
 def conditions_field():

@@ -14,12 +14,12 @@ from flags.models import AuditEntry, Flag, Segment
 from flags.validation import MAX_JSON_DEPTH
 from tests import factories
 from tests.flags.test_api_management import client_for
+from tests.hostile import DEEP
 
 pytestmark = pytest.mark.django_db
 
 PROJECT = "/api/v1/projects/shop"
 CONFIG = f"{PROJECT}/flags/checkout/environments/development"
-DEEP = "[" * 10_000 + "]" * 10_000
 NUL, SURROGATE = "a\u0000b", "a\ud800b"
 
 

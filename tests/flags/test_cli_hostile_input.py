@@ -13,10 +13,9 @@ from flags.models import AuditEntry, Flag
 from tests import factories
 from tests.flags.command_line import fails
 from tests.flags.test_cli_process import manage  # noqa: F401 - fixture
+from tests.hostile import DEEP
 
 pytestmark = pytest.mark.django_db
-
-DEEP = "[" * 10_000 + "]" * 10_000
 
 
 @pytest.fixture
