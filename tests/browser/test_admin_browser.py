@@ -1,72 +1,16 @@
 """The Admin UI in a real headless Chromium (Debian's): log in, open a flag, switch it on in
 one environment, and see the new state in the list.
-
-Without chromium the test is skipped locally, but fails in CI (CI=true), where it must run.
 """
 
-import os
-import shutil
 from urllib.request import urlopen
 
 import pytest
 from django.templatetags.static import static
 
 from tests import factories
+from tests.browser.chromium import PASSWORD, wait
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_ARGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
-PASSWORD = "correct-horse-battery-staple"  # what tests.factories.user sets
-WAIT_SECONDS = 15
-
-
-def _require_chromium() -> None:
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    if not missing:
-        return
-    reason = (
-        f"Debian's chromium is not installed ({', '.join(missing)} missing); "
-        "install it with: apt-get install -y chromium chromium-driver"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the browser test: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    _require_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in CHROMIUM_ARGS:
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _wait(browser, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(browser, WAIT_SECONDS).until(condition)
 
 
 def _state_in_list(browser, flag_key: str, environment_key: str) -> str:
@@ -93,11 +37,11 @@ def test_a_product_manager_switches_a_flag_on_and_sees_it_in_the_list(
 
     # Log in.
     browser.get(f"{live_server.url}/admin/")
-    _wait(browser, shown.presence_of_element_located((By.ID, "id_username")))
+    wait(browser, shown.presence_of_element_located((By.ID, "id_username")))
     browser.find_element(By.ID, "id_username").send_keys("pm")
     browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    _wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
+    wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
     header = browser.find_element(By.ID, "header")
     assert header.value_of_css_property("background-color") != "rgba(0, 0, 0, 0)", (
         "the admin's CSS did not load"
@@ -107,14 +51,14 @@ def test_a_product_manager_switches_a_flag_on_and_sees_it_in_the_list(
     browser.get(f"{live_server.url}/admin/flags/flag/")
     assert _state_in_list(browser, "new-checkout", "development") == "Off"
     browser.find_element(By.LINK_TEXT, "new-checkout").click()
-    enabled = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-0-enabled")))
+    enabled = wait(browser, shown.element_to_be_clickable((By.NAME, "configs-0-enabled")))
     production = browser.find_element(By.NAME, "configs-2-enabled")
     assert not production.is_enabled(), "an editor must not be able to change production"
     enabled.click()
     browser.find_element(By.NAME, "_save").click()
 
     # Back on the list: the new state is shown.
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
     assert browser.current_url.rstrip("/").endswith("/admin/flags/flag")
     assert _state_in_list(browser, "new-checkout", "development") == "On"
     assert factories.config(flag, "development").enabled is True
@@ -123,7 +67,7 @@ def test_a_product_manager_switches_a_flag_on_and_sees_it_in_the_list(
     row = browser.find_element(By.XPATH, "//tr[.//a[normalize-space()='new-checkout']]")
     row.find_element(By.CSS_SELECTOR, "td.field-state_staging button").click()
     messages = (By.CSS_SELECTOR, ".messagelist")
-    _wait(browser, shown.text_to_be_present_in_element(messages, "is on in Staging"))
+    wait(browser, shown.text_to_be_present_in_element(messages, "is on in Staging"))
     assert _state_in_list(browser, "new-checkout", "staging") == "On"
     assert _state_in_list(browser, "new-checkout", "production") == "Off"
     assert factories.config(flag, "staging").enabled is True

@@ -6,7 +6,7 @@ import pytest
 
 from flags.models import AuditEntry, Rule
 from tests import factories
-from tests.browser.test_admin_browser import PASSWORD, _wait, browser  # noqa: F401
+from tests.browser.chromium import log_in, wait
 
 pytestmark = pytest.mark.browser
 
@@ -15,18 +15,6 @@ RULE = {
     "conditions": [{"attribute": "country", "operator": "in", "values": ["US"]}],
     "serve": {"variant": "on"},
 }
-
-
-def _log_in(browser, live_server, username):  # noqa: F811
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as shown
-
-    browser.get(f"{live_server.url}/admin/")
-    _wait(browser, shown.presence_of_element_located((By.ID, "id_username")))
-    browser.find_element(By.ID, "id_username").send_keys(username)
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    _wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
 
 
 def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_service(
@@ -43,22 +31,22 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
     factories.configure(flag, "production", rules=[RULE])
     rule = Rule.objects.get(flag=flag)
     factories.member(project, "publisher", username="pub")
-    _log_in(browser, live_server, "pub")
+    log_in(browser, live_server, "pub")
 
     page = f"{live_server.url}/admin/flags/flag/{flag.pk}/change/"
     browser.get(page)
-    _wait(browser, shown.element_to_be_clickable((By.ID, "tab-env-production"))).click()
-    production = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-2-enabled")))
+    wait(browser, shown.element_to_be_clickable((By.ID, "tab-env-production"))).click()
+    production = wait(browser, shown.element_to_be_clickable((By.NAME, "configs-2-enabled")))
     production.click()
     browser.find_element(By.NAME, "_save").click()
     # Production is protected: the review page first, nothing written yet.
-    comment = _wait(
+    comment = wait(
         browser, shown.element_to_be_clickable((By.CSS_SELECTOR, ".flags-review textarea"))
     )
     assert factories.config(flag, "production").enabled is False
     comment.send_keys("Launch")
     browser.find_element(By.NAME, "_review_save").click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
     assert factories.config(flag, "production").enabled is True
     entry = AuditEntry.objects.filter(object_type="flag_config").first()
     assert (entry.source, entry.action, entry.object_key) == (
@@ -70,13 +58,13 @@ def test_the_flag_page_switches_production_on_and_edits_a_rule_through_the_servi
     assert factories.config(flag, "production").versions.first().action == "enable"
 
     browser.get(page)
-    _wait(browser, shown.element_to_be_clickable((By.ID, "tab-env-production"))).click()
-    name = _wait(browser, shown.element_to_be_clickable((By.NAME, "rules-0-name")))
+    wait(browser, shown.element_to_be_clickable((By.ID, "tab-env-production"))).click()
+    name = wait(browser, shown.element_to_be_clickable((By.NAME, "rules-0-name")))
     name.clear()
     name.send_keys("US only")
     browser.find_element(By.NAME, "_continue").click()
-    _wait(browser, shown.element_to_be_clickable((By.NAME, "_review_save"))).click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    wait(browser, shown.element_to_be_clickable((By.NAME, "_review_save"))).click()
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
     browser.execute_script("document.getElementById('env-production').scrollIntoView()")
     browser.save_screenshot(str(tmp_path / "flag-page-saved.png"))  # the rule, with its id
     rule_after = Rule.objects.get(flag=flag)
@@ -98,10 +86,10 @@ def test_the_flag_page_shows_a_rollout_as_percentages_after_a_save(
     project = factories.project("shop")
     flag = factories.flag(project, "new-checkout", name="New checkout")
     factories.member(project, "editor", username="ed")
-    _log_in(browser, live_server, "ed")
+    log_in(browser, live_server, "ed")
 
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    serve = _wait(browser, shown.element_to_be_clickable((By.NAME, "configs-0-serve_variant")))
+    serve = wait(browser, shown.element_to_be_clickable((By.NAME, "configs-0-serve_variant")))
     browser.execute_script("arguments[0].value = ''", serve)  # a rollout instead of a variant
     rollout = browser.find_element(By.NAME, "configs-0-rollout")
     builder = rollout.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
@@ -109,7 +97,7 @@ def test_the_flag_page_shows_a_rollout_as_percentages_after_a_save(
     rollout.clear()
     rollout.send_keys('[{"variant": "on", "weight": 1}, {"variant": "off", "weight": 999}]')
     browser.find_element(By.NAME, "_continue").click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
     split = browser.find_element(By.CSS_SELECTOR, "#configs-0 td.field-split").text.strip()
     browser.execute_script(
         "arguments[0].scrollIntoView()",

@@ -7,94 +7,15 @@ tests/browser/screenshots/ for people to look at.
 """
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from flags import services
 from flags.models import AuditEntry, ChangeRequest, Flag
 from tests import factories
-from tests.browser.test_admin_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PASSWORD,
-    _require_chromium,
-    _wait,
-)
+from tests.browser.chromium import Clicks, log_in, page_text, screenshot, wait
 
 pytestmark = pytest.mark.browser
-
-SCREENSHOTS = Path(__file__).parent / "screenshots"
-
-
-@pytest.fixture
-def browser(tmp_path):
-    _require_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in CHROMIUM_ARGS:
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-        # Every page a task went through ran under the admin's Content-Security-Policy.
-        violations = [
-            entry["message"]
-            for entry in driver.get_log("browser")
-            if "Content Security Policy" in entry["message"]
-        ]
-        assert violations == []
-    finally:
-        driver.quit()
-
-
-class Clicks:
-    """Clicks on the page, counted."""
-
-    def __init__(self, browser) -> None:
-        self.browser = browser
-        self.count = 0
-
-    def on(self, by, value: str):
-        from selenium.webdriver.support import expected_conditions as shown
-
-        element = _wait(self.browser, shown.element_to_be_clickable((by, value)))
-        element.click()
-        self.count += 1
-        return element
-
-
-def _log_in(browser, live_server, username: str) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as shown
-
-    browser.get(f"{live_server.url}/admin/")
-    _wait(browser, shown.presence_of_element_located((By.ID, "id_username")))
-    browser.find_element(By.ID, "id_username").send_keys(username)
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    _wait(browser, shown.presence_of_element_located((By.CLASS_NAME, "flags-dashboard")))
-
-
-def _screenshot(browser, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-
-
-def _text(browser) -> str:
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-
-    try:
-        return browser.find_element(By.TAG_NAME, "body").text
-    except StaleElementReferenceException:  # the next page is replacing this one
-        return ""
 
 
 def _production_button(browser, flag_key: str):
@@ -116,25 +37,25 @@ def test_a_publisher_or_editor_asks_for_production_where_approval_is_required(
     project.save()
     factories.flag(project, "new-checkout")
     author = factories.member(project, role, username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
     clicks.on(By.LINK_TEXT, "Flags")
     _production_button(browser, "new-checkout").click()
     clicks.count += 1
-    _wait(browser, lambda b: "requires approval" in _text(b))
-    assert "enabled: off → on" in _text(browser)
+    wait(browser, lambda b: "requires approval" in page_text(b))
+    assert "enabled: off → on" in page_text(browser)
     browser.find_element(By.ID, "id_comment").send_keys("Marketing launches today")
-    _screenshot(browser, f"production-with-approval-{role}")
+    screenshot(browser, f"production-with-approval-{role}")
     clicks.on(By.CSS_SELECTOR, "input[name=propose]")
 
-    _wait(browser, lambda b: "Change request #" in b.title)
+    wait(browser, lambda b: "Change request #" in b.title)
     change = ChangeRequest.objects.get()
     assert change.data == {"enabled": True} and change.status == "open"
     assert change.author_id == author.pk
     assert factories.config(change.config.flag, "production").enabled is False
-    assert "Why: Marketing launches today" in _text(browser)
-    _screenshot(browser, f"production-with-approval-request-{role}")
+    assert "Why: Marketing launches today" in page_text(browser)
+    screenshot(browser, f"production-with-approval-request-{role}")
     assert clicks.count == 3
 
 
@@ -146,20 +67,20 @@ def test_a_publisher_restores_a_production_version(browser, live_server, transac
     factories.configure(flag, "production", enabled=True)  # version 2
     factories.configure(flag, "production", offVariant="on")  # version 3: the mistake
     factories.member(project, "publisher", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
     clicks.on(By.LINK_TEXT, "Flags")
     clicks.on(By.LINK_TEXT, "new-checkout")
     clicks.on(By.ID, "tab-history")
     clicks.on(By.CSS_SELECTOR, "#history a[title='Restore version 2 in Production']")
-    _wait(browser, lambda b: "Restore version 2" in b.title)
-    assert "offVariant: on → off" in _text(browser)
+    wait(browser, lambda b: "Restore version 2" in b.title)
+    assert "offVariant: on → off" in page_text(browser)
     browser.find_element(By.ID, "id_comment").send_keys("Off variant was wrong")
-    _screenshot(browser, "restore-version")
+    screenshot(browser, "restore-version")
     clicks.on(By.CSS_SELECTOR, "input[name=confirm]")
 
-    _wait(browser, lambda b: "restored as version 4" in _text(b))
+    wait(browser, lambda b: "restored as version 4" in page_text(b))
     config = factories.config(flag, "production")
     assert (config.version, config.off_variant) == (4, "off")
     assert AuditEntry.objects.get(action="restore v2").comment == "Off variant was wrong"
@@ -173,20 +94,20 @@ def test_a_publisher_uses_the_kill_switch(browser, live_server, transactional_db
     flag = factories.flag(project, "new-checkout")
     factories.configure(flag, "production", enabled=True)
     factories.member(project, "publisher", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
     clicks.on(By.LINK_TEXT, "Flags")
     clicks.on(By.LINK_TEXT, "new-checkout")
     clicks.on(By.ID, "tab-env-production")
     clicks.on(By.CSS_SELECTOR, "#env-production a.flags-kill")
-    _wait(browser, lambda b: "Kill switch" in b.title)
-    assert "enabled: on → off" in _text(browser)
+    wait(browser, lambda b: "Kill switch" in b.title)
+    assert "enabled: on → off" in page_text(browser)
     browser.find_element(By.ID, "id_comment").send_keys("Checkout errors at 5%")
-    _screenshot(browser, "kill-switch")
+    screenshot(browser, "kill-switch")
     clicks.on(By.CSS_SELECTOR, "input[name=confirm]")
 
-    _wait(browser, lambda b: "is off in Production" in _text(b))
+    wait(browser, lambda b: "is off in Production" in page_text(b))
     assert factories.config(flag, "production").enabled is False
     assert AuditEntry.objects.filter(action="kill", comment="Checkout errors at 5%").exists()
     assert clicks.count == 5
@@ -203,19 +124,19 @@ def test_a_product_manager_finds_a_stale_flag_from_the_start_page(
     factories.flag(project, "made-today")
     services.project_update(project=project, data={"description": "Our shop"}, **factories.SYSTEM)
     factories.member(project, "viewer", username="pm")
-    _log_in(browser, live_server, "pm")
-    _screenshot(browser, "start-page")
+    log_in(browser, live_server, "pm")
+    screenshot(browser, "start-page")
     stale = browser.find_element(By.ID, "dashboard-stale").text
     assert "summer-sale-2024" in stale and "made-today" not in stale
     clicks = Clicks(browser)
 
     clicks.on(By.LINK_TEXT, "See all stale flags")
-    _wait(browser, lambda b: "Stale flags" in b.title)
-    assert "made-today" not in _text(browser)
+    wait(browser, lambda b: "Stale flags" in b.title)
+    assert "made-today" not in page_text(browser)
     clicks.on(By.LINK_TEXT, "summer-sale-2024")
 
-    _wait(browser, lambda b: "summer-sale-2024" in b.title)
-    _screenshot(browser, "stale-flag")
+    wait(browser, lambda b: "summer-sale-2024" in b.title)
+    screenshot(browser, "stale-flag")
     assert clicks.count == 2
 
 
@@ -225,10 +146,10 @@ def test_the_flag_list_draws_its_padlock_and_no_red_cross(browser, live_server, 
     project = factories.project("shop", name="Shop")
     factories.flag(project, "new-checkout")
     factories.member(project, "editor", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/")
-    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#result_list"))
-    _screenshot(browser, "flag-list")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#result_list"))
+    screenshot(browser, "flag-list")
 
     locked = browser.find_element(By.CSS_SELECTOR, "td.field-state_production .flag-state-locked")
     mask = browser.execute_script(
@@ -254,10 +175,10 @@ def test_the_audit_log_reads_as_changes(browser, live_server, transactional_db):
         comment="Launch",
     )
     factories.member(project, "viewer", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/auditentry/")
-    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#result_list"))
-    _screenshot(browser, "audit-log")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#result_list"))
+    screenshot(browser, "audit-log")
 
     rows = browser.find_element(By.ID, "result_list").text
     assert "enabled: off → on" in rows and "Launch" in rows
@@ -273,19 +194,19 @@ def test_a_project_admin_renames_and_protects_an_environment(
 
     project = factories.project("shop", name="Shop")
     factories.member(project, "admin", username="lead")
-    _log_in(browser, live_server, "lead")
+    log_in(browser, live_server, "lead")
     clicks = Clicks(browser)
 
     clicks.on(By.CSS_SELECTOR, "#content-main a[href$='/flags/project/']")
     clicks.on(By.LINK_TEXT, "shop")
-    name = _wait(browser, lambda b: b.find_element(By.NAME, "environments-1-name"))
+    name = wait(browser, lambda b: b.find_element(By.NAME, "environments-1-name"))
     name.clear()
     name.send_keys("Pre-production")
     clicks.on(By.NAME, "environments-1-protected")
-    _screenshot(browser, "project-environments")
+    screenshot(browser, "project-environments")
     clicks.on(By.NAME, "_save")
 
-    _wait(browser, lambda b: "was changed successfully" in _text(b))
+    wait(browser, lambda b: "was changed successfully" in page_text(b))
     staging = factories.environment(project, "staging")
     assert (staging.name, staging.protected) == ("Pre-production", True)
     assert AuditEntry.objects.filter(object_type="environment", action="update").exists()

@@ -7,20 +7,16 @@ saves a screenshot in tests/browser/screenshots/ to look at.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.utils import timezone
 
 from flags.models import ExposureCount, Flag, Rule
 from tests import factories
 from tests.browser.accessibility import assert_inputs_labelled, unlabelled_inputs
-from tests.browser.test_admin_browser import _wait, browser  # noqa: F401
-from tests.browser.test_one_writer_browser import _log_in
+from tests.browser.chromium import Clicks, log_in, screenshot, wait
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).parent / "screenshots"
 MOST_CLICKS = 3
 THIRTY_PERCENT = {
     "rollout": {"variants": [{"variant": "on", "weight": 30}, {"variant": "off", "weight": 70}]}
@@ -35,36 +31,7 @@ PRO_IN_US = {
 }
 
 
-class Clicks:
-    """Clicks as a person makes them, counted: `clicks(element)` clicks it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, element):
-        element.click()
-        self.count += 1
-        return element
-
-    def choose(self, select_element, text: str) -> None:
-        """Pick an option of a list: one click (a person opens the list and picks)."""
-        from selenium.webdriver.support.ui import Select
-
-        Select(select_element).select_by_visible_text(text)
-        self.count += 1
-
-
-def _screenshot(browser, name: str, element=None) -> Path:  # noqa: F811
-    """Save what the window shows, scrolled to `element` if given."""
-    if element is not None:
-        browser.execute_script("arguments[0].scrollIntoView()", element)
-    SCREENSHOTS.mkdir(exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    browser.save_screenshot(str(path))
-    return path
-
-
-def _tab(browser, name: str):  # noqa: F811
+def _tab(browser, name: str):
     from selenium.webdriver.common.by import By
 
     return browser.find_element(
@@ -72,7 +39,7 @@ def _tab(browser, name: str):  # noqa: F811
     )
 
 
-def _panel(browser, name: str):  # noqa: F811
+def _panel(browser, name: str):
     from selenium.webdriver.common.by import By
 
     tab = _tab(browser, name)
@@ -94,12 +61,12 @@ def test_a_product_manager_creates_a_flag_in_at_most_three_clicks(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as shown
 
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/")
-    clicks = Clicks()
+    clicks = Clicks(browser)
 
-    clicks(_wait(browser, shown.element_to_be_clickable((By.CSS_SELECTOR, "a.addlink"))))
-    key = _wait(browser, shown.element_to_be_clickable((By.NAME, "key")))
+    clicks(wait(browser, shown.element_to_be_clickable((By.CSS_SELECTOR, "a.addlink"))))
+    key = wait(browser, shown.element_to_be_clickable((By.NAME, "key")))
     assert_inputs_labelled(browser, "the add page")
     # A boolean flag's variants are shown as what it gets: on (true) and off (false).
     variant_values = [
@@ -110,11 +77,11 @@ def test_a_product_manager_creates_a_flag_in_at_most_three_clicks(
     assert variant_values == ["true", "false"]
     key.send_keys("one-click-checkout")
     browser.find_element(By.NAME, "name").send_keys("One-click checkout")
-    _screenshot(browser, "pm-create-flag-form")
+    screenshot(browser, "pm-create-flag-form")
     clicks(browser.find_element(By.NAME, "_save"))
 
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
-    _screenshot(browser, "pm-create-flag-list")
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
+    screenshot(browser, "pm-create-flag-list")
     flag = Flag.objects.get(key="one-click-checkout")
     assert (flag.project, flag.name) == (shop, "One-click checkout")
     assert list(flag.variants.values_list("key", "value")) == [("on", True), ("off", False)]
@@ -132,11 +99,11 @@ def test_a_product_manager_sets_a_rollout_in_an_environments_tab(
 
     flag = factories.flag(shop, "new-checkout", name="New checkout")
     factories.configure(flag, "staging", enabled=True)
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    clicks = Clicks()
+    clicks = Clicks(browser)
 
-    clicks(_wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))))
+    clicks(wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))))
     staging = _panel(browser, "Staging")
     assert staging.is_displayed() and not _panel(browser, "Development").is_displayed()
     serve = staging.find_element(
@@ -153,15 +120,15 @@ def test_a_product_manager_sets_a_rollout_in_an_environments_tab(
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(percent)
     assert builder.find_element(By.CSS_SELECTOR, ".flags-rollout-total").text == "Total 100%"
-    _screenshot(browser, "pm-rollout-builder-in-staging", staging)
+    screenshot(browser, "pm-rollout-builder-in-staging", staging)
     clicks(browser.find_element(By.NAME, "_continue"))
 
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
     staging = _panel(browser, "Staging")
     assert staging.is_displayed(), "the page reopens in the tab the change was made in"
     sentence = staging.find_element(By.CSS_SELECTOR, ".flag-sentence").text
     assert sentence == "On → serves 30% on / 70% off"
-    _screenshot(browser, "pm-rollout-in-staging", _tab(browser, "Staging"))
+    screenshot(browser, "pm-rollout-in-staging", _tab(browser, "Staging"))
     assert factories.config(flag, "staging").rollout == [
         {"variant": "on", "weight": 30},
         {"variant": "off", "weight": 70},
@@ -188,11 +155,11 @@ def test_a_product_manager_reads_what_each_environment_serves(
     factories.configure(
         flag, "production", enabled=True, rules=[PRO_IN_US], defaultServe=THIRTY_PERCENT
     )
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/")
-    clicks = Clicks()
+    clicks = Clicks(browser)
 
-    row = _wait(
+    row = wait(
         browser,
         shown.presence_of_element_located(
             (By.XPATH, "//tr[.//a[normalize-space()='new-checkout']]")
@@ -203,10 +170,10 @@ def test_a_product_manager_reads_what_each_environment_serves(
     assert production.find_element(By.CSS_SELECTOR, ".flag-serving").text == "30% on · 1 rule"
     development = row.find_element(By.CSS_SELECTOR, "td.field-state_development")
     assert development.text.strip() == "Off"
-    _screenshot(browser, "pm-summary-list")
+    screenshot(browser, "pm-summary-list")
 
     clicks(row.find_element(By.LINK_TEXT, "new-checkout"))
-    clicks(_wait(browser, shown.element_to_be_clickable(_tab_locator("Production"))))
+    clicks(wait(browser, shown.element_to_be_clickable(_tab_locator("Production"))))
     panel = _panel(browser, "Production")
     sentence = panel.find_element(By.CSS_SELECTOR, ".flag-sentence")
     assert sentence.text == "On · rule Pro in US → on · everyone else: 30% on / 70% off"
@@ -217,7 +184,7 @@ def test_a_product_manager_reads_what_each_environment_serves(
         for box in panel.find_elements(By.CSS_SELECTOR, "input[name$='-name']")
         if box.get_attribute("value")
     ] == ["Pro in US"]
-    _screenshot(browser, "pm-summary-production-tab", _tab(browser, "Production"))
+    screenshot(browser, "pm-summary-production-tab", _tab(browser, "Production"))
     assert clicks.count <= MOST_CLICKS, clicks.count
 
 
@@ -230,13 +197,13 @@ def test_a_new_rule_row_in_a_tab_saves_serving_a_variant(
     from selenium.webdriver.support import expected_conditions as shown
 
     flag = factories.flag(shop, "new-checkout", name="New checkout")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    development = _wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
+    development = wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
     name = development.find_element(By.CSS_SELECTOR, "tr.flag-new-row input[name$='-name']")
     name.send_keys("Staff")
     browser.find_element(By.NAME, "_continue").click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
     assert "was changed successfully" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     rule = Rule.objects.get(flag=flag)
     assert (rule.environment.key, rule.name, rule.serve_variant, rule.rollout) == (
@@ -276,9 +243,9 @@ def test_every_box_on_the_flag_page_has_a_label_in_every_tab(
             count=count,
             last_at=timezone.now(),
         )
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".flag-tabs-ready")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".flag-tabs-ready")))
     tabs = browser.find_elements(By.CSS_SELECTOR, "a[role='tab']")
     assert [tab.text.split("\n")[0].split(" ")[0] for tab in tabs][:3] == [
         "Development",
@@ -289,7 +256,7 @@ def test_every_box_on_the_flag_page_has_a_label_in_every_tab(
     for tab in tabs:
         tab.click()
         missing[tab.text] = unlabelled_inputs(browser)
-        _screenshot(browser, f"flag-page-tab-{tab.get_attribute('aria-controls')}", tab)
+        screenshot(browser, f"flag-page-tab-{tab.get_attribute('aria-controls')}", tab)
     assert all(not boxes for boxes in missing.values()), missing
 
 
@@ -302,9 +269,9 @@ def test_the_page_reopens_on_the_tab_with_the_error(
     from selenium.webdriver.support import expected_conditions as shown
 
     flag = factories.flag(shop, "new-checkout", name="New checkout")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    _wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))).click()
+    wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))).click()
     staging = _panel(browser, "Staging")
     rollout = staging.find_element(By.CSS_SELECTOR, "textarea[name^='configs-'][name$='-rollout']")
     builder = rollout.find_element(By.XPATH, "./ancestor::div[contains(@class, 'flags-builder')]")
@@ -314,7 +281,7 @@ def test_the_page_reopens_on_the_tab_with_the_error(
     _tab(browser, "Development").click()  # the tab last opened is not the one with the error
     browser.find_element(By.NAME, "_continue").click()
 
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".errornote")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".errornote")))
     staging = _panel(browser, "Staging")
     assert staging.is_displayed() and not _panel(browser, "Development").is_displayed()
     assert staging.find_element(By.CSS_SELECTOR, ".errorlist").is_displayed()
@@ -326,5 +293,5 @@ def test_the_page_reopens_on_the_tab_with_the_error(
     assert (
         "The JSON is not valid" in builder.find_element(By.CSS_SELECTOR, ".flags-builder-note").text
     )
-    _screenshot(browser, "flag-page-error-in-staging", _tab(browser, "Staging"))
+    screenshot(browser, "flag-page-error-in-staging", _tab(browser, "Staging"))
     assert factories.config(flag, "staging").rollout == []

@@ -6,20 +6,13 @@ import pytest
 
 from flags.models import AuditEntry
 from tests import factories
-from tests.browser.test_admin_browser import _wait
-from tests.browser.test_pm_admin_pages import (  # noqa: F401
-    Clicks,
-    _log_in,
-    _screenshot,
-    _text,
-    browser,
-)
+from tests.browser.chromium import Clicks, log_in, page_text, screenshot, wait
 
 pytestmark = pytest.mark.browser
 
 
 def test_change_production_from_the_flag_page_with_a_review(
-    browser,  # noqa: F811
+    browser,
     live_server,
     transactional_db,
 ):
@@ -28,7 +21,7 @@ def test_change_production_from_the_flag_page_with_a_review(
     project = factories.project("shop", name="Shop")
     flag = factories.flag(project, "new-checkout")
     factories.member(project, "publisher", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
     clicks.on(By.LINK_TEXT, "Flags")
@@ -37,17 +30,17 @@ def test_change_production_from_the_flag_page_with_a_review(
     clicks.on(By.NAME, "configs-2-enabled")
     clicks.on(By.NAME, "_save")
 
-    _wait(browser, lambda b: "Review your change" in _text(b))
-    assert "Production (protected)" in _text(browser)
-    assert "enabled: off → on" in _text(browser)
+    wait(browser, lambda b: "Review your change" in page_text(b))
+    assert "Production (protected)" in page_text(browser)
+    assert "enabled: off → on" in page_text(browser)
     assert factories.config(flag, "production").enabled is False  # nothing saved yet
     browser.find_element(By.CSS_SELECTOR, ".flags-review textarea").send_keys(
         "Marketing launches today"
     )
-    _screenshot(browser, "flag-page-review")
+    screenshot(browser, "flag-page-review")
     clicks.on(By.NAME, "_review_save")
 
-    _wait(browser, lambda b: "was changed successfully" in _text(b))
+    wait(browser, lambda b: "was changed successfully" in page_text(b))
     assert factories.config(flag, "production").enabled is True
     entry = AuditEntry.objects.get(action="enable", environment__key="production")
     assert (entry.source, entry.comment) == ("admin", "Marketing launches today")

@@ -5,43 +5,19 @@ Screenshots go to tests/browser/screenshots/ (not committed).
 """
 
 import json
-from pathlib import Path
 
 import pytest
 
 from evaluation.documents import build_document
 from flags.models import Rule, Segment
 from tests import factories
-from tests.browser.test_admin_browser import PASSWORD, _wait, browser  # noqa: F401
+from tests.browser.chromium import Clicks, log_in, screenshot, wait
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).parent / "screenshots"
+WINDOW = (1600, 1400)  # the screenshots show a whole environment tab
 COUNTRY_RULE = [{"attribute": "country", "operator": "in", "values": ["US", "CA"]}]
 SPLIT = [{"variant": "on", "weight": 30}, {"variant": "off", "weight": 70}]
-
-
-class Clicks:
-    """The clicks (and menu picks) a person makes, counted."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, element) -> None:
-        self.count += 1
-        element.click()
-
-
-def _log_in(driver, live_server, username):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as shown
-
-    driver.get(f"{live_server.url}/admin/")
-    _wait(driver, shown.presence_of_element_located((By.ID, "id_username")))
-    driver.find_element(By.ID, "id_username").send_keys(username)
-    driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    _wait(driver, shown.presence_of_element_located((By.ID, "user-tools")))
 
 
 def _builder(driver, field_name):
@@ -57,16 +33,6 @@ def _blank_rule(driver, environment: str) -> str:
 
     row = driver.find_element(By.CSS_SELECTOR, f"#env-{environment} tr.flag-new-row[id^='rules-']")
     return row.get_attribute("id")
-
-
-def _screenshot(driver, name: str, show: str = "") -> None:
-    from selenium.webdriver.common.by import By
-
-    SCREENSHOTS.mkdir(exist_ok=True)
-    driver.set_window_size(1600, 1400)
-    if show:
-        driver.execute_script("arguments[0].scrollIntoView()", driver.find_element(By.ID, show))
-    driver.save_screenshot(str(SCREENSHOTS / name))
 
 
 def _document_flag(flag) -> dict:
@@ -92,11 +58,11 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     flag = factories.flag(project, "new-checkout")
     twin = factories.flag(project, "api-twin")
     factories.member(project, "editor", username="pm")
-    _log_in(browser, live_server, "pm")
-    click = Clicks()
+    log_in(browser, live_server, "pm")
+    click = Clicks(browser)
 
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    _wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
+    wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
     assert not browser.find_element(By.ID, "env-staging").is_displayed(), "one tab at a time"
     # Every environment the editor may change has its own blank rule row and builders in
     # its tab; production is protected, so an editor gets none there.
@@ -154,10 +120,10 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     percents[1].send_keys("70")
     assert total.text == "Total 100%"
     assert "flags-total-off" not in total.get_attribute("class")
-    _screenshot(browser, "pm_rule_builder_filled.png")
+    screenshot(browser, "pm_rule_builder_filled.png", window=WINDOW)
 
     click(browser.find_element(By.NAME, "_continue"))
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     rule = Rule.objects.get(flag=flag)
     assert (rule.conditions, rule.serve_variant, rule.rollout) == (COUNTRY_RULE, "on", [])
     config = factories.config(flag, "development")
@@ -184,7 +150,12 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     rollout = _builder(browser, "configs-0-rollout")
     percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
     assert [p.get_attribute("value") for p in percents] == ["30", "70"]
-    _screenshot(browser, "pm_rule_builder_saved.png", show="env-development")
+    screenshot(
+        browser,
+        "pm_rule_builder_saved.png",
+        browser.find_element(By.ID, "env-development"),
+        window=WINDOW,
+    )
 
     # A round trip through the JSON views changes nothing that is saved.
     versions = config.version
@@ -202,9 +173,14 @@ def test_a_product_manager_adds_a_rule_and_a_rollout_without_typing_json(
     weights = rollout.find_elements(By.CSS_SELECTOR, ".flags-weight")
     assert [w.get_attribute("value") for w in weights] == ["30", "70"]
     rollout.find_element(By.CSS_SELECTOR, ".flags-json-toggle").click()  # both views at once
-    _screenshot(browser, "pm_rule_builder_json_and_weights.png", show="env-development")
+    screenshot(
+        browser,
+        "pm_rule_builder_json_and_weights.png",
+        browser.find_element(By.ID, "env-development"),
+        window=WINDOW,
+    )
     browser.find_element(By.NAME, "_continue").click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     rule.refresh_from_db()
     config.refresh_from_db()
     assert (rule.conditions, config.rollout) == (COUNTRY_RULE, SPLIT)
@@ -229,9 +205,9 @@ def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
         project=project, key="beta", data={"name": "Beta testers"}, **factories.SYSTEM
     )
     factories.member(project, "editor", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    _wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
+    wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
 
     # A rollout begun and taken back: the variant served before is served again.
     rollout = _builder(browser, "configs-0-rollout")
@@ -265,9 +241,9 @@ def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
     )
     second.find_element(By.CSS_SELECTOR, ".flags-value-input").send_keys("18")
     Select(browser.find_element(By.NAME, f"{prefix}-serve_variant")).select_by_value("on")
-    _screenshot(browser, "pm_rule_builder_segment.png")
+    screenshot(browser, "pm_rule_builder_segment.png", window=WINDOW)
     browser.find_element(By.NAME, "_continue").click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     assert Rule.objects.get(flag=flag).conditions == [
         {"operator": "in_segment", "values": ["beta"], "negate": True},
         {"attribute": "age", "operator": "gte", "values": [18]},
@@ -283,11 +259,11 @@ def test_segments_are_picked_by_name_numbers_stay_numbers_and_json_errors_show(
     operator = Select(conditions.find_element(By.CSS_SELECTOR, ".flags-operator"))
     assert operator.first_selected_option.text == "resembles (unknown)"
     browser.find_element(By.NAME, "_continue").click()
-    error = _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".errornote")))
+    error = wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".errornote")))
     assert error.is_displayed()
     page = browser.find_element(By.ID, "content").text
     assert "Development: rules[0]" in page and "unknown operator 'resembles'" in page
-    _screenshot(browser, "pm_rule_builder_error.png")
+    screenshot(browser, "pm_rule_builder_error.png", window=WINDOW)
     assert Rule.objects.get(flag=flag).conditions[1]["operator"] == "gte"
 
 
@@ -302,9 +278,9 @@ def test_a_segment_is_written_with_the_builder(
 
     project = factories.project("shop")
     factories.member(project, "editor", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/segment/add/")
-    Select(_wait(browser, shown.presence_of_element_located((By.NAME, "project")))).select_by_index(
+    Select(wait(browser, shown.presence_of_element_located((By.NAME, "project")))).select_by_index(
         1
     )
     browser.find_element(By.NAME, "key").send_keys("staff")
@@ -317,9 +293,9 @@ def test_a_segment_is_written_with_the_builder(
     assert "is in segment" not in [option.text for option in operator.options]
     operator.select_by_visible_text("ends with")
     row.find_element(By.CSS_SELECTOR, ".flags-value-input").send_keys("@example.com")
-    _screenshot(browser, "pm_segment_builder.png")
+    screenshot(browser, "pm_segment_builder.png", window=WINDOW)
     browser.find_element(By.NAME, "_save").click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     assert Segment.objects.get(key="staff").conditions == [
         {"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}
     ]
@@ -339,9 +315,9 @@ def test_percentages_become_weights_on_the_rollouts_own_total_when_they_fit(
     quarter = [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 3}]
     factories.configure(flag, "development", defaultServe={"rollout": {"variants": quarter}})
     factories.member(project, "editor", username="pm")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    _wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
+    wait(browser, shown.visibility_of_element_located((By.ID, "env-development")))
     rollout = _builder(browser, "configs-0-rollout")
     source = browser.find_element(By.NAME, "configs-0-rollout")
     percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
@@ -371,36 +347,11 @@ def test_percentages_become_weights_on_the_rollouts_own_total_when_they_fit(
     percents = rollout.find_elements(By.CSS_SELECTOR, ".flags-percent")
     assert [p.get_attribute("value") for p in percents] == ["12.5", "87.5"]
     browser.find_element(By.NAME, "_continue").click()
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     assert factories.config(flag, "development").rollout == [
         {"variant": "on", "weight": 1},
         {"variant": "off", "weight": 7},
     ], "what is typed in the JSON view is what is saved"
-
-
-@pytest.fixture
-def browser_without_scripts(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from tests.browser.test_admin_browser import (
-        CHROMEDRIVER,
-        CHROMIUM,
-        CHROMIUM_ARGS,
-        _require_chromium,
-    )
-
-    _require_chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (*CHROMIUM_ARGS, "--blink-settings=scriptEnabled=false"):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_without_scripts_the_json_boxes_show_and_save(
@@ -414,9 +365,9 @@ def test_without_scripts_the_json_boxes_show_and_save(
     project = factories.project("shop")
     flag = factories.flag(project, "new-checkout")
     factories.member(project, "editor", username="pm")
-    _log_in(driver, live_server, "pm")
+    log_in(driver, live_server, "pm")
     driver.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    source = _wait(driver, shown.visibility_of_element_located((By.NAME, "configs-0-rollout")))
+    source = wait(driver, shown.visibility_of_element_located((By.NAME, "configs-0-rollout")))
     rows = _builder(driver, "configs-0-rollout").find_element(
         By.CSS_SELECTOR, ".flags-builder-rows"
     )
@@ -425,5 +376,5 @@ def test_without_scripts_the_json_boxes_show_and_save(
     source.clear()
     source.send_keys(json.dumps(SPLIT))
     driver.find_element(By.NAME, "_continue").click()
-    _wait(driver, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    wait(driver, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     assert factories.config(flag, "development").rollout == SPLIT

@@ -9,7 +9,7 @@ import pytest
 
 from flags.models import Membership
 from tests import factories
-from tests.browser.test_admin_browser import _wait, browser  # noqa: F401 - the fixture
+from tests.browser.chromium import browser, wait  # noqa: F401 - the fixture
 from tests.integrations.test_sso import PASSWORD, person, start_provider  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -29,17 +29,17 @@ def test_a_person_signs_in_through_the_provider_in_a_browser(
     start_provider({"alice": person("flags-devs")})
 
     browser.get(f"{live_server.url}/admin/login/")
-    _wait(browser, shown.element_to_be_clickable((By.LINK_TEXT, "Sign in with single sign-on")))
+    wait(browser, shown.element_to_be_clickable((By.LINK_TEXT, "Sign in with single sign-on")))
     browser.find_element(By.LINK_TEXT, "Sign in with single sign-on").click()
-    _wait(browser, shown.presence_of_element_located((By.ID, "login")))
+    wait(browser, shown.presence_of_element_located((By.ID, "login")))
     browser.find_element(By.ID, "login").send_keys("alice")
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.ID, "submit").click()
 
-    _wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
+    wait(browser, shown.presence_of_element_located((By.ID, "user-tools")))
     assert "alice" in browser.find_element(By.ID, "user-tools").text.lower()
     browser.get(f"{live_server.url}/admin/flags/flag/")
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, "#result_list")))
     assert "new-checkout" in browser.page_source
     SCREENSHOT.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
