@@ -730,12 +730,28 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             config = next((c for c in flag.configs.all() if c.environment.key == key), None)
             if config is None:
                 return "–"
-            switch = button(flag, config)
+            switch = format_html("{}{}", button(flag, config), kill(flag, config))
             serving = summary.short(config, *environment_rows(flag, config.environment_id))
             if serving == ("On" if config.enabled else "Off"):
                 return switch
             # More than the switch says (a rollout, rules, targets): what is served, in words.
             return format_html('{} <span class="flag-serving">{}</span>', switch, serving)
+
+        def kill(flag: Flag, config: FlagConfig) -> str:
+            """A protected environment's kill switch, one click from the list: off now (with
+            a comment on its confirmation page), needing no change request."""
+            environment = config.environment
+            if not (config.enabled and environment.protected):
+                return ""
+            if not allows(request.user, flag.project, Action.CONFIGURE, environment):
+                return ""
+            return format_html(
+                ' <a class="flags-kill-list" href="{}" title="Kill switch: turn {} off now in {}">'
+                "Kill</a>",
+                reverse("admin:flags_rollout_confirm_kill", args=[config.pk]),
+                flag.key,
+                name,
+            )
 
         def button(flag: Flag, config: FlagConfig) -> str:
             state = "on" if config.enabled else "off"

@@ -141,6 +141,41 @@ def test_the_start_page_lists_requests_to_review_and_recent_changes(client, proj
     assert page.index("Change requests waiting") < page.index("app-flags module")
 
 
+def undo_links(client) -> list[str]:
+    page = client.get(reverse("admin:index")).content.decode()
+    return re.findall(r'class="flags-undo" href="([^"]+)"', page)
+
+
+def restore_url(flag, environment_key: str, version: int) -> str:
+    config = factories.config(flag, environment_key)
+    return reverse("admin:flags_rollout_confirm_restore", args=[config.pk, version])
+
+
+def test_the_start_page_offers_to_undo_only_the_newest_change_of_a_configuration(
+    client, project, checkout
+):
+    factories.configure(checkout, "production", enabled=True)  # version 2
+    factories.configure(checkout, "production", offVariant="on")  # version 3
+    factories.configure(checkout, "staging", enabled=True)  # version 2
+    login(client, project, "publisher")
+
+    assert undo_links(client) == [
+        restore_url(checkout, "staging", 1),
+        restore_url(checkout, "production", 2),
+    ], "the newest change of each configuration, newest first; never an older one"
+
+
+def test_nothing_to_undo_for_a_first_version_a_flag_change_or_a_viewer(client, project, checkout):
+    login(client, project, "viewer")
+    factories.configure(checkout, "production", enabled=True)
+    assert undo_links(client) == [], "a viewer may not restore"
+
+    login(client, project, "publisher")
+    assert undo_links(client) == [restore_url(checkout, "production", 1)]
+    services.flag_update(flag=checkout, data={"description": "Checkout v2"}, **factories.SYSTEM)
+    assert undo_links(client) == [], "a newer change of the flag is not in the version"
+
+
 def services_propose(flag, author, title="Go live"):
     from flags import approvals
 
@@ -173,6 +208,24 @@ def test_the_list_sends_protected_environments_to_a_confirmation(client, project
     confirm = reverse("admin:flags_rollout_confirm_switch", args=[production.pk])
     assert f'formaction="{confirm}?next=' in page
     assert reverse("admin:flags_flag_toggle", args=[checkout.pk, development.pk]) in page
+
+
+@pytest.mark.parametrize(
+    ("role", "enabled", "shown"),
+    [("publisher", True, True), ("publisher", False, False), ("editor", True, False)],
+)
+def test_the_list_offers_the_kill_switch_where_production_is_on_and_the_role_may(
+    client, project, checkout, role, enabled, shown
+):
+    factories.configure(checkout, "production", enabled=enabled)
+    factories.configure(checkout, "development", enabled=True)  # not protected: its button
+    login(client, project, role)
+    page = client.get(reverse("admin:flags_flag_changelist")).content.decode()
+    kill = reverse(
+        "admin:flags_rollout_confirm_kill", args=[factories.config(checkout, "production").pk]
+    )
+    assert (f'class="flags-kill-list" href="{kill}"' in page) is shown
+    assert page.count('class="flags-kill-list"') == int(shown)
 
 
 def test_switching_production_shows_the_change_and_keeps_the_comment(client, project, checkout):
