@@ -591,6 +591,10 @@ def _variants_from(formset: BaseInlineFormSet) -> list[dict]:
     return [variant for _, _, variant in sorted(rows, key=lambda row: row[:2])]
 
 
+# Set on a request whose flag page save only opened change requests.
+ONLY_PROPOSED = "flags_only_proposed"
+
+
 def _record_changes(formset: BaseInlineFormSet) -> None:
     """What Django's change history says about a formset a service saved."""
     deleted = formset.deleted_forms
@@ -996,9 +1000,15 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
         data["tags"] = form.cleaned_data.get("tag_names", [])
         if variants.has_changed():
             data["variants"] = _variants_from(variants)
-        if variants.has_changed() or set(form.changed_data) - {"loaded"}:
+        # Whether anything was written, or only change requests opened (then Django's "was
+        # changed successfully" would be wrong: `message_user` leaves it out).
+        written = requested = False
+        fields = set(form.changed_data) - {"loaded"}
+        if variants.has_changed() or fields:
             stored = Flag.objects.select_related("project").get(pk=flag.pk)
-            self._update_flag(request, stored, data)
+            asked = self._update_flag(request, stored, data)
+            requested |= asked
+            written |= not asked or bool(fields - set(approvals.FLAG_REQUEST_FIELDS))
         versions = _loaded_versions(form.cleaned_data.get("loaded", ""))
         for environment_id, environment_change in changes.items():
             config = configs[environment_id]
@@ -1020,7 +1030,9 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                         "another publisher or admin reviews it.",
                         messages.SUCCESS,
                     )
+                    requested = True
                     continue
+                written = True
                 services.flag_config_update(
                     config=config,
                     data=environment_change,
@@ -1038,15 +1050,21 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
                 ) from error
         for formset in formsets:
             _record_changes(formset)
+        setattr(request, ONLY_PROPOSED, requested and not written)
 
-    def _update_flag(self, request: HttpRequest, flag: Flag, data: dict) -> None:
+    def message_user(self, request: HttpRequest, message: Any, *args: Any, **kwargs: Any) -> None:
+        if getattr(request, ONLY_PROPOSED, False) and "was changed successfully" in str(message):
+            return  # nothing was changed: the change requests' own messages say what was done
+        super().message_user(request, message, *args, **kwargs)
+
+    def _update_flag(self, request: HttpRequest, flag: Flag, data: dict) -> bool:
         """The flag's own fields; where approval is required and the change alters what a
         protected environment serves, those that do are proposed in a change request (the
-        rest, its name or tags, are saved)."""
+        rest, its name or tags, are saved). True when a change request was opened."""
         try:
             with transaction.atomic():  # the refused write's savepoint
                 services.flag_update(flag=flag, data=data, actor=request.user, source=SOURCE)
-            return
+            return False
         except PermissionDenied:
             asks = flag.project.require_approval and allows(
                 request.user, flag.project, Action.EDIT_FLAGS
@@ -1069,6 +1087,7 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
             "environment serves; another publisher or admin reviews it.",
             messages.SUCCESS,
         )
+        return True
 
     def _create(self, request: HttpRequest, form, variants) -> None:
         data = form.cleaned_data

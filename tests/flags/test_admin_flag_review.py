@@ -111,7 +111,21 @@ def test_where_approval_is_required_the_review_opens_a_change_request(client, pr
     assert factories.config(checkout, "production").enabled is False
     entry = AuditEntry.objects.exclude(comment="").get()  # the proposal's
     assert entry.comment == "Marketing is ready" and entry.object_type != "flag_config"
-    assert "Change request #" in text_of(client.get(response["Location"]))
+    messages = text_of(client.get(response["Location"]))
+    assert "Change request #" in messages
+    assert "was changed successfully" not in messages, "nothing was changed yet"
+
+
+def test_a_change_saved_beside_a_change_request_is_still_said_saved(client, project, checkout):
+    project.require_approval = True
+    project.save()
+    login(client, project)
+    review = post_flag_page(client, checkout, **PRODUCTION_ON, **DEVELOPMENT_ON)
+    response = confirm_review(client, review, "Marketing is ready")
+    assert response.status_code == 302, text_of(response)[:2000]
+    messages = text_of(client.get(response["Location"]))
+    assert "Change request #" in messages and "was changed successfully" in messages
+    assert factories.config(checkout, "development").enabled is True
 
 
 def test_an_editor_asks_for_production_where_approval_is_required(client, project, checkout):
