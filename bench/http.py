@@ -75,6 +75,10 @@ def seed() -> None:
     print(json.dumps({"server": server}))
 
 
+# A web app calling the bulk endpoint sends its Origin: CORS headers in every answer.
+BROWSER_ORIGIN = "https://app.example"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -87,6 +91,7 @@ def _environment(directory: str, port: int) -> dict[str, str]:
         "NODE_ENV": "production",
         "JWT_SECRET": secrets.token_urlsafe(48),
         "ALLOWED_HOSTS": "127.0.0.1",
+        "ALLOWED_ORIGINS": BROWSER_ORIGIN,
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
@@ -212,6 +217,13 @@ def _run(directory: str, base: str, key: str, ceiling: dict[str, float]) -> str:
         ("trivial Django view", "/bench/trivial", "POST", body, post),
         ("OFREP single flag", "/ofrep/v1/evaluate/flags/flag-07", "POST", body, post),
         (f"OFREP bulk ({FLAGS} flags)", "/ofrep/v1/evaluate/flags", "POST", body, post),
+        (
+            f"OFREP bulk ({FLAGS} flags), from a browser (CORS)",
+            "/ofrep/v1/evaluate/flags",
+            "POST",
+            body,
+            {**post, "Origin": BROWSER_ORIGIN},
+        ),
         ("SDK document (200)", "/api/v1/sdk/flags", "GET", "", {"X-API-Key": key}),
         (
             "SDK document (304)",

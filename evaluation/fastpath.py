@@ -13,9 +13,13 @@ process's memory. Any store call on the way (a credential or version to re-check
 per-minute key touch, the rate limit's sync) raises WouldBlock before it changes anything,
 and the request is redone from the start in a thread (asgiref's `sync_to_async`).
 
-Everything else goes to Django unchanged: other paths, an `Origin` header or a preflight
-(CORS answers are corsheaders'), HEAD, a percent-encoded path, a host Django would refuse,
-a plain-HTTP request when HTTPS redirects are on. See docs/deployment.md.
+A browser's request (an `Origin` header) and its preflight are answered here too, with the
+CORS headers corsheaders' own middleware computes (`CorsMiddleware.add_response_headers`,
+given a stand-in for Django's request), so the rules and settings are corsheaders' alone.
+
+Everything else goes to Django unchanged: other paths, HEAD, a percent-encoded path, a
+host Django would refuse, a plain-HTTP request when HTTPS redirects are on. See
+docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
 from django.core.signals import request_finished, request_started
@@ -83,6 +89,9 @@ class FastPath:
         self.cors_paths = re.compile(getattr(settings, "CORS_URLS_REGEX", r"^.*$"))
         self.envelopes = {secure: _envelope(secure) for secure in (False, True)}
         self.hosts: dict[str, bool] = {}
+        # corsheaders' answer per (method, origin, private-network ask): every path served
+        # here matches CORS_URLS_REGEX, and its settings are read once, as for the hosts.
+        self.cors: dict[tuple[str, str, str], list[tuple[bytes, bytes]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         served = route(scope["path"]) if scope["type"] == "http" else None
@@ -96,6 +105,9 @@ class FastPath:
         started = time.perf_counter()
         name, answer = served
         method: str = scope["method"]
+        if method == "OPTIONS":
+            await self._preflight(scope, headers, send, name, started)
+            return
         body = await _body(receive, headers) if method == "POST" else b""
         request = Request(method, headers, body)
         request_id = requestlog.request_id(headers.get("x-request-id", ""))
@@ -112,7 +124,10 @@ class FastPath:
                 path, request, answer, request_id, admitted=admitted
             )
         status = reply.status if isinstance(reply, Answer) else reply.status_code
-        await _send(send, reply, self.envelopes[_secure(scope, headers)], request_id)
+        envelope = self.envelopes[_secure(scope, headers)]
+        if "origin" in headers:
+            envelope = [*self._cors(method, path, headers), *envelope]
+        await _send(send, reply, envelope, request_id)
         requestlog.record(
             route=name,
             method=method,
@@ -122,10 +137,46 @@ class FastPath:
             request_id=request_id,
         )
 
+    async def _preflight(
+        self, scope: Scope, headers: dict[str, str], send: Send, name: str, started: float
+    ) -> None:
+        """corsheaders' empty answer to a preflight, which Django gives before the rate limit
+        and the inner middleware (so with the security headers but no X-Frame-Options)."""
+        request_id = requestlog.request_id(headers.get("x-request-id", ""))
+        path: str = scope["path"]
+        envelope = [
+            *self._cors("OPTIONS", path, headers),
+            *(h for h in self.envelopes[_secure(scope, headers)] if h[0] != b"x-frame-options"),
+        ]
+        await _send(send, Answer(200, b"", content_type=None), envelope, request_id)
+        requestlog.record(
+            route=name,
+            method="OPTIONS",
+            path=path,
+            status=200,
+            seconds=time.perf_counter() - started,
+            request_id=request_id,
+        )
+
+    def _cors(self, method: str, path: str, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        key = (
+            method,
+            headers.get("origin", ""),
+            headers.get("access-control-request-private-network", ""),
+        )
+        known = self.cors.get(key)
+        if known is None:
+            if len(self.cors) > 1000:
+                self.cors.clear()  # bounded, whatever origins clients send
+            known = self.cors[key] = _cors_headers(method, path, headers)
+        return known
+
     def _ours(self, scope: Scope, headers: dict[str, str]) -> bool:
         """Whether this router may answer: else Django does, with everything it would do."""
-        if scope["method"] not in ("POST", "GET") or "origin" in headers:
-            return False  # HEAD, a preflight, a browser's CORS request: corsheaders answers
+        method = scope["method"]
+        preflight = method == "OPTIONS" and "access-control-request-method" in headers
+        if method not in ("POST", "GET") and not preflight:
+            return False  # HEAD, another method: Django's 405
         if b"%" in scope.get("raw_path", b"") or not self.cors_paths.match(scope["path"]):
             return False
         if settings.SECURE_SSL_REDIRECT and not _secure(scope, headers):
@@ -169,6 +220,23 @@ class FastPath:
             if response is None:  # never under /api/ and /ofrep/
                 raise
             return response
+
+
+# Only its header logic is used: the answer it would wrap is this router's.
+_CORS = CorsMiddleware(lambda request: HttpResponse())
+
+
+def _cors_headers(method: str, path: str, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The Access-Control-* headers corsheaders gives this request (none for an origin it
+    does not allow). Its `Vary: origin` is in every answer's envelope already."""
+    request = SimpleNamespace(method=method, path_info=path, headers=headers)
+    response = HttpResponse()
+    _CORS.add_response_headers(request, response)  # type: ignore[arg-type]  # duck-typed
+    return [
+        (name.lower().encode(), value.encode("latin-1"))
+        for name, value in response.items()
+        if name.lower().startswith("access-control-")
+    ]
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -104,19 +104,64 @@ def test_a_matching_etag_is_a_304_through_both_doors(environment):
     assert _headers(fast) == _headers(django)
 
 
-def test_a_browser_request_with_an_origin_is_left_to_django(environment, settings):
+ORIGINS = [
+    "https://app.example",  # allowed
+    "https://evil.example",  # not allowed: no Access-Control-* headers
+    "null",
+    "not a url",
+]
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+@pytest.mark.parametrize(("method", "path", "body"), REQUESTS[:6])
+def test_a_browsers_request_gets_the_same_cors_answer_through_both_doors(
+    environment, settings, origin, method, path, body
+):
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
     key = api_key(environment, "client")
-    response = FastPathClient().post(
-        "/ofrep/v1/evaluate/flags",
-        CONTEXT,
-        "application/json",
-        HTTP_X_API_KEY=key,
-        HTTP_ORIGIN="https://app.example",
+    django, fast = _both(method, path, body, HTTP_X_API_KEY=key, HTTP_ORIGIN=origin)
+    assert getattr(fast, "served_by_fast_path", False)
+    assert (fast.status_code, fast.content) == (django.status_code, django.content)
+    assert _headers(fast) == _headers(django)
+    allowed = origin == "https://app.example"
+    assert fast.get("Access-Control-Allow-Origin") == (origin if allowed else None)
+    assert fast.get("Access-Control-Expose-Headers") == ("etag" if allowed else None)
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+@pytest.mark.parametrize("path", ["/ofrep/v1/evaluate/flags", f"/ofrep/v1/evaluate/flags/{FLAG}"])
+def test_a_preflight_gets_the_same_answer_through_both_doors(environment, settings, origin, path):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    django, fast = _both(
+        "OPTIONS",
+        path,
+        HTTP_ORIGIN=origin,
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="content-type, x-api-key",
     )
-    assert not getattr(response, "served_by_fast_path", False)
-    assert response["Access-Control-Allow-Origin"] == "https://app.example"
-    assert response["Access-Control-Expose-Headers"] == "etag"
+    assert getattr(fast, "served_by_fast_path", False)
+    assert (fast.status_code, fast.content) == (django.status_code, django.content) == (200, b"")
+    assert _headers(fast) == _headers(django)
+    if origin == "https://app.example":
+        assert "x-api-key" in fast["Access-Control-Allow-Headers"]
+        assert "POST" in fast["Access-Control-Allow-Methods"]
+    else:
+        assert "Access-Control-Allow-Origin" not in fast
+
+
+def test_a_preflight_without_an_origin_is_answered_without_cors_headers(environment):
+    django, fast = _both(
+        "OPTIONS", "/ofrep/v1/evaluate/flags", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST"
+    )
+    assert getattr(fast, "served_by_fast_path", False)
+    assert _headers(fast) == _headers(django)
+    assert not [name for name in _headers(fast) if name.startswith("access-control-")]
+
+
+def test_an_options_request_that_is_no_preflight_is_left_to_django(environment):
+    django, fast = _both("OPTIONS", "/ofrep/v1/evaluate/flags", HTTP_ORIGIN="https://app.example")
+    assert not getattr(fast, "served_by_fast_path", False)
+    assert fast.status_code == django.status_code
 
 
 def test_a_host_django_refuses_is_left_to_django(environment):
@@ -223,3 +268,16 @@ def test_a_deeply_nested_body_is_a_400_parse_error(environment):
     status, _, body = _asgi([(b"x-api-key", key)], [b'{"context": ' + b"[" * 10_000])
     assert status == 400
     assert json.loads(body)["errorCode"] == "PARSE_ERROR"
+
+
+def test_the_cors_answers_kept_stay_bounded_whatever_origins_clients_send(settings):
+    from evaluation.fastpath import FastPath
+
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    router = FastPath(fallback=None)
+    for number in range(5_000):
+        headers = {"origin": f"https://{number}.example" + "x" * 1_000}
+        assert router._cors("POST", "/ofrep/v1/evaluate/flags", headers) == []
+    assert len(router.cors) <= 1_001
+    allowed = router._cors("POST", "/ofrep/v1/evaluate/flags", {"origin": "https://app.example"})
+    assert (b"access-control-allow-origin", b"https://app.example") in allowed
