@@ -21,6 +21,7 @@ import random
 import time
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.http import (
     HttpRequest,
     HttpResponseBase,
@@ -102,16 +103,31 @@ def _authenticate(request: HttpRequest) -> credentials.Credential:
     return credential
 
 
+def _open(request: HttpRequest) -> tuple[int, int]:
+    """The stream's environment and the version it opens at.
+
+    Each request has database connections of its own, closed when it ends; a stream ends
+    only when its client leaves, so it gives them back here, before it starts waiting.
+    Otherwise every open stream would hold a PostgreSQL connection, and a few hundred
+    streams would exhaust the server's `max_connections`.
+    """
+    try:
+        credential = _authenticate(request)
+        return credential.environment_id, cache.known_version(credential.environment_id)
+    finally:
+        for connection in connections.all(initialized_only=True):
+            if not connection.in_atomic_block:
+                connection.close()
+
+
 async def stream(request: HttpRequest) -> HttpResponseBase:
     if request.method != "GET":
         return JsonResponse({"error": "method_not_allowed", "detail": "use GET"}, status=405)
     try:
-        credential = await sync_to_async(_authenticate)(request)
+        environment_id, version = await sync_to_async(_open)(request)
     except credentials.CredentialError as error:
         code = STREAM_ERRORS.get(error.status, "permission_denied")
         return JsonResponse({"error": code, "detail": error.message}, status=error.status)
-    environment_id = credential.environment_id
-    version = await sync_to_async(cache.known_version)(environment_id)
     broadcaster = Broadcaster.ensure_started()
     queue = broadcaster.subscribe(environment_id, version)
     response = StreamingHttpResponse(

@@ -160,6 +160,49 @@ def test_open_streams_do_not_hold_up_evaluations(cluster):
             reader.close()
 
 
+NEW_KEYS = """
+import json
+from flags import services
+from flags.models import Environment
+environment = Environment.objects.get(pk={environment})
+print(json.dumps([
+    services.api_key_create(
+        environment=environment, kind="server", name=f"stream-{{n}}", actor=None, source="system"
+    )[1]
+    for n in range({count})
+]))
+"""
+
+
+def test_open_streams_hold_no_database_connection(cluster):
+    """A stream lasts as long as its client: it must not keep a PostgreSQL connection, or a
+    few hundred streams would use up the server's max_connections (100 by default)."""
+    if not cluster.postgres:
+        pytest.skip("needs DB_URL on PostgreSQL (CI's second run has it)")
+    import psycopg
+
+    # A key of its own per stream: each is looked up in the database as its stream opens.
+    keys = json.loads(
+        cluster.manage(
+            "shell", stdin=NEW_KEYS.format(count=40, environment=cluster.seed["environment"])
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    url = cluster.url(1)
+    readers = [EventReader(url, key) for key in keys]
+    try:
+        with psycopg.connect(cluster.admin_url, autocommit=True) as connection:
+            held = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (cluster.name,)
+            ).fetchone()[0]
+        assert held <= 6, f"{held} connections for 40 streams on three instances"
+        assert ofrep(url, cluster.seed["server_key"])["key"] == "new-checkout"
+    finally:
+        for reader in readers:
+            reader.close()
+
+
 def test_instances_keep_serving_and_catch_up_while_redis_is_down_and_after_it_returns():
     redis = PrivateRedis()
     redis.start()
