@@ -80,7 +80,7 @@ $(DEPLOY_TOOLS)/.installed: deploy/check-requirements.txt $(VENV)/.installed-dev
 check-deploy: install-dev $(DEPLOY_TOOLS)/.installed
 	PYTHONPATH=$(DEPLOY_TOOLS)/python $(BIN)/python deploy/check.py
 
-## bench-realtime: propagation delay across three instances, and 1,000 open streams
+## bench-realtime: propagation delay across three instances, and 10,000 open streams (BENCH_STREAMS)
 bench-realtime: install-dev
 	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || sudo apt-get install -y wrk
 	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags} \
