@@ -7,6 +7,9 @@ run side by side during a deploy, and a renamed key would split what they share.
 
   `env:{id}:version`          the environment's current version (only ever increases)
   `env:{id}:doc:{version}`    the flag document of that version (evaluation.cache)
+  `env:{id}:secure:{version}` "off" or "on": whether secure mode is on at that version (never
+                              the secret), for a process that starts while the database is away
+                              (evaluation.secure_mode)
   `credential:{digest}`       a resolved API key, kept as the last known one for outages
                               (evaluation.credentials)
   `apikey:{digest}:used`      which process records the key's `last_used_at` this minute
@@ -21,6 +24,7 @@ from django.conf import settings
 
 VERSION = "env:{environment_id}:version"
 DOCUMENT = "env:{environment_id}:doc:{version}"
+SECURE_MODE = "env:{environment_id}:secure:{version}"
 CREDENTIAL = "credential:{digest}"
 CREDENTIAL_USED = "apikey:{digest}:used"
 EXPOSURES = "exposures:{environment_id}:{hour}"
@@ -34,6 +38,10 @@ def version(environment_id: int) -> str:
 
 def document(environment_id: int, version: int) -> str:
     return DOCUMENT.format(environment_id=environment_id, version=version)
+
+
+def secure_mode(environment_id: int, version: int) -> str:
+    return SECURE_MODE.format(environment_id=environment_id, version=version)
 
 
 def credential(digest: str) -> str:

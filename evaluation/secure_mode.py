@@ -8,18 +8,25 @@ rendered for. See docs/security.md.
 
 Each process reads an environment's setting and secret from the database once per
 environment version (turning secure mode on or off and rotating the secret bump it), so
-the hot path costs one HMAC. While the database is away the last setting read is used; a
-process that has read none refuses with StoreUnavailable (503), never evaluating unchecked.
+the hot path costs one HMAC. While the database is away the last setting read is used. A
+process that has read none (a worker started during the outage) asks the shared cache
+whether secure mode is off at that version: every process that read the setting noted
+"off" or "on" there, never the secret. Off, it evaluates; on or unknown, it refuses with
+StoreUnavailable (503), never evaluating unchecked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from dataclasses import dataclass
 
+from django.core.cache import cache
+
+from evaluation import keys
 from flags.models import Environment
-from flagsite.failures import DATABASE, StoreUnavailable, reaching
+from flagsite.failures import CACHE, DATABASE, StoreUnavailable, reaching
 
 # The context attribute that carries the hash; never evaluated (rules cannot see it).
 HASH_ATTRIBUTE = "targetingKeyHash"
@@ -65,13 +72,36 @@ def setting(environment_id: int, version: int) -> Setting:
                 .first()
             )
     except StoreUnavailable:
-        if known is None:
+        if known is not None:
+            return known  # the database is away: the last setting read holds
+        if _noted(environment_id, version) != "off":
             raise
-        return known  # the database is away: the last setting read holds
+        return Setting(version, False, b"")  # off at this version, as a process read it
     enabled, secret = row if row is not None else (False, "")
     fresh = Setting(version, bool(enabled and secret), secret.encode())
     _settings[environment_id] = fresh
+    _note(environment_id, fresh)
     return fresh
+
+
+# Past a week a process that starts during an outage refuses client keys as before.
+NOTE_SECONDS = 7 * 24 * 3600
+
+
+def _note(environment_id: int, setting: Setting) -> None:
+    """Tell processes that start during a database outage whether it is on (no secret)."""
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
+        cache.set(
+            keys.secure_mode(environment_id, setting.version),
+            "on" if setting.enabled else "off",
+            NOTE_SECONDS,
+        )
+
+
+def _noted(environment_id: int, version: int) -> str | None:
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
+        return cache.get(keys.secure_mode(environment_id, version))
+    return None
 
 
 def verify(context: dict, mode: Setting) -> None:

@@ -374,3 +374,32 @@ def test_without_redis_evaluation_answers_through_a_postgres_outage(postgres):
     during = [o for o in evaluations.outcomes if o.started >= stopped]
     assert len(during) > 40
     assert failures(evaluations.outcomes) == [], describe(failures(evaluations.outcomes))
+
+
+def test_workers_started_during_a_postgres_outage_serve_known_keys_from_the_cache(
+    cluster, postgres
+):
+    """A worker that dies while PostgreSQL is away is replaced by one that never read the
+    database: it serves what the shared cache knows (the keys, the snapshot, and that
+    secure mode is off), both for server and for client keys."""
+    url = cluster.url(0)
+    keys = {"server": cluster.seed["server_key"], "client": cluster.seed["client_key"]}
+    for secret in keys.values():  # known to every worker, and noted in the cache
+        wait_until(lambda s=secret: evaluate_with(url, s).status_code == 200, timeout=20)
+        for _ in range(10):
+            assert evaluate_with(url, secret).status_code == 200
+    postgres.stop()
+    try:
+        old = cluster.wait_for_workers(0, WORKERS)
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not set(cluster.workers_of(0)) & set(old), timeout=10)
+        fresh = cluster.wait_for_workers(0, WORKERS, timeout=20)
+        answers = {kind: [evaluate_with(url, s) for _ in range(20)] for kind, s in keys.items()}
+        assert set(cluster.workers_of(0)) == set(fresh), "the answers came from new workers"
+    finally:
+        postgres.start()
+    for kind, responses in answers.items():
+        statuses = [r.status_code for r in responses]
+        assert statuses == [200] * 20, (kind, statuses, responses[-1].text[:300])
+        assert len({r.content for r in responses}) == 1, "the same answer from every worker"
