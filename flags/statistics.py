@@ -292,7 +292,7 @@ def _chance_conversion_higher(control: ConversionTotals, treatment: ConversionTo
 
     P(T > C) = E[P(T > c) at c = C], integrated over the quantiles of whichever posterior is
     narrower: the other's distribution function then changes slowly across them, so the
-    integrand is smooth and a fixed Gauss-Legendre rule is exact to many digits.
+    integrand is smooth and a fixed Gauss-Legendre rule is accurate to about 7 digits.
     """
     posterior_c = stats.beta(*_posterior(control))
     posterior_t = stats.beta(*_posterior(treatment))
