@@ -31,6 +31,7 @@ __all__ = [
     "Interval",
     "NumericTotals",
     "SampleRatio",
+    "Totals",
     "compare_conversions",
     "compare_numeric",
     "guard_check",
@@ -395,6 +396,20 @@ def compare_conversions(
     )
 
 
+def _common_scale(control: NumericTotals, treatment: NumericTotals) -> float:
+    """The larger root mean square of the two variants' values (1 if all are 0).
+
+    Every figure but those in the metric's own units is unchanged by scaling both variants
+    alike; scaled to a root mean square of 1, squares of values near the float limit stay
+    finite through the arithmetic.
+    """
+    squares = max(
+        control.total_of_squares / max(control.units, 1),
+        treatment.total_of_squares / max(treatment.units, 1),
+    )
+    return math.sqrt(squares) if squares > 0 else 1.0
+
+
 def compare_numeric(
     control: NumericTotals,
     treatment: NumericTotals,
@@ -416,12 +431,7 @@ def compare_numeric(
         return _without_data(control, treatment, confidence, NO_UNITS)
     if control.units < 2 or treatment.units < 2:
         return _without_data(control, treatment, confidence, TOO_FEW_UNITS)
-    # Every figure but the absolute lift is unchanged by scaling both variants alike; scaled
-    # to a root mean square of 1, squares of values near the float limit stay finite.
-    scale = math.sqrt(
-        max(control.total_of_squares / control.units, treatment.total_of_squares / treatment.units)
-    )
-    scale = scale if scale > 0 else 1.0
+    scale = _common_scale(control, treatment)
     scaled_c, scaled_t = control.scaled(scale), treatment.scaled(scale)
     mean_c, mean_t = scaled_c.value, scaled_t.value
     error_c = scaled_c.variance / control.units
@@ -516,6 +526,19 @@ def sample_ratio_mismatch(
     return replace(result, p_value=p_value, mismatch=p_value < threshold)
 
 
+def _combined(control: Totals, treatment: Totals) -> Totals:
+    if isinstance(control, ConversionTotals) and isinstance(treatment, ConversionTotals):
+        return ConversionTotals(
+            control.units + treatment.units, control.conversions + treatment.conversions
+        )
+    assert isinstance(control, NumericTotals) and isinstance(treatment, NumericTotals)
+    return NumericTotals(
+        control.units + treatment.units,
+        control.total + treatment.total,
+        control.total_of_squares + treatment.total_of_squares,
+    )
+
+
 def _contrast(
     control: Totals,
     treatment: Totals,
@@ -529,9 +552,14 @@ def _contrast(
     means worse than tolerated; lower is better: (1 + relative)·control + absolute -
     treatment. A linear combination of the two means, so its variance needs no plug-in of
     the control's mean.
+
+    No variant's variance is taken below that of both variants' units together: early in a
+    rollout the treatment has few units, and a few values that happen to agree (or no
+    conversion yet) would otherwise make a chance dip look certain.
     """
-    var_c = control.variance / control.units
-    var_t = treatment.variance / treatment.units
+    pooled = _combined(control, treatment).variance
+    var_c = max(control.variance, pooled) / control.units
+    var_t = max(treatment.variance, pooled) / treatment.units
     if better is Better.HIGHER:
         weight = 1.0 - relative_tolerance
         margin = treatment.value - weight * control.value + absolute_tolerance
@@ -587,12 +615,18 @@ def guard_check(
             waiting,
             reason=f"not enough data: fewer than {max(2, minimum_units)} units in a variant",
         )
-    margin, variance = _contrast(control, treatment, better, relative_tolerance, absolute_tolerance)
+    scale = 1.0
+    if isinstance(control, NumericTotals) and isinstance(treatment, NumericTotals):
+        scale = _common_scale(control, treatment)
+        control, treatment = control.scaled(scale), treatment.scaled(scale)
+    margin, variance = _contrast(
+        control, treatment, better, relative_tolerance, absolute_tolerance / scale
+    )
     if variance <= 0:
         return replace(waiting, reason="not enough data: the values do not vary yet")
     mixing = (mixing_effect * abs(control.value)) ** 2
     if mixing <= 0:
-        # A control at 0: tune the mixture to a tenth of a standard deviation per unit.
+        # A control at 0: tune the mixture to the same share of a unit's standard deviation.
         mixing = (mixing_effect * math.sqrt(control.variance)) ** 2
     if mixing <= 0:
         return replace(waiting, reason="not enough data: the control does not vary yet")
@@ -608,12 +642,11 @@ def guard_check(
         / mixing
         * (2 * math.log(1 / alpha) + math.log((variance + mixing) / variance))
     )
-    interval = Interval(margin - half_width, margin + half_width)
     regressed = p_value <= alpha and margin < 0
     return replace(
         waiting,
         decision=Decision.REGRESSION if regressed else Decision.CONTINUE,
         p_value=p_value,
-        estimate=margin,
-        interval=interval,
+        estimate=margin * scale,
+        interval=Interval((margin - half_width) * scale, (margin + half_width) * scale),
     )
