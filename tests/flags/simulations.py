@@ -170,12 +170,14 @@ def stepped_allocation(units_per_check: int, shares: Sequence[float], checks_per
 _NAIVE_Z = 1.6448536269514722
 
 
-def _naive_regression(control: Totals, treatment: Totals, better: Better) -> bool:
-    error = np.sqrt(control.variance / control.units + treatment.variance / treatment.units)
-    if not error:
-        return False
-    z = (treatment.value - control.value) / error
-    return bool(z < -_NAIVE_Z if better is Better.HIGHER else z > _NAIVE_Z)
+def _naive_regression(control: Totals, treatment: Totals, better: Better, tolerance: float) -> bool:
+    weight = 1 - tolerance if better is Better.HIGHER else 1 + tolerance
+    margin = treatment.value - weight * control.value
+    margin = margin if better is Better.HIGHER else -margin
+    error = np.sqrt(
+        treatment.variance / treatment.units + weight**2 * control.variance / control.units
+    )
+    return bool(error and margin / error < -_NAIVE_Z)
 
 
 def _monitor(
@@ -186,7 +188,7 @@ def _monitor(
     for control, treatment in totals:
         if control.units < 100 or treatment.units < 100:
             continue
-        naive = naive or _naive_regression(control, treatment, better)
+        naive = naive or _naive_regression(control, treatment, better, tolerance)
         if rolled_back_at is None:
             check = guard_check(control, treatment, better=better, relative_tolerance=tolerance)
             if check.decision is Decision.REGRESSION:

@@ -533,3 +533,24 @@ def test_a_regression_is_exactly_an_always_valid_interval_below_zero(
 def test_guard_check_refuses_impossible_settings(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         guard_check(ConversionTotals(1000, 100), ConversionTotals(1000, 90), **options)
+
+
+def test_guard_checks_do_not_depend_on_the_unit_of_the_values() -> None:
+    rng = np.random.default_rng(9)
+    control, treatment = rng.exponential(100, 3000), rng.exponential(130, 3000)
+    plain = guard_check(numeric(control), numeric(treatment), better=Better.LOWER)
+    huge = guard_check(numeric(control * 1e150), numeric(treatment * 1e150), better=Better.LOWER)
+    assert plain.decision is huge.decision is Decision.REGRESSION
+    assert huge.p_value == pytest.approx(plain.p_value, rel=1e-9)
+    assert plain.estimate is not None and plain.interval is not None and huge.interval is not None
+    assert huge.estimate == pytest.approx(plain.estimate * 1e150, rel=1e-9)
+    assert astuple(huge.interval) == pytest.approx(
+        tuple(end * 1e150 for end in astuple(plain.interval)), rel=1e-9
+    )
+    absolute = guard_check(
+        numeric(control * 1e150),
+        numeric(treatment * 1e150),
+        better=Better.LOWER,
+        absolute_tolerance=50 * 1e150,
+    )
+    assert absolute.decision is Decision.CONTINUE
