@@ -244,8 +244,10 @@ def _checked_confidence(confidence: float) -> float:
     return _fraction(confidence, "confidence")
 
 
-def _relative(difference: float, control: float) -> float:
-    return difference / abs(control)
+def _relative(difference: float, control: float) -> float | None:
+    """(t - c)/|c|; None for a control at 0, or so near it that the ratio overflows."""
+    lift = difference / abs(control) if control else math.inf
+    return lift if math.isfinite(lift) else None
 
 
 def _fieller(
@@ -269,6 +271,8 @@ def _fieller(
     root = quantile * math.sqrt(max(0.0, spread))
     low_ratio = (treatment * control - root) / a
     high_ratio = (treatment * control + root) / a
+    if not (math.isfinite(low_ratio) and math.isfinite(high_ratio)):
+        return None
     if control > 0:
         return Interval(low_ratio - 1.0, high_ratio - 1.0)
     return Interval(1.0 - high_ratio, 1.0 - low_ratio)
@@ -363,12 +367,11 @@ def compare_conversions(
         error = math.sqrt(pooled * (1 - pooled) * (1 / control.units + 1 / treatment.units))
         p_value = float(2 * stats.norm.sf(abs(difference) / error))
 
-    relative: float | None = None
+    relative = _relative(difference, rate_c)
     interval: Interval | None = None
-    if rate_c == 0:
+    if relative is None:
         reasons.append(CONTROL_ZERO)
     else:
-        relative = _relative(difference, rate_c)
         quantile = float(stats.norm.ppf(0.5 + confidence / 2))
         interval = _fieller(
             rate_c,
@@ -443,7 +446,7 @@ def compare_numeric(
         control_value=control.value,
         treatment_value=treatment.value,
         absolute_lift=difference * scale,
-        relative_lift=_relative(difference, mean_c) if mean_c else None,
+        relative_lift=_relative(difference, mean_c),
         interval=None,
         p_value=None,
         chance_to_beat_control=None,
@@ -451,7 +454,11 @@ def compare_numeric(
         reasons=(),
     )
     if error_c + error_t == 0:
-        reasons = (NO_VARIATION,) if mean_c else (NO_VARIATION, CONTROL_ZERO)
+        reasons = (
+            (NO_VARIATION,)
+            if comparison.relative_lift is not None
+            else (NO_VARIATION, CONTROL_ZERO)
+        )
         return replace(comparison, reasons=reasons)
 
     welch = stats.ttest_ind_from_stats(
@@ -469,7 +476,7 @@ def compare_numeric(
     chance_higher = float(stats.norm.cdf(difference / math.sqrt(error_c + error_t)))
     reasons_list: list[str] = []
     interval: Interval | None = None
-    if not mean_c:
+    if comparison.relative_lift is None:
         reasons_list.append(CONTROL_ZERO)
     else:
         quantile = float(stats.t.ppf(0.5 + confidence / 2, freedom))
