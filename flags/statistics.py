@@ -81,7 +81,10 @@ def _count(value: object, field: str) -> int:
 def _number(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{field} must be a number, not {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{field} is too large for a float") from None
     if not math.isfinite(number):
         raise ValueError(f"{field} must be finite, got {number}")
     return number
@@ -515,11 +518,13 @@ def sample_ratio_mismatch(
         raise ValueError("a sample ratio check needs at least 2 variants")
     if any(share < 0 for share in shares):
         raise ValueError("weights must not be negative")
-    weight_sum = sum(shares)
-    if weight_sum <= 0:
+    largest = max(shares)
+    if largest <= 0:
         raise ValueError("weights must add up to more than 0")
+    # Relative to the largest first, so that weights near the float limit cannot sum to inf.
+    weight_sum = sum(share / largest for share in shares)
     total = sum(counts)
-    expected = tuple(total * share / weight_sum for share in shares)
+    expected = tuple(total * (share / largest) / weight_sum for share in shares)
     result = SampleRatio(counts, expected, None, False, threshold)
     if any(count and not share for count, share in zip(counts, shares, strict=True)):
         return replace(result, p_value=0.0, mismatch=True)

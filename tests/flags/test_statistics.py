@@ -351,6 +351,7 @@ def test_conversion_totals_accept_numpy_integers() -> None:
         ((3, "1", 1.0), "total must be a number, not '1'"),
         ((3, 1.0, False), "total_of_squares must be a number, not False"),
         ((3, 1.0, 1e400), "total_of_squares must be finite, got inf"),
+        ((3, 10**400, 1.0), "total is too large for a float"),
     ],
 )
 def test_numeric_totals_refuse_impossible_sums(arguments: tuple, message: str) -> None:
@@ -394,6 +395,12 @@ def test_sample_ratio_p_value_is_the_chi_square_goodness_of_fit() -> None:
     assert not result.mismatch and result.threshold == 0.001
 
 
+def test_weights_near_the_float_limit_split_like_any_others() -> None:
+    huge = sample_ratio_mismatch([5200, 4800], [1e308, 1e308])
+    assert huge.expected == (5000, 5000) and huge.mismatch
+    assert huge.p_value == sample_ratio_mismatch([5200, 4800], [1, 1]).p_value
+
+
 def test_a_lopsided_split_is_a_mismatch() -> None:
     result = sample_ratio_mismatch([5200, 4800], [0.5, 0.5])
     assert result.mismatch and result.p_value is not None and result.p_value < 0.001
@@ -424,6 +431,7 @@ def test_no_units_yet_is_no_mismatch() -> None:
         ([10, 10], [1, -1], "weights must not be negative"),
         ([10, 10], [0, 0], "weights must add up to more than 0"),
         ([10, 10], [1, float("nan")], r"weights\[1\] must be finite"),
+        ([10, 10], [1, 10**400], r"weights\[1\] is too large for a float"),
         ([10, 1.5], [1, 1], r"units\[1\] must be a whole number"),
         ("10", [1], "sequences of numbers"),
     ],
