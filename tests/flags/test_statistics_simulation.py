@@ -47,11 +47,14 @@ def test_a_narrower_confidence_covers_less_on_the_same_experiments() -> None:
     assert 0.72 <= coverage.rate <= 0.88, coverage
 
 
-def test_the_conversion_interval_still_covers_with_few_units() -> None:
+@pytest.mark.parametrize("units", [100, 300])
+def test_the_conversion_interval_still_covers_with_few_units(units: int) -> None:
+    # 10 expected conversions in the control at 100 units: where the delta method's
+    # symmetric interval falls to 93% (docs/experiment-statistics.md#measured).
     coverage = conversion_coverage(
-        runs=200, units=300, control_rate=0.10, treatment_rate=0.12, seed=2
+        runs=200, units=units, control_rate=0.10, treatment_rate=0.12, seed=2
     )
-    assert coverage.bounded == 200
+    assert coverage.bounded >= 195
     assert 0.93 <= coverage.rate <= 0.985, coverage
 
 
