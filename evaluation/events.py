@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -174,28 +175,25 @@ def _event_problem(key: EventKey) -> str | None:
     return text_problem("event", event, MAX_EVENT) or unit_problem(unit)
 
 
-def _storable_units(units: dict[UnitKey, float]) -> dict[UnitKey, float]:
+def _storable(items: dict[Any, Any], problem: Callable[[Any], str | None]) -> dict[Any, Any]:
+    """The items that can be stored; the others are logged, counted and dropped."""
     kept = {}
-    for key, at in units.items():
-        why = _unit_problem(key)
+    for key, value in items.items():
+        why = problem(key)
         if why is None:
-            kept[key] = at
+            kept[key] = value
             continue
-        log.warning("dropped a unit exposure %r: %s", key[1:3], why)
+        log.warning("dropped an event or unit exposure %r: %s", key[1:3], why)
         _drop("unstorable")
     return kept
+
+
+def _storable_units(units: dict[UnitKey, float]) -> dict[UnitKey, float]:
+    return _storable(units, _unit_problem)
 
 
 def _storable_events(events: dict[EventKey, Tally]) -> dict[EventKey, Tally]:
-    kept = {}
-    for key, tally in events.items():
-        why = _event_problem(key)
-        if why is None:
-            kept[key] = tally
-            continue
-        log.warning("dropped an event tally %r: %s", key[1], why)
-        _drop("unstorable")
-    return kept
+    return _storable(events, _event_problem)
 
 
 def flush() -> int:

@@ -444,3 +444,53 @@ def test_a_malformed_entry_in_redis_loses_only_itself(environment):
         ("u1", 2, 5.0)
     ]
     assert dropped("malformed") - before == 3
+
+
+@pytest.fixture
+def database_away():
+    """Points this process's connection at a port nothing listens on, for as long as the
+    test wants: every query then fails as against a database that is down."""
+    from contextlib import contextmanager
+
+    settings_dict = connection.settings_dict
+    saved = settings_dict["HOST"], settings_dict["PORT"]
+
+    @contextmanager
+    def away():
+        connection.close()
+        settings_dict["HOST"], settings_dict["PORT"] = "127.0.0.1", str(_closed_port())
+        try:
+            yield
+        finally:
+            connection.close()
+            settings_dict["HOST"], settings_dict["PORT"] = saved
+
+    return away
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="closes the test's connection")
+def test_with_the_database_away_nothing_is_lost_and_nothing_counted_twice(
+    environment, server_key, database_away
+):
+    from django.db import OperationalError
+    from django.test import Client
+
+    client = Client()
+    for n in range(5):
+        evaluate(client, server_key, {"targetingKey": f"user-{n}"})
+    batch = [{"event": "purchase", "targetingKey": f"user-{n}", "value": n} for n in range(5)]
+    post(client, EVENTS, server_key, {"events": batch * 2})
+
+    with database_away():
+        with pytest.raises(OperationalError):
+            events.drain()  # with Redis: flushed there, then the drain fails and puts back
+        with pytest.raises(OperationalError):
+            events.drain()  # again: still nothing lost
+
+    events.drain()
+    events.drain()
+
+    assert len(units(environment)) == 5
+    rows = {row.unit: (row.count, row.value_sum) for row in UnitEventDay.objects.all()}
+    assert rows == {f"user-{n}": (2, 2.0 * n) for n in range(5)}
