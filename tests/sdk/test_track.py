@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from flagclient import FlagClient
@@ -14,7 +15,7 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
 
-from tests.sdk.caller import wait_for
+from tests.sdk.caller import BLOCKED, wait_for
 from tests.sdk.misbehaving import EVENTS, accept_events, hang, status
 
 ROLLOUT = {
@@ -55,6 +56,22 @@ def test_events_survive_a_server_that_fails_for_a_while_and_arrive_once(
     assert sorted(item["value"] for item in server.tracked) == [float(n) for n in range(2500)]
     assert client.stats["tracked_posted"] == 2500
     assert all(len(json.dumps(item)) < 200 for item in server.tracked)
+
+
+def test_track_never_waits_for_a_server_that_hangs(server, make_client):
+    server.events = hang
+    client = make_client(exposure_interval=0.05, timeout=1.0)
+    wait_for(lambda: client.ready, 5)
+    slowest, calls = 0.0, 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        assert client.track("view", {"targetingKey": f"u{calls}"}, value=1) is True
+        slowest = max(slowest, time.perf_counter() - started)
+        calls += 1
+        time.sleep(0.0005)
+    assert server.hits[EVENTS] >= 1  # a post was hanging meanwhile
+    assert slowest < BLOCKED, f"track took {slowest:.3f} s"
 
 
 def test_pending_events_are_bounded_while_the_server_is_away(server, make_client):
