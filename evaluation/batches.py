@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 from django.conf import settings
@@ -142,6 +142,24 @@ def redis():
     from django_redis import get_redis_connection
 
     return get_redis_connection("default")
+
+
+def upsert_statement(
+    table: str, columns: Sequence[str], unique: Sequence[str], **merge: str
+) -> str:
+    """`INSERT ... ON CONFLICT (unique) DO UPDATE`, each column of `merge` by its rule:
+    "add" (the stored value plus the new), "earliest" or "latest" (of the two)."""
+    table = connection.ops.quote_name(table)
+    rules = {
+        "add": "{t}.{c} + EXCLUDED.{c}",
+        "earliest": "CASE WHEN EXCLUDED.{c} < {t}.{c} THEN EXCLUDED.{c} ELSE {t}.{c} END",
+        "latest": "CASE WHEN EXCLUDED.{c} > {t}.{c} THEN EXCLUDED.{c} ELSE {t}.{c} END",
+    }
+    updates = ", ".join(f"{c} = {rules[rule].format(t=table, c=c)}" for c, rule in merge.items())
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({', '.join(unique)}) DO UPDATE SET {updates}"
+    )
 
 
 def upsert(sql: str, params: list[tuple], *, refused: Callable[[tuple, Exception], None]) -> None:

@@ -41,7 +41,15 @@ from django.core.cache import cache
 from django.db import connection, transaction
 
 from evaluation import keys
-from evaluation.batches import SEPARATOR, TAKE_HASH, Batch, redis, text_problem, upsert
+from evaluation.batches import (
+    SEPARATOR,
+    TAKE_HASH,
+    Batch,
+    redis,
+    text_problem,
+    upsert,
+    upsert_statement,
+)
 from evaluation.engine import EvaluationResult, Reason
 from flags.models import Environment, UnitEventDay, UnitExposure
 from flagsite import metrics
@@ -286,14 +294,12 @@ def _to_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> 
 def _units_to_database(units: dict[UnitKey, float]) -> None:
     if not units:
         return
-    table = connection.ops.quote_name(UnitExposure._meta.db_table)
     adapt = connection.ops.adapt_datetimefield_value
-    sql = (
-        f"INSERT INTO {table} (environment_id, flag_key, variant, unit, first_seen) "
-        "VALUES (%s, %s, %s, %s, %s) "
-        "ON CONFLICT (environment_id, flag_key, variant, unit) DO UPDATE SET "
-        f"first_seen = CASE WHEN EXCLUDED.first_seen < {table}.first_seen "
-        f"THEN EXCLUDED.first_seen ELSE {table}.first_seen END"
+    sql = upsert_statement(
+        UnitExposure._meta.db_table,
+        ("environment_id", "flag_key", "variant", "unit", "first_seen"),
+        ("environment_id", "flag_key", "variant", "unit"),
+        first_seen="earliest",
     )
     # A fixed order keeps concurrent upserts of the same rows from deadlocking; a unit seen
     # on two days' keys keeps its earliest time.
@@ -308,21 +314,19 @@ def _units_to_database(units: dict[UnitKey, float]) -> None:
 def _events_to_database(events: dict[EventKey, Tally]) -> None:
     if not events:
         return
-    table = connection.ops.quote_name(UnitEventDay._meta.db_table)
     adapt = connection.ops.adapt_datetimefield_value
     adapt_day = connection.ops.adapt_datefield_value
-    sql = (
-        f"INSERT INTO {table} (environment_id, event, unit, day, count, valued, value_sum, "
-        "value_squares, first_at, last_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (environment_id, event, unit, day) DO UPDATE SET "
-        f"count = {table}.count + EXCLUDED.count, "
-        f"valued = {table}.valued + EXCLUDED.valued, "
-        f"value_sum = {table}.value_sum + EXCLUDED.value_sum, "
-        f"value_squares = {table}.value_squares + EXCLUDED.value_squares, "
-        f"first_at = CASE WHEN EXCLUDED.first_at < {table}.first_at "
-        f"THEN EXCLUDED.first_at ELSE {table}.first_at END, "
-        f"last_at = CASE WHEN EXCLUDED.last_at > {table}.last_at "
-        f"THEN EXCLUDED.last_at ELSE {table}.last_at END"
+    sql = upsert_statement(
+        UnitEventDay._meta.db_table,
+        ("environment_id", "event", "unit", "day", "count", "valued", "value_sum")
+        + ("value_squares", "first_at", "last_at"),
+        ("environment_id", "event", "unit", "day"),
+        count="add",
+        valued="add",
+        value_sum="add",
+        value_squares="add",
+        first_at="earliest",
+        last_at="latest",
     )
     params = []
     for key in sorted(events):

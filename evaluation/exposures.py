@@ -32,7 +32,15 @@ from django.db import connection
 from django.db.models import Count, Max, Min, Sum
 
 from evaluation import keys
-from evaluation.batches import SEPARATOR, TAKE_HASH, Batch, redis, text_problem, upsert
+from evaluation.batches import (
+    SEPARATOR,
+    TAKE_HASH,
+    Batch,
+    redis,
+    text_problem,
+    upsert,
+    upsert_statement,
+)
 from evaluation.engine import ErrorCode, EvaluationResult
 from flags.models import Environment, ExposureCount
 from flagsite import metrics
@@ -178,15 +186,13 @@ def _to_database(counts: dict[Key, int], now: datetime | None = None) -> None:
         rows.append((environment_id, flag_key, variant, reason, start, counts[key], last))
     if not rows:
         return
-    table = connection.ops.quote_name(ExposureCount._meta.db_table)
     adapt = connection.ops.adapt_datetimefield_value
-    sql = (
-        f"INSERT INTO {table} (environment_id, flag_key, variant, reason, hour, count, last_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (environment_id, flag_key, variant, reason, hour) DO UPDATE SET "
-        f"count = {table}.count + EXCLUDED.count, "
-        f"last_at = CASE WHEN EXCLUDED.last_at > {table}.last_at "
-        f"THEN EXCLUDED.last_at ELSE {table}.last_at END"
+    sql = upsert_statement(
+        ExposureCount._meta.db_table,
+        ("environment_id", "flag_key", "variant", "reason", "hour", "count", "last_at"),
+        ("environment_id", "flag_key", "variant", "reason", "hour"),
+        count="add",
+        last_at="latest",
     )
     params = [(*row[:4], adapt(row[4]), row[5], adapt(row[6])) for row in rows]
     upsert(sql, params, refused=_refused)
