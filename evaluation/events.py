@@ -40,16 +40,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 
-from evaluation import keys
-from evaluation.batches import (
-    SEPARATOR,
-    TAKE_HASH,
-    Batch,
-    redis,
-    text_problem,
-    upsert,
-    upsert_statement,
-)
+from evaluation import batches, keys
+from evaluation.batches import SEPARATOR, Batch, redis, text_problem
 from evaluation.engine import EvaluationResult, Reason
 from flags.models import Environment, UnitEventDay, UnitExposure
 from flagsite import metrics
@@ -295,7 +287,7 @@ def _units_to_database(units: dict[UnitKey, float]) -> None:
     if not units:
         return
     adapt = connection.ops.adapt_datetimefield_value
-    sql = upsert_statement(
+    sql = batches.upsert_statement(
         UnitExposure._meta.db_table,
         ("environment_id", "flag_key", "variant", "unit", "first_seen"),
         ("environment_id", "flag_key", "variant", "unit"),
@@ -308,7 +300,7 @@ def _units_to_database(units: dict[UnitKey, float]) -> None:
         row = (environment_id, flag_key, variant, unit)
         earliest[row] = min(at, earliest.get(row, at))
     params = [(*row, adapt(_time(at))) for row, at in sorted(earliest.items())]
-    upsert(sql, params, refused=_refused)
+    batches.upsert(sql, params, refused=_refused)
 
 
 def _events_to_database(events: dict[EventKey, Tally]) -> None:
@@ -316,7 +308,7 @@ def _events_to_database(events: dict[EventKey, Tally]) -> None:
         return
     adapt = connection.ops.adapt_datetimefield_value
     adapt_day = connection.ops.adapt_datefield_value
-    sql = upsert_statement(
+    sql = batches.upsert_statement(
         UnitEventDay._meta.db_table,
         ("environment_id", "event", "unit", "day", "count", "valued", "value_sum")
         + ("value_squares", "first_at", "last_at"),
@@ -346,7 +338,7 @@ def _events_to_database(events: dict[EventKey, Tally]) -> None:
                 adapt(_time(tally.last)),
             )
         )
-    upsert(sql, params, refused=_refused)
+    batches.upsert(sql, params, refused=_refused)
 
 
 def _time(at: float) -> datetime:
@@ -377,7 +369,7 @@ def drain() -> int:
     events_pending = cache.make_key(keys.EVENTS_PENDING)
     for raw in store.smembers(events_pending):
         key = raw.decode()
-        events = _parse_events(key, store.eval(TAKE_HASH, 2, key, events_pending))
+        events = _parse_events(key, store.eval(batches.TAKE_HASH, 2, key, events_pending))
         _into_database({}, events)
         drained += len(events)
     return drained
