@@ -71,6 +71,56 @@ OFREP_ITEM = {
     },
 }
 SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"ApiKeyBearer": []}]
+NAME = {"type": "string", "minLength": 1}
+TIME = {
+    "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+    "description": "ISO 8601 with a zone, or epoch seconds; within the last 7 days.",
+}
+EVENTS_REQUEST = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "events": {
+                        "type": "array",
+                        "maxItems": 1000,
+                        "items": {
+                            "type": "object",
+                            "required": ["event", "targetingKey"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "event": {**NAME, "maxLength": 100},
+                                "targetingKey": {**NAME, "maxLength": 256},
+                                "value": {"type": "number", "nullable": True},
+                                "timestamp": TIME,
+                                "targetingKeyHash": {"type": "string"},
+                            },
+                        },
+                    },
+                    "firstExposures": {
+                        "type": "array",
+                        "maxItems": 1000,
+                        "description": "Server keys only.",
+                        "items": {
+                            "type": "object",
+                            "required": ["flag", "variant", "targetingKey"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "flag": {**NAME, "maxLength": 100},
+                                "variant": {**NAME, "maxLength": 64},
+                                "targetingKey": {**NAME, "maxLength": 256},
+                                "timestamp": TIME,
+                            },
+                        },
+                    },
+                },
+            }
+        }
+    },
+}
 
 
 def _json(schema: dict, description: str = "") -> dict:
@@ -204,6 +254,33 @@ def evaluation_paths() -> dict[str, dict]:
                     "200": _json({"type": "object"}, "The flag document"),
                     "304": {"description": "Not modified (ETag matches)"},
                     **_errors((401, 403)),
+                },
+            }
+        },
+        "/api/v1/sdk/events": {
+            "post": {
+                "operationId": "sdk_events",
+                "tags": ["evaluation"],
+                "summary": "Events and first unit exposures, for experiments (docs/experiments.md)",
+                "security": SECURITY,
+                "requestBody": EVENTS_REQUEST,
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["accepted", "dropped"],
+                            "properties": {
+                                "accepted": {"type": "integer"},
+                                "dropped": {"type": "integer"},
+                                "droppedBy": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "Accepted",
+                    ),
+                    **_errors((400, 401, 403, 405, 413)),
                 },
             }
         },

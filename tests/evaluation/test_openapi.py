@@ -9,6 +9,7 @@ def test_schema_lists_evaluation_endpoints_with_key_security(client):
         "/ofrep/v1/evaluate/flags",
         "/ofrep/v1/evaluate/flags/{key}",
         "/api/v1/sdk/flags",
+        "/api/v1/sdk/events",
         "/api/v1/stream",
     ):
         assert path in schema["paths"], path
