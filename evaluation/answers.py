@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from evaluation import attributes, events, exposures, secure_mode
 from evaluation import cache as snapshots
-from evaluation import events, exposures, secure_mode
 from evaluation.credentials import Credential, CredentialError, authenticate
 from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot, compile_document
 from evaluation.streams import OFREP_EVENT_STREAMS
@@ -355,8 +355,10 @@ def _prepare(
 
 
 def _record(credential: Credential, context: dict, results: Iterable[EvaluationResult]) -> None:
-    """Count the evaluations; with a targetingKey, record its first exposures to splits."""
+    """Count the evaluations; with a targetingKey, record its first exposures to splits;
+    note the attribute names asked with (the admin's condition builder suggests them)."""
     exposures.record(credential.environment_id, results)
+    attributes.note(credential.environment_id, context)
     unit = context.get("targetingKey")
     if unit is not None:
         events.expose(credential.environment_id, unit, results)

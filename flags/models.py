@@ -626,3 +626,20 @@ class UnitEventDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.unit} {self.day:%Y-%m-%d}: {self.count}"
+
+
+class SeenAttribute(models.Model):
+    """An attribute name evaluations in an environment were asked with (the condition
+    builder suggests them); written by evaluation.attributes, bounded per environment."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100)
+    first_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "name"], name="seen_attribute_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
