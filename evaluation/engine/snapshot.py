@@ -14,15 +14,18 @@ from .bucketing import (
     bucket,
     bucket_value_of,
     chooser,
+    murmur3,
 )
 from .conditions import (
     Context,
     Draw,
     Predicate,
+    StringSet,
     all_of,
     attribute_getter,
     bind_condition,
     parse_condition,
+    string_set_of,
 )
 from .errors import DocumentError
 from .results import ErrorCode, EvaluationResult, Reason, error_result
@@ -37,6 +40,28 @@ MAX_PREREQUISITE_DEPTH = 16
 MAX_VALUE_NODES = 100_000
 
 Serve = Callable[[Context], EvaluationResult]
+
+
+class _KeyTable:
+    """The commonest rollout (flagd's, bucketed by the targeting key) as data, which
+    `CompiledFlag.resolve` reads inline: one precomputed result per bucket."""
+
+    __slots__ = ("buckets", "missing", "salt", "total")
+
+    def __init__(
+        self, salt: str, buckets: tuple[EvaluationResult, ...], missing: EvaluationResult
+    ) -> None:
+        self.salt = salt
+        self.buckets = buckets
+        self.total = len(buckets)
+        self.missing = missing
+
+
+# What a rule or the default serves: a fixed result, a rollout by the targeting key, or a
+# function of the context (any other rollout).
+Serving = EvaluationResult | _KeyTable | Serve
+# One condition of a rule: a predicate, or a string-set condition as data (read inline).
+Test = Predicate | StringSet
 
 # What a boolean flag's variants are, wherever a flag is checked or made.
 BOOLEAN_VARIANTS: dict[str, bool] = {"on": True, "off": False}
@@ -125,8 +150,8 @@ def _compile_serving(
     reason: str,
     rule_id: str | None,
     draw: Draw,
-) -> EvaluationResult | Serve:
-    """A fixed result for a variant serving, or a function of the context for a rollout."""
+) -> Serving:
+    """A fixed result for a variant serving, or a rollout."""
     variant, bucket_by, weights, own_salt = _parse_serving(serving, list(results))
     if variant is not None:
         return _with(results[variant], reason, rule_id)
@@ -146,6 +171,8 @@ def _compile_serving(
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
     if scheme == "flagd" and total <= TABLE_LIMIT:
+        if bucket_by == "targetingKey":
+            return _KeyTable(salt, _bucket_table(weights, entries), missing)
         return _flagd_table_serve(weights, entries, get, missing, salt)
     choose = chooser(scheme, flag_key, salt, [weight for _, weight in weights])
 
@@ -169,11 +196,8 @@ def _flagd_table_serve(
     missing: EvaluationResult,
     salt: str,
 ) -> Serve:
-    """The commonest rollout, inlined: one precomputed result per bucket, a hash, an index."""
-    table: list[EvaluationResult] = []
-    for (_, weight), entry in zip(weights, entries, strict=True):
-        table.extend([entry] * weight)
-    buckets = tuple(table)
+    """A flagd rollout by an attribute: one precomputed result per bucket, a hash, an index."""
+    buckets = _bucket_table(weights, entries)
     total = len(buckets)
 
     def serve(context: Context) -> EvaluationResult:
@@ -188,6 +212,15 @@ def _flagd_table_serve(
     return serve
 
 
+def _bucket_table(
+    weights: tuple[tuple[str, int], ...], entries: tuple[EvaluationResult, ...]
+) -> tuple[EvaluationResult, ...]:
+    table: list[EvaluationResult] = []
+    for (_, weight), entry in zip(weights, entries, strict=True):
+        table.extend([entry] * weight)
+    return tuple(table)
+
+
 def _with(result: EvaluationResult, reason: str, rule_id: str | None) -> EvaluationResult:
     return EvaluationResult(result.flag_key, result.value, result.variant, reason, rule_id)
 
@@ -199,14 +232,13 @@ class CompiledFlag:
     """One flag, compiled: precomputed results and predicates, evaluated without allocating."""
 
     __slots__ = (
-        "default",
         "enabled",
         "error",
         "key",
         "off",
         "prerequisite_failed",
         "prerequisites",
-        "rules",
+        "servings",
         "targets",
         "type",
     )
@@ -220,9 +252,8 @@ class CompiledFlag:
         self.prerequisite_failed: EvaluationResult | None = None
         self.prerequisites: tuple[tuple[str, frozenset[str]], ...] = ()
         self.targets: dict[str, EvaluationResult] = {}
-        # (predicate, fixed result or None, rollout or None)
-        self.rules: tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...] = ()
-        self.default: EvaluationResult | Serve | None = None
+        # (the rule's conditions, what it serves) for each rule, then ((), the default).
+        self.servings: tuple[tuple[tuple[Test, ...], Serving], ...] = ()
 
     def resolve(
         self,
@@ -242,13 +273,32 @@ class CompiledFlag:
             target = self.targets.get(targeting_key)
             if target is not None:
                 return target
-        for predicate, result, rollout in self.rules:
-            if predicate(context):
-                return result if rollout is None else rollout(context)  # type: ignore[return-value]
-        default = self.default
-        if default.__class__ is EvaluationResult:
-            return default
-        return default(context)  # type: ignore[misc,operator]
+        for tests, serving in self.servings:
+            for test in tests:
+                if test.__class__ is tuple:  # a StringSet: its ASCII case inlined
+                    value = context.get(test[0])
+                    if value.__class__ is str and value.isascii():
+                        if (value in test[1]) is test[2]:
+                            break
+                        continue
+                    if not test[3](context):
+                        break
+                elif not test(context):  # type: ignore[operator]
+                    break
+            else:
+                if serving.__class__ is EvaluationResult:
+                    return serving
+                if serving.__class__ is _KeyTable:
+                    if targeting_key is None:
+                        return serving.missing
+                    # bucketing.bucket(), inlined: the commonest rollout's hot line. The key
+                    # is text: the salt was checked at compile time, the targeting key by
+                    # the caller, so a string that is not ASCII encodes.
+                    key = serving.salt + targeting_key
+                    digest = murmur3(key if key.isascii() else key.encode(), 0, False)
+                    return serving.buckets[(digest * serving.total) >> 32]
+                return serving(context)  # type: ignore[operator]
+        raise AssertionError("the last serving has no predicates")  # pragma: no cover
 
 
 def _satisfied(
@@ -316,11 +366,11 @@ def _compile_flag(
     compiled.prerequisite_failed = _with(results[off_key], Reason.PREREQUISITE_FAILED, None)
     compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
     compiled.targets = _compile_targets(_optional_list(flag, "targets"), results)
-    compiled.rules = _compile_rules(
+    rules = _compile_rules(
         _optional_list(flag, "rules"), results, segments, key, salt, scheme, draw
     )
     try:
-        compiled.default = _compile_serving(
+        default = _compile_serving(
             flag.get("defaultServe"),
             results,
             flag_key=key,
@@ -332,6 +382,7 @@ def _compile_flag(
         )
     except DocumentError as exc:
         raise exc.within("defaultServe") from None
+    compiled.servings = (*rules, ((), default))
     return compiled
 
 
@@ -429,8 +480,8 @@ def _compile_rules(
     salt: str,
     scheme: str,
     draw: Draw,
-) -> tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...]:
-    rules: list[tuple[Predicate, EvaluationResult | None, Serve | None]] = []
+) -> list[tuple[tuple[Test, ...], Serving]]:
+    rules: list[tuple[tuple[Test, ...], Serving]] = []
     for index, entry in enumerate(entries):
         field = f"rules[{index}]"
         entry = _require_mapping(entry, field)
@@ -440,10 +491,10 @@ def _compile_rules(
         require_text(rule_id, f"{field}.id", "the rule id")
         conditions = entry.get("conditions")
         conditions = () if conditions is None else _require_list(conditions, f"{field}.conditions")
-        predicates = []
+        tests = []
         for position, condition in enumerate(conditions):
             try:
-                predicates.append(_compile_condition(condition, segments, draw))
+                tests.append(_compile_condition(condition, segments, draw))
             except DocumentError as exc:
                 raise exc.within(f"{field}.conditions[{position}]") from None
         try:
@@ -459,22 +510,21 @@ def _compile_rules(
             )
         except DocumentError as exc:
             raise exc.within(f"{field}.serve") from None
-        if isinstance(serve, EvaluationResult):  # compile time: clarity over speed
-            rules.append((all_of(predicates), serve, None))
-        else:
-            rules.append((all_of(predicates), None, serve))
-    return tuple(rules)
+        rules.append((tuple(tests), serve))
+    return rules
 
 
 def _compile_condition(
     condition: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
-) -> Predicate:
+) -> Test:
     parsed = parse_condition(condition, segments)
     for segment_key in parsed.segment_keys:
         segment = segments[segment_key]
         if isinstance(segment, DocumentError):
             raise DocumentError("values", f"segment {segment_key!r} is invalid: {segment}")
-    return bind_condition(parsed, segments, draw)  # type: ignore[arg-type]
+    predicate = bind_condition(parsed, segments, draw)  # type: ignore[arg-type]
+    string_set = string_set_of(parsed, predicate)
+    return predicate if string_set is None else string_set
 
 
 # --- segments -----------------------------------------------------------------------------
@@ -521,12 +571,14 @@ def _string_list(segment: Mapping[str, Any], field: str) -> list[str]:
 
 
 _INVALID_CONTEXT_TEXT = f"a string read from the context {INVALID_TEXT}"
+# The place of an answer evaluate_all computes, until it does.
+_PENDING = error_result("", ErrorCode.GENERAL, "not evaluated")
 
 
 class Snapshot:
     """An immutable, compiled flag document. Safe to share between threads."""
 
-    __slots__ = ("_document", "_flag_keys", "_flags", "_live", "_version")
+    __slots__ = ("_document", "_fixed", "_flag_keys", "_flags", "_live", "_variable", "_version")
 
     def __init__(
         self, document: dict[str, Any], version: int, flags: dict[str, CompiledFlag]
@@ -542,6 +594,14 @@ class Snapshot:
             if flag.error is None or flag.error.error_code != ErrorCode.FLAG_NOT_FOUND
         )
         self._flag_keys = tuple(key for key, _, _ in self._live)
+        self._fixed: dict[str, EvaluationResult] = {
+            key: flag.error or constant or _PENDING for key, flag, constant in self._live
+        }
+        self._variable = tuple(
+            (key, flag)
+            for key, flag, constant in self._live
+            if flag.error is None and constant is None
+        )
 
     @property
     def version(self) -> int:
@@ -598,18 +658,16 @@ class Snapshot:
                 key: flag.error or error_result(key, ErrorCode.GENERAL, failure)
                 for key, flag, _ in self._live
             }
+        if refusal is not None:
+            return {
+                key: flag.error or error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
+                for key, flag, _ in self._live
+            }
         flags = self._flags
-        answers = {}
-        for key, flag, constant in self._live:
-            if flag.error is not None:
-                answers[key] = flag.error
-                continue
-            if refusal is not None:
-                answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
-                continue
-            if constant is not None:
-                answers[key] = constant
-                continue
+        # The fixed answers are copied in one step, every key in document order; only the
+        # flags whose answer depends on the context are evaluated.
+        answers = self._fixed.copy()
+        for key, flag in self._variable:
             try:
                 answers[key] = flag.resolve(context, targeting_key, flags, ())  # type: ignore[arg-type]
             except UnicodeEncodeError:
@@ -625,9 +683,10 @@ def _constant(flag: CompiledFlag) -> EvaluationResult | None:
         return None
     if not flag.enabled:
         return flag.off
-    if flag.prerequisites or flag.targets or flag.rules:
+    if flag.prerequisites or flag.targets or len(flag.servings) > 1:
         return None
-    return flag.default if flag.default.__class__ is EvaluationResult else None
+    _, default = flag.servings[0]
+    return default if default.__class__ is EvaluationResult else None
 
 
 _NOT_AN_OBJECT = "the context must be a JSON object"
