@@ -112,6 +112,14 @@ def _cumulative_index(weights: Sequence[int], below: Callable[[int], bool]) -> i
     return len(weights) - 1
 
 
+def bucket_indexes(weights: Sequence[int]) -> tuple[int, ...]:
+    """For each flagd bucket in [0, total of the weights), the index of its entry."""
+    table: list[int] = []
+    for index, weight in enumerate(weights):
+        table.extend([index] * weight)
+    return tuple(table)
+
+
 def chooser(scheme: str, flag_key: str, salt: str, weights: Sequence[int]) -> Chooser:
     """The function that picks a rollout entry for a bucketed value, in `scheme`."""
     total = sum(weights)
@@ -123,10 +131,7 @@ def chooser(scheme: str, flag_key: str, salt: str, weights: Sequence[int]) -> Ch
                 return bisect.bisect_right(cumulative, bucket(salt, value, total))
 
             return flagd_large
-        table: list[int] = []
-        for index, weight in enumerate(weights):
-            table.extend([index] * weight)
-        entries = tuple(table)
+        entries = bucket_indexes(weights)
 
         def flagd(value: str) -> int:
             return entries[bucket(salt, value, total)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +13,7 @@ from .bucketing import (
     SCHEMES,
     TABLE_LIMIT,
     bucket,
+    bucket_indexes,
     bucket_value_of,
     chooser,
     murmur3,
@@ -44,17 +46,33 @@ Serve = Callable[[Context], EvaluationResult]
 
 class _KeyTable:
     """The commonest rollout (flagd's, bucketed by the targeting key) as data, which
-    `CompiledFlag.resolve` reads inline: one precomputed result per bucket."""
+    `CompiledFlag.resolve` reads inline: the entry of each bucket, and its result."""
 
-    __slots__ = ("buckets", "missing", "salt", "total")
+    __slots__ = ("_missing", "entries", "flag_key", "indexes", "salt", "total")
 
     def __init__(
-        self, salt: str, buckets: tuple[EvaluationResult, ...], missing: EvaluationResult
+        self,
+        flag_key: str,
+        salt: str,
+        indexes: tuple[int, ...],
+        entries: tuple[EvaluationResult, ...],
     ) -> None:
+        self.flag_key = flag_key
         self.salt = salt
-        self.buckets = buckets
-        self.total = len(buckets)
-        self.missing = missing
+        self.indexes = indexes  # shared by every rollout with the same weights
+        self.total = len(indexes)
+        self.entries = entries
+        self._missing: EvaluationResult | None = None
+
+    def missing(self) -> EvaluationResult:
+        """The answer to a context without a targeting key, made at its first use."""
+        if self._missing is None:
+            self._missing = _missing_key(self.flag_key)
+        return self._missing
+
+
+def _missing_key(flag_key: str) -> EvaluationResult:
+    return error_result(flag_key, ErrorCode.TARGETING_KEY_MISSING, "a rollout needs a targetingKey")
 
 
 # What a rule or the default serves: a fixed result, a rollout by the targeting key, or a
@@ -68,7 +86,7 @@ BOOLEAN_VARIANTS: dict[str, bool] = {"on": True, "off": False}
 
 
 def _require_mapping(value: object, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if value.__class__ is not dict and not isinstance(value, Mapping):
         raise DocumentError(field, "must be an object")
     return value
 
@@ -116,65 +134,84 @@ def _parse_serving(
         bucket_by = "targetingKey"
     if bucket_by.__class__ is not str or not bucket_by:
         raise DocumentError("rollout.bucketBy", "must be an attribute name")
-    require_text(bucket_by, "rollout.bucketBy", "the attribute name")
+    if not bucket_by.isascii():
+        require_text(bucket_by, "rollout.bucketBy", "the attribute name")
     entries = _require_list(rollout.get("variants"), "rollout.variants")
     if not entries:
         raise DocumentError("rollout.variants", "a rollout needs at least one variant")
-    weights: list[tuple[str, int]] = []
-    for index, entry in enumerate(entries):
-        field = f"rollout.variants[{index}]"
-        entry = _require_mapping(entry, field)
-        key, weight = entry.get("variant"), entry.get("weight")
-        if key not in variant_keys:
-            raise DocumentError(f"{field}.variant", f"unknown variant {key!r}")
-        if any(key == seen for seen, _ in weights):
-            raise DocumentError(f"{field}.variant", f"variant {key!r} is listed twice")
-        if weight.__class__ is not int or weight < 0:
-            raise DocumentError(f"{field}.weight", f"must be an integer >= 0, got {weight!r}")
-        weights.append((cast(str, key), weight))
-    total = sum(weight for _, weight in weights)
+    weights = _parse_weights(entries, variant_keys)
+    total = 0
+    for _, weight in weights:
+        total += weight
     if total <= 0:
         raise DocumentError("rollout.variants", "at least one weight must be above 0")
     if total > MAX_TOTAL_WEIGHT:
         raise DocumentError("rollout.variants", f"weights must total at most {MAX_TOTAL_WEIGHT}")
-    return None, bucket_by, tuple(weights), salt
+    return None, bucket_by, weights, salt
+
+
+def _parse_weights(
+    entries: Sequence[Any], variant_keys: Sequence[str]
+) -> tuple[tuple[str, int], ...]:
+    weights: list[tuple[str, int]] = []
+    listed: set[str] = set()
+    for index, entry in enumerate(entries):
+        entry = _require_mapping(entry, f"rollout.variants[{index}]")
+        key, weight = entry.get("variant"), entry.get("weight")
+        if key not in variant_keys:
+            raise DocumentError(f"rollout.variants[{index}].variant", f"unknown variant {key!r}")
+        if key in listed:  # a variant key: a string
+            message = f"variant {key!r} is listed twice"
+            raise DocumentError(f"rollout.variants[{index}].variant", message)
+        if weight.__class__ is not int or weight < 0:
+            message = f"must be an integer >= 0, got {weight!r}"
+            raise DocumentError(f"rollout.variants[{index}].weight", message)
+        listed.add(cast(str, key))
+        weights.append((cast(str, key), weight))
+    return tuple(weights)
 
 
 def _compile_serving(
     serving: object,
-    results: Mapping[str, EvaluationResult],
+    variants: Mapping[str, Any],
     *,
     flag_key: str,
     salt: str,
     scheme: str,
     reason: str,
     rule_id: str | None,
-    draw: Draw,
+    compilation: _Compilation,
 ) -> Serving:
     """A fixed result for a variant serving, or a rollout."""
-    variant, bucket_by, weights, own_salt = _parse_serving(serving, list(results))
+    # A list, not the dict: `in` must not hash an unhashable variant (an unknown one).
+    variant, bucket_by, weights, own_salt = _parse_serving(serving, list(variants))
     if variant is not None:
-        return _with(results[variant], reason, rule_id)
+        return EvaluationResult(flag_key, variants[variant], variant, reason, rule_id)
     if own_salt is not None:
         salt = own_salt
-    entries = tuple(_with(results[key], Reason.SPLIT, rule_id) for key, _ in weights)
-    total = sum(weight for _, weight in weights)
-    get = attribute_getter(bucket_by, draw)
+    entries = tuple(
+        [
+            EvaluationResult(flag_key, variants[key], key, Reason.SPLIT, rule_id)
+            for key, _ in weights
+        ]
+    )
+    weights_only = tuple([weight for _, weight in weights])
+    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT and bucket_by == "targetingKey":
+        return _KeyTable(flag_key, salt, compilation.bucket_indexes(weights_only), entries)
     if bucket_by == "targetingKey":
-        missing = error_result(
-            flag_key, ErrorCode.TARGETING_KEY_MISSING, "a rollout needs a targetingKey"
-        )
+        missing = _missing_key(flag_key)
     else:
         missing = error_result(
             flag_key,
             ErrorCode.INVALID_CONTEXT,
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
-    if scheme == "flagd" and total <= TABLE_LIMIT:
-        if bucket_by == "targetingKey":
-            return _KeyTable(salt, _bucket_table(weights, entries), missing)
-        return _flagd_table_serve(weights, entries, get, missing, salt)
-    choose = chooser(scheme, flag_key, salt, [weight for _, weight in weights])
+    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT:
+        return _flagd_table_serve(
+            weights, entries, attribute_getter(bucket_by, compilation.draw), missing, salt
+        )
+    get = attribute_getter(bucket_by, compilation.draw)
+    choose = chooser(scheme, flag_key, salt, weights_only)
 
     def serve(context: Context) -> EvaluationResult:
         value = get(context)
@@ -219,10 +256,6 @@ def _bucket_table(
     for (_, weight), entry in zip(weights, entries, strict=True):
         table.extend([entry] * weight)
     return tuple(table)
-
-
-def _with(result: EvaluationResult, reason: str, rule_id: str | None) -> EvaluationResult:
-    return EvaluationResult(result.flag_key, result.value, result.variant, reason, rule_id)
 
 
 # --- flags --------------------------------------------------------------------------------
@@ -290,13 +323,13 @@ class CompiledFlag:
                     return serving
                 if serving.__class__ is _KeyTable:
                     if targeting_key is None:
-                        return serving.missing
+                        return serving.missing()
                     # bucketing.bucket(), inlined: the commonest rollout's hot line. The key
                     # is text: the salt was checked at compile time, the targeting key by
                     # the caller, so a string that is not ASCII encodes.
                     key = serving.salt + targeting_key
                     digest = murmur3(key if key.isascii() else key.encode(), 0, False)
-                    return serving.buckets[(digest * serving.total) >> 32]
+                    return serving.entries[serving.indexes[(digest * serving.total) >> 32]]
                 return serving(context)  # type: ignore[operator]
         raise AssertionError("the last serving has no predicates")  # pragma: no cover
 
@@ -330,12 +363,7 @@ def _check_value(flag_type: str, value: object) -> bool:
     return isinstance(value, Mapping)
 
 
-def _compile_flag(
-    key: str,
-    flag: Mapping[str, Any],
-    segments: Mapping[str, Predicate | DocumentError],
-    draw: Draw,
-) -> CompiledFlag:
+def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) -> CompiledFlag:
     """Compile one (non-archived) flag; raises DocumentError naming the broken field."""
     compiled = CompiledFlag(key)
     flag_type = flag.get("type")
@@ -357,28 +385,30 @@ def _compile_flag(
         scheme = "flagd"
     if scheme not in SCHEMES:
         raise DocumentError("bucketing", f"must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    results = _compile_variants(key, flag_type, flag.get("variants"))
+    variants = _compile_variants(flag_type, flag.get("variants"))
 
     off_key = flag.get("offVariant")
-    if off_key not in results:
+    if off_key not in variants:
         raise DocumentError("offVariant", f"unknown variant {off_key!r}")
-    compiled.off = _with(results[off_key], Reason.DISABLED, None)
-    compiled.prerequisite_failed = _with(results[off_key], Reason.PREREQUISITE_FAILED, None)
+    off_value = variants[off_key]
+    if not enabled:  # an enabled flag never serves its off variant as such
+        compiled.off = EvaluationResult(key, off_value, off_key, Reason.DISABLED)
     compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
-    compiled.targets = _compile_targets(_optional_list(flag, "targets"), results)
-    rules = _compile_rules(
-        _optional_list(flag, "rules"), results, segments, key, salt, scheme, draw
-    )
+    if compiled.prerequisites:
+        failed = EvaluationResult(key, off_value, off_key, Reason.PREREQUISITE_FAILED)
+        compiled.prerequisite_failed = failed
+    compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
+    rules = _compile_rules(_optional_list(flag, "rules"), variants, compilation, key, salt, scheme)
     try:
         default = _compile_serving(
             flag.get("defaultServe"),
-            results,
+            variants,
             flag_key=key,
             salt=salt,
             scheme=scheme,
             reason=Reason.DEFAULT,
             rule_id=None,
-            draw=draw,
+            compilation=compilation,
         )
     except DocumentError as exc:
         raise exc.within("defaultServe") from None
@@ -386,31 +416,33 @@ def _compile_flag(
     return compiled
 
 
-def _compile_variants(key: str, flag_type: str, variants: object) -> dict[str, EvaluationResult]:
+def _compile_variants(flag_type: str, variants: object) -> dict[str, Any]:
+    """Each variant's key and value, checked; the results are made where they are served."""
     variants = _require_list(variants, "variants")
     if not variants:
         raise DocumentError("variants", "a flag needs at least one variant")
-    results: dict[str, EvaluationResult] = {}
+    values: dict[str, Any] = {}
     for index, variant in enumerate(variants):
-        field = f"variants[{index}]"
-        variant = _require_mapping(variant, field)
+        variant = _require_mapping(variant, f"variants[{index}]")
         variant_key, value = variant.get("key"), variant.get("value")
         if variant_key.__class__ is not str or not variant_key:
-            raise DocumentError(f"{field}.key", "must be a non-empty string")
-        require_text(variant_key, f"{field}.key", "the variant key")
-        if variant_key in results:
-            raise DocumentError(f"{field}.key", f"variant {variant_key!r} is listed twice")
+            raise DocumentError(f"variants[{index}].key", "must be a non-empty string")
+        if not variant_key.isascii():
+            require_text(variant_key, f"variants[{index}].key", "the variant key")
+        if variant_key in values:
+            message = f"variant {variant_key!r} is listed twice"
+            raise DocumentError(f"variants[{index}].key", message)
         if not _check_value(flag_type, value):
-            raise DocumentError(f"{field}.value", f"{value!r} is not a {flag_type} value")
-        _require_json_text(value, f"{field}.value")
+            raise DocumentError(f"variants[{index}].value", f"{value!r} is not a {flag_type} value")
+        cls = value.__class__
+        if cls is not bool and cls is not int and cls is not float:  # those hold no string
+            _require_json_text(value, f"variants[{index}].value")
         if flag_type == "json":
             value = copy.deepcopy(value)  # later edits of the document must not leak in
-        results[variant_key] = EvaluationResult(key, value, variant_key, Reason.DEFAULT)
-    if flag_type == "boolean":
-        values = {variant_key: result.value for variant_key, result in results.items()}
-        if values != BOOLEAN_VARIANTS:
-            raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
-    return results
+        values[variant_key] = value
+    if flag_type == "boolean" and values != BOOLEAN_VARIANTS:
+        raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
+    return values
 
 
 def _require_json_text(value: object, field: str) -> None:
@@ -454,16 +486,17 @@ def _compile_prerequisites(entries: Sequence[Any]) -> tuple[tuple[str, frozenset
 
 
 def _compile_targets(
-    entries: Sequence[Any], results: Mapping[str, EvaluationResult]
+    entries: Sequence[Any], flag_key: str, variants: Mapping[str, Any]
 ) -> dict[str, EvaluationResult]:
     targets: dict[str, EvaluationResult] = {}
     for index, entry in enumerate(entries):
         field = f"targets[{index}]"
         entry = _require_mapping(entry, field)
         variant = entry.get("variant")
-        if variant not in results:
+        if variant not in variants:
             raise DocumentError(f"{field}.variant", f"unknown variant {variant!r}")
-        result = _with(results[cast(str, variant)], Reason.TARGETING_MATCH, None)
+        variant = cast(str, variant)
+        result = EvaluationResult(flag_key, variants[variant], variant, Reason.TARGETING_MATCH)
         for value in _require_list(entry.get("values"), f"{field}.values"):
             if value.__class__ is not str:
                 raise DocumentError(f"{field}.values", f"targeting keys are strings: {value!r}")
@@ -474,12 +507,11 @@ def _compile_targets(
 
 def _compile_rules(
     entries: Sequence[Any],
-    results: Mapping[str, EvaluationResult],
-    segments: Mapping[str, Predicate | DocumentError],
+    variants: Mapping[str, Any],
+    compilation: _Compilation,
     flag_key: str,
     salt: str,
     scheme: str,
-    draw: Draw,
 ) -> list[tuple[tuple[Test, ...], Serving]]:
     rules: list[tuple[tuple[Test, ...], Serving]] = []
     for index, entry in enumerate(entries):
@@ -494,19 +526,19 @@ def _compile_rules(
         tests = []
         for position, condition in enumerate(conditions):
             try:
-                tests.append(_compile_condition(condition, segments, draw))
+                tests.append(_compile_condition(condition, compilation))
             except DocumentError as exc:
                 raise exc.within(f"{field}.conditions[{position}]") from None
         try:
             serve = _compile_serving(
                 entry.get("serve"),
-                results,
+                variants,
                 flag_key=flag_key,
                 salt=salt,
                 scheme=scheme,
                 reason=Reason.TARGETING_MATCH,
                 rule_id=rule_id,
-                draw=draw,
+                compilation=compilation,
             )
         except DocumentError as exc:
             raise exc.within(f"{field}.serve") from None
@@ -514,7 +546,36 @@ def _compile_rules(
     return rules
 
 
-def _compile_condition(
+def _compile_condition(condition: object, compilation: _Compilation) -> Test:
+    """The test of a condition; one test for every condition alike in a document."""
+    key = _condition_key(condition)
+    try:
+        return compilation.tests[key]  # type: ignore[index]
+    except (KeyError, TypeError):  # new, or no key (None), or unhashable values
+        pass
+    test = _bind_condition(condition, compilation.segments, compilation.draw)
+    if key is not None:
+        with contextlib.suppress(TypeError):
+            compilation.tests[key] = test
+    return test
+
+
+def _condition_key(condition: object) -> tuple[Any, ...] | None:
+    """A key that tells apart any two conditions that compile differently: the classes of
+    the values are part of it (True == 1 == 1.0 in Python, not in a flag document)."""
+    if condition.__class__ is not dict:
+        return None
+    parts: list[Any] = []
+    for name, value in condition.items():
+        cls = value.__class__
+        if cls is list or cls is tuple:
+            parts.append((name, cls, *[(item.__class__, item) for item in value]))
+        else:
+            parts.append((name, cls, value))
+    return tuple(parts)
+
+
+def _bind_condition(
     condition: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
 ) -> Test:
     parsed = parse_condition(condition, segments)
@@ -755,10 +816,31 @@ def compile_document(
             segments[segment_key] = _compile_segment(segment, draw)
         except DocumentError as exc:
             segments[segment_key] = exc
+    compilation = _Compilation(segments, draw)
     compiled = {}
     for key, flag in flags.items():
-        compiled[key] = _compile_or_error(key, flag, segments, draw)
+        compiled[key] = _compile_or_error(key, flag, compilation)
     return Snapshot(document, version, compiled)
+
+
+class _Compilation:
+    """What the flags of one document are compiled against: its segments, the `$random`
+    draw, and the tests of the conditions compiled so far (shared by alike conditions)."""
+
+    __slots__ = ("_indexes", "draw", "segments", "tests")
+
+    def __init__(self, segments: Mapping[str, Predicate | DocumentError], draw: Draw) -> None:
+        self.segments = segments
+        self.draw = draw
+        self.tests: dict[tuple[Any, ...], Test] = {}
+        self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+    def bucket_indexes(self, weights: tuple[int, ...]) -> tuple[int, ...]:
+        """The index of the entry of each flagd bucket, one table for alike weights."""
+        indexes = self._indexes.get(weights)
+        if indexes is None:
+            indexes = self._indexes[weights] = bucket_indexes(weights)
+        return indexes
 
 
 def _drawing(generator: random.Random) -> Draw:
@@ -767,9 +849,7 @@ def _drawing(generator: random.Random) -> Draw:
     return lambda: str(getrandbits(64))
 
 
-def _compile_or_error(
-    key: str, flag: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
-) -> CompiledFlag:
+def _compile_or_error(key: str, flag: object, compilation: _Compilation) -> CompiledFlag:
     if isinstance(flag, Mapping) and flag.get("archived") is True:
         archived = CompiledFlag(key)
         archived.error = error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} is archived")
@@ -782,7 +862,7 @@ def _compile_or_error(
         archived_field = flag.get("archived", False)
         if archived_field is not None and archived_field.__class__ is not bool:
             raise DocumentError("archived", "must be true or false")
-        return _compile_flag(key, flag, segments, draw)
+        return _compile_flag(key, flag, compilation)
     except DocumentError as exc:
         broken = CompiledFlag(key)
         broken.error = error_result(key, ErrorCode.PARSE_ERROR, f"flag {key!r}: {exc}")
