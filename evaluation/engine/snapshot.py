@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import marshal
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -265,12 +266,15 @@ class CompiledFlag:
     """One flag, compiled: precomputed results and predicates, evaluated without allocating."""
 
     __slots__ = (
+        "archived",
         "enabled",
         "error",
+        "fixed",
         "key",
         "off",
         "prerequisite_failed",
         "prerequisites",
+        "segment_keys",
         "servings",
         "targets",
         "type",
@@ -281,12 +285,16 @@ class CompiledFlag:
         self.type: str | None = None
         self.enabled = False
         self.error: EvaluationResult | None = None  # archived or broken: always this result
+        self.archived = False
+        # The answer for every context that is not refused (see `_refusal`), if it is one.
+        self.fixed: EvaluationResult | None = None
         self.off: EvaluationResult | None = None
         self.prerequisite_failed: EvaluationResult | None = None
         self.prerequisites: tuple[tuple[str, frozenset[str]], ...] = ()
         self.targets: dict[str, EvaluationResult] = {}
         # (the rule's conditions, what it serves) for each rule, then ((), the default).
         self.servings: tuple[tuple[tuple[Test, ...], Serving], ...] = ()
+        self.segment_keys: frozenset[str] = frozenset()  # the segments its conditions read
 
     def resolve(
         self,
@@ -398,7 +406,10 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
         failed = EvaluationResult(key, off_value, off_key, Reason.PREREQUISITE_FAILED)
         compiled.prerequisite_failed = failed
     compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
-    rules = _compile_rules(_optional_list(flag, "rules"), variants, compilation, key, salt, scheme)
+    used: set[str] = set()
+    rules = _compile_rules(
+        _optional_list(flag, "rules"), variants, compilation, key, salt, scheme, used
+    )
     try:
         default = _compile_serving(
             flag.get("defaultServe"),
@@ -413,6 +424,7 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
     except DocumentError as exc:
         raise exc.within("defaultServe") from None
     compiled.servings = (*rules, ((), default))
+    compiled.segment_keys = frozenset(used)
     return compiled
 
 
@@ -512,7 +524,9 @@ def _compile_rules(
     flag_key: str,
     salt: str,
     scheme: str,
+    used: set[str],
 ) -> list[tuple[tuple[Test, ...], Serving]]:
+    """The rules' conditions and servings; adds the segments they read to `used`."""
     rules: list[tuple[tuple[Test, ...], Serving]] = []
     for index, entry in enumerate(entries):
         field = f"rules[{index}]"
@@ -526,9 +540,11 @@ def _compile_rules(
         tests = []
         for position, condition in enumerate(conditions):
             try:
-                tests.append(_compile_condition(condition, compilation))
+                test, segment_keys = _compile_condition(condition, compilation)
             except DocumentError as exc:
                 raise exc.within(f"{field}.conditions[{position}]") from None
+            tests.append(test)
+            used.update(segment_keys)
         try:
             serve = _compile_serving(
                 entry.get("serve"),
@@ -546,8 +562,10 @@ def _compile_rules(
     return rules
 
 
-def _compile_condition(condition: object, compilation: _Compilation) -> Test:
-    """The test of a condition; one test for every condition alike in a document."""
+def _compile_condition(
+    condition: object, compilation: _Compilation
+) -> tuple[Test, tuple[str, ...]]:
+    """The test of a condition and the segments it reads; one test for alike conditions."""
     key = _condition_key(condition)
     try:
         return compilation.tests[key]  # type: ignore[index]
@@ -569,7 +587,7 @@ def _condition_key(condition: object) -> tuple[Any, ...] | None:
     for name, value in condition.items():
         cls = value.__class__
         if cls is list or cls is tuple:
-            parts.append((name, cls, *[(item.__class__, item) for item in value]))
+            parts.append((name, cls, tuple(value), tuple(map(type, value))))
         else:
             parts.append((name, cls, value))
     return tuple(parts)
@@ -577,7 +595,7 @@ def _condition_key(condition: object) -> tuple[Any, ...] | None:
 
 def _bind_condition(
     condition: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
-) -> Test:
+) -> tuple[Test, tuple[str, ...]]:
     parsed = parse_condition(condition, segments)
     for segment_key in parsed.segment_keys:
         segment = segments[segment_key]
@@ -585,7 +603,7 @@ def _bind_condition(
             raise DocumentError("values", f"segment {segment_key!r} is invalid: {segment}")
     predicate = bind_condition(parsed, segments, draw)  # type: ignore[arg-type]
     string_set = string_set_of(parsed, predicate)
-    return predicate if string_set is None else string_set
+    return (predicate if string_set is None else string_set), parsed.segment_keys
 
 
 # --- segments -----------------------------------------------------------------------------
@@ -639,30 +657,46 @@ _PENDING = error_result("", ErrorCode.GENERAL, "not evaluated")
 class Snapshot:
     """An immutable, compiled flag document. Safe to share between threads."""
 
-    __slots__ = ("_document", "_fixed", "_flag_keys", "_flags", "_live", "_variable", "_version")
+    __slots__ = (
+        "_document",
+        "_fixed",
+        "_flag_keys",
+        "_flags",
+        "_live",
+        "_origin",
+        "_variable",
+        "_version",
+    )
 
     def __init__(
-        self, document: dict[str, Any], version: int, flags: dict[str, CompiledFlag]
+        self,
+        document: dict[str, Any],
+        version: int,
+        flags: dict[str, CompiledFlag],
+        origin: _Origin,
     ) -> None:
         self._document = document
         self._version = version
         self._flags = flags
-        # With each live flag, its answer when that is the same for every context: only the
-        # other flags are evaluated by evaluate_all.
-        self._live = tuple(
-            (key, flag, _constant(flag))
-            for key, flag in flags.items()
-            if flag.error is None or flag.error.error_code != ErrorCode.FLAG_NOT_FOUND
-        )
-        self._flag_keys = tuple(key for key, _, _ in self._live)
-        self._fixed: dict[str, EvaluationResult] = {
-            key: flag.error or constant or _PENDING for key, flag, constant in self._live
-        }
-        self._variable = tuple(
-            (key, flag)
-            for key, flag, constant in self._live
-            if flag.error is None and constant is None
-        )
+        self._origin = origin
+        origin.compiled = flags
+        # Every live flag; the answers that are the same for every context, in document
+        # order; and the flags evaluate_all evaluates, the others.
+        live: list[tuple[str, CompiledFlag]] = []
+        self._fixed: dict[str, EvaluationResult] = {}
+        variable: list[tuple[str, CompiledFlag]] = []
+        for key, flag in flags.items():
+            if flag.archived:
+                continue
+            live.append((key, flag))
+            fixed = flag.fixed
+            if fixed is None:
+                variable.append((key, flag))
+                fixed = _PENDING
+            self._fixed[key] = fixed
+        self._live = tuple(live)
+        self._flag_keys = tuple(self._fixed)
+        self._variable = tuple(variable)
 
     @property
     def version(self) -> int:
@@ -676,6 +710,12 @@ class Snapshot:
     @property
     def document(self) -> dict[str, Any]:
         return self._document
+
+    @property
+    def compiled_flags(self) -> int:
+        """How many of its flags compiling this snapshot compiled; the others it reused
+        from the previous snapshot (see `compile_document`)."""
+        return self._origin.compiled_flags
 
     def evaluate(
         self, flag_key: str, context: Context | object, expected_type: str | None = None
@@ -717,12 +757,12 @@ class Snapshot:
             failure = f"{type(exc).__name__}: {exc}"
             return {
                 key: flag.error or error_result(key, ErrorCode.GENERAL, failure)
-                for key, flag, _ in self._live
+                for key, flag in self._live
             }
         if refusal is not None:
             return {
                 key: flag.error or error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
-                for key, flag, _ in self._live
+                for key, flag in self._live
             }
         flags = self._flags
         # The fixed answers are copied in one step, every key in document order; only the
@@ -779,13 +819,22 @@ def _refusal(context: object) -> str | None:
 
 
 def compile_document(
-    document: dict[str, Any], *, generator: random.Random | None = None
+    document: dict[str, Any],
+    *,
+    generator: random.Random | None = None,
+    previous: Snapshot | None = None,
 ) -> Snapshot:
     """Compile a flag document into a snapshot.
 
     `generator` is where the snapshot draws the value of the `$random` attribute, anew at
-    every read (see docs/evaluation.md): by default a `random.Random` of the snapshot's own;
-    pass a seeded one for answers that repeat.
+    every read (see docs/evaluation.md): by default a `random.Random` of the snapshot's own
+    (or the `previous` snapshot's); pass a seeded one for answers that repeat.
+
+    With `previous`, the snapshot of an earlier version, every flag and segment whose part
+    of the document is unchanged (the same JSON, types included) is reused instead of
+    compiled again, so the cost is that of the flags that changed (`compiled_flags` counts
+    them). The answers are those of a compile from scratch. A document must not be edited
+    once compiled: its parts are what the next compile compares with.
 
     A broken flag does not stop the others: it evaluates to an error with PARSE_ERROR and
     details naming the field. Only a document that is not an object with a `flags` object
@@ -807,20 +856,150 @@ def compile_document(
         raw_segments = {}
     if not isinstance(raw_segments, Mapping):
         raise DocumentError("segments", "must be an object")
-    draw = _drawing(generator if generator is not None else random.Random())
+    base = _reusable(previous, generator)
+    if generator is None:
+        generator = base.generator if base is not None else random.Random()
+    draw = base.draw if base is not None else _drawing(generator)
+    origin = _Origin(flags, raw_segments, generator, draw)
+    segments = _compile_segments(raw_segments, draw, base, origin)
+    compilation = _Compilation(segments, draw)
+    compiled = {}
+    for key, flag in flags.items():
+        if base is not None:
+            reused = _reused_flag(key, flag, base, origin, segments)
+            if reused is not None:
+                compiled[key] = reused
+                continue
+        compiled[key] = _compiled(key, flag, compilation)
+        origin.compiled_flags += 1
+    return Snapshot(document, version, compiled, origin)
+
+
+def _compile_segments(
+    raw_segments: Mapping[str, Any], draw: Draw, base: _Origin | None, origin: _Origin
+) -> dict[str, Predicate | DocumentError]:
     segments: dict[str, Predicate | DocumentError] = {}
     for segment_key, segment in raw_segments.items():
+        if base is not None and base.unchanged(True, segment_key, segment, origin):
+            segments[segment_key] = base.segments[segment_key]
+            continue
         try:
             if segment_key.__class__ is str and not is_text(segment_key):
                 raise DocumentError("", f"the segment key {INVALID_TEXT}")
             segments[segment_key] = _compile_segment(segment, draw)
         except DocumentError as exc:
             segments[segment_key] = exc
-    compilation = _Compilation(segments, draw)
-    compiled = {}
-    for key, flag in flags.items():
-        compiled[key] = _compile_or_error(key, flag, compilation)
-    return Snapshot(document, version, compiled)
+    origin.segments = segments
+    return segments
+
+
+def _reused_flag(
+    key: str,
+    flag: object,
+    base: _Origin,
+    origin: _Origin,
+    segments: Mapping[str, Predicate | DocumentError],
+) -> CompiledFlag | None:
+    """The previous snapshot's compiled flag `key`, if its part of the document and the
+    segments it reads are unchanged."""
+    if not base.unchanged(False, key, flag, origin):
+        return None
+    old = base.compiled.get(key)
+    if old is None:
+        return None
+    if old.error is not None and not old.archived:
+        return None  # a broken flag: which segments it lacked is not known, compile it
+    for segment_key in old.segment_keys:
+        if segments.get(segment_key) is not base.segments.get(segment_key):
+            return None
+    return old
+
+
+def _reusable(previous: Snapshot | None, generator: random.Random | None) -> _Origin | None:
+    """What of `previous` a compile may reuse: nothing for another generator, whose draws
+    the compiled `$random` conditions and rollouts could not take."""
+    if previous is None:
+        return None
+    base = previous._origin  # noqa: SLF001 - snapshots of one module
+    if generator is not None and generator is not base.generator:
+        return None
+    return base
+
+
+def _mark(fragment: object) -> bytes | None:
+    """A part of a document as bytes that are equal only for equal JSON of equal types
+    (true, 1 and 1.0 differ, unlike in `==`); None if it is not plain JSON data."""
+    try:  # version 2: no references and no interning flags, which follow object identity
+        return marshal.dumps(fragment, 2)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - ValueError: another type, or nested too deep
+        return None
+
+
+class _Origin:
+    """What a snapshot was compiled from and into, for the next compile to reuse: the
+    document's flags and segments, the compiled segments and flags, the `$random` draw, and
+    the marks (see `_mark`) of the parts, made when a compile first compares them."""
+
+    __slots__ = (
+        "compiled",
+        "compiled_flags",
+        "draw",
+        "flag_marks",
+        "generator",
+        "raw_flags",
+        "raw_segments",
+        "segment_marks",
+        "segments",
+    )
+
+    def __init__(
+        self,
+        raw_flags: Mapping[str, Any],
+        raw_segments: Mapping[str, Any],
+        generator: random.Random,
+        draw: Draw,
+    ) -> None:
+        self.raw_flags = raw_flags
+        self.raw_segments = raw_segments
+        self.generator = generator
+        self.draw = draw
+        self.segments: Mapping[str, Predicate | DocumentError] = {}
+        self.compiled: Mapping[str, CompiledFlag] = {}
+        self.compiled_flags = 0
+        self.flag_marks: dict[str, bytes] = {}
+        self.segment_marks: dict[str, bytes] = {}
+
+    def unchanged(self, segment: bool, key: str, fragment: object, new: _Origin) -> bool:
+        """Whether `fragment`, the flag (or segment) `key` of the document compiled into
+        `new`, is what it was in this origin's document; records its mark in `new`."""
+        if segment:
+            return _unchanged(
+                self.raw_segments, self.segment_marks, key, fragment, new.segment_marks
+            )
+        return _unchanged(self.raw_flags, self.flag_marks, key, fragment, new.flag_marks)
+
+
+def _unchanged(
+    raw: Mapping[str, Any],
+    marks: dict[str, bytes],
+    key: str,
+    fragment: object,
+    new_marks: dict[str, bytes],
+) -> bool:
+    old = raw.get(key)
+    if old is None or old is fragment:  # the same object may have been edited in place
+        return False
+    mark = _mark(fragment)
+    if mark is None:
+        return False
+    new_marks[key] = mark
+    old_mark = marks.get(key)
+    if old_mark is None:  # the previous snapshot was compiled without one
+        old_mark = _mark(old)
+        if old_mark is None:
+            return False
+        marks[key] = old_mark
+    return mark == old_mark
 
 
 class _Compilation:
@@ -832,7 +1011,7 @@ class _Compilation:
     def __init__(self, segments: Mapping[str, Predicate | DocumentError], draw: Draw) -> None:
         self.segments = segments
         self.draw = draw
-        self.tests: dict[tuple[Any, ...], Test] = {}
+        self.tests: dict[tuple[Any, ...], tuple[Test, tuple[str, ...]]] = {}
         self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def bucket_indexes(self, weights: tuple[int, ...]) -> tuple[int, ...]:
@@ -849,10 +1028,17 @@ def _drawing(generator: random.Random) -> Draw:
     return lambda: str(getrandbits(64))
 
 
+def _compiled(key: str, flag: object, compilation: _Compilation) -> CompiledFlag:
+    compiled = _compile_or_error(key, flag, compilation)
+    compiled.fixed = compiled.error or _constant(compiled)
+    return compiled
+
+
 def _compile_or_error(key: str, flag: object, compilation: _Compilation) -> CompiledFlag:
     if isinstance(flag, Mapping) and flag.get("archived") is True:
         archived = CompiledFlag(key)
         archived.error = error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} is archived")
+        archived.archived = True
         return archived
     try:
         if key.__class__ is str and not is_text(key):
