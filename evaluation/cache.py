@@ -177,7 +177,10 @@ def _refresh(environment_id: int, version: int, now: float) -> Snapshot:
         if entry is not None and entry.snapshot.version >= version:
             return entry.snapshot
         try:
-            fresh = compile_document(_load_document(environment_id, version))
+            # The flags and segments the new version left as they were are reused from the
+            # snapshot it replaces: a toggle compiles one flag, however many there are.
+            previous = entry.snapshot if entry is not None else None
+            fresh = compile_document(_load_document(environment_id, version), previous=previous)
         except StoreUnavailable:
             if entry is None:
                 raise

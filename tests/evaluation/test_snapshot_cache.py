@@ -71,6 +71,24 @@ def test_committed_change_is_seen_by_the_next_evaluation(flag, django_capture_on
     assert result.variant == "on"
 
 
+def test_a_change_to_one_flag_compiles_only_that_flag(flag, django_capture_on_commit_callbacks):
+    environment = development(flag)
+    others = [factories.flag(flag.project, f"other-{index}") for index in range(5)]
+    before = snapshots.snapshot(environment.pk)
+    assert before.compiled_flags == len(others) + 1
+    with django_capture_on_commit_callbacks(execute=True):
+        services.flag_config_update(
+            config=factories.config(flag), data={"enabled": False}, **SYSTEM
+        )
+
+    after = snapshots.snapshot(environment.pk)
+
+    assert after.version > before.version
+    assert after.compiled_flags == 1
+    assert after.evaluate("new-checkout", {"plan": "pro"}).reason == "DISABLED"
+    assert after.evaluate("other-0", {}).variant == before.evaluate("other-0", {}).variant
+
+
 def test_no_database_query_while_the_version_is_unchanged(
     flag, monkeypatch, django_assert_num_queries
 ):
