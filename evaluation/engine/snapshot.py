@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import marshal
 import random
@@ -387,7 +386,8 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
         salt = key
     if salt.__class__ is not str:
         raise DocumentError("salt", "must be a string")
-    require_text(salt, "salt", "the salt")
+    if not salt.isascii():
+        require_text(salt, "salt", "the salt")
     scheme = flag.get("bucketing")
     if scheme is None:
         scheme = "flagd"
@@ -534,7 +534,8 @@ def _compile_rules(
         rule_id = entry.get("id")
         if rule_id.__class__ is not str:
             raise DocumentError(f"{field}.id", "must be a string")
-        require_text(rule_id, f"{field}.id", "the rule id")
+        if not rule_id.isascii():
+            require_text(rule_id, f"{field}.id", "the rule id")
         conditions = entry.get("conditions")
         conditions = () if conditions is None else _require_list(conditions, f"{field}.conditions")
         tests = []
@@ -565,32 +566,17 @@ def _compile_rules(
 def _compile_condition(
     condition: object, compilation: _Compilation
 ) -> tuple[Test, tuple[str, ...]]:
-    """The test of a condition and the segments it reads; one test for alike conditions."""
-    key = _condition_key(condition)
-    try:
-        return compilation.tests[key]  # type: ignore[index]
-    except (KeyError, TypeError):  # new, or no key (None), or unhashable values
-        pass
+    """The test of a condition and the segments it reads; one test for alike conditions
+    (alike as marked by `_mark`, which tells true, 1 and 1.0 apart)."""
+    key = _mark(condition)
+    if key is not None:
+        known = compilation.tests.get(key)
+        if known is not None:
+            return known
     test = _bind_condition(condition, compilation.segments, compilation.draw)
     if key is not None:
-        with contextlib.suppress(TypeError):
-            compilation.tests[key] = test
+        compilation.tests[key] = test
     return test
-
-
-def _condition_key(condition: object) -> tuple[Any, ...] | None:
-    """A key that tells apart any two conditions that compile differently: the classes of
-    the values are part of it (True == 1 == 1.0 in Python, not in a flag document)."""
-    if condition.__class__ is not dict:
-        return None
-    parts: list[Any] = []
-    for name, value in condition.items():
-        cls = value.__class__
-        if cls is list or cls is tuple:
-            parts.append((name, cls, tuple(value), tuple(map(type, value))))
-        else:
-            parts.append((name, cls, value))
-    return tuple(parts)
 
 
 def _bind_condition(
@@ -1011,7 +997,7 @@ class _Compilation:
     def __init__(self, segments: Mapping[str, Predicate | DocumentError], draw: Draw) -> None:
         self.segments = segments
         self.draw = draw
-        self.tests: dict[tuple[Any, ...], tuple[Test, tuple[str, ...]]] = {}
+        self.tests: dict[bytes, tuple[Test, tuple[str, ...]]] = {}
         self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def bucket_indexes(self, weights: tuple[int, ...]) -> tuple[int, ...]:
@@ -1035,7 +1021,8 @@ def _compiled(key: str, flag: object, compilation: _Compilation) -> CompiledFlag
 
 
 def _compile_or_error(key: str, flag: object, compilation: _Compilation) -> CompiledFlag:
-    if isinstance(flag, Mapping) and flag.get("archived") is True:
+    entry = flag if flag.__class__ is dict or isinstance(flag, Mapping) else None
+    if entry is not None and entry.get("archived") is True:
         archived = CompiledFlag(key)
         archived.error = error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} is archived")
         archived.archived = True
@@ -1043,12 +1030,12 @@ def _compile_or_error(key: str, flag: object, compilation: _Compilation) -> Comp
     try:
         if key.__class__ is str and not is_text(key):
             raise DocumentError("", f"the flag key {INVALID_TEXT}")
-        if not isinstance(flag, Mapping):
+        if entry is None:
             raise DocumentError("", "a flag must be an object")
-        archived_field = flag.get("archived", False)
+        archived_field = entry.get("archived", False)
         if archived_field is not None and archived_field.__class__ is not bool:
             raise DocumentError("archived", "must be true or false")
-        return _compile_flag(key, flag, compilation)
+        return _compile_flag(key, entry, compilation)
     except DocumentError as exc:
         broken = CompiledFlag(key)
         broken.error = error_result(key, ErrorCode.PARSE_ERROR, f"flag {key!r}: {exc}")
