@@ -728,6 +728,8 @@ class Snapshot:
                     return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _KEY_NOT_A_STRING)
                 if not targeting_key.isascii():
                     targeting_key.encode()  # a lone surrogate raises: INVALID_CONTEXT
+            if flag.fixed is not None:  # disabled, or no rule, target or rollout to read
+                return flag.fixed
             return flag.resolve(context, targeting_key, self._flags, ())
         except UnicodeEncodeError:  # a string read from the context is not valid Unicode
             return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
