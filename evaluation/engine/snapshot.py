@@ -183,8 +183,7 @@ def _compile_serving(
     compilation: _Compilation,
 ) -> Serving:
     """A fixed result for a variant serving, or a rollout."""
-    # A list, not the dict: `in` must not hash an unhashable variant (an unknown one).
-    variant, bucket_by, weights, own_salt = _parse_serving(serving, list(variants))
+    variant, bucket_by, weights, own_salt = compilation.parsed_serving(serving, variants)
     if variant is not None:
         return EvaluationResult(flag_key, variants[variant], variant, reason, rule_id)
     if own_salt is not None:
@@ -994,13 +993,29 @@ class _Compilation:
     """What the flags of one document are compiled against: its segments, the `$random`
     draw, and the tests of the conditions compiled so far (shared by alike conditions)."""
 
-    __slots__ = ("_indexes", "draw", "segments", "tests")
+    __slots__ = ("_indexes", "_servings", "draw", "segments", "tests")
 
     def __init__(self, segments: Mapping[str, Predicate | DocumentError], draw: Draw) -> None:
         self.segments = segments
         self.draw = draw
         self.tests: dict[bytes, tuple[Test, tuple[str, ...]]] = {}
         self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._servings: dict[tuple[Any, ...], Any] = {}
+
+    def parsed_serving(
+        self, serving: object, variants: Mapping[str, Any]
+    ) -> tuple[str | None, str, tuple[tuple[str, int], ...], str | None]:
+        """`_parse_serving` of `serving` over `variants`, once for alike servings."""
+        # A list, not the dict: `in` must not hash an unhashable variant (an unknown one).
+        variant_keys = list(variants)
+        mark = _mark(serving)
+        if mark is None:
+            return _parse_serving(serving, variant_keys)
+        key = (mark, *variant_keys)
+        parsed = self._servings.get(key)
+        if parsed is None:
+            parsed = self._servings[key] = _parse_serving(serving, variant_keys)
+        return parsed
 
     def bucket_indexes(self, weights: tuple[int, ...]) -> tuple[int, ...]:
         """The index of the entry of each flagd bucket, one table for alike weights."""
