@@ -528,38 +528,53 @@ def _compile_rules(
     """The rules' conditions and servings; adds the segments they read to `used`."""
     rules: list[tuple[tuple[Test, ...], Serving]] = []
     for index, entry in enumerate(entries):
-        field = f"rules[{index}]"
-        entry = _require_mapping(entry, field)
-        rule_id = entry.get("id")
-        if rule_id.__class__ is not str:
-            raise DocumentError(f"{field}.id", "must be a string")
-        if not rule_id.isascii():
-            require_text(rule_id, f"{field}.id", "the rule id")
-        conditions = entry.get("conditions")
-        conditions = () if conditions is None else _require_list(conditions, f"{field}.conditions")
-        tests = []
-        for position, condition in enumerate(conditions):
-            try:
-                test, segment_keys = _compile_condition(condition, compilation)
-            except DocumentError as exc:
-                raise exc.within(f"{field}.conditions[{position}]") from None
-            tests.append(test)
-            used.update(segment_keys)
         try:
-            serve = _compile_serving(
-                entry.get("serve"),
-                variants,
-                flag_key=flag_key,
-                salt=salt,
-                scheme=scheme,
-                reason=Reason.TARGETING_MATCH,
-                rule_id=rule_id,
-                compilation=compilation,
-            )
+            rules.append(_compile_rule(entry, variants, compilation, flag_key, salt, scheme, used))
         except DocumentError as exc:
-            raise exc.within(f"{field}.serve") from None
-        rules.append((tuple(tests), serve))
+            raise exc.within(f"rules[{index}]") from None
     return rules
+
+
+def _compile_rule(
+    entry: object,
+    variants: Mapping[str, Any],
+    compilation: _Compilation,
+    flag_key: str,
+    salt: str,
+    scheme: str,
+    used: set[str],
+) -> tuple[tuple[Test, ...], Serving]:
+    """One rule; a DocumentError names the field within the rule."""
+    entry = _require_mapping(entry, "")
+    rule_id = entry.get("id")
+    if rule_id.__class__ is not str:
+        raise DocumentError("id", "must be a string")
+    if not rule_id.isascii():
+        require_text(rule_id, "id", "the rule id")
+    conditions = entry.get("conditions")
+    conditions = () if conditions is None else _require_list(conditions, "conditions")
+    tests = []
+    for position, condition in enumerate(conditions):
+        try:
+            test, segment_keys = _compile_condition(condition, compilation)
+        except DocumentError as exc:
+            raise exc.within(f"conditions[{position}]") from None
+        tests.append(test)
+        used.update(segment_keys)
+    try:
+        serve = _compile_serving(
+            entry.get("serve"),
+            variants,
+            flag_key=flag_key,
+            salt=salt,
+            scheme=scheme,
+            reason=Reason.TARGETING_MATCH,
+            rule_id=rule_id,
+            compilation=compilation,
+        )
+    except DocumentError as exc:
+        raise exc.within("serve") from None
+    return tuple(tests), serve
 
 
 def _compile_condition(
