@@ -6,7 +6,7 @@ import copy
 import marshal
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .bucketing import (
     MAX_TOTAL_WEIGHT,
@@ -171,19 +171,26 @@ def _parse_weights(
     return tuple(weights)
 
 
+class _Served(NamedTuple):
+    """What a flag's servings are compiled with."""
+
+    variants: Mapping[str, Any]  # variant key -> value
+    flag_key: str
+    salt: str
+    scheme: str
+    compilation: _Compilation
+
+
 def _compile_serving(
-    serving: object,
-    variants: Mapping[str, Any],
-    *,
-    flag_key: str,
-    salt: str,
-    scheme: str,
-    reason: str,
-    rule_id: str | None,
-    compilation: _Compilation,
+    field: str, serving: object, served: _Served, reason: str, rule_id: str | None = None
 ) -> Serving:
-    """A fixed result for a variant serving, or a rollout."""
-    variant, bucket_by, weights, own_salt = compilation.parsed_serving(serving, variants)
+    """A fixed result for a variant serving, or a rollout; a DocumentError names `field`."""
+    variants, flag_key, salt, scheme, compilation = served
+    try:
+        parsed = compilation.parsed_serving(serving, variants)
+    except DocumentError as exc:
+        raise exc.within(field) from None
+    variant, bucket_by, weights, own_salt = parsed
     if variant is not None:
         return EvaluationResult(flag_key, variants[variant], variant, reason, rule_id)
     if own_salt is not None:
@@ -406,22 +413,9 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
         compiled.prerequisite_failed = failed
     compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
     used: set[str] = set()
-    rules = _compile_rules(
-        _optional_list(flag, "rules"), variants, compilation, key, salt, scheme, used
-    )
-    try:
-        default = _compile_serving(
-            flag.get("defaultServe"),
-            variants,
-            flag_key=key,
-            salt=salt,
-            scheme=scheme,
-            reason=Reason.DEFAULT,
-            rule_id=None,
-            compilation=compilation,
-        )
-    except DocumentError as exc:
-        raise exc.within("defaultServe") from None
+    served = _Served(variants, key, salt, scheme, compilation)
+    rules = _compile_rules(_optional_list(flag, "rules"), served, used)
+    default = _compile_serving("defaultServe", flag.get("defaultServe"), served, Reason.DEFAULT)
     compiled.servings = (*rules, ((), default))
     compiled.segment_keys = frozenset(used)
     return compiled
@@ -517,32 +511,20 @@ def _compile_targets(
 
 
 def _compile_rules(
-    entries: Sequence[Any],
-    variants: Mapping[str, Any],
-    compilation: _Compilation,
-    flag_key: str,
-    salt: str,
-    scheme: str,
-    used: set[str],
+    entries: Sequence[Any], served: _Served, used: set[str]
 ) -> list[tuple[tuple[Test, ...], Serving]]:
     """The rules' conditions and servings; adds the segments they read to `used`."""
     rules: list[tuple[tuple[Test, ...], Serving]] = []
     for index, entry in enumerate(entries):
         try:
-            rules.append(_compile_rule(entry, variants, compilation, flag_key, salt, scheme, used))
+            rules.append(_compile_rule(entry, served, used))
         except DocumentError as exc:
             raise exc.within(f"rules[{index}]") from None
     return rules
 
 
 def _compile_rule(
-    entry: object,
-    variants: Mapping[str, Any],
-    compilation: _Compilation,
-    flag_key: str,
-    salt: str,
-    scheme: str,
-    used: set[str],
+    entry: object, served: _Served, used: set[str]
 ) -> tuple[tuple[Test, ...], Serving]:
     """One rule; a DocumentError names the field within the rule."""
     entry = _require_mapping(entry, "")
@@ -556,24 +538,12 @@ def _compile_rule(
     tests = []
     for position, condition in enumerate(conditions):
         try:
-            test, segment_keys = _compile_condition(condition, compilation)
+            test, segment_keys = _compile_condition(condition, served.compilation)
         except DocumentError as exc:
             raise exc.within(f"conditions[{position}]") from None
         tests.append(test)
         used.update(segment_keys)
-    try:
-        serve = _compile_serving(
-            entry.get("serve"),
-            variants,
-            flag_key=flag_key,
-            salt=salt,
-            scheme=scheme,
-            reason=Reason.TARGETING_MATCH,
-            rule_id=rule_id,
-            compilation=compilation,
-        )
-    except DocumentError as exc:
-        raise exc.within("serve") from None
+    serve = _compile_serving("serve", entry.get("serve"), served, Reason.TARGETING_MATCH, rule_id)
     return tuple(tests), serve
 
 
