@@ -30,7 +30,7 @@ from .conditions import (
     string_set_of,
 )
 from .errors import DocumentError
-from .results import ErrorCode, EvaluationResult, Reason, error_result
+from .results import ErrorCode, EvaluationResult, Reason, error_result, result
 from .text import INVALID_TEXT, is_text, require_text
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
@@ -192,14 +192,11 @@ def _compile_serving(
         raise exc.within(field) from None
     variant, bucket_by, weights, own_salt = parsed
     if variant is not None:
-        return EvaluationResult(flag_key, variants[variant], variant, reason, rule_id)
+        return result(flag_key, variants[variant], variant, reason, rule_id)
     if own_salt is not None:
         salt = own_salt
     entries = tuple(
-        [
-            EvaluationResult(flag_key, variants[key], key, Reason.SPLIT, rule_id)
-            for key, _ in weights
-        ]
+        [result(flag_key, variants[key], key, Reason.SPLIT, rule_id) for key, _ in weights]
     )
     weights_only = tuple([weight for _, weight in weights])
     if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT and bucket_by == "targetingKey":
@@ -361,8 +358,8 @@ def _satisfied(
     flag = flags.get(key)
     if flag is None or flag.error is not None:
         return False
-    result = flag.resolve(context, targeting_key, flags, chain)
-    return result.error_code is None and result.variant in variants
+    answer = flag.resolve(context, targeting_key, flags, chain)
+    return answer.error_code is None and answer.variant in variants
 
 
 def _check_value(flag_type: str, value: object) -> bool:
@@ -406,10 +403,10 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
         raise DocumentError("offVariant", f"unknown variant {off_key!r}")
     off_value = variants[off_key]
     if not enabled:  # an enabled flag never serves its off variant as such
-        compiled.off = EvaluationResult(key, off_value, off_key, Reason.DISABLED)
+        compiled.off = result(key, off_value, off_key, Reason.DISABLED)
     compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
     if compiled.prerequisites:
-        failed = EvaluationResult(key, off_value, off_key, Reason.PREREQUISITE_FAILED)
+        failed = result(key, off_value, off_key, Reason.PREREQUISITE_FAILED)
         compiled.prerequisite_failed = failed
     compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
     used: set[str] = set()
@@ -501,12 +498,12 @@ def _compile_targets(
         if variant not in variants:
             raise DocumentError(f"{field}.variant", f"unknown variant {variant!r}")
         variant = cast(str, variant)
-        result = EvaluationResult(flag_key, variants[variant], variant, Reason.TARGETING_MATCH)
+        target = result(flag_key, variants[variant], variant, Reason.TARGETING_MATCH)
         for value in _require_list(entry.get("values"), f"{field}.values"):
             if value.__class__ is not str:
                 raise DocumentError(f"{field}.values", f"targeting keys are strings: {value!r}")
             require_text(value, f"{field}.values", "a targeting key")
-            targets.setdefault(value, result)  # the first target listing a key wins
+            targets.setdefault(value, target)  # the first target listing a key wins
     return targets
 
 
