@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import marshal
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
@@ -31,6 +30,7 @@ from .conditions import (
 )
 from .errors import DocumentError
 from .results import ErrorCode, EvaluationResult, Reason, error_result, result
+from .reuse import Origin, mark_of, reused_flags, unchanged
 from .text import INVALID_TEXT, is_text, require_text
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
@@ -548,8 +548,8 @@ def _compile_condition(
     condition: object, compilation: _Compilation
 ) -> tuple[Test, tuple[str, ...]]:
     """The test of a condition and the segments it reads; one test for alike conditions
-    (alike as marked by `_mark`, which tells true, 1 and 1.0 apart)."""
-    key = _mark(condition)
+    (alike as marked by `mark_of`, which tells true, 1 and 1.0 apart)."""
+    key = mark_of(condition)
     if key is not None:
         known = compilation.tests.get(key)
         if known is not None:
@@ -640,7 +640,7 @@ class Snapshot:
         document: dict[str, Any],
         version: int,
         flags: dict[str, CompiledFlag],
-        origin: _Origin,
+        origin: Origin,
     ) -> None:
         self._document = document
         self._version = version
@@ -829,10 +829,10 @@ def compile_document(
     if generator is None:
         generator = base.generator if base is not None else random.Random()
     draw = base.draw if base is not None else _drawing(generator)
-    origin = _Origin(flags, raw_segments, generator, draw)
+    origin = Origin(flags, raw_segments, generator, draw)
     segments = _compile_segments(raw_segments, draw, base, origin)
     compilation = _Compilation(segments, draw)
-    reused = {} if base is None else _reused_flags(flags, base, origin, segments)
+    reused = {} if base is None else reused_flags(flags, base, origin, segments)
     compiled = {}
     for key, flag in flags.items():
         kept = reused.get(key)
@@ -844,11 +844,11 @@ def compile_document(
 
 
 def _compile_segments(
-    raw_segments: Mapping[str, Any], draw: Draw, base: _Origin | None, origin: _Origin
+    raw_segments: Mapping[str, Any], draw: Draw, base: Origin | None, origin: Origin
 ) -> dict[str, Predicate | DocumentError]:
     segments: dict[str, Predicate | DocumentError] = {}
     for segment_key, segment in raw_segments.items():
-        if base is not None and _unchanged(
+        if base is not None and unchanged(
             base.raw_segments, base.segment_marks, segment_key, segment, origin.segment_marks
         ):
             segments[segment_key] = base.segments[segment_key]
@@ -863,53 +863,7 @@ def _compile_segments(
     return segments
 
 
-def _reused_flags(
-    flags: Mapping[str, Any],
-    base: _Origin,
-    origin: _Origin,
-    segments: Mapping[str, Predicate | DocumentError],
-) -> dict[str, CompiledFlag]:
-    """The previous snapshot's compiled flags whose part of the document and whose segments
-    are unchanged; records the mark of each flag it compares in `origin`. One loop, no call
-    per flag but the marking: it runs over every flag of every new version."""
-    reused: dict[str, CompiledFlag] = {}
-    old_flags, old_marks, old_compiled = base.raw_flags, base.flag_marks, base.compiled
-    marks = origin.flag_marks
-    for key, fragment in flags.items():
-        old = old_flags.get(key)
-        if old is None or old is fragment:  # the same object may have been edited in place
-            continue
-        mark = _mark(fragment)
-        if mark is None:
-            continue
-        marks[key] = mark
-        old_mark = old_marks.get(key)
-        if old_mark is None:  # the previous snapshot was compiled without one
-            old_mark = _mark(old)
-            if old_mark is None:
-                continue
-            old_marks[key] = old_mark
-        flag = old_compiled.get(key)
-        if mark != old_mark or flag is None:
-            continue
-        if flag.error is not None and not flag.archived:
-            continue  # a broken flag: which segments it lacked is not known, compile it
-        if flag.segment_keys and not _same_segments(flag.segment_keys, segments, base.segments):
-            continue
-        reused[key] = flag
-    return reused
-
-
-def _same_segments(
-    keys: frozenset[str],
-    segments: Mapping[str, Predicate | DocumentError],
-    old_segments: Mapping[str, Predicate | DocumentError],
-) -> bool:
-    """Whether each segment named is the one compiled before (unchanged, so reused)."""
-    return all(segments.get(key) is old_segments.get(key) for key in keys)
-
-
-def _reusable(previous: Snapshot | None, generator: random.Random | None) -> _Origin | None:
+def _reusable(previous: Snapshot | None, generator: random.Random | None) -> Origin | None:
     """What of `previous` a compile may reuse: nothing for another generator, whose draws
     the compiled `$random` conditions and rollouts could not take."""
     if previous is None:
@@ -918,73 +872,6 @@ def _reusable(previous: Snapshot | None, generator: random.Random | None) -> _Or
     if generator is not None and generator is not base.generator:
         return None
     return base
-
-
-def _mark(fragment: object) -> bytes | None:
-    """A part of a document as bytes that are equal only for equal JSON of equal types
-    (true, 1 and 1.0 differ, unlike in `==`); None if it is not plain JSON data."""
-    try:  # version 2: no references and no interning flags, which follow object identity
-        return marshal.dumps(fragment, 2)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - ValueError: another type, or nested too deep
-        return None
-
-
-class _Origin:
-    """What a snapshot was compiled from and into, for the next compile to reuse: the
-    document's flags and segments, the compiled segments and flags, the `$random` draw, and
-    the marks (see `_mark`) of the parts, made when a compile first compares them."""
-
-    __slots__ = (
-        "compiled",
-        "compiled_flags",
-        "draw",
-        "flag_marks",
-        "generator",
-        "raw_flags",
-        "raw_segments",
-        "segment_marks",
-        "segments",
-    )
-
-    def __init__(
-        self,
-        raw_flags: Mapping[str, Any],
-        raw_segments: Mapping[str, Any],
-        generator: random.Random,
-        draw: Draw,
-    ) -> None:
-        self.raw_flags = raw_flags
-        self.raw_segments = raw_segments
-        self.generator = generator
-        self.draw = draw
-        self.segments: Mapping[str, Predicate | DocumentError] = {}
-        self.compiled: Mapping[str, CompiledFlag] = {}
-        self.compiled_flags = 0
-        self.flag_marks: dict[str, bytes] = {}
-        self.segment_marks: dict[str, bytes] = {}
-
-
-def _unchanged(
-    raw: Mapping[str, Any],
-    marks: dict[str, bytes],
-    key: str,
-    fragment: object,
-    new_marks: dict[str, bytes],
-) -> bool:
-    old = raw.get(key)
-    if old is None or old is fragment:  # the same object may have been edited in place
-        return False
-    mark = _mark(fragment)
-    if mark is None:
-        return False
-    new_marks[key] = mark
-    old_mark = marks.get(key)
-    if old_mark is None:  # the previous snapshot was compiled without one
-        old_mark = _mark(old)
-        if old_mark is None:
-            return False
-        marks[key] = old_mark
-    return mark == old_mark
 
 
 class _Compilation:
@@ -1006,7 +893,7 @@ class _Compilation:
         """`_parse_serving` of `serving` over `variants`, once for alike servings."""
         # A list, not the dict: `in` must not hash an unhashable variant (an unknown one).
         variant_keys = list(variants)
-        mark = _mark(serving)
+        mark = mark_of(serving)
         if mark is None:
             return _parse_serving(serving, variant_keys)
         key = (mark, *variant_keys)
