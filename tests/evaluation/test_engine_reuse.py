@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from evaluation.engine import ErrorCode, Reason, Snapshot, compile_document
+from tests.evaluation.test_engine_evaluation import boolean, rule
 
 CONTEXTS = [
     {"targetingKey": f"user-{index}", "country": country, "plan": plan, "email": email}
@@ -23,24 +24,11 @@ CONTEXTS = [
 
 
 def rollout_flag(country: str = "US") -> dict[str, Any]:
-    return {
-        "type": "boolean",
-        "enabled": True,
-        "variants": [{"key": "on", "value": True}, {"key": "off", "value": False}],
-        "offVariant": "off",
-        "rules": [
-            {
-                "id": "1",
-                "conditions": [{"attribute": "country", "operator": "in", "values": [country]}],
-                "serve": {"variant": "on"},
-            }
-        ],
-        "defaultServe": {
-            "rollout": {
-                "variants": [{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]
-            }
-        },
-    }
+    in_country = {"attribute": "country", "operator": "in", "values": [country]}
+    weights = [{"variant": "on", "weight": 25}, {"variant": "off", "weight": 75}]
+    return boolean(
+        rules=[rule("1", "on", in_country)], defaultServe={"rollout": {"variants": weights}}
+    )
 
 
 def segment_flag() -> dict[str, Any]:
