@@ -876,7 +876,8 @@ def _reusable(previous: Snapshot | None, generator: random.Random | None) -> Ori
 
 class _Compilation:
     """What the flags of one document are compiled against: its segments, the `$random`
-    draw, and the tests of the conditions compiled so far (shared by alike conditions)."""
+    draw, and what its conditions, servings and bucket tables compiled to so far (alike ones,
+    as marked by `mark_of`, share one)."""
 
     __slots__ = ("_indexes", "_servings", "draw", "segments", "tests")
 
