@@ -13,7 +13,8 @@ interval. When the database fails too (or the version cannot be read at all), it
 serving its last snapshot: a snapshot is only ever replaced by a newer one. Only a process
 that holds no snapshot of the environment, and cannot build one from the cache, answers
 StoreUnavailable. Store failures are logged once per state change by flagsite.failures,
-not per request.
+not per request. While one request compiles a new version (reusing what the old snapshot
+compiled of the flags it left unchanged), the others are answered from the old snapshot.
 """
 
 from __future__ import annotations
@@ -172,31 +173,47 @@ def _snapshot(environment_id: int, entry: _Entry | None, now: float) -> Snapshot
 
 
 def _refresh(environment_id: int, version: int, now: float) -> Snapshot:
-    with _lock:
-        entry = _entries.get(environment_id)
-        if entry is not None and entry.snapshot.version >= version:
-            return entry.snapshot
-        try:
-            fresh = compile_document(_load_document(environment_id, version))
-        except StoreUnavailable:
-            if entry is None:
-                raise
-            entry.checked_at = now
-            return entry.snapshot
-        except Exception:
-            if entry is None:
-                raise
-            if (environment_id, version) not in _broken:
-                _broken.add((environment_id, version))
-                log.exception(
-                    "could not load version %s of environment %s", version, environment_id
-                )
-            entry.checked_at = now
-            return entry.snapshot
-        # Never step back: a slower reader must not replace a newer snapshot.
-        if entry is None or fresh.version >= entry.snapshot.version:
-            _entries[environment_id] = _Entry(fresh, now, now)
-        return _entries[environment_id].snapshot
+    held = _entries.get(environment_id)
+    if held is None:
+        with _lock:
+            return _compile_newer(environment_id, version, now)
+    if not _lock.acquire(blocking=False):
+        # A newer version is being compiled (by another request): answer from the snapshot
+        # held until it is in place, rather than wait for it.
+        return held.snapshot
+    try:
+        return _compile_newer(environment_id, version, now)
+    finally:
+        _lock.release()
+
+
+def _compile_newer(environment_id: int, version: int, now: float) -> Snapshot:
+    """Under `_lock`: the snapshot of `version` (or newer) compiled, unless one is held."""
+    entry = _entries.get(environment_id)
+    if entry is not None and entry.snapshot.version >= version:
+        return entry.snapshot
+    try:
+        # The flags and segments the new version left as they were are reused from the
+        # snapshot it replaces: a toggle compiles one flag, however many there are.
+        previous = entry.snapshot if entry is not None else None
+        fresh = compile_document(_load_document(environment_id, version), previous=previous)
+    except StoreUnavailable:
+        if entry is None:
+            raise
+        entry.checked_at = now
+        return entry.snapshot
+    except Exception:
+        if entry is None:
+            raise
+        if (environment_id, version) not in _broken:
+            _broken.add((environment_id, version))
+            log.exception("could not load version %s of environment %s", version, environment_id)
+        entry.checked_at = now
+        return entry.snapshot
+    # Never step back: a slower reader must not replace a newer snapshot.
+    if entry is None or fresh.version >= entry.snapshot.version:
+        _entries[environment_id] = _Entry(fresh, now, now)
+    return _entries[environment_id].snapshot
 
 
 def document(environment_id: int) -> dict | None:

@@ -43,6 +43,9 @@ TABLE_LIMIT = 10_000
 # The largest total of a rollout's weights (flagd's weights are 32-bit integers).
 MAX_TOTAL_WEIGHT = 2**31 - 1
 
+# MurmurHash3 x86_32 of (str or bytes, seed, signed): `snapshot` inlines bucket() with it.
+murmur3 = mmh3.hash
+
 # value -> index of the chosen entry in the rollout's weights
 Chooser = Callable[[str], int]
 
@@ -55,7 +58,8 @@ def bucket(salt: str, bucket_value: str, total_weight: int = 100) -> int:
     only copy of the formula: every flagd rollout buckets through it. The bytes are encoded
     here, never by the hash: a string that is not valid Unicode raises UnicodeEncodeError
     instead of reaching C code that crashed the process on it. An ASCII string's buffer is
-    its UTF-8 already, so only other strings pay for the encoding.
+    its UTF-8 already, so only other strings pay for the encoding. (`CompiledFlag.resolve`
+    inlines this formula for the commonest rollout; the conformance rollouts cover both.)
     """
     key = salt + bucket_value
     data: str | bytes = key if key.isascii() else key.encode()
@@ -108,6 +112,14 @@ def _cumulative_index(weights: Sequence[int], below: Callable[[int], bool]) -> i
     return len(weights) - 1
 
 
+def bucket_indexes(weights: Sequence[int]) -> tuple[int, ...]:
+    """For each flagd bucket in [0, total of the weights), the index of its entry."""
+    table: list[int] = []
+    for index, weight in enumerate(weights):
+        table.extend([index] * weight)
+    return tuple(table)
+
+
 def chooser(scheme: str, flag_key: str, salt: str, weights: Sequence[int]) -> Chooser:
     """The function that picks a rollout entry for a bucketed value, in `scheme`."""
     total = sum(weights)
@@ -119,10 +131,7 @@ def chooser(scheme: str, flag_key: str, salt: str, weights: Sequence[int]) -> Ch
                 return bisect.bisect_right(cumulative, bucket(salt, value, total))
 
             return flagd_large
-        table: list[int] = []
-        for index, weight in enumerate(weights):
-            table.extend([index] * weight)
-        entries = tuple(table)
+        entries = bucket_indexes(weights)
 
         def flagd(value: str) -> int:
             return entries[bucket(salt, value, total)]

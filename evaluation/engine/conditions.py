@@ -659,6 +659,22 @@ def bind_condition(
     return _path_attribute_condition(attribute_getter(attribute), parsed.test, flip)
 
 
+# A string-set condition as data, for the caller that inlines its commonest case (an ASCII
+# string value): (attribute, strings, flip, the predicate that answers every other case).
+StringSet = tuple[str, frozenset[str], bool, Predicate]
+
+
+def string_set_of(parsed: ParsedCondition, predicate: Predicate) -> StringSet | None:
+    """`predicate` (bound from `parsed`) as a StringSet when bind_condition made it a
+    string-set condition, else None."""
+    attribute = parsed.attribute
+    if parsed.strings is None or parsed.test is None or attribute is None:
+        return None
+    if "." in attribute or attribute == RANDOM_ATTRIBUTE:
+        return None
+    return attribute, parsed.strings, parsed.flip, predicate
+
+
 def _presence_condition(get: Callable[[Context], Any], flip: bool) -> Predicate:
     def condition(context: Context) -> bool:
         value = get(context)

@@ -60,5 +60,36 @@ class EvaluationResult:
         }
 
 
+# The slots of a result, set directly: a frozen dataclass's __init__ sets each field
+# through object.__setattr__, at twice the cost, and a compile makes thousands of results.
+_new = object.__new__
+_SETTERS = tuple(
+    EvaluationResult.__dict__[name].__set__
+    for name in ("flag_key", "value", "variant", "reason", "rule_id", "error_code", "error_details")
+)
+
+
+def result(
+    flag_key: str,
+    value: Any,
+    variant: str | None,
+    reason: str,
+    rule_id: str | None = None,
+    error_code: str | None = None,
+    error_details: str | None = None,
+) -> EvaluationResult:
+    """`EvaluationResult(...)` with the same fields, made faster (still frozen)."""
+    made = _new(EvaluationResult)
+    set_flag_key, set_value, set_variant, set_reason, set_rule, set_code, set_details = _SETTERS
+    set_flag_key(made, flag_key)
+    set_value(made, value)
+    set_variant(made, variant)
+    set_reason(made, reason)
+    set_rule(made, rule_id)
+    set_code(made, error_code)
+    set_details(made, error_details)
+    return made
+
+
 def error_result(flag_key: str, error_code: str, details: str) -> EvaluationResult:
-    return EvaluationResult(flag_key, None, None, Reason.ERROR, None, error_code, details)
+    return result(flag_key, None, None, Reason.ERROR, None, error_code, details)

@@ -5,27 +5,32 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .bucketing import (
     MAX_TOTAL_WEIGHT,
     SCHEMES,
     TABLE_LIMIT,
     bucket,
+    bucket_indexes,
     bucket_value_of,
     chooser,
+    murmur3,
 )
 from .conditions import (
     Context,
     Draw,
     Predicate,
+    StringSet,
     all_of,
     attribute_getter,
     bind_condition,
     parse_condition,
+    string_set_of,
 )
 from .errors import DocumentError
-from .results import ErrorCode, EvaluationResult, Reason, error_result
+from .results import ErrorCode, EvaluationResult, Reason, error_result, result
+from .reuse import Origin, mark_of, reused_flags, unchanged
 from .text import INVALID_TEXT, is_text, require_text
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
@@ -38,12 +43,50 @@ MAX_VALUE_NODES = 100_000
 
 Serve = Callable[[Context], EvaluationResult]
 
+
+class _KeyTable:
+    """The commonest rollout (flagd's, bucketed by the targeting key) as data, which
+    `CompiledFlag.resolve` reads inline: the entry of each bucket, and its result."""
+
+    __slots__ = ("_missing", "entries", "flag_key", "indexes", "salt", "total")
+
+    def __init__(
+        self,
+        flag_key: str,
+        salt: str,
+        indexes: tuple[int, ...],
+        entries: tuple[EvaluationResult, ...],
+    ) -> None:
+        self.flag_key = flag_key
+        self.salt = salt
+        self.indexes = indexes  # shared by every rollout with the same weights
+        self.total = len(indexes)
+        self.entries = entries
+        self._missing: EvaluationResult | None = None
+
+    def missing(self) -> EvaluationResult:
+        """The answer to a context without a targeting key, made at its first use."""
+        if self._missing is None:
+            self._missing = _missing_key(self.flag_key)
+        return self._missing
+
+
+def _missing_key(flag_key: str) -> EvaluationResult:
+    return error_result(flag_key, ErrorCode.TARGETING_KEY_MISSING, "a rollout needs a targetingKey")
+
+
+# What a rule or the default serves: a fixed result, a rollout by the targeting key, or a
+# function of the context (any other rollout).
+Serving = EvaluationResult | _KeyTable | Serve
+# One condition of a rule: a predicate, or a string-set condition as data (read inline).
+Test = Predicate | StringSet
+
 # What a boolean flag's variants are, wherever a flag is checked or made.
 BOOLEAN_VARIANTS: dict[str, bool] = {"on": True, "off": False}
 
 
 def _require_mapping(value: object, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if value.__class__ is not dict and not isinstance(value, Mapping):
         raise DocumentError(field, "must be an object")
     return value
 
@@ -91,63 +134,87 @@ def _parse_serving(
         bucket_by = "targetingKey"
     if bucket_by.__class__ is not str or not bucket_by:
         raise DocumentError("rollout.bucketBy", "must be an attribute name")
-    require_text(bucket_by, "rollout.bucketBy", "the attribute name")
+    if not bucket_by.isascii():
+        require_text(bucket_by, "rollout.bucketBy", "the attribute name")
     entries = _require_list(rollout.get("variants"), "rollout.variants")
     if not entries:
         raise DocumentError("rollout.variants", "a rollout needs at least one variant")
-    weights: list[tuple[str, int]] = []
-    for index, entry in enumerate(entries):
-        field = f"rollout.variants[{index}]"
-        entry = _require_mapping(entry, field)
-        key, weight = entry.get("variant"), entry.get("weight")
-        if key not in variant_keys:
-            raise DocumentError(f"{field}.variant", f"unknown variant {key!r}")
-        if any(key == seen for seen, _ in weights):
-            raise DocumentError(f"{field}.variant", f"variant {key!r} is listed twice")
-        if weight.__class__ is not int or weight < 0:
-            raise DocumentError(f"{field}.weight", f"must be an integer >= 0, got {weight!r}")
-        weights.append((cast(str, key), weight))
-    total = sum(weight for _, weight in weights)
+    weights = _parse_weights(entries, variant_keys)
+    total = 0
+    for _, weight in weights:
+        total += weight
     if total <= 0:
         raise DocumentError("rollout.variants", "at least one weight must be above 0")
     if total > MAX_TOTAL_WEIGHT:
         raise DocumentError("rollout.variants", f"weights must total at most {MAX_TOTAL_WEIGHT}")
-    return None, bucket_by, tuple(weights), salt
+    return None, bucket_by, weights, salt
+
+
+def _parse_weights(
+    entries: Sequence[Any], variant_keys: Sequence[str]
+) -> tuple[tuple[str, int], ...]:
+    weights: list[tuple[str, int]] = []
+    listed: set[str] = set()
+    for index, entry in enumerate(entries):
+        entry = _require_mapping(entry, f"rollout.variants[{index}]")
+        key, weight = entry.get("variant"), entry.get("weight")
+        if key not in variant_keys:
+            raise DocumentError(f"rollout.variants[{index}].variant", f"unknown variant {key!r}")
+        if key in listed:  # a variant key: a string
+            message = f"variant {key!r} is listed twice"
+            raise DocumentError(f"rollout.variants[{index}].variant", message)
+        if weight.__class__ is not int or weight < 0:
+            message = f"must be an integer >= 0, got {weight!r}"
+            raise DocumentError(f"rollout.variants[{index}].weight", message)
+        listed.add(cast(str, key))
+        weights.append((cast(str, key), weight))
+    return tuple(weights)
+
+
+class _Served(NamedTuple):
+    """What a flag's servings are compiled with."""
+
+    variants: Mapping[str, Any]  # variant key -> value
+    flag_key: str
+    salt: str
+    scheme: str
+    compilation: _Compilation
 
 
 def _compile_serving(
-    serving: object,
-    results: Mapping[str, EvaluationResult],
-    *,
-    flag_key: str,
-    salt: str,
-    scheme: str,
-    reason: str,
-    rule_id: str | None,
-    draw: Draw,
-) -> EvaluationResult | Serve:
-    """A fixed result for a variant serving, or a function of the context for a rollout."""
-    variant, bucket_by, weights, own_salt = _parse_serving(serving, list(results))
+    field: str, serving: object, served: _Served, reason: str, rule_id: str | None = None
+) -> Serving:
+    """A fixed result for a variant serving, or a rollout; a DocumentError names `field`."""
+    variants, flag_key, salt, scheme, compilation = served
+    try:
+        parsed = compilation.parsed_serving(serving, variants)
+    except DocumentError as exc:
+        raise exc.within(field) from None
+    variant, bucket_by, weights, own_salt = parsed
     if variant is not None:
-        return _with(results[variant], reason, rule_id)
+        return result(flag_key, variants[variant], variant, reason, rule_id)
     if own_salt is not None:
         salt = own_salt
-    entries = tuple(_with(results[key], Reason.SPLIT, rule_id) for key, _ in weights)
-    total = sum(weight for _, weight in weights)
-    get = attribute_getter(bucket_by, draw)
+    entries = tuple(
+        [result(flag_key, variants[key], key, Reason.SPLIT, rule_id) for key, _ in weights]
+    )
+    weights_only = tuple([weight for _, weight in weights])
+    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT and bucket_by == "targetingKey":
+        return _KeyTable(flag_key, salt, compilation.bucket_indexes(weights_only), entries)
     if bucket_by == "targetingKey":
-        missing = error_result(
-            flag_key, ErrorCode.TARGETING_KEY_MISSING, "a rollout needs a targetingKey"
-        )
+        missing = _missing_key(flag_key)
     else:
         missing = error_result(
             flag_key,
             ErrorCode.INVALID_CONTEXT,
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
-    if scheme == "flagd" and total <= TABLE_LIMIT:
-        return _flagd_table_serve(weights, entries, get, missing, salt)
-    choose = chooser(scheme, flag_key, salt, [weight for _, weight in weights])
+    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT:
+        return _flagd_table_serve(
+            weights, entries, attribute_getter(bucket_by, compilation.draw), missing, salt
+        )
+    get = attribute_getter(bucket_by, compilation.draw)
+    choose = chooser(scheme, flag_key, salt, weights_only)
 
     def serve(context: Context) -> EvaluationResult:
         value = get(context)
@@ -169,11 +236,8 @@ def _flagd_table_serve(
     missing: EvaluationResult,
     salt: str,
 ) -> Serve:
-    """The commonest rollout, inlined: one precomputed result per bucket, a hash, an index."""
-    table: list[EvaluationResult] = []
-    for (_, weight), entry in zip(weights, entries, strict=True):
-        table.extend([entry] * weight)
-    buckets = tuple(table)
+    """A flagd rollout by an attribute: one precomputed result per bucket, a hash, an index."""
+    buckets = _bucket_table(weights, entries)
     total = len(buckets)
 
     def serve(context: Context) -> EvaluationResult:
@@ -188,8 +252,13 @@ def _flagd_table_serve(
     return serve
 
 
-def _with(result: EvaluationResult, reason: str, rule_id: str | None) -> EvaluationResult:
-    return EvaluationResult(result.flag_key, result.value, result.variant, reason, rule_id)
+def _bucket_table(
+    weights: tuple[tuple[str, int], ...], entries: tuple[EvaluationResult, ...]
+) -> tuple[EvaluationResult, ...]:
+    table: list[EvaluationResult] = []
+    for (_, weight), entry in zip(weights, entries, strict=True):
+        table.extend([entry] * weight)
+    return tuple(table)
 
 
 # --- flags --------------------------------------------------------------------------------
@@ -199,14 +268,16 @@ class CompiledFlag:
     """One flag, compiled: precomputed results and predicates, evaluated without allocating."""
 
     __slots__ = (
-        "default",
+        "archived",
         "enabled",
         "error",
+        "fixed",
         "key",
         "off",
         "prerequisite_failed",
         "prerequisites",
-        "rules",
+        "segment_keys",
+        "servings",
         "targets",
         "type",
     )
@@ -216,13 +287,16 @@ class CompiledFlag:
         self.type: str | None = None
         self.enabled = False
         self.error: EvaluationResult | None = None  # archived or broken: always this result
+        self.archived = False
+        # The answer for every context that is not refused (see `_refusal`), if it is one.
+        self.fixed: EvaluationResult | None = None
         self.off: EvaluationResult | None = None
         self.prerequisite_failed: EvaluationResult | None = None
         self.prerequisites: tuple[tuple[str, frozenset[str]], ...] = ()
         self.targets: dict[str, EvaluationResult] = {}
-        # (predicate, fixed result or None, rollout or None)
-        self.rules: tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...] = ()
-        self.default: EvaluationResult | Serve | None = None
+        # (the rule's conditions, what it serves) for each rule, then ((), the default).
+        self.servings: tuple[tuple[tuple[Test, ...], Serving], ...] = ()
+        self.segment_keys: frozenset[str] = frozenset()  # the segments its conditions read
 
     def resolve(
         self,
@@ -242,13 +316,32 @@ class CompiledFlag:
             target = self.targets.get(targeting_key)
             if target is not None:
                 return target
-        for predicate, result, rollout in self.rules:
-            if predicate(context):
-                return result if rollout is None else rollout(context)  # type: ignore[return-value]
-        default = self.default
-        if default.__class__ is EvaluationResult:
-            return default
-        return default(context)  # type: ignore[misc,operator]
+        for tests, serving in self.servings:
+            for test in tests:
+                if test.__class__ is tuple:  # a StringSet: its ASCII case inlined
+                    value = context.get(test[0])
+                    if value.__class__ is str and value.isascii():
+                        if (value in test[1]) is test[2]:
+                            break
+                        continue
+                    if not test[3](context):
+                        break
+                elif not test(context):  # type: ignore[operator]
+                    break
+            else:
+                if serving.__class__ is EvaluationResult:
+                    return serving
+                if serving.__class__ is _KeyTable:
+                    if targeting_key is None:
+                        return serving.missing()
+                    # bucketing.bucket(), inlined: the commonest rollout's hot line. The key
+                    # is text: the salt was checked at compile time, the targeting key by
+                    # the caller, so a string that is not ASCII encodes.
+                    key = serving.salt + targeting_key
+                    digest = murmur3(key if key.isascii() else key.encode(), 0, False)
+                    return serving.entries[serving.indexes[(digest * serving.total) >> 32]]
+                return serving(context)  # type: ignore[operator]
+        raise AssertionError("the last serving has no predicates")  # pragma: no cover
 
 
 def _satisfied(
@@ -265,8 +358,8 @@ def _satisfied(
     flag = flags.get(key)
     if flag is None or flag.error is not None:
         return False
-    result = flag.resolve(context, targeting_key, flags, chain)
-    return result.error_code is None and result.variant in variants
+    answer = flag.resolve(context, targeting_key, flags, chain)
+    return answer.error_code is None and answer.variant in variants
 
 
 def _check_value(flag_type: str, value: object) -> bool:
@@ -280,12 +373,7 @@ def _check_value(flag_type: str, value: object) -> bool:
     return isinstance(value, Mapping)
 
 
-def _compile_flag(
-    key: str,
-    flag: Mapping[str, Any],
-    segments: Mapping[str, Predicate | DocumentError],
-    draw: Draw,
-) -> CompiledFlag:
+def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) -> CompiledFlag:
     """Compile one (non-archived) flag; raises DocumentError naming the broken field."""
     compiled = CompiledFlag(key)
     flag_type = flag.get("type")
@@ -301,65 +389,62 @@ def _compile_flag(
         salt = key
     if salt.__class__ is not str:
         raise DocumentError("salt", "must be a string")
-    require_text(salt, "salt", "the salt")
+    if not salt.isascii():
+        require_text(salt, "salt", "the salt")
     scheme = flag.get("bucketing")
     if scheme is None:
         scheme = "flagd"
     if scheme not in SCHEMES:
         raise DocumentError("bucketing", f"must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    results = _compile_variants(key, flag_type, flag.get("variants"))
+    variants = _compile_variants(flag_type, flag.get("variants"))
 
     off_key = flag.get("offVariant")
-    if off_key not in results:
+    if off_key not in variants:
         raise DocumentError("offVariant", f"unknown variant {off_key!r}")
-    compiled.off = _with(results[off_key], Reason.DISABLED, None)
-    compiled.prerequisite_failed = _with(results[off_key], Reason.PREREQUISITE_FAILED, None)
+    off_value = variants[off_key]
+    if not enabled:  # an enabled flag never serves its off variant as such
+        compiled.off = result(key, off_value, off_key, Reason.DISABLED)
     compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
-    compiled.targets = _compile_targets(_optional_list(flag, "targets"), results)
-    compiled.rules = _compile_rules(
-        _optional_list(flag, "rules"), results, segments, key, salt, scheme, draw
-    )
-    try:
-        compiled.default = _compile_serving(
-            flag.get("defaultServe"),
-            results,
-            flag_key=key,
-            salt=salt,
-            scheme=scheme,
-            reason=Reason.DEFAULT,
-            rule_id=None,
-            draw=draw,
-        )
-    except DocumentError as exc:
-        raise exc.within("defaultServe") from None
+    if compiled.prerequisites:
+        failed = result(key, off_value, off_key, Reason.PREREQUISITE_FAILED)
+        compiled.prerequisite_failed = failed
+    compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
+    used: set[str] = set()
+    served = _Served(variants, key, salt, scheme, compilation)
+    rules = _compile_rules(_optional_list(flag, "rules"), served, used)
+    default = _compile_serving("defaultServe", flag.get("defaultServe"), served, Reason.DEFAULT)
+    compiled.servings = (*rules, ((), default))
+    compiled.segment_keys = frozenset(used)
     return compiled
 
 
-def _compile_variants(key: str, flag_type: str, variants: object) -> dict[str, EvaluationResult]:
+def _compile_variants(flag_type: str, variants: object) -> dict[str, Any]:
+    """Each variant's key and value, checked; the results are made where they are served."""
     variants = _require_list(variants, "variants")
     if not variants:
         raise DocumentError("variants", "a flag needs at least one variant")
-    results: dict[str, EvaluationResult] = {}
+    values: dict[str, Any] = {}
     for index, variant in enumerate(variants):
-        field = f"variants[{index}]"
-        variant = _require_mapping(variant, field)
+        variant = _require_mapping(variant, f"variants[{index}]")
         variant_key, value = variant.get("key"), variant.get("value")
         if variant_key.__class__ is not str or not variant_key:
-            raise DocumentError(f"{field}.key", "must be a non-empty string")
-        require_text(variant_key, f"{field}.key", "the variant key")
-        if variant_key in results:
-            raise DocumentError(f"{field}.key", f"variant {variant_key!r} is listed twice")
+            raise DocumentError(f"variants[{index}].key", "must be a non-empty string")
+        if not variant_key.isascii():
+            require_text(variant_key, f"variants[{index}].key", "the variant key")
+        if variant_key in values:
+            message = f"variant {variant_key!r} is listed twice"
+            raise DocumentError(f"variants[{index}].key", message)
         if not _check_value(flag_type, value):
-            raise DocumentError(f"{field}.value", f"{value!r} is not a {flag_type} value")
-        _require_json_text(value, f"{field}.value")
+            raise DocumentError(f"variants[{index}].value", f"{value!r} is not a {flag_type} value")
+        cls = value.__class__
+        if cls is not bool and cls is not int and cls is not float:  # those hold no string
+            _require_json_text(value, f"variants[{index}].value")
         if flag_type == "json":
             value = copy.deepcopy(value)  # later edits of the document must not leak in
-        results[variant_key] = EvaluationResult(key, value, variant_key, Reason.DEFAULT)
-    if flag_type == "boolean":
-        values = {variant_key: result.value for variant_key, result in results.items()}
-        if values != BOOLEAN_VARIANTS:
-            raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
-    return results
+        values[variant_key] = value
+    if flag_type == "boolean" and values != BOOLEAN_VARIANTS:
+        raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
+    return values
 
 
 def _require_json_text(value: object, field: str) -> None:
@@ -403,78 +488,89 @@ def _compile_prerequisites(entries: Sequence[Any]) -> tuple[tuple[str, frozenset
 
 
 def _compile_targets(
-    entries: Sequence[Any], results: Mapping[str, EvaluationResult]
+    entries: Sequence[Any], flag_key: str, variants: Mapping[str, Any]
 ) -> dict[str, EvaluationResult]:
     targets: dict[str, EvaluationResult] = {}
     for index, entry in enumerate(entries):
         field = f"targets[{index}]"
         entry = _require_mapping(entry, field)
         variant = entry.get("variant")
-        if variant not in results:
+        if variant not in variants:
             raise DocumentError(f"{field}.variant", f"unknown variant {variant!r}")
-        result = _with(results[cast(str, variant)], Reason.TARGETING_MATCH, None)
+        variant = cast(str, variant)
+        target = result(flag_key, variants[variant], variant, Reason.TARGETING_MATCH)
         for value in _require_list(entry.get("values"), f"{field}.values"):
             if value.__class__ is not str:
                 raise DocumentError(f"{field}.values", f"targeting keys are strings: {value!r}")
             require_text(value, f"{field}.values", "a targeting key")
-            targets.setdefault(value, result)  # the first target listing a key wins
+            targets.setdefault(value, target)  # the first target listing a key wins
     return targets
 
 
 def _compile_rules(
-    entries: Sequence[Any],
-    results: Mapping[str, EvaluationResult],
-    segments: Mapping[str, Predicate | DocumentError],
-    flag_key: str,
-    salt: str,
-    scheme: str,
-    draw: Draw,
-) -> tuple[tuple[Predicate, EvaluationResult | None, Serve | None], ...]:
-    rules: list[tuple[Predicate, EvaluationResult | None, Serve | None]] = []
+    entries: Sequence[Any], served: _Served, used: set[str]
+) -> list[tuple[tuple[Test, ...], Serving]]:
+    """The rules' conditions and servings; adds the segments they read to `used`."""
+    rules: list[tuple[tuple[Test, ...], Serving]] = []
     for index, entry in enumerate(entries):
-        field = f"rules[{index}]"
-        entry = _require_mapping(entry, field)
-        rule_id = entry.get("id")
-        if rule_id.__class__ is not str:
-            raise DocumentError(f"{field}.id", "must be a string")
-        require_text(rule_id, f"{field}.id", "the rule id")
-        conditions = entry.get("conditions")
-        conditions = () if conditions is None else _require_list(conditions, f"{field}.conditions")
-        predicates = []
-        for position, condition in enumerate(conditions):
-            try:
-                predicates.append(_compile_condition(condition, segments, draw))
-            except DocumentError as exc:
-                raise exc.within(f"{field}.conditions[{position}]") from None
         try:
-            serve = _compile_serving(
-                entry.get("serve"),
-                results,
-                flag_key=flag_key,
-                salt=salt,
-                scheme=scheme,
-                reason=Reason.TARGETING_MATCH,
-                rule_id=rule_id,
-                draw=draw,
-            )
+            rules.append(_compile_rule(entry, served, used))
         except DocumentError as exc:
-            raise exc.within(f"{field}.serve") from None
-        if isinstance(serve, EvaluationResult):  # compile time: clarity over speed
-            rules.append((all_of(predicates), serve, None))
-        else:
-            rules.append((all_of(predicates), None, serve))
-    return tuple(rules)
+            raise exc.within(f"rules[{index}]") from None
+    return rules
+
+
+def _compile_rule(
+    entry: object, served: _Served, used: set[str]
+) -> tuple[tuple[Test, ...], Serving]:
+    """One rule; a DocumentError names the field within the rule."""
+    entry = _require_mapping(entry, "")
+    rule_id = entry.get("id")
+    if rule_id.__class__ is not str:
+        raise DocumentError("id", "must be a string")
+    if not rule_id.isascii():
+        require_text(rule_id, "id", "the rule id")
+    conditions = entry.get("conditions")
+    conditions = () if conditions is None else _require_list(conditions, "conditions")
+    tests = []
+    for position, condition in enumerate(conditions):
+        try:
+            test, segment_keys = _compile_condition(condition, served.compilation)
+        except DocumentError as exc:
+            raise exc.within(f"conditions[{position}]") from None
+        tests.append(test)
+        used.update(segment_keys)
+    serve = _compile_serving("serve", entry.get("serve"), served, Reason.TARGETING_MATCH, rule_id)
+    return tuple(tests), serve
 
 
 def _compile_condition(
+    condition: object, compilation: _Compilation
+) -> tuple[Test, tuple[str, ...]]:
+    """The test of a condition and the segments it reads; one test for alike conditions
+    (alike as marked by `mark_of`, which tells true, 1 and 1.0 apart)."""
+    key = mark_of(condition)
+    if key is not None:
+        known = compilation.tests.get(key)
+        if known is not None:
+            return known
+    test = _bind_condition(condition, compilation.segments, compilation.draw)
+    if key is not None:
+        compilation.tests[key] = test
+    return test
+
+
+def _bind_condition(
     condition: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
-) -> Predicate:
+) -> tuple[Test, tuple[str, ...]]:
     parsed = parse_condition(condition, segments)
     for segment_key in parsed.segment_keys:
         segment = segments[segment_key]
         if isinstance(segment, DocumentError):
             raise DocumentError("values", f"segment {segment_key!r} is invalid: {segment}")
-    return bind_condition(parsed, segments, draw)  # type: ignore[arg-type]
+    predicate = bind_condition(parsed, segments, draw)  # type: ignore[arg-type]
+    string_set = string_set_of(parsed, predicate)
+    return (predicate if string_set is None else string_set), parsed.segment_keys
 
 
 # --- segments -----------------------------------------------------------------------------
@@ -521,27 +617,53 @@ def _string_list(segment: Mapping[str, Any], field: str) -> list[str]:
 
 
 _INVALID_CONTEXT_TEXT = f"a string read from the context {INVALID_TEXT}"
+# The place of an answer evaluate_all computes, until it does.
+_PENDING = error_result("", ErrorCode.GENERAL, "not evaluated")
 
 
 class Snapshot:
     """An immutable, compiled flag document. Safe to share between threads."""
 
-    __slots__ = ("_document", "_flag_keys", "_flags", "_live", "_version")
+    __slots__ = (
+        "_document",
+        "_fixed",
+        "_flag_keys",
+        "_flags",
+        "_live",
+        "_origin",
+        "_variable",
+        "_version",
+    )
 
     def __init__(
-        self, document: dict[str, Any], version: int, flags: dict[str, CompiledFlag]
+        self,
+        document: dict[str, Any],
+        version: int,
+        flags: dict[str, CompiledFlag],
+        origin: Origin,
     ) -> None:
         self._document = document
         self._version = version
         self._flags = flags
-        # With each live flag, its answer when that is the same for every context: only the
-        # other flags are evaluated by evaluate_all.
-        self._live = tuple(
-            (key, flag, _constant(flag))
-            for key, flag in flags.items()
-            if flag.error is None or flag.error.error_code != ErrorCode.FLAG_NOT_FOUND
-        )
-        self._flag_keys = tuple(key for key, _, _ in self._live)
+        self._origin = origin
+        origin.compiled = flags
+        # Every live flag; the answers that are the same for every context, in document
+        # order; and the flags evaluate_all evaluates, the others.
+        live: list[tuple[str, CompiledFlag]] = []
+        self._fixed: dict[str, EvaluationResult] = {}
+        variable: list[tuple[str, CompiledFlag]] = []
+        for key, flag in flags.items():
+            if flag.archived:
+                continue
+            live.append((key, flag))
+            fixed = flag.fixed
+            if fixed is None:
+                variable.append((key, flag))
+                fixed = _PENDING
+            self._fixed[key] = fixed
+        self._live = tuple(live)
+        self._flag_keys = tuple(self._fixed)
+        self._variable = tuple(variable)
 
     @property
     def version(self) -> int:
@@ -555,6 +677,12 @@ class Snapshot:
     @property
     def document(self) -> dict[str, Any]:
         return self._document
+
+    @property
+    def compiled_flags(self) -> int:
+        """How many of its flags compiling this snapshot compiled; the others it reused
+        from the previous snapshot (see `compile_document`)."""
+        return self._origin.compiled_flags
 
     def evaluate(
         self, flag_key: str, context: Context | object, expected_type: str | None = None
@@ -581,6 +709,8 @@ class Snapshot:
                     return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _KEY_NOT_A_STRING)
                 if not targeting_key.isascii():
                     targeting_key.encode()  # a lone surrogate raises: INVALID_CONTEXT
+            if flag.fixed is not None:  # disabled, or no rule, target or rollout to read
+                return flag.fixed
             return flag.resolve(context, targeting_key, self._flags, ())
         except UnicodeEncodeError:  # a string read from the context is not valid Unicode
             return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
@@ -596,20 +726,18 @@ class Snapshot:
             failure = f"{type(exc).__name__}: {exc}"
             return {
                 key: flag.error or error_result(key, ErrorCode.GENERAL, failure)
-                for key, flag, _ in self._live
+                for key, flag in self._live
+            }
+        if refusal is not None:
+            return {
+                key: flag.error or error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
+                for key, flag in self._live
             }
         flags = self._flags
-        answers = {}
-        for key, flag, constant in self._live:
-            if flag.error is not None:
-                answers[key] = flag.error
-                continue
-            if refusal is not None:
-                answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
-                continue
-            if constant is not None:
-                answers[key] = constant
-                continue
+        # The fixed answers are copied in one step, every key in document order; only the
+        # flags whose answer depends on the context are evaluated.
+        answers = self._fixed.copy()
+        for key, flag in self._variable:
             try:
                 answers[key] = flag.resolve(context, targeting_key, flags, ())  # type: ignore[arg-type]
             except UnicodeEncodeError:
@@ -625,9 +753,10 @@ def _constant(flag: CompiledFlag) -> EvaluationResult | None:
         return None
     if not flag.enabled:
         return flag.off
-    if flag.prerequisites or flag.targets or flag.rules:
+    if flag.prerequisites or flag.targets or len(flag.servings) > 1:
         return None
-    return flag.default if flag.default.__class__ is EvaluationResult else None
+    _, default = flag.servings[0]
+    return default if default.__class__ is EvaluationResult else None
 
 
 _NOT_AN_OBJECT = "the context must be a JSON object"
@@ -659,13 +788,22 @@ def _refusal(context: object) -> str | None:
 
 
 def compile_document(
-    document: dict[str, Any], *, generator: random.Random | None = None
+    document: dict[str, Any],
+    *,
+    generator: random.Random | None = None,
+    previous: Snapshot | None = None,
 ) -> Snapshot:
     """Compile a flag document into a snapshot.
 
     `generator` is where the snapshot draws the value of the `$random` attribute, anew at
-    every read (see docs/evaluation.md): by default a `random.Random` of the snapshot's own;
-    pass a seeded one for answers that repeat.
+    every read (see docs/evaluation.md): by default a `random.Random` of the snapshot's own
+    (or the `previous` snapshot's); pass a seeded one for answers that repeat.
+
+    With `previous`, the snapshot of an earlier version, every flag and segment whose part
+    of the document is unchanged (the same JSON, types included) is reused instead of
+    compiled again, so the cost is that of the flags that changed (`compiled_flags` counts
+    them). The answers are those of a compile from scratch. A document must not be edited
+    once compiled: its parts are what the next compile compares with.
 
     A broken flag does not stop the others: it evaluates to an error with PARSE_ERROR and
     details naming the field. Only a document that is not an object with a `flags` object
@@ -687,19 +825,90 @@ def compile_document(
         raw_segments = {}
     if not isinstance(raw_segments, Mapping):
         raise DocumentError("segments", "must be an object")
-    draw = _drawing(generator if generator is not None else random.Random())
+    base = _reusable(previous, generator)
+    if generator is None:
+        generator = base.generator if base is not None else random.Random()
+    draw = base.draw if base is not None else _drawing(generator)
+    origin = Origin(flags, raw_segments, generator, draw)
+    segments = _compile_segments(raw_segments, draw, base, origin)
+    compilation = _Compilation(segments, draw)
+    reused = {} if base is None else reused_flags(flags, base, origin, segments)
+    compiled = {}
+    for key, flag in flags.items():
+        kept = reused.get(key)
+        if kept is None:
+            kept = _compiled(key, flag, compilation)
+            origin.compiled_flags += 1
+        compiled[key] = kept
+    return Snapshot(document, version, compiled, origin)
+
+
+def _compile_segments(
+    raw_segments: Mapping[str, Any], draw: Draw, base: Origin | None, origin: Origin
+) -> dict[str, Predicate | DocumentError]:
     segments: dict[str, Predicate | DocumentError] = {}
     for segment_key, segment in raw_segments.items():
+        if base is not None and unchanged(
+            base.raw_segments, base.segment_marks, segment_key, segment, origin.segment_marks
+        ):
+            segments[segment_key] = base.segments[segment_key]
+            continue
         try:
             if segment_key.__class__ is str and not is_text(segment_key):
                 raise DocumentError("", f"the segment key {INVALID_TEXT}")
             segments[segment_key] = _compile_segment(segment, draw)
         except DocumentError as exc:
             segments[segment_key] = exc
-    compiled = {}
-    for key, flag in flags.items():
-        compiled[key] = _compile_or_error(key, flag, segments, draw)
-    return Snapshot(document, version, compiled)
+    origin.segments = segments
+    return segments
+
+
+def _reusable(previous: Snapshot | None, generator: random.Random | None) -> Origin | None:
+    """What of `previous` a compile may reuse: nothing for another generator, whose draws
+    the compiled `$random` conditions and rollouts could not take."""
+    if previous is None:
+        return None
+    base = previous._origin  # noqa: SLF001 - snapshots of one module
+    if generator is not None and generator is not base.generator:
+        return None
+    return base
+
+
+class _Compilation:
+    """What the flags of one document are compiled against: its segments, the `$random`
+    draw, and what its conditions, servings and bucket tables compiled to so far (alike ones,
+    as marked by `mark_of`, share one)."""
+
+    __slots__ = ("_indexes", "_servings", "draw", "segments", "tests")
+
+    def __init__(self, segments: Mapping[str, Predicate | DocumentError], draw: Draw) -> None:
+        self.segments = segments
+        self.draw = draw
+        self.tests: dict[bytes, tuple[Test, tuple[str, ...]]] = {}
+        self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._servings: dict[tuple[Any, ...], Any] = {}
+
+    def parsed_serving(
+        self, serving: object, variants: Mapping[str, Any]
+    ) -> tuple[str | None, str, tuple[tuple[str, int], ...], str | None]:
+        """`_parse_serving` of `serving` over `variants`, once for alike servings."""
+        # A list, not the dict: `in` must not hash an unhashable variant (an unknown one).
+        variant_keys = list(variants)
+        mark = mark_of(serving)
+        if mark is None:
+            return _parse_serving(serving, variant_keys)
+        key = (mark, *variant_keys)
+        parsed = self._servings.get(key)
+        if parsed is None:
+            parsed = self._servings[key] = _parse_serving(serving, variant_keys)
+        return parsed
+
+    def bucket_indexes(self, weights: tuple[int, ...]) -> tuple[int, ...]:
+        """The index of the entry of each flagd bucket, one table for alike weights."""
+        indexes = self._indexes.get(weights)
+        if indexes is None:
+            indexes = self._indexes[weights] = bucket_indexes(weights)
+        return indexes
 
 
 def _drawing(generator: random.Random) -> Draw:
@@ -708,22 +917,28 @@ def _drawing(generator: random.Random) -> Draw:
     return lambda: str(getrandbits(64))
 
 
-def _compile_or_error(
-    key: str, flag: object, segments: Mapping[str, Predicate | DocumentError], draw: Draw
-) -> CompiledFlag:
-    if isinstance(flag, Mapping) and flag.get("archived") is True:
+def _compiled(key: str, flag: object, compilation: _Compilation) -> CompiledFlag:
+    compiled = _compile_or_error(key, flag, compilation)
+    compiled.fixed = compiled.error or _constant(compiled)
+    return compiled
+
+
+def _compile_or_error(key: str, flag: object, compilation: _Compilation) -> CompiledFlag:
+    entry = flag if flag.__class__ is dict or isinstance(flag, Mapping) else None
+    if entry is not None and entry.get("archived") is True:
         archived = CompiledFlag(key)
         archived.error = error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} is archived")
+        archived.archived = True
         return archived
     try:
         if key.__class__ is str and not is_text(key):
             raise DocumentError("", f"the flag key {INVALID_TEXT}")
-        if not isinstance(flag, Mapping):
+        if entry is None:
             raise DocumentError("", "a flag must be an object")
-        archived_field = flag.get("archived", False)
+        archived_field = entry.get("archived", False)
         if archived_field is not None and archived_field.__class__ is not bool:
             raise DocumentError("archived", "must be true or false")
-        return _compile_flag(key, flag, segments, draw)
+        return _compile_flag(key, entry, compilation)
     except DocumentError as exc:
         broken = CompiledFlag(key)
         broken.error = error_result(key, ErrorCode.PARSE_ERROR, f"flag {key!r}: {exc}")

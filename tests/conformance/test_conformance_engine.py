@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,18 @@ def test_case(name: str, index: int) -> None:
     assert actual == wanted, case.get("description", "")
     # JSON has no int/float or bool/int distinction to lose: compare the JSON forms too.
     assert json.dumps(result.value, sort_keys=True) == json.dumps(expect["value"], sort_keys=True)
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_evaluate_all_answers_every_flag_as_evaluate_does(name: str) -> None:
+    # Two snapshots drawing `$random` from generators seeded alike, read in the same order;
+    # only the details of an error may be worded differently (the context is checked once).
+    document = SUITES[name]["document"]
+    bulk = compile_document(document, generator=random.Random(1))
+    single = compile_document(document, generator=random.Random(1))
+    for case in SUITES[name]["cases"]:
+        answers = bulk.evaluate_all(case["context"])
+        assert list(answers) == list(bulk.flag_keys)
+        for key, answer in answers.items():
+            alone = single.evaluate(key, case["context"])
+            assert replace(answer, error_details=None) == replace(alone, error_details=None)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +70,59 @@ def test_committed_change_is_seen_by_the_next_evaluation(flag, django_capture_on
         )
     result = snapshots.snapshot(environment.pk).evaluate("new-checkout", {"targetingKey": "u"})
     assert result.variant == "on"
+
+
+def test_a_change_to_one_flag_compiles_only_that_flag(flag, django_capture_on_commit_callbacks):
+    environment = development(flag)
+    others = [factories.flag(flag.project, f"other-{index}") for index in range(5)]
+    before = snapshots.snapshot(environment.pk)
+    assert before.compiled_flags == len(others) + 1
+    with django_capture_on_commit_callbacks(execute=True):
+        services.flag_config_update(
+            config=factories.config(flag), data={"enabled": False}, **SYSTEM
+        )
+
+    after = snapshots.snapshot(environment.pk)
+
+    assert after.version > before.version
+    assert after.compiled_flags == 1
+    assert after.evaluate("new-checkout", {"plan": "pro"}).reason == "DISABLED"
+    assert after.evaluate("other-0", {}).variant == before.evaluate("other-0", {}).variant
+
+
+def test_while_a_new_version_compiles_other_requests_answer_from_the_old_one(
+    flag, monkeypatch, django_capture_on_commit_callbacks
+):
+    environment = development(flag)
+    old = snapshots.snapshot(environment.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.flag_config_update(
+            config=factories.config(flag), data={"enabled": False}, **SYSTEM
+        )
+    compiling, answered = threading.Event(), threading.Event()
+    compile_document = snapshots.compile_document
+
+    def slow_compile(*args, **kwargs):
+        compiling.set()
+        answered.wait(timeout=10)  # the other request answers while this one compiles
+        return compile_document(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "compile_document", slow_compile)
+    served = []
+
+    def other_request():
+        compiling.wait(timeout=10)
+        served.append(snapshots.snapshot(environment.pk).version)
+        answered.set()
+
+    other = threading.Thread(target=other_request)
+    other.start()
+    new = snapshots.snapshot(environment.pk)  # this request compiles the new version
+    other.join()
+
+    assert served == [old.version]
+    assert answered.is_set() and new.version > old.version
+    assert snapshots.snapshot(environment.pk).version == new.version
 
 
 def test_no_database_query_while_the_version_is_unchanged(

@@ -95,6 +95,19 @@ def test_a_lower_version_answered_once_is_never_served(server, make_client):
     assert served == [8]
 
 
+def test_a_new_version_compiles_only_the_flags_it_changed(server, make_client):
+    client = make_client()
+    wait_for(lambda: client.version == 7, 5)
+    before = client.snapshot.evaluate("new-checkout", US)
+    assert len(server.doc["flags"]) > 1
+
+    server.change(8)  # new-checkout turned around, the other flags as they were
+
+    wait_for(lambda: client.version == 8, 3)
+    assert client.snapshot.compiled_flags == 1
+    assert client.snapshot.evaluate("new-checkout", US).reason != before.reason
+
+
 def test_an_event_for_the_version_served_fetches_nothing(server, make_client):
     client = make_client()
     wait_for(lambda: client.version == 7 and server.hits[DOCUMENT] >= 2, 5)  # start, connect

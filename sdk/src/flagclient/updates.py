@@ -233,7 +233,9 @@ class Updater:
 
     def _install(self, answer: Answer) -> None:
         try:
-            snapshot = compile_document(json.loads(answer.body))
+            # What the new version left unchanged is reused from the snapshot served.
+            document = json.loads(answer.body)
+            snapshot = compile_document(document, previous=self.client.snapshot)
         except Exception as exc:  # noqa: BLE001 - not JSON, not a document, too deep...
             self.stats["bad_documents"] += 1
             self._failed(f"not a flag document ({type(exc).__name__}: {exc})"[:300])
