@@ -31,17 +31,15 @@ from flags.models import (
 )
 from flags.roles import Action, authorize, check_direct_write, person
 from flags.services.configs import (
-    CONFIG_FIELDS,
     RULE_FIELDS,
     _renamed,
     _rule_fields,
-    _serving_fields,
-    _set_serving,
     _target_from,
     _with_field_prefix,
     flag_config_update,
+    set_config_fields,
 )
-from flags.services.flags import _default_variants
+from flags.services.flags import _default_variants, _initial_config, flag_meta
 from flags.services.steps import (
     _actor_name,
     _audit_bypass,
@@ -207,30 +205,8 @@ def _configured(
     flag: Flag, environment: Environment, data: dict
 ) -> tuple[FlagConfig, list[Rule], list[Target]]:
     """The configuration's rows, validated as `flag_config_update` validates them."""
-    unknown = set(data) - CONFIG_FIELDS
-    if unknown:
-        raise ValidationError({sorted(unknown)[0]: "unknown field"})
-    keys = [variant.key for variant in flag.variants.all()]
-    config = FlagConfig(
-        flag=flag,
-        environment=environment,
-        enabled=False,
-        off_variant="off" if "off" in keys else keys[-1],
-        serve_variant=keys[0],
-    )
-    if "enabled" in data:
-        if not isinstance(data["enabled"], bool):
-            raise ValidationError({"enabled": "must be true or false"})
-        config.enabled = data["enabled"]
-    if "offVariant" in data:
-        config.off_variant = data["offVariant"]
-    if "defaultServe" in data:
-        _set_serving(config, _serving_fields(data["defaultServe"], "defaultServe"))
-    try:
-        config.full_clean(exclude=["flag", "environment"], validate_constraints=False)
-    except ValidationError as error:
-        names = {"off_variant": "offVariant", "serve_variant": "defaultServe"}
-        raise _renamed(error, {**names, "rollout": "defaultServe"}) from error
+    config = FlagConfig(flag=flag, environment=environment, **_initial_config(flag))
+    set_config_fields(config, data, check_constraints=False)
     rules = _rules(flag, environment, data.get("rules", []))
     return config, rules, _targets(flag, environment, data.get("targets", []))
 
@@ -300,7 +276,7 @@ def _audit_created(
             object_key=flag.key,
             project=project,
             flag_key=flag.key,
-            after=_meta(flag),
+            after=flag_meta(flag, tags=[tag.name for tag in flag.tags.all()]),
         )
         for flag in flags
     ]
@@ -332,23 +308,6 @@ def _audit_created(
     if Webhook.objects.filter(project=project, active=True).exists():
         for entry in entries:
             events.audit_recorded(entry)  # queued in this transaction, sent after commit
-
-
-def _meta(flag: Flag) -> dict:
-    """`flag_meta` of a new flag, from the rows in hand."""
-    return {
-        "key": flag.key,
-        "name": flag.name,
-        "description": flag.description,
-        "type": flag.type,
-        "salt": flag.salt,
-        "bucketing": flag.bucketing,
-        "archived": flag.archived,
-        "clientSide": flag.client_side,
-        "owner": None,
-        "tags": sorted(tag.name for tag in flag.tags.all()),
-        "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()],
-    }
 
 
 def _entry_in(flag: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
