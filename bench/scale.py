@@ -9,9 +9,11 @@ generated documents are compiled and every flag evaluated, as an import checks a
 generating 10,000 flags takes seconds. Then it times, in-process with Django's test client
 (no server, no network) and counts the queries with CaptureQueriesContext:
 
-- the admin's segment list, flag list and one flag's change page;
+- the admin's segment list, flag list, one flag's change page and the project's page;
 - `manage.py flags export` of the whole project, and `manage.py flags import` of that file
   into a new project (every flag added);
+- then, with the import's audit entries written (one per flag and per flag and
+  environment), the admin's audit log and its index (the dashboard);
 - building one environment's document (`build_document`, its size) and compiling it;
 - `GET /api/v1/projects/{p}/flags?limit=1000`.
 
@@ -237,16 +239,17 @@ def measure(key: str, count: int, client: Client) -> dict[str, str]:
         ("segment list", f"{admin}segment/?project__id__exact={project.pk}"),
         ("flag list", f"{admin}flag/?project__id__exact={project.pk}"),
         ("flag change page", f"{admin}flag/{project.flags.order_by('key').first().pk}/change/"),
+        ("project page", f"{admin}project/{project.pk}/change/"),
         ("API flags", f"/api/v1/projects/{key}/flags?limit=1000"),
     ):
-        client.get(url)  # warm: the first request of a process pays for imports
-        elapsed, queries = page(client, url)
-        row[name] = _seconds(elapsed) + ("" if name == "API flags" else f" / {queries} q")
+        row[name] = _page_row(client, url, queries=name != "API flags")
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "export.json"
         elapsed, _ = timed(lambda: _flags("export", key, "-o", str(path)))
         row["export"] = _seconds(elapsed)
         row["import"] = _import(path, f"{key}-copy")
+    for name, url in (("audit log", f"{admin}auditentry/"), ("index", "/admin/")):
+        row[name] = _page_row(client, url)
     production = project.environments.get(key="production").pk
     elapsed, document = timed(lambda: build_document(production))
     size = len(json.dumps(document, separators=(",", ":")))
@@ -254,6 +257,12 @@ def measure(key: str, count: int, client: Client) -> dict[str, str]:
     elapsed, _ = timed(lambda: compile_document(document))
     row["compile"] = _seconds(elapsed)
     return row
+
+
+def _page_row(client: Client, url: str, *, queries: bool = True) -> str:
+    client.get(url)  # warm: the first request of a process pays for imports
+    elapsed, count = page(client, url)
+    return _seconds(elapsed) + (f" / {count} q" if queries else "")
 
 
 def _import(path: Path, project_key: str) -> str:
@@ -277,6 +286,9 @@ ROWS = [
     ("admin segment list (time / queries)", "segment list"),
     ("admin flag list (time / queries)", "flag list"),
     ("admin flag change page (time / queries)", "flag change page"),
+    ("admin project page (time / queries)", "project page"),
+    ("admin audit log, after the import (time / queries)", "audit log"),
+    ("admin index (dashboard), after the import (time / queries)", "index"),
     ("`flags import` of the export (new project)", "import"),
     ("`flags export` (3 environments)", "export"),
     ("build one environment's document (size)", "document"),
