@@ -18,6 +18,7 @@ from flags.services.steps import (
     _project_environment_ids,
     _save,
     audit,
+    audit_many,
     environments_changed,
 )
 
@@ -34,13 +35,18 @@ def _segment_proposal(project: Project, key: str) -> str:
     return f"POST /api/v1/projects/{project.key}/segments/{key}/change-requests"
 
 
-@transaction.atomic
-def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
-    authorize(actor, project, Action.EDIT_FLAGS)
+def _new_segment(project: Project, key: str, data: dict) -> Segment:
     segment = Segment(project=project, key=key, name=data.get("name") or key)
     for field in SEGMENT_FIELDS[1:]:
         if field in data:
             setattr(segment, field, data[field])
+    return segment
+
+
+@transaction.atomic
+def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
+    authorize(actor, project, Action.EDIT_FLAGS)
+    segment = _new_segment(project, key, data)
     # A rule may already ask for a segment of this key (it matched no one until now).
     with impact.measured(project, segment_keys=[key]) as measurement:
         _save(segment)
@@ -63,6 +69,60 @@ def segment_create(*, project: Project, key: str, data: dict, actor: Actor, sour
     )
     environments_changed(_project_environment_ids(project))
     return segment
+
+
+class SegmentError(Exception):
+    """A segment of a batch is invalid: which one, and why."""
+
+    def __init__(self, key: str, error: ValidationError) -> None:
+        super().__init__(key, error)
+        self.key, self.error = key, error
+
+
+@transaction.atomic
+def segments_create_many(
+    *, project: Project, segments: dict[str, dict], actor: Actor, source: str
+) -> list[Segment]:
+    """Create `segments` (key -> segment_create's data) as `segment_create` would, each
+    validated alike, written and audited in one statement each; all or nothing.
+
+    Raises SegmentError naming the segment a ValidationError is about.
+    """
+    authorize(actor, project, Action.EDIT_FLAGS)
+    if not segments:
+        return []
+    taken = set(project.segments.filter(key__in=list(segments)).values_list("key", flat=True))
+    rows = []
+    for key, data in segments.items():
+        segment = _new_segment(project, key, data)
+        try:
+            if key in taken:
+                raise ValidationError({"key": "already exists"})
+            segment.full_clean(validate_unique=False, validate_constraints=False)
+        except ValidationError as error:
+            raise SegmentError(key, error) from error
+        rows.append(segment)
+    # Rules may already ask for segments of these keys (they matched no one until now).
+    with impact.measured(project, segment_keys=list(segments)) as measurement:
+        Segment.objects.bulk_create(rows)
+    if measurement.changes:
+        _check_impact(
+            actor=actor,
+            measurement=measurement,
+            approved=False,
+            source=source,
+            proposal=_segment_proposal(project, "KEY"),
+        )
+    audit_many(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="segment",
+        project=project,
+        entries=[(segment.key, None, segment_entry(segment)) for segment in rows],
+    )
+    environments_changed(_project_environment_ids(project))
+    return rows
 
 
 @transaction.atomic

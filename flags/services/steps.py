@@ -71,6 +71,36 @@ def audit(
     return entry
 
 
+def audit_many(
+    *,
+    actor: Actor,
+    source: str,
+    action: str,
+    obj_type: str,
+    project: Project,
+    entries: list[tuple[str, Any, Any]],
+) -> list[AuditEntry]:
+    """`audit` of many objects of one kind at once: `entries` are (key, before, after)."""
+    length = AuditEntry._meta.get_field("object_key").max_length
+    rows = AuditEntry.objects.bulk_create(
+        AuditEntry(
+            actor=person(actor),
+            actor_name=_actor_name(actor),
+            source=source,
+            action=action,
+            object_type=obj_type,
+            object_key=key[:length],
+            project=project,
+            before=before,
+            after=after,
+        )
+        for key, before, after in entries
+    )
+    for entry in rows:
+        events.audit_recorded(entry)  # webhooks: queued in this transaction, sent after commit
+    return rows
+
+
 COMMENT_LENGTH = 1000
 
 
