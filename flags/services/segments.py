@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
@@ -43,21 +44,25 @@ def _new_segment(project: Project, key: str, data: dict) -> Segment:
     return segment
 
 
+def _write_new(
+    project: Project, keys: list[str], write: Callable[[], object], actor: Actor, source: str
+) -> None:
+    """Write new segments. Rules may already ask for segments of these keys (they matched no
+    one until now): where that changes a protected environment's answers, its gate holds."""
+    with impact.measured(project, segment_keys=keys) as measurement:
+        write()
+    if measurement.changes:
+        proposal = _segment_proposal(project, keys[0] if len(keys) == 1 else "KEY")
+        _check_impact(
+            actor=actor, measurement=measurement, approved=False, source=source, proposal=proposal
+        )
+
+
 @transaction.atomic
 def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
     authorize(actor, project, Action.EDIT_FLAGS)
     segment = _new_segment(project, key, data)
-    # A rule may already ask for a segment of this key (it matched no one until now).
-    with impact.measured(project, segment_keys=[key]) as measurement:
-        _save(segment)
-    if measurement.changes:
-        _check_impact(
-            actor=actor,
-            measurement=measurement,
-            approved=False,
-            source=source,
-            proposal=_segment_proposal(project, key),
-        )
+    _write_new(project, [key], lambda: _save(segment), actor, source)
     audit(
         actor=actor,
         source=source,
@@ -102,17 +107,7 @@ def segments_create_many(
         except ValidationError as error:
             raise SegmentError(key, error) from error
         rows.append(segment)
-    # Rules may already ask for segments of these keys (they matched no one until now).
-    with impact.measured(project, segment_keys=list(segments)) as measurement:
-        Segment.objects.bulk_create(rows)
-    if measurement.changes:
-        _check_impact(
-            actor=actor,
-            measurement=measurement,
-            approved=False,
-            source=source,
-            proposal=_segment_proposal(project, "KEY"),
-        )
+    _write_new(project, list(segments), lambda: Segment.objects.bulk_create(rows), actor, source)
     audit_many(
         actor=actor,
         source=source,
