@@ -184,3 +184,17 @@ def test_prerequisite_search_with_a_hostile_flag_finds_nothing_or_searches_all(a
     assert found["results"] == (
         [] if of else [{"id": str(project.flags.get().pk), "text": "checkout"}]
     )
+
+
+def test_admin_index_queries_do_not_grow_with_projects(
+    admin_client_of, django_assert_max_num_queries
+):
+    client = admin_client_of(factories.project("shop"))
+    for key in ("a", "b"):
+        factories.flag(factories.project(key), f"{key}-flag")
+    few = queries(client, reverse("admin:index"))
+    for index in range(6):
+        factories.flag(factories.project(f"more-{index}"), f"flag-{index}")
+    with django_assert_max_num_queries(few):
+        response = client.get(reverse("admin:index"))
+    assert "more-5" in response.content.decode()
