@@ -13,7 +13,8 @@ generating 10,000 flags takes seconds. Then it times, in-process with Django's t
 - `manage.py flags export` of the whole project, and `manage.py flags import` of that file
   into a new project (every flag added);
 - then, with the import's audit entries written (one per flag and per flag and
-  environment), the admin's audit log and its index (the dashboard);
+  environment), the admin's audit log and its index (the dashboard, where every generated
+  flag, made a year ago and never evaluated, counts as stale);
 - building one environment's document (`build_document`, its size) and compiling it;
 - `GET /api/v1/projects/{p}/flags?limit=1000`.
 
@@ -31,6 +32,7 @@ import random
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,6 +82,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from evaluation.documents import build_document  # noqa: E402
 from evaluation.engine import compile_document  # noqa: E402
@@ -144,6 +147,8 @@ def generate(key: str, count: int) -> Project:
         )
         for i in range(count)
     )
+    # Made long ago and never evaluated: every flag is stale, as the dashboard counts them.
+    Flag.objects.filter(project=project).update(created_at=timezone.now() - timedelta(days=365))
     variants, keys_of = [], {}
     for flag in flags:
         if flag.type == Flag.Type.BOOLEAN:
