@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import prefetch_related_objects
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Model, prefetch_related_objects
 
 from evaluation.documents import flag_entry
 from flags.models import (
@@ -69,6 +69,27 @@ def _quiet(done: int, total: int, key: str) -> None:
     return None
 
 
+def _insert(model: type[Model], rows: list[Any]) -> None:
+    """Insert rows whose primary keys are not needed back: `bulk_create`, except on
+    PostgreSQL, where COPY streams them about eight times faster (a bulk INSERT's
+    parameters are quoted one by one in Python; an import of 10,000 flags inserts 200,000
+    such rows). The values are the ones `bulk_create` would write (`pre_save`,
+    `get_db_prep_save`); the rows were validated by then."""
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(rows, batch_size=BATCH)
+        return
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            row._prepare_related_fields_for_save(operation_name="bulk_create")
+            copy.write_row(
+                [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+            )
+
+
 @transaction.atomic
 def flags_create_many(
     *,
@@ -115,8 +136,8 @@ def flags_create_many(
                 later.append((config, data["prerequisites"]))
         progress(done, len(rows), flag.key)
     FlagConfig.objects.bulk_create(config_rows, batch_size=BATCH)
-    Rule.objects.bulk_create(rules, batch_size=BATCH)
-    Target.objects.bulk_create(targets, batch_size=BATCH)
+    _insert(Rule, rules)
+    _insert(Target, targets)
     _audit_created(project, rows, config_rows, in_hand, actor, source)
     for environment in environments.values():
         _audit_bypass(actor, environment, f"import of {len(rows)} flags", source)
@@ -303,11 +324,13 @@ def _audit_created(
                 **who, actor=person(actor), config=config, version=1, state=after, action="create"
             )
         )
-    AuditEntry.objects.bulk_create(entries, batch_size=BATCH)
-    FlagConfigVersion.objects.bulk_create(versions, batch_size=BATCH)
-    if Webhook.objects.filter(project=project, active=True).exists():
-        for entry in entries:
-            events.audit_recorded(entry)  # queued in this transaction, sent after commit
+    _insert(FlagConfigVersion, versions)
+    if not Webhook.objects.filter(project=project, active=True).exists():
+        _insert(AuditEntry, entries)
+        return
+    AuditEntry.objects.bulk_create(entries, batch_size=BATCH)  # each entry's id goes out
+    for entry in entries:
+        events.audit_recorded(entry)  # queued in this transaction, sent after commit
 
 
 def _entry_in(flag: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
