@@ -11,7 +11,7 @@ from django.db.models import F
 
 from evaluation.documents import segment_entry
 from flags import impact, selectors
-from flags.models import Project, Segment
+from flags.models import Project, Rule, Segment
 from flags.roles import Action, authorize
 from flags.services.steps import (
     ConflictError,
@@ -103,11 +103,17 @@ def segments_create_many(
         try:
             if key in taken:
                 raise ValidationError({"key": "already exists"})
-            segment.full_clean(validate_unique=False, validate_constraints=False)
+            segment.full_clean(
+                exclude=["project"], validate_unique=False, validate_constraints=False
+            )
         except ValidationError as error:
             raise SegmentError(key, error) from error
         rows.append(segment)
-    _write_new(project, list(segments), lambda: Segment.objects.bulk_create(rows), actor, source)
+    # Only a rule asking for a segment makes a new one change what is served: a project
+    # whose rules ask for none (a new one, being imported) needs no reading of each key.
+    asked = Rule.objects.filter(flag__project=project, conditions__icontains="in_segment")
+    keys = list(segments) if asked.exists() else []
+    _write_new(project, keys, lambda: Segment.objects.bulk_create(rows), actor, source)
     audit_many(
         actor=actor,
         source=source,

@@ -16,6 +16,7 @@ from flags.models import AuditEntry, Environment, Project
 from flags.roles import Action, authorize, bypasses_approval, check_indirect_write, person
 from flags.validation import check_text
 from integrations import events
+from integrations.models import Webhook
 
 if TYPE_CHECKING:
     from flags.roles import Actor
@@ -96,8 +97,9 @@ def audit_many(
         )
         for key, before, after in entries
     )
-    for entry in rows:
-        events.audit_recorded(entry)  # webhooks: queued in this transaction, sent after commit
+    if Webhook.objects.filter(project=project, active=True).exists():
+        for entry in rows:
+            events.audit_recorded(entry)  # queued in this transaction, sent after commit
     return rows
 
 
