@@ -9,9 +9,12 @@ generated documents are compiled and every flag evaluated, as an import checks a
 generating 10,000 flags takes seconds. Then it times, in-process with Django's test client
 (no server, no network) and counts the queries with CaptureQueriesContext:
 
-- the admin's segment list, flag list and one flag's change page;
+- the admin's segment list, flag list, one flag's change page and the project's page;
 - `manage.py flags export` of the whole project, and `manage.py flags import` of that file
   into a new project (every flag added);
+- then, with the import's audit entries written (one per flag and per flag and
+  environment), the admin's audit log and its index (the dashboard, where every generated
+  flag, made a year ago and never evaluated, counts as stale);
 - building one environment's document (`build_document`, its size) and compiling it;
 - `GET /api/v1/projects/{p}/flags?limit=1000`.
 
@@ -29,6 +32,7 @@ import random
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -78,6 +82,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from evaluation.documents import build_document  # noqa: E402
 from evaluation.engine import compile_document  # noqa: E402
@@ -142,6 +147,8 @@ def generate(key: str, count: int) -> Project:
         )
         for i in range(count)
     )
+    # Made long ago and never evaluated: every flag is stale, as the dashboard counts them.
+    Flag.objects.filter(project=project).update(created_at=timezone.now() - timedelta(days=365))
     variants, keys_of = [], {}
     for flag in flags:
         if flag.type == Flag.Type.BOOLEAN:
@@ -237,16 +244,17 @@ def measure(key: str, count: int, client: Client) -> dict[str, str]:
         ("segment list", f"{admin}segment/?project__id__exact={project.pk}"),
         ("flag list", f"{admin}flag/?project__id__exact={project.pk}"),
         ("flag change page", f"{admin}flag/{project.flags.order_by('key').first().pk}/change/"),
+        ("project page", f"{admin}project/{project.pk}/change/"),
         ("API flags", f"/api/v1/projects/{key}/flags?limit=1000"),
     ):
-        client.get(url)  # warm: the first request of a process pays for imports
-        elapsed, queries = page(client, url)
-        row[name] = _seconds(elapsed) + ("" if name == "API flags" else f" / {queries} q")
+        row[name] = _page_row(client, url, queries=name != "API flags")
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "export.json"
         elapsed, _ = timed(lambda: _flags("export", key, "-o", str(path)))
         row["export"] = _seconds(elapsed)
         row["import"] = _import(path, f"{key}-copy")
+    for name, url in (("audit log", f"{admin}auditentry/"), ("index", "/admin/")):
+        row[name] = _page_row(client, url)
     production = project.environments.get(key="production").pk
     elapsed, document = timed(lambda: build_document(production))
     size = len(json.dumps(document, separators=(",", ":")))
@@ -254,6 +262,12 @@ def measure(key: str, count: int, client: Client) -> dict[str, str]:
     elapsed, _ = timed(lambda: compile_document(document))
     row["compile"] = _seconds(elapsed)
     return row
+
+
+def _page_row(client: Client, url: str, *, queries: bool = True) -> str:
+    client.get(url)  # warm: the first request of a process pays for imports
+    elapsed, count = page(client, url)
+    return _seconds(elapsed) + (f" / {count} q" if queries else "")
 
 
 def _import(path: Path, project_key: str) -> str:
@@ -277,6 +291,9 @@ ROWS = [
     ("admin segment list (time / queries)", "segment list"),
     ("admin flag list (time / queries)", "flag list"),
     ("admin flag change page (time / queries)", "flag change page"),
+    ("admin project page (time / queries)", "project page"),
+    ("admin audit log, after the import (time / queries)", "audit log"),
+    ("admin index (dashboard), after the import (time / queries)", "index"),
     ("`flags import` of the export (new project)", "import"),
     ("`flags export` (3 environments)", "export"),
     ("build one environment's document (size)", "document"),

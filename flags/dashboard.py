@@ -111,9 +111,9 @@ def _offer_undo(user: Identity, recent: list[RecentChange]) -> None:
 
 
 def stale_by_project(user: Identity, days: int | None = None) -> list[tuple[Project, list[dict]]]:
-    """Each visible project with its stale flags (`exposures.stale_flags`)."""
+    """Each visible project with its stale flags (`exposures.stale_flags`), read for all of
+    them at once."""
     days = days if days is not None else settings.STALE_FLAG_DAYS
-    return [
-        (project, exposures.stale_flags(project, days=days))
-        for project in visible_projects(user).order_by("key")
-    ]
+    projects = list(visible_projects(user).order_by("key"))
+    stale = exposures.stale_flags_by_project(projects, days=days)
+    return [(project, stale[project.pk]) for project in projects]

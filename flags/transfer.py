@@ -483,6 +483,7 @@ def _apply_import(
             or services.environment_create(project=project, key=key, name=key, **write)
         )
     status = {(item.kind, item.key): item.status for item in plan.items}
+    _create_segments(project, incoming, status, write)
     for key, entry in incoming.segments.items():
         _apply_segment(project, key, entry, status[("segment", key)], write)
     changed = [key for key in incoming.meta if status[("flag", key)] == "changed"]
@@ -570,11 +571,18 @@ def _new_flag(key: str, meta: dict) -> dict:
     }
 
 
+def _create_segments(project: Project, incoming: _Incoming, status: dict, write: dict) -> None:
+    """The file's new segments, in one bulk write (the changed ones follow, one by one)."""
+    added = {k: e for k, e in incoming.segments.items() if status[("segment", k)] == "added"}
+    try:
+        services.segments_create_many(project=project, segments=added, **write)
+    except services.SegmentError as error:
+        raise _within(f"segments.{error.key}", error.error) from error
+
+
 def _apply_segment(project: Project, key: str, entry: dict, state: str, write: dict) -> None:
     try:
-        if state == "added":
-            services.segment_create(project=project, key=key, data=entry, **write)
-        elif state == "changed":
+        if state == "changed":
             segment = project.segments.get(key=key)
             services.segment_update(segment=segment, data=entry, **write)
     except ValidationError as error:

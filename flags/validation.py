@@ -19,7 +19,7 @@ from evaluation.engine import BOOLEAN_VARIANTS, DocumentError, check_condition, 
 if TYPE_CHECKING:
     from django.utils.datastructures import MultiValueDict
 
-    from flags.models import Flag, FlagConfig, Prerequisite, Rule, Segment, Target
+    from flags.models import Flag, FlagConfig, Prerequisite, Project, Rule, Segment, Target
 
 # The keys of projects, environments, flags, variants, segments, tags and rules.
 KEY_PATTERN = r"[a-z0-9][a-z0-9_.-]*"
@@ -127,9 +127,23 @@ def check_conditions(conditions: Any, segment_keys: set[str] | None) -> None:
 
 def check_rule(rule: Rule) -> None:
     _check_same_project(rule)
-    segment_keys = {segment.key for segment in rule.flag.project.segments.all()}
-    check_conditions(rule.conditions, segment_keys)
+    check_conditions(rule.conditions, _segment_keys(rule.flag.project))
     _check_serving_of(rule)
+
+
+def _segment_keys(project: Project) -> set[str]:
+    """The project's segment keys. Where its segments are prefetched (a configuration's or
+    an import's rules are checked, each against the same list), the set is made once per
+    list: an import of 10,000 flags checks 90,000 rules against it."""
+    segments = project.segments.all()
+    prefetched = project.__dict__.get("_prefetched_objects_cache", {}).get("segments")
+    if prefetched is None:
+        return {segment.key for segment in segments}
+    made = project.__dict__.get("_segment_key_set")
+    if made is None or made[0] is not prefetched:
+        made = (prefetched, {segment.key for segment in prefetched})
+        project.__dict__["_segment_key_set"] = made
+    return made[1]
 
 
 def check_keys_list(field: str, values: Any) -> None:

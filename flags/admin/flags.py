@@ -26,7 +26,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Model, Prefetch, QuerySet
-from django.forms.models import BaseInlineFormSet
+from django.forms.models import BaseInlineFormSet, construct_instance
 from django.http import (
     Http404,
     HttpRequest,
@@ -51,7 +51,13 @@ from flags.admin.forms import (
     ServiceErrorsAdmin,
     VariantValueField,
 )
-from flags.admin.widgets import ConditionsWidget, RolloutWidget, bind_builders
+from flags.admin.widgets import (
+    PREREQUISITE_OF,
+    ConditionsWidget,
+    FlagSearchSelect,
+    RolloutWidget,
+    bind_builders,
+)
 from flags.models import Environment, Flag, FlagConfig, Prerequisite, Rule, Target, Variant
 from flags.roles import Action, Actor, allows, needs_change_request
 from flags.validation import serving_document
@@ -179,6 +185,8 @@ class EnvironmentRowsFormSet(BaseInlineFormSet):
             required_flag.queryset = Flag.objects.filter(project_id=flag.project_id).exclude(
                 pk=flag.pk
             )
+            if isinstance(required_flag.widget, FlagSearchSelect):
+                required_flag.widget.flag_id = flag.pk
         if locked:
             for name, field in form.fields.items():
                 if name not in (self.fk.name, self.model._meta.pk.name):
@@ -455,6 +463,12 @@ class PrerequisiteInline(EnvironmentRowInline):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("required_flag")  # for the summary
 
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "required_flag":
+            # Searched, not listed: a project may hold 10,000 flags.
+            kwargs["widget"] = FlagSearchSelect(db_field, self.admin_site)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     help_texts = {"variants": "Variant keys of the required flag, one per line, e.g. on."}
 
 
@@ -599,7 +613,10 @@ def _record_changes(formset: BaseInlineFormSet) -> None:
     """What Django's change history says about a formset a service saved."""
     deleted = formset.deleted_forms
     changed = [form for form in formset.forms if form.has_changed() and form not in deleted]
-    formset.new_objects = [form.instance for form in changed if form.instance.pk is None]
+    # A new row's instance is given its values (the service wrote the row) for its name.
+    formset.new_objects = [
+        construct_instance(form, form.instance) for form in changed if form.instance.pk is None
+    ]
     formset.changed_objects = [
         (form.instance, form.changed_data) for form in changed if form.instance.pk is not None
     ]
@@ -653,6 +670,17 @@ class FlagAdmin(ServiceErrorsAdmin, ProjectScopedAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return FlagChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        """The prerequisite box's search (FlagSearchSelect) finds the other flags of the
+        page's flag's project, among those the user may read."""
+        of = request.GET.get(PREREQUISITE_OF, "")
+        if of:
+            if not (of.isascii() and of.isdigit() and len(of) < 19):  # a primary key
+                return queryset.none(), False
+            project = Flag.objects.filter(pk=int(of)).values("project_id")
+            queryset = queryset.filter(project_id__in=project).exclude(pk=int(of))
+        return super().get_search_results(request, queryset, search_term)
 
     def has_delete_permission(self, request: HttpRequest, obj: Flag | None = None) -> bool:
         return False  # flags are archived, never deleted: services may still ask for them

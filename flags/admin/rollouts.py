@@ -22,7 +22,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html_join
 
 from evaluation import exposures
-from flags import approvals, history, schedules, services
+from flags import approvals, dashboard, history, schedules, services
 from flags.admin.confirmations import ConfirmationPages, row_id
 from flags.admin.parameters import CheckedParametersAdmin, whole_number
 from flags.errors import NotFound
@@ -390,8 +390,5 @@ class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
 
     def stale_view(self, request: HttpRequest) -> HttpResponse:
         days = whole_number(request, "days", settings.STALE_FLAG_DAYS, 1, 3650)
-        projects = [
-            (project, exposures.stale_flags(project, days=days))
-            for project in visible_projects(request.user).order_by("key")
-        ]
+        projects = dashboard.stale_by_project(request.user, days=days)
         return self._page(request, "stale.html", "Stale flags", projects=projects, days=days)

@@ -34,10 +34,12 @@ from flags.services.projects import (
 )
 from flags.services.segments import (
     SEGMENT_FIELDS,
+    SegmentError,
     segment_create,
     segment_delete,
     segment_update,
     segment_users,
+    segments_create_many,
 )
 from flags.services.steps import (
     SOURCES,
@@ -82,9 +84,11 @@ __all__ = [
     "project_update",
     "rollout_variants",
     "secure_mode_secret_prefix",
+    "SegmentError",
     "segment_create",
     "segment_delete",
     "segment_update",
     "segment_users",
+    "segments_create_many",
     "version_restore",
 ]

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import prefetch_related_objects
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Model, prefetch_related_objects
 
 from evaluation.documents import flag_entry
 from flags.models import (
@@ -31,17 +31,15 @@ from flags.models import (
 )
 from flags.roles import Action, authorize, check_direct_write, person
 from flags.services.configs import (
-    CONFIG_FIELDS,
     RULE_FIELDS,
     _renamed,
     _rule_fields,
-    _serving_fields,
-    _set_serving,
     _target_from,
     _with_field_prefix,
     flag_config_update,
+    set_config_fields,
 )
-from flags.services.flags import _default_variants
+from flags.services.flags import _default_variants, _initial_config, flag_meta
 from flags.services.steps import (
     _actor_name,
     _audit_bypass,
@@ -69,6 +67,27 @@ class FlagError(Exception):
 
 def _quiet(done: int, total: int, key: str) -> None:
     return None
+
+
+def _insert(model: type[Model], rows: list[Any]) -> None:
+    """Insert rows whose primary keys are not needed back: `bulk_create`, except on
+    PostgreSQL, where COPY streams them about eight times faster (a bulk INSERT's
+    parameters are quoted one by one in Python; an import of 10,000 flags inserts 200,000
+    such rows). The values are the ones `bulk_create` would write (`pre_save`,
+    `get_db_prep_save`); the rows were validated by then."""
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(rows, batch_size=BATCH)
+        return
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            row._prepare_related_fields_for_save(operation_name="bulk_create")
+            copy.write_row(
+                [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+            )
 
 
 @transaction.atomic
@@ -117,8 +136,8 @@ def flags_create_many(
                 later.append((config, data["prerequisites"]))
         progress(done, len(rows), flag.key)
     FlagConfig.objects.bulk_create(config_rows, batch_size=BATCH)
-    Rule.objects.bulk_create(rules, batch_size=BATCH)
-    Target.objects.bulk_create(targets, batch_size=BATCH)
+    _insert(Rule, rules)
+    _insert(Target, targets)
     _audit_created(project, rows, config_rows, in_hand, actor, source)
     for environment in environments.values():
         _audit_bypass(actor, environment, f"import of {len(rows)} flags", source)
@@ -207,30 +226,8 @@ def _configured(
     flag: Flag, environment: Environment, data: dict
 ) -> tuple[FlagConfig, list[Rule], list[Target]]:
     """The configuration's rows, validated as `flag_config_update` validates them."""
-    unknown = set(data) - CONFIG_FIELDS
-    if unknown:
-        raise ValidationError({sorted(unknown)[0]: "unknown field"})
-    keys = [variant.key for variant in flag.variants.all()]
-    config = FlagConfig(
-        flag=flag,
-        environment=environment,
-        enabled=False,
-        off_variant="off" if "off" in keys else keys[-1],
-        serve_variant=keys[0],
-    )
-    if "enabled" in data:
-        if not isinstance(data["enabled"], bool):
-            raise ValidationError({"enabled": "must be true or false"})
-        config.enabled = data["enabled"]
-    if "offVariant" in data:
-        config.off_variant = data["offVariant"]
-    if "defaultServe" in data:
-        _set_serving(config, _serving_fields(data["defaultServe"], "defaultServe"))
-    try:
-        config.full_clean(exclude=["flag", "environment"], validate_constraints=False)
-    except ValidationError as error:
-        names = {"off_variant": "offVariant", "serve_variant": "defaultServe"}
-        raise _renamed(error, {**names, "rollout": "defaultServe"}) from error
+    config = FlagConfig(flag=flag, environment=environment, **_initial_config(flag))
+    set_config_fields(config, data, check_constraints=False)
     rules = _rules(flag, environment, data.get("rules", []))
     return config, rules, _targets(flag, environment, data.get("targets", []))
 
@@ -300,7 +297,7 @@ def _audit_created(
             object_key=flag.key,
             project=project,
             flag_key=flag.key,
-            after=_meta(flag),
+            after=flag_meta(flag, tags=[tag.name for tag in flag.tags.all()]),
         )
         for flag in flags
     ]
@@ -327,28 +324,13 @@ def _audit_created(
                 **who, actor=person(actor), config=config, version=1, state=after, action="create"
             )
         )
-    AuditEntry.objects.bulk_create(entries, batch_size=BATCH)
-    FlagConfigVersion.objects.bulk_create(versions, batch_size=BATCH)
-    if Webhook.objects.filter(project=project, active=True).exists():
-        for entry in entries:
-            events.audit_recorded(entry)  # queued in this transaction, sent after commit
-
-
-def _meta(flag: Flag) -> dict:
-    """`flag_meta` of a new flag, from the rows in hand."""
-    return {
-        "key": flag.key,
-        "name": flag.name,
-        "description": flag.description,
-        "type": flag.type,
-        "salt": flag.salt,
-        "bucketing": flag.bucketing,
-        "archived": flag.archived,
-        "clientSide": flag.client_side,
-        "owner": None,
-        "tags": sorted(tag.name for tag in flag.tags.all()),
-        "variants": [{"key": v.key, "value": v.value} for v in flag.variants.all()],
-    }
+    _insert(FlagConfigVersion, versions)
+    if not Webhook.objects.filter(project=project, active=True).exists():
+        _insert(AuditEntry, entries)
+        return
+    AuditEntry.objects.bulk_create(entries, batch_size=BATCH)  # each entry's id goes out
+    for entry in entries:
+        events.audit_recorded(entry)  # queued in this transaction, sent after commit
 
 
 def _entry_in(flag: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:

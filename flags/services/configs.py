@@ -170,13 +170,23 @@ def _config_action(before: dict, after: dict) -> str:
 
 
 CONFIG_FIELDS = {"enabled", "offVariant", "defaultServe", "rules", "targets", "prerequisites"}
+# A configuration row's fields -> the document's names, in validation errors.
+CONFIG_ERROR_FIELDS = {
+    "off_variant": "offVariant",
+    "serve_variant": "defaultServe",
+    "rollout": "defaultServe",
+    "salt": "defaultServe",
+}
 
 
-def _apply_config(config: FlagConfig, data: dict, rules: list[Rule]) -> None:
+def set_config_fields(config: FlagConfig, data: dict, *, check_constraints: bool = True) -> None:
+    """Give `config` the `enabled`, `offVariant` and `defaultServe` of `data`
+    (flag_config_update's data, whose unknown fields are refused) and validate the row,
+    its errors named as the document names the fields. A new row of a batch needs no
+    constraint query (`check_constraints=False`): the batch is checked as a whole."""
     unknown = set(data) - CONFIG_FIELDS
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "unknown field"})
-    flag, environment = config.flag, config.environment
     if "enabled" in data:
         if not isinstance(data["enabled"], bool):
             raise ValidationError({"enabled": "must be true or false"})
@@ -186,17 +196,14 @@ def _apply_config(config: FlagConfig, data: dict, rules: list[Rule]) -> None:
     if "defaultServe" in data:
         _set_serving(config, _serving_fields(data["defaultServe"], "defaultServe"))
     try:
-        config.full_clean(exclude=["flag", "environment"])
+        config.full_clean(exclude=["flag", "environment"], validate_constraints=check_constraints)
     except ValidationError as error:
-        raise _renamed(
-            error,
-            {
-                "off_variant": "offVariant",
-                "serve_variant": "defaultServe",
-                "rollout": "defaultServe",
-                "salt": "defaultServe",
-            },
-        ) from error
+        raise _renamed(error, CONFIG_ERROR_FIELDS) from error
+
+
+def _apply_config(config: FlagConfig, data: dict, rules: list[Rule]) -> None:
+    flag, environment = config.flag, config.environment
+    set_config_fields(config, data)
     config.save()
     if "rules" in data:
         _write_rules(flag, environment, data["rules"], rules)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
@@ -10,7 +11,7 @@ from django.db.models import F
 
 from evaluation.documents import segment_entry
 from flags import impact, selectors
-from flags.models import Project, Segment
+from flags.models import Project, Rule, Segment
 from flags.roles import Action, authorize
 from flags.services.steps import (
     ConflictError,
@@ -18,6 +19,7 @@ from flags.services.steps import (
     _project_environment_ids,
     _save,
     audit,
+    audit_many,
     environments_changed,
 )
 
@@ -34,24 +36,33 @@ def _segment_proposal(project: Project, key: str) -> str:
     return f"POST /api/v1/projects/{project.key}/segments/{key}/change-requests"
 
 
-@transaction.atomic
-def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
-    authorize(actor, project, Action.EDIT_FLAGS)
+def _new_segment(project: Project, key: str, data: dict) -> Segment:
     segment = Segment(project=project, key=key, name=data.get("name") or key)
     for field in SEGMENT_FIELDS[1:]:
         if field in data:
             setattr(segment, field, data[field])
-    # A rule may already ask for a segment of this key (it matched no one until now).
-    with impact.measured(project, segment_keys=[key]) as measurement:
-        _save(segment)
+    return segment
+
+
+def _write_new(
+    project: Project, keys: list[str], write: Callable[[], object], actor: Actor, source: str
+) -> None:
+    """Write new segments. Rules may already ask for segments of these keys (they matched no
+    one until now): where that changes a protected environment's answers, its gate holds."""
+    with impact.measured(project, segment_keys=keys) as measurement:
+        write()
     if measurement.changes:
+        proposal = _segment_proposal(project, keys[0] if len(keys) == 1 else "KEY")
         _check_impact(
-            actor=actor,
-            measurement=measurement,
-            approved=False,
-            source=source,
-            proposal=_segment_proposal(project, key),
+            actor=actor, measurement=measurement, approved=False, source=source, proposal=proposal
         )
+
+
+@transaction.atomic
+def segment_create(*, project: Project, key: str, data: dict, actor: Actor, source: str) -> Segment:
+    authorize(actor, project, Action.EDIT_FLAGS)
+    segment = _new_segment(project, key, data)
+    _write_new(project, [key], lambda: _save(segment), actor, source)
     audit(
         actor=actor,
         source=source,
@@ -63,6 +74,56 @@ def segment_create(*, project: Project, key: str, data: dict, actor: Actor, sour
     )
     environments_changed(_project_environment_ids(project))
     return segment
+
+
+class SegmentError(Exception):
+    """A segment of a batch is invalid: which one, and why."""
+
+    def __init__(self, key: str, error: ValidationError) -> None:
+        super().__init__(key, error)
+        self.key, self.error = key, error
+
+
+@transaction.atomic
+def segments_create_many(
+    *, project: Project, segments: dict[str, dict], actor: Actor, source: str
+) -> list[Segment]:
+    """Create `segments` (key -> segment_create's data) as `segment_create` would, each
+    validated alike, written and audited in one statement each; all or nothing.
+
+    Raises SegmentError naming the segment a ValidationError is about.
+    """
+    authorize(actor, project, Action.EDIT_FLAGS)
+    if not segments:
+        return []
+    taken = set(project.segments.filter(key__in=list(segments)).values_list("key", flat=True))
+    rows = []
+    for key, data in segments.items():
+        segment = _new_segment(project, key, data)
+        try:
+            if key in taken:
+                raise ValidationError({"key": "already exists"})
+            segment.full_clean(
+                exclude=["project"], validate_unique=False, validate_constraints=False
+            )
+        except ValidationError as error:
+            raise SegmentError(key, error) from error
+        rows.append(segment)
+    # Only a rule asking for a segment makes a new one change what is served: a project
+    # whose rules ask for none (a new one, being imported) needs no reading of each key.
+    asked = Rule.objects.filter(flag__project=project, conditions__icontains="in_segment")
+    keys = list(segments) if asked.exists() else []
+    _write_new(project, keys, lambda: Segment.objects.bulk_create(rows), actor, source)
+    audit_many(
+        actor=actor,
+        source=source,
+        action="create",
+        obj_type="segment",
+        project=project,
+        entries=[(segment.key, None, segment_entry(segment)) for segment in rows],
+    )
+    environments_changed(_project_environment_ids(project))
+    return rows
 
 
 @transaction.atomic

@@ -16,6 +16,7 @@ from flags.models import AuditEntry, Environment, Project
 from flags.roles import Action, authorize, bypasses_approval, check_indirect_write, person
 from flags.validation import check_text
 from integrations import events
+from integrations.models import Webhook
 
 if TYPE_CHECKING:
     from flags.roles import Actor
@@ -69,6 +70,37 @@ def audit(
     )
     events.audit_recorded(entry)  # webhooks: queued in this transaction, sent after commit
     return entry
+
+
+def audit_many(
+    *,
+    actor: Actor,
+    source: str,
+    action: str,
+    obj_type: str,
+    project: Project,
+    entries: list[tuple[str, Any, Any]],
+) -> list[AuditEntry]:
+    """`audit` of many objects of one kind at once: `entries` are (key, before, after)."""
+    length = AuditEntry._meta.get_field("object_key").max_length
+    rows = AuditEntry.objects.bulk_create(
+        AuditEntry(
+            actor=person(actor),
+            actor_name=_actor_name(actor),
+            source=source,
+            action=action,
+            object_type=obj_type,
+            object_key=key[:length],
+            project=project,
+            before=before,
+            after=after,
+        )
+        for key, before, after in entries
+    )
+    if Webhook.objects.filter(project=project, active=True).exists():
+        for entry in rows:
+            events.audit_recorded(entry)  # queued in this transaction, sent after commit
+    return rows
 
 
 COMMENT_LENGTH = 1000

@@ -295,3 +295,59 @@ def test_the_page_reopens_on_the_tab_with_the_error(
     )
     screenshot(browser, "flag-page-error-in-staging", _tab(browser, "Staging"))
     assert factories.config(flag, "staging").rollout == []
+
+
+def test_a_product_manager_picks_a_prerequisite_by_typing_part_of_its_key(
+    browser,  # noqa: F811
+    live_server,
+    shop,
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+
+    flag = factories.flag(shop, "new-checkout", name="New checkout")
+    for key in ("login", "login-v2", "payments"):
+        factories.flag(shop, key)
+    factories.flag(factories.project("elsewhere"), "login-elsewhere")
+    _log_in(browser, live_server, "pm")
+    browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
+    clicks = Clicks()
+
+    clicks(_wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))))
+    staging = _panel(browser, "Staging")
+    required = staging.find_element(
+        By.CSS_SELECTOR, "select[name^='prerequisites-'][name$='-required_flag']"
+    )
+    assert required.find_elements(By.TAG_NAME, "option") == [] or all(
+        not option.get_attribute("value")
+        for option in required.find_elements(By.TAG_NAME, "option")
+    ), "no menu of every flag: the box searches"
+    box = required.find_element(By.XPATH, "following-sibling::span[contains(@class, 'select2')]")
+    clicks(box.find_element(By.CSS_SELECTOR, ".select2-selection"))
+    search = _wait(
+        browser,
+        shown.visibility_of_element_located((By.CSS_SELECTOR, ".select2-search__field")),
+    )
+    assert_inputs_labelled(browser, "the prerequisite search")
+    search.send_keys("login")
+
+    def results(browser):  # noqa: F811
+        options = browser.find_elements(By.CSS_SELECTOR, ".select2-results__option")
+        texts = [option.text for option in options]
+        return options if texts == ["login", "login-v2"] else False
+
+    found = _wait(browser, results)  # the project's flags that match, not payments
+    _screenshot(browser, "pm-prerequisite-search", staging)
+    clicks(found[1])
+    variants = staging.find_element(
+        By.CSS_SELECTOR, "textarea[name^='prerequisites-'][name$='-variants']"
+    )
+    variants.send_keys("on")
+    clicks(browser.find_element(By.NAME, "_continue"))
+
+    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    _screenshot(browser, "pm-prerequisite-saved", _tab(browser, "Staging"))
+    prerequisite = factories.config(flag, "staging").flag.prerequisites.get()
+    assert (prerequisite.required_flag.key, prerequisite.variants) == ("login-v2", ["on"])
+    assert prerequisite.environment.key == "staging"
+    assert clicks.count <= 4, clicks.count

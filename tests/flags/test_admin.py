@@ -18,6 +18,7 @@ from flags.models import (
     Flag,
     FlagConfig,
     Membership,
+    Prerequisite,
     Project,
     Rule,
     Segment,
@@ -455,22 +456,37 @@ def test_targets_are_typed_one_key_per_line(client, project, checkout):
     assert Target.objects.get().values == ["user-1", "user-2", "user-3"]
 
 
+def post_prerequisite(client, flag, required, environment_key: str):
+    """Save the flag page with a new prerequisite on `required` (serving on)."""
+    environment = factories.environment(flag.project, environment_key)
+    return post_flag_page(
+        client,
+        flag,
+        **{
+            "prerequisites-TOTAL_FORMS": "1",
+            "prerequisites-0-environment": str(environment.pk),
+            "prerequisites-0-required_flag": str(required.pk),
+            "prerequisites-0-variants": "on",
+        },
+    )
+
+
+def test_flag_page_adds_a_prerequisite_and_names_it_in_the_history(client, project, checkout):
+    payments = factories.flag(project, "payments")
+    as_role(client, project, "editor")
+    response = post_prerequisite(client, checkout, payments, "development")
+    assert response.status_code == 302, errors_of(response)
+    prerequisite = Prerequisite.objects.get(flag=checkout)
+    assert (prerequisite.required_flag, prerequisite.variants) == (payments, ["on"])
+    assert "payments in ['on']" in LogEntry.objects.get(action_flag=CHANGE).get_change_message()
+
+
 def test_a_prerequisite_cycle_is_refused(client, project, checkout):
     payments = factories.flag(project, "payments")
     requirement = {"flag": "new-checkout", "variants": ["on"]}
     factories.configure(payments, "development", prerequisites=[requirement])
     as_role(client, project, "editor")
-    development = factories.environment(project, "development")
-    response = post_flag_page(
-        client,
-        checkout,
-        **{
-            "prerequisites-TOTAL_FORMS": "1",
-            "prerequisites-0-environment": str(development.pk),
-            "prerequisites-0-required_flag": str(payments.pk),
-            "prerequisites-0-variants": "on",
-        },
-    )
+    response = post_prerequisite(client, checkout, payments, "development")
     assert "a cycle" in errors_of(response)
 
 

@@ -1,6 +1,7 @@
 """The admin's lists and pages read a bounded number of queries, however much data there is."""
 
 import html
+from urllib.parse import quote, urlencode
 
 import pytest
 from django.db import connection
@@ -131,3 +132,69 @@ def test_flag_change_page_queries_do_not_grow_with_the_project(
     with django_assert_max_num_queries(few):
         response = client.get(reverse("admin:flags_flag_change", args=[flags[-1].pk]))
     assert response.status_code == 200
+
+
+def test_flag_page_holds_its_prerequisites_not_a_menu_of_every_flag(admin_client_of):
+    project = factories.project("shop")
+    flags = grow(project, 30)
+    client = admin_client_of(project)
+    page = client.get(reverse("admin:flags_flag_change", args=[flags[-1].pk])).content.decode()
+    assert f'value="{flags[-2].pk}" selected>flag-028<' in page
+    assert "flag-010" not in page and "flag-027" not in page
+
+
+def prerequisite_search(client, term: str, of) -> dict:
+    """The prerequisite box's search; `of` goes into the query string as given (escaped)."""
+    query = urlencode(
+        {"app_label": "flags", "model_name": "prerequisite", "field_name": "required_flag"}
+    )
+    url = f"{reverse('admin:autocomplete')}?{query}&term={quote(term)}&prerequisite_of={of}"
+    response = client.get(url)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_prerequisite_search_finds_the_other_flags_of_the_project(admin_client_of):
+    shop, other = factories.project("shop"), factories.project("other")
+    checkout = factories.flag(shop, "checkout")
+    factories.flag(shop, "checkout-v2")
+    factories.flag(shop, "payments")
+    factories.flag(other, "checkout-elsewhere")
+    client = admin_client_of(shop)
+    found = prerequisite_search(client, "checkout", checkout.pk)
+    assert [result["text"] for result in found["results"]] == ["checkout-v2"]
+    assert len(prerequisite_search(client, "", checkout.pk)["results"]) == 2
+
+
+def test_prerequisite_search_shows_a_member_only_flags_they_may_read(client):
+    shop, other = factories.project("shop"), factories.project("other")
+    mine = factories.flag(shop, "checkout")
+    theirs = factories.flag(other, "secret")
+    factories.flag(other, "secret-2")
+    client.force_login(factories.member(shop, "viewer"))
+    assert prerequisite_search(client, "", mine.pk)["results"] == []  # only the flag itself
+    assert prerequisite_search(client, "secret", theirs.pk)["results"] == []
+
+
+@pytest.mark.parametrize("of", ["x%00", "%ED%A0%80", "%C2%B2", "9" * 40, "-1", ""])
+def test_prerequisite_search_with_a_hostile_flag_finds_nothing_or_searches_all(admin_client_of, of):
+    project = factories.project("shop")
+    factories.flag(project, "checkout")
+    found = prerequisite_search(admin_client_of(project), "checkout", of)
+    assert found["results"] == (
+        [] if of else [{"id": str(project.flags.get().pk), "text": "checkout"}]
+    )
+
+
+def test_admin_index_queries_do_not_grow_with_projects(
+    admin_client_of, django_assert_max_num_queries
+):
+    client = admin_client_of(factories.project("shop"))
+    for key in ("a", "b"):
+        factories.flag(factories.project(key), f"{key}-flag")
+    few = queries(client, reverse("admin:index"))
+    for index in range(6):
+        factories.flag(factories.project(f"more-{index}"), f"flag-{index}")
+    with django_assert_max_num_queries(few):
+        response = client.get(reverse("admin:index"))
+    assert "more-5" in response.content.decode()

@@ -451,3 +451,32 @@ def test_promote_failures(project):
     )
     assert message.endswith("needs the publisher role")
     assert state(project, "new-checkout", "production")["enabled"] is False
+
+
+def test_import_adds_the_files_segments_each_audited(project, tmp_path):
+    document = json.loads(run("export", "shop", "staging").stdout)
+    for index in range(3):
+        document["segments"][f"team-{index}"] = {
+            "name": f"Team {index}",
+            "conditions": [{"attribute": "team", "operator": "in", "values": [str(index)]}],
+        }
+    path = tmp_path / "segments.json"
+    path.write_text(json.dumps(document))
+    out = run("import", str(path), "shop", "staging")
+    assert "+ segment team-0" in out.stdout and "= segment beta: unchanged" in out.stdout
+    added = project.segments.filter(key__startswith="team-").order_by("key")
+    assert [(s.key, s.name) for s in added] == [(f"team-{i}", f"Team {i}") for i in range(3)]
+    entries = AuditEntry.objects.filter(object_type="segment", action="create", source="cli")
+    assert sorted(entries.values_list("object_key", flat=True)) == ["team-0", "team-1", "team-2"]
+    assert entries.get(object_key="team-1").after["conditions"][0]["values"] == ["1"]
+
+
+def test_import_names_the_new_segment_the_store_refuses_and_writes_none(project, tmp_path):
+    document = json.loads(run("export", "shop", "staging").stdout)
+    document["segments"]["fine"] = {"conditions": []}
+    document["segments"]["long"] = {"name": "x" * 201, "conditions": []}
+    path = tmp_path / "segments.json"
+    path.write_text(json.dumps(document))
+    message = fails("import", str(path), "shop", "staging")
+    assert message.startswith("invalid input: segments.long.name:"), message
+    assert not project.segments.filter(key__in=["fine", "long"]).exists()
