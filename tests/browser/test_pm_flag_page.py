@@ -309,11 +309,11 @@ def test_a_product_manager_picks_a_prerequisite_by_typing_part_of_its_key(
     for key in ("login", "login-v2", "payments"):
         factories.flag(shop, key)
     factories.flag(factories.project("elsewhere"), "login-elsewhere")
-    _log_in(browser, live_server, "pm")
+    log_in(browser, live_server, "pm")
     browser.get(f"{live_server.url}/admin/flags/flag/{flag.pk}/change/")
-    clicks = Clicks()
+    clicks = Clicks(browser)
 
-    clicks(_wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))))
+    clicks(wait(browser, shown.element_to_be_clickable(_tab_locator("Staging"))))
     staging = _panel(browser, "Staging")
     required = staging.find_element(
         By.CSS_SELECTOR, "select[name^='prerequisites-'][name$='-required_flag']"
@@ -324,7 +324,7 @@ def test_a_product_manager_picks_a_prerequisite_by_typing_part_of_its_key(
     ), "no menu of every flag: the box searches"
     box = required.find_element(By.XPATH, "following-sibling::span[contains(@class, 'select2')]")
     clicks(box.find_element(By.CSS_SELECTOR, ".select2-selection"))
-    search = _wait(
+    search = wait(
         browser,
         shown.visibility_of_element_located((By.CSS_SELECTOR, ".select2-search__field")),
     )
@@ -336,8 +336,8 @@ def test_a_product_manager_picks_a_prerequisite_by_typing_part_of_its_key(
         texts = [option.text for option in options]
         return options if texts == ["login", "login-v2"] else False
 
-    found = _wait(browser, results)  # the project's flags that match, not payments
-    _screenshot(browser, "pm-prerequisite-search", staging)
+    found = wait(browser, results)  # the project's flags that match, not payments
+    screenshot(browser, "pm-prerequisite-search", staging)
     clicks(found[1])
     variants = staging.find_element(
         By.CSS_SELECTOR, "textarea[name^='prerequisites-'][name$='-variants']"
@@ -345,8 +345,8 @@ def test_a_product_manager_picks_a_prerequisite_by_typing_part_of_its_key(
     variants.send_keys("on")
     clicks(browser.find_element(By.NAME, "_continue"))
 
-    _wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
-    _screenshot(browser, "pm-prerequisite-saved", _tab(browser, "Staging"))
+    wait(browser, shown.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    screenshot(browser, "pm-prerequisite-saved", _tab(browser, "Staging"))
     prerequisite = factories.config(flag, "staging").flag.prerequisites.get()
     assert (prerequisite.required_flag.key, prerequisite.variants) == ("login-v2", ["on"])
     assert prerequisite.environment.key == "staging"
