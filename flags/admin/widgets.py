@@ -23,7 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from evaluation.engine import OPERATORS
 from flags.admin.forms import JSON_WIDGET_ATTRS
-from flags.models import Flag, Rule, Segment
+from flags.models import Flag, Rule, SeenAttribute, Segment
 
 # The engine's operators in plain words, in the order the menu lists them. An operator the
 # engine adds later and this table lacks is still offered, under the engine's description.
@@ -125,11 +125,13 @@ def _attributes_in(conditions: object) -> Iterable[str]:
 
 
 def project_vocabulary(project_ids: Iterable[int], *, segments: bool = True) -> Vocabulary:
-    """The attributes used in the projects' segments and newest rules (targetingKey first).
+    """The attributes used in the projects' segments and newest rules, and those
+    evaluations in their environments were asked with (targetingKey first).
 
     Only the newest RECENT_RULES rules are read: a page costs the same with 100 flags as
     with 10,000 (whose 90,000 rules would take seconds to read), and the attributes a
-    project uses recur in its newest rules.
+    project uses recur in its newest rules. The names seen in contexts are bounded per
+    environment where they are noted (evaluation.attributes).
     """
     ids = list(project_ids)
     rules = (
@@ -141,6 +143,9 @@ def project_vocabulary(project_ids: Iterable[int], *, segments: bool = True) -> 
     found: set[str] = set()
     for conditions in [*rules, *own.values_list("conditions", flat=True)]:
         found.update(_attributes_in(conditions))
+    found.update(
+        SeenAttribute.objects.filter(environment__project_id__in=ids).values_list("name", flat=True)
+    )
     found.discard("targetingKey")
     attributes = ("targetingKey", *sorted(found)[:MAX_SUGGESTIONS])
     keys = tuple(own.values_list("key", "name")) if segments else ()

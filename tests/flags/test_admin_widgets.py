@@ -90,6 +90,37 @@ def test_the_rule_builder_suggests_the_projects_attributes_and_names_its_segment
     assert "flags/builder.js" in page and "flags/builder.css" in page
 
 
+def test_the_rule_builder_suggests_the_attributes_evaluations_were_asked_with(
+    client, editor, project, checkout
+):
+    from evaluation import attributes
+    from tests.evaluation.document_loader import api_key
+
+    attributes.clear_local()
+    production = factories.environment(project, "production")
+    context = {"targetingKey": "u-1", "plan": "pro", "appVersion": "2.1"}
+    response = client.post(
+        "/ofrep/v1/evaluate/flags",
+        {"context": context},
+        content_type="application/json",
+        HTTP_X_API_KEY=api_key(production, "server"),
+    )
+    assert response.status_code == 200
+    elsewhere = factories.environment(factories.project("blog"), "production")
+    client.post(
+        "/ofrep/v1/evaluate/flags",
+        {"context": {"secretAttribute": 1}},
+        content_type="application/json",
+        HTTP_X_API_KEY=api_key(elsewhere, "server"),
+    )
+    attributes.flush()
+    page = client.get(reverse("admin:flags_flag_change", args=[checkout.pk])).content.decode()
+    builder = page[page.index('<div class="flags-builder flags-conditions"') :]
+    builder = builder[: builder.index("</template>\n</div>")]
+    suggestions = re.findall(r'<option value="([^"]*)"></option>', builder)
+    assert suggestions == ["targetingKey", "appVersion", "plan"], "another project's are not"
+
+
 def test_the_rollout_builder_offers_the_flags_variants(client, editor, project):
     flag = factories.flag(
         project,
