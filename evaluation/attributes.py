@@ -21,6 +21,7 @@ from django.db.models import Count
 from evaluation.batches import Batch, text_problem
 from evaluation.secure_mode import HASH_ATTRIBUTE
 from flags.models import SeenAttribute
+from flagsite.failures import DATABASE, reaching
 
 MAX_NAME = 100  # as a condition's attribute (flags.validation)
 MAX_PER_ENVIRONMENT = 200
@@ -66,24 +67,27 @@ def flush() -> int:
     if not items:
         return 0
     try:
-        stored = dict(
-            SeenAttribute.objects.filter(environment_id__in={e for e, _ in items})
-            .values_list("environment_id")
-            .annotate(count=Count("id"))
-        )
-        rows = []
-        for (environment_id, name), at in items.items():
-            if stored.get(environment_id, 0) >= MAX_STORED:
-                continue  # full (a name already stored would only have been left as it is)
-            stored[environment_id] = stored.get(environment_id, 0) + 1
-            first_seen = datetime.fromtimestamp(at, UTC)
-            rows.append(
-                SeenAttribute(environment_id=environment_id, name=name, first_seen=first_seen)
-            )
-        SeenAttribute.objects.bulk_create(rows, ignore_conflicts=True)
+        with reaching(DATABASE):  # says once that the database is away, and when it is back
+            return _write(items)
     except Exception:
         _batch.give_back(items)
         raise
+
+
+def _write(items: dict[tuple[int, str], float]) -> int:
+    stored = dict(
+        SeenAttribute.objects.filter(environment_id__in={e for e, _ in items})
+        .values_list("environment_id")
+        .annotate(count=Count("id"))
+    )
+    rows = []
+    for (environment_id, name), at in items.items():
+        if stored.get(environment_id, 0) >= MAX_STORED:
+            continue  # full (a name already stored would only have been left as it is)
+        stored[environment_id] = stored.get(environment_id, 0) + 1
+        first_seen = datetime.fromtimestamp(at, UTC)
+        rows.append(SeenAttribute(environment_id=environment_id, name=name, first_seen=first_seen))
+    SeenAttribute.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
 

@@ -20,6 +20,8 @@ from typing import Generic, TypeVar
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 
+from flagsite.failures import store_of
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
@@ -109,8 +111,11 @@ class Batch(Generic[K, V]):
             self._wake.clear()
             try:
                 self._flush()
-            except Exception:  # the next pass retries; the items stay in memory meanwhile
-                log.exception("could not flush the %s batch", self.name)
+            except Exception as error:  # the next pass retries; the items stay in memory
+                if store_of(error) is None:
+                    log.exception("could not flush the %s batch", self.name)
+                else:  # an outage: its own line says so once (flagsite.failures), no traceback
+                    log.debug("the %s batch waits for the store: %s", self.name, error)
             finally:
                 connection.close()
 
