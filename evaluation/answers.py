@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluation import cache as snapshots
-from evaluation import exposures, secure_mode
+from evaluation import events, exposures, secure_mode
 from evaluation.credentials import Credential, CredentialError, authenticate
 from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot, compile_document
 from evaluation.streams import OFREP_EVENT_STREAMS
@@ -354,6 +354,14 @@ def _prepare(
     return credential, snapshot, context, etag
 
 
+def _record(credential: Credential, context: dict, results: Iterable[EvaluationResult]) -> None:
+    """Count the evaluations; with a targetingKey, record its first exposures to splits."""
+    exposures.record(credential.environment_id, results)
+    unit = context.get("targetingKey")
+    if unit is not None:
+        events.expose(credential.environment_id, unit, results)
+
+
 # --- native ---------------------------------------------------------------------------------
 
 
@@ -365,7 +373,7 @@ def evaluate_flags(request: Request) -> Answer:
     credential, snapshot, context, etag = prepared
     results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
-    exposures.record(credential.environment_id, results.values())
+    _record(credential, context, results.values())
     server = credential.is_server
     flags = {key: _native_result(result, server) for key, result in results.items()}
     return _json({"version": snapshot.version, "flags": flags}, etag=etag)
@@ -385,7 +393,7 @@ def evaluate_flag(request: Request, flag_key: str) -> Answer:
             404, result.error_details or "no such flag", errorCode=result.error_code
         )
     record_evaluations((result,))
-    exposures.record(credential.environment_id, (result,))
+    _record(credential, context, (result,))
     answer = {"key": flag_key, **_native_result(result, credential.is_server)}
     answer["version"] = snapshot.version
     return _json(answer, etag=etag)
@@ -513,7 +521,7 @@ def ofrep_flag(request: Request, key: str) -> Answer:
         details = result.error_details or f"flag {key!r} was not found"
         return _ofrep_error(404, details, key=key, errorCode=result.error_code)
     record_evaluations((result,))
-    exposures.record(credential.environment_id, (result,))
+    _record(credential, context, (result,))
     status = OFREP_ERROR_STATUS if result.error_code is not None else 200
     items = _encoded_items(credential, snapshot, (result,))
     if items is not None:
@@ -536,7 +544,7 @@ def ofrep_flags(request: Request) -> Answer:
     credential, snapshot, context, etag = prepared
     results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
-    exposures.record(credential.environment_id, results.values())
+    _record(credential, context, results.values())
     items = _encoded_items(credential, snapshot, results.values())
     if items is not None:
         tail = _bulk_tail(credential.environment_id, snapshot)

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from evaluation import cache, exposures
-from evaluation.credentials import CredentialError, authenticate
+from evaluation.credentials import Credential, CredentialError, authenticate
 from evaluation.engine import Reason, Snapshot
 from flags.api.errors import error_body
 from flagsite import metrics
@@ -42,22 +42,28 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse(error_body(status, message), status=status)
 
 
-def _hour(value: Any, index: int, now: float) -> int:
-    if value is None:
-        return int(now)
+def moment(value: Any, where: str, now: float, max_age: float) -> float:
+    """Epoch seconds of an ISO 8601 time with a zone or of epoch seconds, from `max_age`
+    seconds ago to an hour ahead (clocks differ); BadExposures naming `where` if not."""
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             parsed = None
         if parsed is None or parsed.tzinfo is None:
-            raise BadExposures(f"exposures[{index}].hour: an ISO 8601 time with a zone")
+            raise BadExposures(f"{where}: an ISO 8601 time with a zone")
         value = parsed.timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadExposures(f"exposures[{index}].hour: an ISO 8601 time or epoch seconds")
-    if not now - MAX_AGE_SECONDS <= value <= now + 3600:
-        raise BadExposures(f"exposures[{index}].hour: within the last 7 days")
-    return int(value)
+        raise BadExposures(f"{where}: an ISO 8601 time or epoch seconds")
+    if not now - max_age <= value <= now + 3600:
+        raise BadExposures(f"{where}: within the last {max_age // 86400:.0f} days")
+    return float(value)
+
+
+def _hour(value: Any, index: int, now: float) -> int:
+    if value is None:
+        return int(now)
+    return int(moment(value, f"exposures[{index}].hour", now, MAX_AGE_SECONDS))
 
 
 def _item(item: Any, index: int, now: float) -> tuple[str, str, str, int, int]:
@@ -79,25 +85,41 @@ def _item(item: Any, index: int, now: float) -> tuple[str, str, str, int, int]:
     return flag, variant, reason, count, _hour(item.get("hour"), index, now)
 
 
-@csrf_exempt
-def sdk_exposures(request: HttpRequest) -> HttpResponse:
-    """Accept `{"exposures": [{"flag", "variant", "reason", "count", "hour"?}, ...]}`."""
+def posted_json(
+    request: HttpRequest, *, server_only: bool
+) -> tuple[Credential, Any] | JsonResponse:
+    """The key and the JSON body of an SDK's POST, or the answer to send (405, 401/403,
+    413, or 400 for a body that is not JSON: NaN, nested too deeply, ...)."""
     if request.method != "POST":
         response = _error(405, "use POST")
         response["Allow"] = "POST"
         return response
     try:
-        credential = authenticate(request.headers, server_only=True)
+        credential = authenticate(request.headers, server_only=server_only)
     except CredentialError as error:
         return _error(error.status, error.message)
     try:
-        body = json.loads(request.body or b"null")
+        body = json.loads(request.body or b"null", parse_constant=_no_constant)
     except RequestDataTooBig:
         return _error(413, f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
     except RecursionError:
         return _error(400, "the body is not valid JSON: nested too deeply")
     except ValueError as error:
         return _error(400, f"the body is not valid JSON: {error}")
+    return credential, body
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+@csrf_exempt
+def sdk_exposures(request: HttpRequest) -> HttpResponse:
+    """Accept `{"exposures": [{"flag", "variant", "reason", "count", "hour"?}, ...]}`."""
+    posted = posted_json(request, server_only=True)
+    if isinstance(posted, JsonResponse):
+        return posted
+    credential, body = posted
     if not isinstance(body, dict) or set(body) != {"exposures"}:
         return _error(400, 'the body is {"exposures": [...]}')
     items = body["exposures"]
@@ -108,11 +130,11 @@ def sdk_exposures(request: HttpRequest) -> HttpResponse:
         parsed = [_item(item, index, now) for index, item in enumerate(items)]
     except BadExposures as error:
         return _error(400, str(error))
-    known = _known_flags(credential.environment_id)
+    known = known_flags(credential.environment_id)
     dropped: dict[str, int] = {}
     accepted = 0
     for flag, variant, reason, count, hour in parsed:
-        why = _unknown(known, flag, variant, reason)
+        why = unknown_in(known, flag, variant, reason)
         if why:
             dropped[why] = dropped.get(why, 0) + 1
             continue
@@ -129,7 +151,7 @@ def sdk_exposures(request: HttpRequest) -> HttpResponse:
 _known: dict[int, tuple[Snapshot, dict[str, frozenset[str]]]] = {}
 
 
-def _known_flags(environment_id: int) -> dict[str, frozenset[str]]:
+def known_flags(environment_id: int) -> dict[str, frozenset[str]]:
     """Each flag of the environment's current snapshot with its variant keys."""
     snapshot = cache.snapshot(environment_id)
     if snapshot is None:
@@ -150,7 +172,7 @@ def _known_flags(environment_id: int) -> dict[str, frozenset[str]]:
     return flags
 
 
-def _unknown(known: dict[str, frozenset[str]], flag: str, variant: str, reason: str) -> str:
+def unknown_in(known: dict[str, frozenset[str]], flag: str, variant: str, reason: str) -> str:
     """Why a count names nothing of the environment ("unknown_flag", ...), or ""."""
     if flag not in known:
         return "unknown_flag"

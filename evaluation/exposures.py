@@ -20,8 +20,7 @@ is away fails a flush or a drain, and then nothing is lost: the counts wait for 
 from __future__ import annotations
 
 import logging
-import os
-import threading
+import operator
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -29,10 +28,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import connection
 from django.db.models import Count, Max, Min, Sum
 
 from evaluation import keys
+from evaluation.batches import SEPARATOR, TAKE_HASH, Batch, redis, text_problem, upsert
 from evaluation.engine import ErrorCode, EvaluationResult
 from flags.models import Environment, ExposureCount
 from flagsite import metrics
@@ -40,24 +40,19 @@ from flagsite import metrics
 log = logging.getLogger(__name__)
 
 HOUR = 3600
-SEPARATOR = "\t"
 # Past this many distinct counters a process flushes without waiting for its interval.
 MAX_COUNTERS = 50_000
 
 Key = tuple[int, str, str, str, int]  # environment id, flag key, variant, reason, hour
 
-_counts: dict[Key, int] = {}
-_lock = threading.Lock()
-_flusher: threading.Thread | None = None
-_wake = threading.Event()
 
-# A forked worker starts with no counters (its parent's are its parent's to flush).
-os.register_at_fork(after_in_child=lambda: _forget_after_fork())
+def _flush_batch() -> int:
+    return flush()
 
 
-def _forget_after_fork() -> None:
-    global _counts, _lock, _flusher, _wake
-    _counts, _lock, _flusher, _wake = {}, threading.Lock(), None, threading.Event()
+_batch: Batch[Key, int] = Batch(
+    "exposure", flush=_flush_batch, merge=operator.add, limit=MAX_COUNTERS
+)
 
 
 # --- Recording (the evaluation path) ------------------------------------------------------
@@ -70,69 +65,25 @@ def record(environment_id: int, results: Iterable[EvaluationResult]) -> None:
     URL, and any client key could fill the counters with made-up names.
     """
     hour = int(time.time()) // HOUR * HOUR
-    with _lock:
-        counts = _counts
+    with _batch.lock:
+        counts = _batch.items
         for result in results:
             if result.error_code == ErrorCode.FLAG_NOT_FOUND:
                 continue
             key = (environment_id, result.flag_key, result.variant or "", result.reason, hour)
             counts[key] = counts.get(key, 0) + 1
         size = len(counts)
-    if _flusher is None:
-        _start_flusher()
-    if size >= MAX_COUNTERS:
-        _wake.set()
+    _batch.started(size)
 
 
 def add(
     environment_id: int, flag_key: str, variant: str, reason: str, count: int, hour: int
 ) -> None:
     """Count evaluations made elsewhere (server-side SDKs posting their own counts)."""
-    key = (environment_id, flag_key, variant or "", reason, hour // HOUR * HOUR)
-    with _lock:
-        _counts[key] = _counts.get(key, 0) + count
-    if _flusher is None:
-        _start_flusher()
-
-
-def _start_flusher() -> None:
-    global _flusher
-    seconds = getattr(settings, "EXPOSURE_FLUSH_SECONDS", 10)
-    with _lock:
-        if _flusher is not None or seconds <= 0:
-            return
-        _flusher = threading.Thread(
-            target=_flush_forever, args=(seconds,), name="exposure-flusher", daemon=True
-        )
-        _flusher.start()
-
-
-def _flush_forever(seconds: float) -> None:
-    while True:
-        _wake.wait(seconds)
-        _wake.clear()
-        try:
-            flush()
-        except Exception:  # the next pass retries; counts stay in memory meanwhile
-            log.exception("could not flush exposure counts")
-        finally:
-            connection.close()
+    _batch.add((environment_id, flag_key, variant or "", reason, hour // HOUR * HOUR), count)
 
 
 # --- Flushing -----------------------------------------------------------------------------
-
-
-def _take() -> dict[Key, int]:
-    global _counts
-    with _lock:
-        taken, _counts = _counts, {}
-    return taken
-
-
-def _give_back(counts: dict[Key, int]) -> None:
-    with _lock:
-        for key, count in counts.items():
-            _counts[key] = _counts.get(key, 0) + count
 
 
 # The ExposureCount columns' sizes, and hours a timestamp can name.
@@ -144,15 +95,9 @@ def _unstorable(key: Key) -> str | None:
     """Why a counter cannot be stored (or be a field of a Redis hash), or None."""
     environment_id, flag_key, variant, reason, hour = key
     for name, text in (("flag", flag_key), ("variant", variant), ("reason", reason)):
-        if not isinstance(text, str) or len(text) > _LIMITS[name]:
-            return f"{name} is not a string of at most {_LIMITS[name]} characters"
-        if SEPARATOR in text or any(character in text for character in "\x00\r\n"):
-            return f"{name} holds a control character"
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                return f"{name} is not valid Unicode"
+        problem = text_problem(name, text, _LIMITS[name])
+        if problem:
+            return problem
     if not isinstance(environment_id, int) or not isinstance(hour, int):
         return "environment or hour is not a number"
     if not 0 <= hour < _LAST_HOUR:
@@ -177,7 +122,7 @@ def _storable(counts: dict[Key, int]) -> dict[Key, int]:
 
 def flush() -> int:
     """Move this process's counters to Redis (or the database); the number of counters."""
-    counts = _take()
+    counts = _batch.take()
     if not counts:
         return 0
     if settings.REDIS_URL:
@@ -189,7 +134,7 @@ def flush() -> int:
     try:
         _to_database(counts)
     except Exception:
-        _give_back(counts)
+        _batch.give_back(counts)
         raise
     return len(counts)
 
@@ -198,10 +143,7 @@ def _hash_key(environment_id: int, hour: int) -> str:
     return cache.make_key(keys.exposures(environment_id, hour))
 
 
-def _redis():
-    from django_redis import get_redis_connection
-
-    return get_redis_connection("default")
+_redis = redis
 
 
 def _to_redis(counts: dict[Key, int]) -> None:
@@ -247,34 +189,12 @@ def _to_database(counts: dict[Key, int], now: datetime | None = None) -> None:
         f"THEN EXCLUDED.last_at ELSE {table}.last_at END"
     )
     params = [(*row[:4], adapt(row[4]), row[5], adapt(row[6])) for row in rows]
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(sql, params)
-    except (DataError, IntegrityError):
-        _rows_one_by_one(sql, params)
+    upsert(sql, params, refused=_refused)
 
 
-def _rows_one_by_one(sql: str, params: list[tuple]) -> None:
-    dropped = 0
-    with transaction.atomic():
-        for row in params:
-            try:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(sql, row)
-            except (DataError, IntegrityError) as error:
-                dropped += 1
-                log.warning("dropped an exposure counter %r: %s", row[:4], error)
-    if dropped:
-        metrics.record_dropped_exposures("refused", dropped)
-
-
-# Read a hash and delete it in one step, so each count is drained by one drainer only.
-_TAKE_HASH = """
-local fields = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], KEYS[1])
-return fields
-"""
+def _refused(row: tuple, error: Exception) -> None:
+    log.warning("dropped an exposure counter %r: %s", row[:4], error)
+    metrics.record_dropped_exposures("refused")
 
 
 def drain() -> int:
@@ -282,12 +202,12 @@ def drain() -> int:
     flushed = flush()
     if not settings.REDIS_URL:
         return flushed
-    redis = _redis()
+    store = _redis()
     pending = cache.make_key(keys.EXPOSURES_PENDING)
     drained = 0
-    for raw in redis.smembers(pending):
+    for raw in store.smembers(pending):
         key = raw.decode()
-        fields = redis.eval(_TAKE_HASH, 2, key, pending)
+        fields = store.eval(TAKE_HASH, 2, key, pending)
         counts = _parse_hash(key, fields)
         try:
             _to_database(counts)

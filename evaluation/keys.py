@@ -12,6 +12,10 @@ run side by side during a deploy, and a renamed key would split what they share.
   `apikey:{digest}:used`      which process records the key's `last_used_at` this minute
   `exposures:{id}:{hour}`     a Redis hash of evaluation counts waiting to be drained
   `exposures:pending`         the Redis set of those hashes (evaluation.exposures)
+  `units:{id}:{day}`         a Redis sorted set of first unit exposures, score = first seen
+  `units:pending`             the Redis set of those sets (evaluation.events)
+  `events:{id}:{day}`         a Redis hash of per-unit event sums waiting to be drained
+  `events:pending`            the Redis set of those hashes (evaluation.events)
   `{CACHE_PREFIX}:changes`    the pub/sub channel of committed changes (evaluation.broadcast)
 """
 
@@ -25,6 +29,10 @@ CREDENTIAL = "credential:{digest}"
 CREDENTIAL_USED = "apikey:{digest}:used"
 EXPOSURES = "exposures:{environment_id}:{hour}"
 EXPOSURES_PENDING = "exposures:pending"
+UNITS = "units:{environment_id}:{day}"
+UNITS_PENDING = "units:pending"
+EVENTS = "events:{environment_id}:{day}"
+EVENTS_PENDING = "events:pending"
 CHANGES = "{prefix}:changes"
 
 
@@ -46,6 +54,14 @@ def credential_used(digest: str) -> str:
 
 def exposures(environment_id: int, hour: int) -> str:
     return EXPOSURES.format(environment_id=environment_id, hour=hour)
+
+
+def units(environment_id: int, day: int) -> str:
+    return UNITS.format(environment_id=environment_id, day=day)
+
+
+def events(environment_id: int, day: int) -> str:
+    return EVENTS.format(environment_id=environment_id, day=day)
 
 
 def changes_channel() -> str:

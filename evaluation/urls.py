@@ -4,13 +4,14 @@ import os
 
 from django.urls import path, re_path
 
-from evaluation import exposure_views, streams, views
+from evaluation import event_views, exposure_views, streams, views
 
 urlpatterns = [
     path("api/v1/evaluate", views.evaluate_flags, name="evaluate-flags"),
     path("api/v1/evaluate/<str:flag_key>", views.evaluate_flag, name="evaluate-flag"),
     path("api/v1/sdk/flags", views.sdk_flags, name="sdk-flags"),
     path("api/v1/sdk/exposures", exposure_views.sdk_exposures, name="sdk-exposures"),
+    path("api/v1/sdk/events", event_views.sdk_events, name="sdk-events"),
     path("api/v1/stream", streams.stream, name="stream"),
     path("ofrep/v1/evaluate/flags", views.ofrep_flags, name="ofrep-flags"),
     path("ofrep/v1/evaluate/flags/<str:key>", views.ofrep_flag, name="ofrep-flag"),

@@ -570,3 +570,59 @@ class ExposureCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flag_key}/{self.variant} {self.reason} {self.hour:%Y-%m-%d %H}h"
+
+
+class UnitExposure(models.Model):
+    """When a unit (a context's targetingKey) was first served a variant of a rollout.
+
+    One row per environment, flag, variant and unit, so a unit that saw two variants (the
+    weights changed, or its key was shared) has two rows and an analysis can leave it out.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    flag_key = models.CharField(max_length=100)
+    variant = models.CharField(max_length=64)
+    unit = models.CharField(max_length=256)
+    first_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Its index, led by environment and flag, is the join's: a flag's units.
+            models.UniqueConstraint(
+                fields=["environment", "flag_key", "variant", "unit"],
+                name="unit_exposure_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_key}/{self.variant} {self.unit} since {self.first_seen:%Y-%m-%d %H:%M}"
+
+
+class UnitEventDay(models.Model):
+    """One unit's events of one name in an environment on one day (UTC), summed.
+
+    `count` counts the events, `valued` those that carried a value; `value_sum` and
+    `value_squares` sum their values and squares, for per-unit sums, means and variances.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    event = models.CharField(max_length=100)
+    unit = models.CharField(max_length=256)
+    day = models.DateField()
+    count = models.PositiveBigIntegerField(default=0)
+    valued = models.PositiveBigIntegerField(default=0)
+    value_sum = models.FloatField(default=0.0)
+    value_squares = models.FloatField(default=0.0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Its index, led by environment, event and unit, is the join's.
+            models.UniqueConstraint(
+                fields=["environment", "event", "unit", "day"], name="unit_event_day_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.unit} {self.day:%Y-%m-%d}: {self.count}"

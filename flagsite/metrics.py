@@ -70,6 +70,13 @@ EXPOSURES_DROPPED = Counter(
     ["why"],
 )
 
+EVENTS_DROPPED = Counter(
+    "flags_events_dropped_total",
+    "Events and first unit exposures dropped instead of stored, by why: a targetingKey or "
+    "name the store cannot hold, or a row the database refused (evaluation.events).",
+    ["why"],
+)
+
 _CACHE_HIT = SNAPSHOT_CACHE.labels("hit")
 _CACHE_MISS = SNAPSHOT_CACHE.labels("miss")
 
@@ -133,6 +140,11 @@ def record_cache(hit: bool) -> None:
 def record_dropped_exposures(why: str, count: int = 1) -> None:
     """Count exposure counters dropped for `why` (unknown_flag, unstorable, ...)."""
     EXPOSURES_DROPPED.labels(why).inc(count)
+
+
+def record_dropped_events(why: str, count: int = 1) -> None:
+    """Count events or unit exposures dropped for `why` (bad_targeting_key, refused, ...)."""
+    EVENTS_DROPPED.labels(why).inc(count)
 
 
 def stream_opened() -> None:

@@ -191,8 +191,8 @@ def test_paths_that_name_no_endpoint_are_json_404(client, key, path):
 def test_an_unknown_flag_is_neither_counted_nor_an_exposure(client, key):
     from evaluation import exposures
 
-    before = dict(exposures._counts)
+    before = dict(exposures._batch.items)
     for path in ("/ofrep/v1/evaluate/flags/nope\x00x", "/api/v1/evaluate/nope-2"):
         response = client.post(path, b"{}", content_type="application/json", HTTP_X_API_KEY=key)
         assert response.status_code == 404
-    assert not [k for k in exposures._counts if k not in before and k[1].startswith("nope")]
+    assert not [k for k in exposures._batch.items if k not in before and k[1].startswith("nope")]

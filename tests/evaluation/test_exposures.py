@@ -18,9 +18,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _no_leftovers():
-    exposures._take()
+    exposures._batch.take()
     yield
-    exposures._take()
+    exposures._batch.take()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Test-only: a flag server on loopback that misbehaves as each test tells it to.
 
-`MisbehavingServer` answers the SDK's three endpoints with whatever function a test puts in
-`server.document`, `server.stream` and `server.exposures` (each called as
+`MisbehavingServer` answers the SDK's four endpoints with whatever function a test puts in
+`server.document`, `server.stream`, `server.exposures` and `server.events` (each called as
 `answer(server, request)`). The functions here write good answers, and every fault the SDK
 must survive: bodies at one byte a second, lines that never end, garbage, floods, refusals
 with `Retry-After`, connections that hang.
@@ -27,6 +27,7 @@ from tests.servers import free_port
 DOCUMENT = "/api/v1/sdk/flags"
 STREAM = "/api/v1/stream"
 EXPOSURES = "/api/v1/sdk/exposures"
+EVENTS = "/api/v1/sdk/events"
 
 DROP = b"(close the stream)"
 
@@ -58,6 +59,10 @@ class MisbehavingServer:
         self.document: Answer = serve_document
         self.stream: Answer = serve_stream
         self.exposures: Answer = accept_exposures
+        self.events: Answer = accept_events
+        self.tracked: list[dict] = []  # accepted events, in the order received
+        self.first_exposures: list[dict] = []  # accepted first unit exposures
+        self.event_posts = 0  # accepted posts to EVENTS
         self.heartbeat = 0.2  # seconds between comment lines on `serve_stream`
         self.port = port or free_port()
         self.hits: Counter[str] = Counter()
@@ -103,9 +108,13 @@ class MisbehavingServer:
             self.hits[path] += 1
             self.times[path].append(time.monotonic())
             self._sockets.add(request.connection)
-        answer = {DOCUMENT: self.document, STREAM: self.stream, EXPOSURES: self.exposures}.get(
-            path, status(404)
-        )
+        answers = {
+            DOCUMENT: self.document,
+            STREAM: self.stream,
+            EXPOSURES: self.exposures,
+            EVENTS: self.events,
+        }
+        answer = answers.get(path, status(404))
         try:
             answer(self, request)
         except OSError:  # the client went away: that is its right
@@ -220,6 +229,15 @@ def accept_exposures(server: MisbehavingServer, request: BaseHTTPRequestHandler)
             server.received[(item["flag"], item["variant"])] += item["count"]
         server.posts.append(items)
     send(request, 202, b'{"accepted": %d}' % len(items), {"Content-Type": "application/json"})
+
+
+def accept_events(server: MisbehavingServer, request: BaseHTTPRequestHandler) -> None:
+    body = json.loads(_read_body(request))
+    with server._lock:
+        server.tracked.extend(body.get("events", []))
+        server.first_exposures.extend(body.get("firstExposures", []))
+        server.event_posts += 1
+    send(request, 202, b'{"accepted": 1}', {"Content-Type": "application/json"})
 
 
 # --- faults ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`manage.py run_scheduler`: apply due scheduled changes and flush exposure counts."""
+"""`manage.py run_scheduler`: apply due scheduled changes and flush exposures and events."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from evaluation import exposures
+from evaluation import events, exposures
 from flags import schedules
 from integrations import delivery
 
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 class Command(BaseCommand):
     help = (
         "Apply scheduled changes and rollout steps that are due, send webhook deliveries, "
-        "and move exposure counts into the database; loops every --interval seconds, or "
-        "runs once with --once (cron). "
+        "and move exposure counts, first unit exposures and events into the database; "
+        "loops every --interval seconds, or runs once with --once (cron). "
         "On PostgreSQL run as many as you like; on SQLite run one."
     )
 
@@ -59,7 +59,11 @@ class Command(BaseCommand):
         failing, one line on each pass it still fails, and one when it works again.
         """
         failed = []
-        steps = [("applying changes", self._apply), ("draining exposures", self._drain)]
+        steps = [
+            ("applying changes", self._apply),
+            ("draining exposures", self._drain),
+            ("draining events", self._drain_events),
+        ]
         if once:  # the loop sends webhooks from its worker threads; one pass sends them here
             steps.append(("sending webhooks", self._deliver))
         for name, step in steps:
@@ -92,6 +96,11 @@ class Command(BaseCommand):
         flushed = exposures.drain()
         if flushed:
             self.stdout.write(f"flushed {flushed} exposure counts")
+
+    def _drain_events(self) -> None:
+        flushed = events.drain()
+        if flushed:
+            self.stdout.write(f"flushed {flushed} events and first unit exposures")
 
     def _deliver(self) -> None:
         for sent in delivery.deliver_due():

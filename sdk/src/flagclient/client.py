@@ -57,8 +57,9 @@ class FlagClient:
     `timeout` seconds; a document larger than `max_document_bytes` is refused.
     `bootstrap_path` names a file the client writes each new document to and starts from
     when the server cannot be reached. `report_exposures` posts aggregated evaluation
-    counts every `exposure_interval` seconds. `offline` makes no network calls at all: the
-    bootstrap file and overrides only.
+    counts, and each unit's first exposure to a rollout split, every `exposure_interval`
+    seconds; `track` queues events for the same thread to post. `offline` makes no
+    network calls at all: the bootstrap file and overrides only.
     """
 
     def __init__(
@@ -130,7 +131,8 @@ class FlagClient:
         self._updater_class = Updater
         self._updater: Updater | None = None
         self._exposures = None
-        if report_exposures and not offline:
+        self._report_exposures = report_exposures and not offline
+        if not offline:  # `track` posts through it too, whether or not exposures are counted
             from flagclient.exposures import ExposureReporter
 
             self._exposures = ExposureReporter(
@@ -140,7 +142,7 @@ class FlagClient:
                 timeout=timeout,
                 stats=self._stats,
             )
-        self._count = self._exposures.count if self._exposures is not None else None
+        self._count = self._counter()
         self._set()
         _clients.add(self)
         self._load_bootstrap()
@@ -210,6 +212,8 @@ class FlagClient:
         result = snapshot.evaluate(flag_key, {} if context is None else context, expected_type)
         if self._count is not None:
             self._count(result)
+            if result.reason == Reason.SPLIT and context:
+                self._expose(result, context)
         if result.error_code is not None:
             return _error(flag_key, default, result.error_code, result.error_details)
         return result
@@ -222,11 +226,55 @@ class FlagClient:
             if self._count is not None:
                 for result in results.values():
                     self._count(result)
+                    if result.reason == Reason.SPLIT and context:
+                        self._expose(result, context)
             results.update(self._overrides)
             return results
         except Exception:  # noqa: BLE001
             log.exception("flagclient: evaluating every flag failed")
             return {}
+
+    def _expose(self, result: EvaluationResult, context: Mapping[str, Any]) -> None:
+        """Note the context's unit as exposed to a split's variant (posted once, batched)."""
+        unit = context.get("targetingKey")
+        if self._exposures is not None and result.variant and _storable(unit, MAX_UNIT):
+            self._exposures.expose(result.flag_key, result.variant, str(unit))
+
+    # --- events ---------------------------------------------------------------------------
+
+    def track(
+        self,
+        event: str,
+        context: Mapping[str, Any] | None = None,
+        value: float | None = None,
+    ) -> bool:
+        """Queue an event of the context's unit (its targetingKey), with an optional number
+        (a price, a duration), for `POST /api/v1/sdk/events`; posted in batches by the
+        exposure thread, so this never blocks and never raises. False, counted in
+        `stats["tracked_dropped"]`, for an event the server would refuse: a name of 1 to
+        100 characters and a targetingKey of 1 to 256 (no NUL, tab or line break, valid
+        Unicode), a finite value of at most 1e12; or when offline, closed or refused."""
+        try:
+            reporter = self._exposures
+            unit = None if context is None else context.get("targetingKey")
+            if reporter is None or self._closed or self._error:
+                return False
+            if not _storable(event, MAX_EVENT) or not _storable(unit, MAX_UNIT):
+                self._stats["tracked_dropped"] += 1
+                return False
+            item: dict[str, Any] = {"event": event, "targetingKey": unit, "timestamp": time.time()}
+            if value is not None:
+                if value.__class__ is bool or not abs(value) <= MAX_VALUE:  # NaN fails too
+                    self._stats["tracked_dropped"] += 1
+                    return False
+                item["value"] = float(value)
+            reporter.track(item)
+            if self._running:
+                reporter.start()  # idempotent; again in a forked child
+            return True
+        except Exception:  # noqa: BLE001 - tracking never breaks the caller
+            self._stats["tracked_dropped"] += 1
+            return False
 
     # --- state ----------------------------------------------------------------------------
 
@@ -250,7 +298,8 @@ class FlagClient:
     def stats(self) -> dict[str, int]:
         """Counts of what happened on the network: document_requests, document_failures,
         documents_too_large, bad_documents, versions_gone_back, stream_connections,
-        streams_dropped, events, malformed_events, exposures_posted, exposures_dropped."""
+        streams_dropped, events, malformed_events, exposures_posted, exposures_dropped,
+        tracked_posted, tracked_dropped, unit_exposures_posted, unit_exposures_dropped."""
         return dict(self._stats)
 
     @property
@@ -296,7 +345,7 @@ class FlagClient:
             self._running = True
             self._updater = self._updater_class(self, self._options)
             self._updater.start()
-            if self._exposures is not None:
+            if self._report_exposures and self._exposures is not None:
                 self._exposures.start()
 
     def close(self, timeout: float = 2.0) -> None:
@@ -340,8 +389,11 @@ class FlagClient:
         if self._running:
             self._set(count=self._restart_then_count)
 
+    def _counter(self) -> Callable[[EvaluationResult], None] | None:
+        return self._exposures.count if self._report_exposures and self._exposures else None
+
     def _restart_then_count(self, result: EvaluationResult) -> None:
-        self._set(count=self._exposures.count if self._exposures is not None else None)
+        self._set(count=self._counter())
         self.start()
         if self._count is not None:
             self._count(result)
@@ -456,6 +508,24 @@ class FlagClient:
             os.replace(partial, path)  # readers see the old file or the new, never half
         except OSError:
             log.warning("flagclient: could not write bootstrap file %s", path, exc_info=True)
+
+
+MAX_EVENT = 100  # the server's limits (docs/experiments.md)
+MAX_UNIT = 256
+MAX_VALUE = 1e12
+
+
+def _storable(text: Any, limit: int) -> bool:
+    """A name the server keeps: 1 to `limit` characters, no control separator, UTF-8."""
+    if text.__class__ is not str or not 0 < len(text) <= limit:
+        return False
+    if "\x00" in text or "\t" in text or "\r" in text or "\n" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _error(flag_key: str, default: Any, code: str, details: str | None) -> EvaluationResult:

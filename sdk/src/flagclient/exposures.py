@@ -14,6 +14,12 @@ post and the counts that follow merge into the same counters, which are capped a
 `MAX_PENDING` and `MAX_AGE_SECONDS`. Nothing is ever sent per evaluation, and nothing here
 blocks an evaluation: posts have a deadline and run on the reporter's thread, and
 `close()` gives the last post only what is left of its own bound.
+
+The same thread posts to `POST /api/v1/sdk/events` what `track` queued (events) and
+what `expose` noted (a unit's first exposure to a rollout split's variant, deduplicated in
+a bounded set), at most `BATCH` of each per request. Both wait, bounded by
+`MAX_PENDING_EVENTS` and `MAX_PENDING_UNITS` (the oldest event goes first), until a post
+is accepted; a failed post and what follows go out together in the next.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ MAX_PENDING = 50_000
 # The server refuses counts for hours older than a week; leave a margin.
 MAX_AGE_SECONDS = 6 * 24 * 3600
 MAX_RETRY_AFTER = 3600.0  # counts wait for days; a longer Retry-After is a mistake
+MAX_PENDING_EVENTS = 10_000
+MAX_PENDING_UNITS = 10_000
+MAX_SEEN_UNITS = 100_000  # first exposures this client remembers having noted
 
 _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
 
@@ -83,6 +92,7 @@ class ExposureReporter:
         stats: Counter[str] | None = None,
     ) -> None:
         self.url = f"{url}/api/v1/sdk/exposures"
+        self.events_url = f"{url}/api/v1/sdk/events"
         self.interval = interval
         self.stats: Counter[str] = Counter() if stats is None else stats
         self._server_key = server_key
@@ -105,6 +115,10 @@ class ExposureReporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._session: Session | None = None
+        self._tracked: collections.deque[dict[str, Any]] = collections.deque()
+        self._units_lock = threading.Lock()
+        self._units: dict[tuple[str, str, str], float] = {}
+        self._seen_units: set[tuple[str, str, str]] = set()
 
     # --- counting (the evaluation path) ---------------------------------------------------
 
@@ -143,6 +157,34 @@ class ExposureReporter:
                 _merge(taken, tally.untaken())
         return taken
 
+    # --- events and first exposures (the caller's thread; never blocks) ------------------
+
+    def track(self, item: dict[str, Any]) -> None:
+        """Queue one checked event (`{"event", "targetingKey", "value"?, "timestamp"}`)."""
+        tracked = self._tracked
+        tracked.append(item)
+        while len(tracked) > MAX_PENDING_EVENTS:
+            try:
+                tracked.popleft()
+            except IndexError:  # the reporter took them meanwhile
+                break
+            self.stats["tracked_dropped"] += 1
+
+    def expose(self, flag_key: str, variant: str, unit: str) -> None:
+        """Note a unit's first exposure to a variant (once per client, as far as it knows)."""
+        key = (flag_key, variant, unit)
+        seen = self._seen_units
+        if key in seen:
+            return
+        with self._units_lock:
+            if len(seen) >= MAX_SEEN_UNITS:
+                seen.clear()  # bounded: a unit noted again is merely posted again
+            seen.add(key)
+            if len(self._units) >= MAX_PENDING_UNITS:
+                self.stats["unit_exposures_dropped"] += 1
+                return
+            self._units.setdefault(key, time.time())
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -156,11 +198,16 @@ class ExposureReporter:
     def close(self, deadline: float) -> None:
         """Stop the thread and post what is left, by `deadline` (monotonic) at the latest."""
         self._stop.set()
+        thread = self._thread
+        running = thread is not None and thread is not threading.current_thread()
+        if running and thread is not None:
+            # A post in flight gets half the time left to be answered: aborted, its events
+            # would be posted again below though the server may have taken them.
+            thread.join(max(0.0, deadline - time.monotonic()) / 2)
         session, self._session = self._session, None
         if session is not None:
-            session.abort()  # a post in flight fails at once
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            session.abort()  # a post still in flight fails at once
+        if running and thread is not None and thread.is_alive():
             thread.join(max(0.0, deadline - time.monotonic()))
         if session is not None:
             session.close()
@@ -216,14 +263,64 @@ class ExposureReporter:
         while self._pending:
             keys = list(itertools.islice(self._pending, BATCH))
             sent = {key: min(self._pending[key], MAX_COUNT) for key in keys}
-            if not self._post([_item(key, n) for key, n in sent.items()], deadline):
-                break
+            body = {"exposures": [_item(key, n) for key, n in sent.items()]}
+            posted = self._post(self.url, body, deadline)
+            if posted is None:
+                return accepted  # the server is away or busy: the events wait as well
+            if posted:
+                self.stats["exposures_posted"] += sum(sent.values())
             for key, n in sent.items():
                 left = self._pending.pop(key) - n
                 if left > 0:
                     self._pending[key] = left
             accepted += len(sent)
+        return accepted + self._flush_events(deadline)
+
+    def _flush_events(self, deadline: float | None) -> int:
+        """Post the queued events and first exposures; how many were accepted."""
+        accepted = 0
+        while (self._tracked or self._units) and not self._refused:
+            events = self._take_events()
+            with self._units_lock:
+                keys = list(itertools.islice(self._units, BATCH))
+                units = {key: self._units.pop(key) for key in keys}
+            body: dict[str, Any] = {}
+            if events:
+                body["events"] = events
+            if units:
+                body["firstExposures"] = [
+                    {"flag": flag, "variant": variant, "targetingKey": unit, "timestamp": at}
+                    for (flag, variant, unit), at in units.items()
+                ]
+            if not body:
+                break
+            posted = self._post(self.events_url, body, deadline)
+            if posted is None:  # kept for the next flush, ahead of what came meanwhile
+                self._tracked.extendleft(reversed(events))
+                with self._units_lock:
+                    self._units = {**units, **self._units}
+                break
+            if posted:
+                self.stats["tracked_posted"] += len(events)
+                self.stats["unit_exposures_posted"] += len(units)
+            accepted += len(events) + len(units)
         return accepted
+
+    def _take_events(self) -> list[dict[str, Any]]:
+        """Up to BATCH queued events, those too old for the server dropped."""
+        oldest = time.time() - MAX_AGE_SECONDS
+        events: list[dict[str, Any]] = []
+        tracked = self._tracked
+        while tracked and len(events) < BATCH:
+            try:
+                item = tracked.popleft()
+            except IndexError:
+                break
+            if item["timestamp"] < oldest:
+                self.stats["tracked_dropped"] += 1
+                continue
+            events.append(item)
+        return events
 
     def _bound(self) -> None:
         """Drop counters too old for the server, then the oldest past MAX_PENDING."""
@@ -233,39 +330,40 @@ class ExposureReporter:
         while len(self._pending) > MAX_PENDING:
             self.stats["exposures_dropped"] += self._pending.pop(next(iter(self._pending)))
 
-    def _post(self, batch: list[dict[str, Any]], deadline: float | None) -> bool:
-        """Whether the batch is done with (accepted, or refused as invalid)."""
+    def _post(self, url: str, body: dict[str, Any], deadline: float | None) -> bool | None:
+        """True once accepted, False if refused as invalid (dropped, not retried for ever),
+        None if it is to be sent again."""
         budget = self._timeout
         if deadline is not None:
             budget = min(budget, deadline - time.monotonic())
         if budget <= 0:
-            return False
+            return None
         if self._session is None:
-            self._session = Session(self._server_key, self.url)
+            self._session = Session(self._server_key, url)
         try:
-            answer = self._session.request(
-                "POST", self.url, json={"exposures": batch}, deadline=budget, max_bytes=65536
-            )
+            answer = self._session.request("POST", url, json=body, deadline=budget, max_bytes=65536)
         except Exception as exc:  # noqa: BLE001 - whatever happens, keep the counts
-            log.warning("flagclient: could not post exposure counts: %s", exc)
-            return False
+            log.warning("flagclient: could not post to %s: %s", url, exc)
+            return None
         if 200 <= answer.status < 300:
-            self.stats["exposures_posted"] += sum(item["count"] for item in batch)
             return True
         if answer.status == 400:
-            log.warning("flagclient: exposures refused: %s", answer.body[:200])
-            return True  # a bad batch is dropped, not retried for ever
+            log.warning("flagclient: %s refused a batch: %s", url, answer.body[:200])
+            return False
         if answer.status in REFUSED:
-            log.error("flagclient: the server refused the key for exposures (%s)", answer.status)
+            log.error("flagclient: the server refused the key for %s (%s)", url, answer.status)
             self._refused = True
             self._pending.clear()
-            return False
+            self._tracked.clear()
+            with self._units_lock:
+                self._units.clear()
+            return None
         if answer.status in BUSY:
             pause = answer.retry_after()
             if pause is not None:
                 self._not_before = time.monotonic() + min(pause, MAX_RETRY_AFTER)
-        log.warning("flagclient: could not post exposure counts: %s", answer.status)
-        return False
+        log.warning("flagclient: could not post to %s: %s", url, answer.status)
+        return None
 
 
 def _merge(into: Counts, counts: Counts) -> None:

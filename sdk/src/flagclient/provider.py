@@ -4,7 +4,8 @@ Install with the extra: `pip install "flagclient[openfeature]"`. Each state is r
 OpenFeature once when it changes: PROVIDER_READY when a document is served (and again after
 a recovery), PROVIDER_STALE when the server cannot be reached, PROVIDER_ERROR with
 PROVIDER_FATAL when it refused the key; PROVIDER_CONFIGURATION_CHANGED with the changed
-flag keys on every new version.
+flag keys on every new version. `client.track(name, context, details)` queues an event
+(docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import AbstractProvider, Metadata
+from openfeature.track import TrackingEventDetails
 
 from flagclient.client import FlagClient
 
@@ -84,6 +86,18 @@ class FlagProvider(AbstractProvider):
         self.client.remove_listener(self._on_client_event)
         if self._owns_client:
             self.client.close()
+
+    def track(
+        self,
+        tracking_event_name: str,
+        evaluation_context: EvaluationContext | None = None,
+        tracking_event_details: TrackingEventDetails | None = None,
+    ) -> None:
+        """OpenFeature's tracking API: the event of the context's targetingKey, with the
+        details' numeric `value` (their other attributes are not kept), queued by
+        `FlagClient.track`; never blocks."""
+        value = None if tracking_event_details is None else tracking_event_details.value
+        self.client.track(tracking_event_name, _context(evaluation_context), value)
 
     def _on_client_event(self, event: str, flag_keys: list[str]) -> None:
         with self._lock:  # one report at a time, in the order the client saw them

@@ -1,0 +1,436 @@
+"""Events and first unit exposures, in batches: the rows experiments join (docs/experiments.md).
+
+A unit is a context's targetingKey. Two kinds of rows are written, never one per request:
+- a first unit exposure (flags.UnitExposure): the first time a unit was served a variant
+  of a flag by a rollout split (reason SPLIT), per environment, flag and variant;
+- a unit's events of a day (flags.UnitEventDay): per environment, event name, unit and
+  UTC day, the number of events, of those with a value, the values' sum and squares' sum,
+  and the first and last event time.
+
+The request path only merges into two dicts in process memory (evaluation.batches); a unit
+exposure already recorded by this process is skipped before that (a bounded set), so a
+unit evaluated a thousand times costs one dict look-up per split result after the first.
+Every `EXPOSURE_FLUSH_SECONDS` a background thread moves both batches out: to Redis when
+it is configured, else straight into the database (one upsert statement per table). The
+scheduler (`run_scheduler`, `manage.py flush_exposures`) drains Redis into the database.
+
+Redis keys (evaluation.keys, under the cache's KEY_PREFIX):
+  `units:{environment_id}:{day}`   sorted set, member "flag\\tvariant\\tunit", score = the
+                                   first time seen (ZADD LT keeps the earliest)
+  `events:{environment_id}:{day}`  hash, fields "event\\tunit\\t{c,n,s,q,f,l}": count,
+                                   valued count, sum, squares' sum, first and last time
+  `units:pending`, `events:pending` sets of the keys above not yet drained
+
+One bad item never stops the others: a targetingKey or name the store cannot hold is
+dropped where it is met, logged and counted (`flags_events_dropped_total`). Only a store
+that is away fails a flush or a drain, and then nothing is lost: the items wait for the
+next. What a restart loses is what a process held in memory (docs/experiments.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from evaluation import keys
+from evaluation.batches import SEPARATOR, TAKE_HASH, Batch, redis, text_problem, upsert
+from evaluation.engine import EvaluationResult, Reason
+from flags.models import Environment, UnitEventDay, UnitExposure
+from flagsite import metrics
+
+log = logging.getLogger(__name__)
+
+DAY = 86400
+MAX_UNIT = 256  # characters of a targetingKey kept as a unit
+MAX_EVENT = 100  # characters of an event name
+MAX_ITEMS = 50_000  # past this many distinct items a batch is flushed at once
+MAX_SEEN = 100_000  # first exposures this process remembers having recorded
+_LIMITS = {"flag": 100, "variant": 64, "event": MAX_EVENT, "targetingKey": MAX_UNIT}
+
+UnitKey = tuple[int, str, str, str, int]  # environment id, flag key, variant, unit, day
+EventKey = tuple[int, str, str, int]  # environment id, event, unit, day
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A unit's events of one name and day: how many, the values' sums, first and last."""
+
+    count: int
+    valued: int
+    total: float
+    squares: float
+    first: float
+    last: float
+
+    @classmethod
+    def of(cls, value: float | None, at: float) -> Tally:
+        if value is None:
+            return cls(1, 0, 0.0, 0.0, at, at)
+        return cls(1, 1, value, value * value, at, at)
+
+    def merged(self, other: Tally) -> Tally:
+        return Tally(
+            self.count + other.count,
+            self.valued + other.valued,
+            self.total + other.total,
+            self.squares + other.squares,
+            min(self.first, other.first),
+            max(self.last, other.last),
+        )
+
+
+def _flush_batches() -> int:
+    return flush()
+
+
+_units: Batch[UnitKey, float] = Batch(
+    "unit-exposure", flush=_flush_batches, merge=min, limit=MAX_ITEMS
+)
+_events: Batch[EventKey, Tally] = Batch(
+    "event", flush=_flush_batches, merge=Tally.merged, limit=MAX_ITEMS
+)
+# (environment id, flag, variant, unit) recorded by this process; cleared when full.
+_seen: set[tuple[int, str, str, str]] = set()
+
+
+def unit_problem(unit: object) -> str | None:
+    """Why a targetingKey cannot be kept as a unit (too long, a NUL, a lone surrogate...)."""
+    if isinstance(unit, str) and not unit:
+        return "targetingKey is empty"
+    return text_problem("targetingKey", unit, MAX_UNIT)
+
+
+def _drop(why: str, count: int = 1) -> None:
+    metrics.record_dropped_events(why, count)
+
+
+# --- Recording ----------------------------------------------------------------------------
+
+
+def expose(environment_id: int, unit: object, results: Iterable[EvaluationResult]) -> None:
+    """Record the unit's first exposure to each split result's variant; cheap on repeats."""
+    seen = _seen
+    fresh: list[tuple[int, str, str, str]] = []
+    for result in results:
+        if result.reason != Reason.SPLIT or result.variant is None:
+            continue
+        if unit.__class__ is not str:  # a number, or a list (which no set can hold)
+            _drop("bad_targeting_key")
+            return
+        key = (environment_id, result.flag_key, result.variant, unit)
+        if key in seen:
+            continue
+        if unit_problem(unit) is not None:
+            _drop("bad_targeting_key")
+            return
+        fresh.append(key)
+    if not fresh:
+        return
+    if len(seen) + len(fresh) > MAX_SEEN:
+        seen.clear()  # bounded: a unit seen again is merely recorded again (the earliest wins)
+    seen.update(fresh)
+    now = time.time()
+    day = int(now) // DAY * DAY
+    _units.add_many(((*key, day), now) for key in fresh)
+
+
+def expose_at(environment_id: int, flag_key: str, variant: str, unit: str, at: float) -> None:
+    """Record a first exposure made elsewhere (an SDK evaluating in process), at `at`."""
+    key = (environment_id, flag_key, variant, unit)
+    if key in _seen:
+        return
+    if len(_seen) >= MAX_SEEN:
+        _seen.clear()
+    _seen.add(key)
+    _units.add((*key, int(at) // DAY * DAY), at)
+
+
+def track(environment_id: int, event: str, unit: str, value: float | None, at: float) -> None:
+    """Add one event of `unit` at `at` (epoch seconds) to its day's tally."""
+    _events.add((environment_id, event, unit, int(at) // DAY * DAY), Tally.of(value, at))
+
+
+# --- Flushing -----------------------------------------------------------------------------
+
+
+def _unit_problem(key: UnitKey) -> str | None:
+    _, flag_key, variant, unit, _ = key
+    return (
+        text_problem("flag", flag_key, _LIMITS["flag"])
+        or text_problem("variant", variant, _LIMITS["variant"])
+        or unit_problem(unit)
+    )
+
+
+def _event_problem(key: EventKey) -> str | None:
+    _, event, unit, _ = key
+    return text_problem("event", event, MAX_EVENT) or unit_problem(unit)
+
+
+def _storable(items: dict[Any, Any], problem: Callable[[Any], str | None]) -> dict[Any, Any]:
+    """The items that can be stored; the others are logged, counted and dropped."""
+    kept = {}
+    for key, value in items.items():
+        why = problem(key)
+        if why is None:
+            kept[key] = value
+            continue
+        log.warning("dropped an event or unit exposure %r: %s", key[1:3], why)
+        _drop("unstorable")
+    return kept
+
+
+def _storable_units(units: dict[UnitKey, float]) -> dict[UnitKey, float]:
+    return _storable(units, _unit_problem)
+
+
+def _storable_events(events: dict[EventKey, Tally]) -> dict[EventKey, Tally]:
+    return _storable(events, _event_problem)
+
+
+def flush() -> int:
+    """Move this process's batches to Redis (or the database); the number of items."""
+    units, events = _units.take(), _events.take()
+    if not units and not events:
+        return 0
+    if settings.REDIS_URL:
+        try:
+            _to_redis(units, events)
+            return len(units) + len(events)
+        except Exception as error:
+            log.warning("Redis unavailable, writing events to the database: %s", error)
+    try:
+        _to_database(units, events)
+    except Exception:
+        _units.give_back(units)
+        _events.give_back(events)
+        raise
+    return len(units) + len(events)
+
+
+# Merge tallies into an events hash: ARGV holds groups of field prefix, count, valued, sum,
+# squares, first, last. The times are kept as the smallest and largest seen.
+_ADD_TALLIES = """
+for i = 1, #ARGV, 7 do
+  local f = ARGV[i]
+  redis.call('HINCRBY', KEYS[1], f .. 'c', ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[1], f .. 'n', ARGV[i + 2])
+  redis.call('HINCRBYFLOAT', KEYS[1], f .. 's', ARGV[i + 3])
+  redis.call('HINCRBYFLOAT', KEYS[1], f .. 'q', ARGV[i + 4])
+  local first = redis.call('HGET', KEYS[1], f .. 'f')
+  if not first or tonumber(ARGV[i + 5]) < tonumber(first) then
+    redis.call('HSET', KEYS[1], f .. 'f', ARGV[i + 5])
+  end
+  local last = redis.call('HGET', KEYS[1], f .. 'l')
+  if not last or tonumber(ARGV[i + 6]) > tonumber(last) then
+    redis.call('HSET', KEYS[1], f .. 'l', ARGV[i + 6])
+  end
+end
+redis.call('SADD', KEYS[2], KEYS[1])
+"""
+
+_TAKE_SORTED_SET = """
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], KEYS[1])
+return members
+"""
+
+
+def _to_redis(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
+    store = redis()
+    pipe = store.pipeline(transaction=False)
+    units_pending = cache.make_key(keys.UNITS_PENDING)
+    for (environment_id, flag_key, variant, unit, day), at in _storable_units(units).items():
+        key = cache.make_key(keys.units(environment_id, day))
+        pipe.zadd(key, {SEPARATOR.join((flag_key, variant, unit)): at}, lt=True)
+        pipe.sadd(units_pending, key)
+    grouped: dict[str, list] = {}
+    for (environment_id, event, unit, day), tally in _storable_events(events).items():
+        key = cache.make_key(keys.events(environment_id, day))
+        grouped.setdefault(key, []).extend(
+            (
+                f"{event}{SEPARATOR}{unit}{SEPARATOR}",
+                tally.count,
+                tally.valued,
+                repr(tally.total),
+                repr(tally.squares),
+                repr(tally.first),
+                repr(tally.last),
+            )
+        )
+    events_pending = cache.make_key(keys.EVENTS_PENDING)
+    for key, arguments in grouped.items():
+        pipe.eval(_ADD_TALLIES, 2, key, events_pending, *arguments)
+    pipe.execute()
+
+
+def _to_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
+    """Upsert both batches in one transaction; raises only if the database is away."""
+    units, events = _storable_units(units), _storable_events(events)
+    wanted = {key[0] for key in units} | {key[0] for key in events}
+    existing = set(Environment.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+    with transaction.atomic():
+        _units_to_database({key: at for key, at in units.items() if key[0] in existing})
+        _events_to_database({key: t for key, t in events.items() if key[0] in existing})
+
+
+def _units_to_database(units: dict[UnitKey, float]) -> None:
+    if not units:
+        return
+    table = connection.ops.quote_name(UnitExposure._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = (
+        f"INSERT INTO {table} (environment_id, flag_key, variant, unit, first_seen) "
+        "VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (environment_id, flag_key, variant, unit) DO UPDATE SET "
+        f"first_seen = CASE WHEN EXCLUDED.first_seen < {table}.first_seen "
+        f"THEN EXCLUDED.first_seen ELSE {table}.first_seen END"
+    )
+    # A fixed order keeps concurrent upserts of the same rows from deadlocking; a unit seen
+    # on two days' keys keeps its earliest time.
+    earliest: dict[tuple[int, str, str, str], float] = {}
+    for (environment_id, flag_key, variant, unit, _), at in units.items():
+        row = (environment_id, flag_key, variant, unit)
+        earliest[row] = min(at, earliest.get(row, at))
+    params = [(*row, adapt(_time(at))) for row, at in sorted(earliest.items())]
+    upsert(sql, params, refused=_refused)
+
+
+def _events_to_database(events: dict[EventKey, Tally]) -> None:
+    if not events:
+        return
+    table = connection.ops.quote_name(UnitEventDay._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
+    adapt_day = connection.ops.adapt_datefield_value
+    sql = (
+        f"INSERT INTO {table} (environment_id, event, unit, day, count, valued, value_sum, "
+        "value_squares, first_at, last_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (environment_id, event, unit, day) DO UPDATE SET "
+        f"count = {table}.count + EXCLUDED.count, "
+        f"valued = {table}.valued + EXCLUDED.valued, "
+        f"value_sum = {table}.value_sum + EXCLUDED.value_sum, "
+        f"value_squares = {table}.value_squares + EXCLUDED.value_squares, "
+        f"first_at = CASE WHEN EXCLUDED.first_at < {table}.first_at "
+        f"THEN EXCLUDED.first_at ELSE {table}.first_at END, "
+        f"last_at = CASE WHEN EXCLUDED.last_at > {table}.last_at "
+        f"THEN EXCLUDED.last_at ELSE {table}.last_at END"
+    )
+    params = []
+    for key in sorted(events):
+        environment_id, event, unit, day = key
+        tally = events[key]
+        params.append(
+            (
+                environment_id,
+                event,
+                unit,
+                adapt_day(_time(day).date()),
+                tally.count,
+                tally.valued,
+                tally.total,
+                tally.squares,
+                adapt(_time(tally.first)),
+                adapt(_time(tally.last)),
+            )
+        )
+    upsert(sql, params, refused=_refused)
+
+
+def _time(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
+
+
+def _refused(row: tuple, error: Exception) -> None:
+    log.warning("dropped an event or unit exposure %r: %s", row[1:3], error)
+    _drop("refused")
+
+
+# --- Draining (the scheduler) -------------------------------------------------------------
+
+
+def drain() -> int:
+    """Flush this process, then move everything waiting in Redis into the database."""
+    flushed = flush()
+    if not settings.REDIS_URL:
+        return flushed
+    store = redis()
+    drained = 0
+    units_pending = cache.make_key(keys.UNITS_PENDING)
+    for raw in store.smembers(units_pending):
+        key = raw.decode()
+        units = _parse_units(key, store.eval(_TAKE_SORTED_SET, 2, key, units_pending))
+        _into_database(units, {})
+        drained += len(units)
+    events_pending = cache.make_key(keys.EVENTS_PENDING)
+    for raw in store.smembers(events_pending):
+        key = raw.decode()
+        events = _parse_events(key, store.eval(TAKE_HASH, 2, key, events_pending))
+        _into_database({}, events)
+        drained += len(events)
+    return drained
+
+
+def _into_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
+    try:
+        _to_database(units, events)
+    except Exception:
+        _to_redis(units, events)  # put them back for the next drain
+        raise
+
+
+def _key_parts(key: str) -> tuple[int, int]:
+    environment_id, day = (int(part) for part in key.rsplit(":", 2)[-2:])
+    return environment_id, day
+
+
+def _parse_units(key: str, members: list) -> dict[UnitKey, float]:
+    """A drained sorted set's first exposures; a malformed member is dropped, not the set."""
+    environment_id, day = _key_parts(key)
+    units: dict[UnitKey, float] = {}
+    for member, score in zip(members[::2], members[1::2], strict=False):
+        parts = member.decode(errors="replace").split(SEPARATOR)
+        if len(parts) != 3:
+            log.warning("dropped a malformed unit exposure %r of %s", member[:200], key)
+            _drop("malformed")
+            continue
+        flag_key, variant, unit = parts
+        units[(environment_id, flag_key, variant, unit, day)] = float(score)
+    return units
+
+
+_TALLY_FIELDS = "cnsqfl"
+
+
+def _parse_events(key: str, fields: list[bytes]) -> dict[EventKey, Tally]:
+    """A drained hash's tallies; a malformed or incomplete one is dropped, not the hash."""
+    environment_id, day = _key_parts(key)
+    gathered: dict[tuple[str, str], dict[str, bytes]] = {}
+    malformed = 0
+    for field, value in zip(fields[::2], fields[1::2], strict=False):
+        parts = field.decode(errors="replace").split(SEPARATOR)
+        if len(parts) != 3 or len(parts[2]) != 1 or parts[2] not in _TALLY_FIELDS:
+            malformed += 1
+            continue
+        gathered.setdefault((parts[0], parts[1]), {})[parts[2]] = value
+    events: dict[EventKey, Tally] = {}
+    for (event, unit), values in gathered.items():
+        try:
+            c, n, s, q, f, last = (values[name] for name in _TALLY_FIELDS)
+            tally = Tally(int(c), int(n), float(s), float(q), float(f), float(last))
+        except (KeyError, ValueError):
+            malformed += 1
+            continue
+        events[(environment_id, event, unit, day)] = tally
+    if malformed:
+        log.warning("dropped %d malformed event fields of %s", malformed, key)
+        _drop("malformed", malformed)
+    return events
