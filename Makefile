@@ -103,6 +103,11 @@ bench-scale: install-dev
 bench-sdk: install-dev
 	$(BIN)/python bench/sdk.py
 
+## bench-statistics: how often the experiment statistics are right, over thousands of simulated runs
+.PHONY: bench-statistics
+bench-statistics: install-dev
+	$(BIN)/python bench/statistics.py
+
 ## bench-webhooks: what subscribed webhooks cost a write; deliveries per second
 .PHONY: bench-webhooks
 bench-webhooks: install-dev

@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+from tests.without_django import ROOT, run_without_django
 
-ROOT = Path(__file__).resolve().parents[2]
-
-BLOCK_DJANGO_AND_EVALUATE = """
-import sys
-
-class BlockDjango:
-    def find_spec(self, name, path=None, target=None):
-        if name == "django" or name.startswith("django."):
-            raise ImportError("django is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, BlockDjango())
-try:
-    import django
-except ImportError:
-    pass
-else:
-    raise SystemExit("the blocker did not block django")
-
+EVALUATE = """
 from evaluation.engine import compile_document
 
 document = {
@@ -54,13 +34,7 @@ print("engine ok without django")
 
 
 def test_the_engine_imports_and_evaluates_without_django() -> None:
-    run = subprocess.run(
-        [sys.executable, "-c", BLOCK_DJANGO_AND_EVALUATE],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    run = run_without_django(EVALUATE)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "engine ok without django"
 
