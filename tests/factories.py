@@ -1,9 +1,22 @@
 """Small functions that make test data through the same services as every door."""
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
 from django.contrib.auth import get_user_model
 
 from flags import services
-from flags.models import Environment, Flag, FlagConfig, Membership, Project
+from flags.models import (
+    Environment,
+    Experiment,
+    Flag,
+    FlagConfig,
+    Membership,
+    Metric,
+    Project,
+    UnitEventDay,
+    UnitExposure,
+)
 
 SYSTEM = {"actor": None, "source": "system"}
 _counter = iter(range(1, 1_000_000))
@@ -50,3 +63,54 @@ def config(flag: Flag, environment_key: str = "development") -> FlagConfig:
 
 def configure(flag: Flag, environment_key: str = "development", **data) -> FlagConfig:
     return services.flag_config_update(config=config(flag, environment_key), data=data, **SYSTEM)
+
+
+def metric(project: Project, key: str | None = None, **data) -> Metric:
+    return services.metric_create(project=project, key=key or unique("metric"), data=data, **SYSTEM)
+
+
+def experiment(
+    flag: Flag, environment_key: str = "production", key: str | None = None, **data
+) -> Experiment:
+    """A draft experiment on the flag's rollout in the environment; control "off" unless given."""
+    data = {"control_variant": "off", "metrics": [], **data}
+    data.setdefault("environment", environment(flag.project, environment_key))
+    return services.experiment_create(
+        project=flag.project, key=key or unique("experiment"), data={"flag": flag, **data}, **SYSTEM
+    )
+
+
+def exposure(
+    environment: Environment, flag_key: str, variant: str, unit: str, first_seen: datetime
+) -> UnitExposure:
+    """A unit's first exposure, as the events flush writes it."""
+    return UnitExposure.objects.create(
+        environment=environment,
+        flag_key=flag_key,
+        variant=variant,
+        unit=unit,
+        first_seen=first_seen,
+    )
+
+
+def event_day(
+    environment: Environment,
+    event: str,
+    unit: str,
+    at: datetime,
+    values: Sequence[float] = (),
+    count: int | None = None,
+) -> UnitEventDay:
+    """A unit's events of one name on the day of `at` (all at `at`), as the flush sums them."""
+    return UnitEventDay.objects.create(
+        environment=environment,
+        event=event,
+        unit=unit,
+        day=at.astimezone(UTC).date(),
+        count=count if count is not None else max(1, len(values)),
+        valued=len(values),
+        value_sum=sum(values),
+        value_squares=sum(value * value for value in values),
+        first_at=at,
+        last_at=at,
+    )
