@@ -1,0 +1,330 @@
+"""An experiment's results: per-variant totals read in one query per metric, then compared.
+
+Reads only (a selector): UnitExposure says which units the experiment counts and in which
+variant, UnitEventDay what each did in its window; flags.statistics turns the per-variant
+sufficient statistics into lifts, intervals, p-values and the sample-ratio check.
+docs/experiments.md explains the query and its choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection
+from django.utils import timezone
+
+from flags.history import state_diff
+from flags.models import Experiment, FlagConfig, FlagConfigVersion, Metric
+from flags.statistics import (
+    DEFAULT_CONFIDENCE,
+    Better,
+    Comparison,
+    ConversionTotals,
+    NumericTotals,
+    SampleRatio,
+    Totals,
+    compare_conversions,
+    compare_numeric,
+    sample_ratio_mismatch,
+)
+
+__all__ = [
+    "Analysis",
+    "ConfigChange",
+    "MetricResult",
+    "VariantResult",
+    "VariantTotals",
+    "experiment_analysis",
+    "metric_totals",
+]
+
+# The parts of a configuration's state that decide which split units are served.
+SPLIT_KEYS = ("defaultServe", "rules")
+
+
+@dataclass(frozen=True)
+class VariantTotals:
+    """One variant's sufficient statistics for one metric, as the query sums them."""
+
+    units: int  # units exposed to this variant only
+    converted: int  # of those, units with at least one event in their window
+    total: float  # the sum over units of each unit's sum of values
+    total_of_squares: float  # ... of its square
+    valued_units: int  # units with at least one value in their window
+    mean_total: float  # the sum over those units of each unit's mean value
+    mean_squares: float  # ... of its square
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    variant: str
+    units: int  # the units this metric counts (for a mean, those with a value)
+    value: float | None  # the conversion rate or the mean per unit; None with no units
+    comparison: Comparison | None = None  # against the control; None for the control
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    metric: Metric
+    control: VariantResult
+    treatments: list[VariantResult]
+    mixed_units: int  # exposed to more than one variant: left out
+
+    @property
+    def rows(self) -> list[VariantResult]:
+        return [self.control, *self.treatments]
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """A version of the configuration that changed the split while the experiment ran."""
+
+    version: int
+    at: datetime
+    actor: str
+    changes: list[str]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    experiment: Experiment
+    start: datetime
+    stop: datetime
+    units: dict[str, int]  # per variant, units exposed to that variant only
+    mixed_units: int
+    sample_ratio: SampleRatio
+    metrics: list[MetricResult] = field(default_factory=list)
+    changes: list[ConfigChange] = field(default_factory=list)
+
+
+# --- The query --------------------------------------------------------------------------
+
+
+def _day_sql(column: str, days: int) -> tuple[str, str, list]:
+    """The UTC day of a timestamp column, and that day plus `days`, in this database's SQL."""
+    if connection.vendor == "sqlite":
+        return f"date({column})", f"date({column}, %s)", [f"+{days} days"]
+    return f"CAST({column} AS date)", f"CAST({column} AS date) + CAST(%s AS integer)", [days]
+
+
+# Units first exposed to the flag in [start, stop]; a unit with first exposures to more than
+# one variant by the stop is grouped apart (variant NULL) and only counted.
+_EXPOSED = """
+exposed AS (
+  SELECT x.unit AS unit, MIN(x.variant) AS variant, COUNT(*) AS variants,
+         MIN(x.first_seen) AS first_seen
+  FROM flags_unitexposure x
+  WHERE x.environment_id = %s AND x.flag_key = %s AND x.first_seen <= %s
+  GROUP BY x.unit
+  HAVING MIN(x.first_seen) >= %s
+)"""
+
+_METRIC_QUERY = """
+WITH {exposed},
+per_unit AS (
+  SELECT e.unit AS unit, e.variant AS variant, e.variants AS variants,
+         COALESCE(SUM(d.count), 0) AS events,
+         COALESCE(SUM(d.valued), 0) AS valued,
+         COALESCE(SUM(d.value_sum), 0.0) AS total
+  FROM exposed e
+  LEFT JOIN flags_uniteventday d
+    ON d.environment_id = %s AND d.event = %s AND d.unit = e.unit
+   AND d.day >= {first_day} AND d.day <= {last_day} AND d.last_at >= e.first_seen
+  GROUP BY e.unit, e.variant, e.variants
+)
+SELECT CASE WHEN variants > 1 THEN NULL ELSE variant END,
+       COUNT(*),
+       SUM(CASE WHEN events > 0 THEN 1 ELSE 0 END),
+       SUM(total), SUM(total * total),
+       SUM(CASE WHEN valued > 0 THEN 1 ELSE 0 END),
+       SUM(CASE WHEN valued > 0 THEN total / valued ELSE 0.0 END),
+       SUM(CASE WHEN valued > 0 THEN (total / valued) * (total / valued) ELSE 0.0 END)
+FROM per_unit
+GROUP BY CASE WHEN variants > 1 THEN NULL ELSE variant END
+"""
+
+_UNITS_QUERY = """
+WITH {exposed}
+SELECT CASE WHEN variants > 1 THEN NULL ELSE variant END, COUNT(*)
+FROM exposed
+GROUP BY CASE WHEN variants > 1 THEN NULL ELSE variant END
+"""
+
+
+def _exposed_params(experiment: Experiment, start: datetime, stop: datetime) -> list:
+    adapt = connection.ops.adapt_datetimefield_value
+    return [
+        experiment.environment_id,
+        experiment.flag.key,
+        adapt(stop),
+        adapt(start),
+    ]
+
+
+def metric_totals(
+    experiment: Experiment, metric: Metric, *, start: datetime, stop: datetime
+) -> tuple[dict[str, VariantTotals], int]:
+    """Per variant, the metric's sufficient statistics over the experiment's units; and the
+    number of units left out for having been exposed to more than one variant. One query."""
+    first_day, last_day, day_params = _day_sql("e.first_seen", metric.window_days)
+    sql = _METRIC_QUERY.format(exposed=_EXPOSED, first_day=first_day, last_day=last_day)
+    params = [
+        *_exposed_params(experiment, start, stop),
+        experiment.environment_id,
+        metric.event,
+        *day_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    totals, mixed = {}, 0
+    for variant, units, converted, total, squares, valued, mean_total, mean_squares in rows:
+        if variant is None:
+            mixed = int(units)
+            continue
+        totals[variant] = VariantTotals(
+            units=int(units),
+            converted=int(converted or 0),
+            total=float(total or 0.0),
+            total_of_squares=float(squares or 0.0),
+            valued_units=int(valued or 0),
+            mean_total=float(mean_total or 0.0),
+            mean_squares=float(mean_squares or 0.0),
+        )
+    return totals, mixed
+
+
+def unit_counts(
+    experiment: Experiment, *, start: datetime, stop: datetime
+) -> tuple[dict[str, int], int]:
+    """Units per variant, and units exposed to more than one (left out). One query."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _UNITS_QUERY.format(exposed=_EXPOSED), _exposed_params(experiment, start, stop)
+        )
+        rows = cursor.fetchall()
+    counts = {variant: int(units) for variant, units in rows if variant is not None}
+    mixed = sum(int(units) for variant, units in rows if variant is None)
+    return counts, mixed
+
+
+# --- From totals to answers -------------------------------------------------------------
+
+
+def _statistics_totals(metric: Metric, totals: VariantTotals | None) -> Totals:
+    if totals is None:
+        return (
+            ConversionTotals(0, 0)
+            if metric.kind == Metric.Kind.CONVERSION
+            else NumericTotals(0, 0, 0)
+        )
+    if metric.kind == Metric.Kind.CONVERSION:
+        return ConversionTotals(totals.units, totals.converted)
+    if metric.aggregation == Metric.Aggregation.MEAN:
+        return NumericTotals(totals.valued_units, totals.mean_total, totals.mean_squares)
+    return NumericTotals(totals.units, totals.total, totals.total_of_squares)
+
+
+def _compare(metric: Metric, control: Totals, treatment: Totals, confidence: float) -> Comparison:
+    better = Better(metric.better)
+    if isinstance(control, ConversionTotals) and isinstance(treatment, ConversionTotals):
+        return compare_conversions(control, treatment, better=better, confidence=confidence)
+    assert isinstance(control, NumericTotals) and isinstance(treatment, NumericTotals)
+    return compare_numeric(control, treatment, better=better, confidence=confidence)
+
+
+def _variants(experiment: Experiment, seen: dict) -> list[str]:
+    """The control first, then the rollout's other variants, then any other seen."""
+    order = [experiment.control_variant]
+    order += [item["variant"] for item in experiment.start_weights]
+    order += sorted(seen)
+    return list(dict.fromkeys(order))
+
+
+def metric_result(
+    experiment: Experiment,
+    metric: Metric,
+    *,
+    start: datetime,
+    stop: datetime,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> MetricResult:
+    totals, mixed = metric_totals(experiment, metric, start=start, stop=stop)
+    by_variant = {
+        v: _statistics_totals(metric, totals.get(v)) for v in _variants(experiment, totals)
+    }
+    control_key = experiment.control_variant
+    control = by_variant[control_key]
+
+    def row(variant: str, comparison: Comparison | None = None) -> VariantResult:
+        figures = by_variant[variant]
+        value = figures.value if figures.units else None
+        return VariantResult(variant, figures.units, value, comparison)
+
+    treatments = [
+        row(variant, _compare(metric, control, figures, confidence))
+        for variant, figures in by_variant.items()
+        if variant != control_key
+    ]
+    return MetricResult(metric, row(control_key), treatments, mixed)
+
+
+def split_changes(experiment: Experiment, stop: datetime) -> list[ConfigChange]:
+    """Versions of the configuration after the one at the start, up to the stop, that
+    changed its rollout or rules: results from before and after are not the same split."""
+    if experiment.start_version is None:
+        return []
+    config = FlagConfig.objects.get(flag=experiment.flag, environment=experiment.environment)
+    versions = list(
+        FlagConfigVersion.objects.filter(
+            config=config, version__gte=experiment.start_version, created_at__lte=stop
+        ).order_by("version")
+    )
+    changes = []
+    for previous, version in zip(versions, versions[1:], strict=False):
+        before = {key: previous.state.get(key) for key in SPLIT_KEYS}
+        after = {key: version.state.get(key) for key in SPLIT_KEYS}
+        if before == after:
+            continue
+        lines = [line for line in state_diff(before, after) if line != "created"]
+        changes.append(ConfigChange(version.version, version.created_at, version.actor_name, lines))
+    return changes
+
+
+def experiment_analysis(
+    experiment: Experiment,
+    *,
+    now: datetime | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> Analysis | None:
+    """The experiment's results per metric, its sample-ratio check against the weights at
+    the start, and the changes to its split since; None for a draft (nothing counted yet).
+
+    Queries: one for the units per variant, one per metric, one for the versions.
+    """
+    if experiment.starts_at is None:
+        return None
+    start = experiment.starts_at
+    stop = experiment.ends_at or now or timezone.now()
+    units, mixed = unit_counts(experiment, start=start, stop=stop)
+    weights = {item["variant"]: item["weight"] for item in experiment.start_weights}
+    variants = _variants(experiment, units)
+    sample_ratio = sample_ratio_mismatch(
+        [units.get(variant, 0) for variant in variants],
+        [weights.get(variant, 0) for variant in variants],
+    )
+    metrics = [
+        metric_result(experiment, metric, start=start, stop=stop, confidence=confidence)
+        for metric in experiment.metrics.order_by("key")
+    ]
+    return Analysis(
+        experiment=experiment,
+        start=start,
+        stop=stop,
+        units={variant: units.get(variant, 0) for variant in variants},
+        mixed_units=mixed,
+        sample_ratio=sample_ratio,
+        metrics=metrics,
+        changes=split_changes(experiment, stop),
+    )
