@@ -1,0 +1,67 @@
+"""The experiment page in a real headless Chromium: results with a loud sample-ratio warning."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flags import services
+from flags.models import Experiment, UnitExposure
+from tests import factories
+from tests.browser.accessibility import assert_inputs_labelled
+from tests.browser.chromium import Clicks, log_in, page_text, screenshot, wait
+
+pytestmark = pytest.mark.browser
+
+T0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def test_a_pm_opens_an_experiment_whose_split_is_broken(browser, live_server, transactional_db):
+    from selenium.webdriver.common.by import By
+
+    project = factories.project("shop", name="Shop")
+    flag = factories.flag(project, "new-checkout")
+    variants = [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]
+    factories.configure(
+        flag, "production", enabled=True, defaultServe={"rollout": {"variants": variants}}
+    )
+    purchases = factories.metric(project, "purchases", name="Purchases", event="purchase")
+    experiment = factories.experiment(
+        flag, key="checkout-v2", name="Checkout v2", metrics=[purchases]
+    )
+    services.experiment_start(experiment=experiment, actor=None, source="cli")
+    Experiment.objects.filter(pk=experiment.pk).update(starts_at=T0)
+    production = factories.environment(project)
+    # 1,000 units in off, 800 in on: a 50/50 rollout does not split that way by chance.
+    UnitExposure.objects.bulk_create(
+        UnitExposure(
+            environment=production,
+            flag_key="new-checkout",
+            variant=variant,
+            unit=f"{variant}-{index}",
+            first_seen=T0 + timedelta(hours=1),
+        )
+        for variant, count in (("off", 1000), ("on", 800))
+        for index in range(count)
+    )
+    for variant, converted in (("off", 100), ("on", 100)):
+        for index in range(converted):
+            factories.event_day(
+                production, "purchase", f"{variant}-{index}", T0 + timedelta(hours=3)
+            )
+    factories.member(project, "viewer", username="pm")
+    log_in(browser, live_server, "pm")
+    clicks = Clicks(browser)
+
+    clicks.on(By.LINK_TEXT, "Experiments")
+    clicks.on(By.LINK_TEXT, "checkout-v2")
+
+    wait(browser, lambda b: "Sample ratio mismatch" in page_text(b))
+    warning = browser.find_element(By.CSS_SELECTOR, ".flags-srm[role=alert]")
+    assert "do not trust these results" in warning.text
+    assert "off 1,000 / on 800" in warning.text
+    table = browser.find_element(By.CSS_SELECTOR, "table.flags-results")
+    assert "10.0%" in table.text and "12.5%" in table.text  # 100 of 1,000; 100 of 800
+    assert "+25.0% (" in table.text
+    assert_inputs_labelled(browser, "the experiment page")
+    screenshot(browser, "experiment-sample-ratio-mismatch", window=(1400, 1100))
+    assert clicks.count == 2
