@@ -65,6 +65,13 @@ def configure(flag: Flag, environment_key: str = "development", **data) -> FlagC
     return services.flag_config_update(config=config(flag, environment_key), data=data, **SYSTEM)
 
 
+def split(flag: Flag, environment_key: str = "production", **weights: int) -> FlagConfig:
+    """Switch the flag on in the environment, serving a rollout: split(flag, on=50, off=50)."""
+    variants = [{"variant": variant, "weight": weight} for variant, weight in weights.items()]
+    rollout = {"defaultServe": {"rollout": {"variants": variants}}}
+    return configure(flag, environment_key, enabled=True, **rollout)
+
+
 def metric(project: Project, key: str | None = None, **data) -> Metric:
     return services.metric_create(project=project, key=key or unique("metric"), data=data, **SYSTEM)
 
@@ -77,6 +84,31 @@ def experiment(
     data.setdefault("environment", environment(flag.project, environment_key))
     return services.experiment_create(
         project=flag.project, key=key or unique("experiment"), data={"flag": flag, **data}, **SYSTEM
+    )
+
+
+def started(experiment: Experiment, start: datetime, stop: datetime | None = None) -> Experiment:
+    """Start the experiment, as if at `start` (and stopped at `stop`): for data of the past."""
+    services.experiment_start(experiment=experiment, **SYSTEM)
+    Experiment.objects.filter(pk=experiment.pk).update(starts_at=start, ends_at=stop)
+    experiment.refresh_from_db()
+    return experiment
+
+
+def exposures(
+    environment: Environment, flag_key: str, units: dict[str, int], first_seen: datetime
+) -> None:
+    """`units[variant]` units first exposed to each variant at `first_seen`, named variant-i."""
+    UnitExposure.objects.bulk_create(
+        UnitExposure(
+            environment=environment,
+            flag_key=flag_key,
+            variant=variant,
+            unit=f"{variant}-{index}",
+            first_seen=first_seen,
+        )
+        for variant, count in units.items()
+        for index in range(count)
     )
 
 

@@ -4,8 +4,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flags import services
-from flags.models import Experiment, UnitExposure
 from tests import factories
 from tests.browser.accessibility import assert_inputs_labelled
 from tests.browser.chromium import Clicks, log_in, page_text, screenshot, wait
@@ -20,29 +18,15 @@ def test_a_pm_opens_an_experiment_whose_split_is_broken(browser, live_server, tr
 
     project = factories.project("shop", name="Shop")
     flag = factories.flag(project, "new-checkout")
-    variants = [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]
-    factories.configure(
-        flag, "production", enabled=True, defaultServe={"rollout": {"variants": variants}}
-    )
+    factories.split(flag, on=50, off=50)
     purchases = factories.metric(project, "purchases", name="Purchases", event="purchase")
     experiment = factories.experiment(
         flag, key="checkout-v2", name="Checkout v2", metrics=[purchases]
     )
-    services.experiment_start(experiment=experiment, actor=None, source="cli")
-    Experiment.objects.filter(pk=experiment.pk).update(starts_at=T0)
+    factories.started(experiment, T0)
     production = factories.environment(project)
     # 1,000 units in off, 800 in on: a 50/50 rollout does not split that way by chance.
-    UnitExposure.objects.bulk_create(
-        UnitExposure(
-            environment=production,
-            flag_key="new-checkout",
-            variant=variant,
-            unit=f"{variant}-{index}",
-            first_seen=T0 + timedelta(hours=1),
-        )
-        for variant, count in (("off", 1000), ("on", 800))
-        for index in range(count)
-    )
+    factories.exposures(production, "new-checkout", {"off": 1000, "on": 800}, T0)
     for variant, converted in (("off", 100), ("on", 100)):
         for index in range(converted):
             factories.event_day(

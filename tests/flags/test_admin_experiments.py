@@ -4,8 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flags import services
-from flags.models import AuditEntry, Experiment, Metric, UnitExposure
+from flags.models import AuditEntry, Experiment, Metric
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -14,17 +13,9 @@ T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 @pytest.fixture
-def project():
-    return factories.project("shop")
-
-
-@pytest.fixture
 def checkout(project):
     flag = factories.flag(project, "checkout")
-    variants = [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]
-    factories.configure(
-        flag, "production", enabled=True, defaultServe={"rollout": {"variants": variants}}
-    )
+    factories.split(flag, on=50, off=50)
     return flag
 
 
@@ -43,26 +34,11 @@ def _page(client, experiment) -> str:
 
 
 def _running(flag, *metrics, start=T0, stop=None) -> Experiment:
-    experiment = factories.experiment(flag, metrics=list(metrics))
-    services.experiment_start(experiment=experiment, actor=None, source="cli")
-    Experiment.objects.filter(pk=experiment.pk).update(starts_at=start, ends_at=stop)
-    experiment.refresh_from_db()
-    return experiment
+    return factories.started(factories.experiment(flag, metrics=list(metrics)), start, stop)
 
 
 def _units(project, split: dict[str, int]) -> None:
-    production = factories.environment(project)
-    UnitExposure.objects.bulk_create(
-        UnitExposure(
-            environment=production,
-            flag_key="checkout",
-            variant=variant,
-            unit=f"{variant}-{index}",
-            first_seen=T0 + timedelta(hours=1),
-        )
-        for variant, count in split.items()
-        for index in range(count)
-    )
+    factories.exposures(factories.environment(project), "checkout", split, T0 + timedelta(hours=1))
 
 
 def test_a_metric_is_added_in_the_admin_through_the_service(client, project, editor):
@@ -205,8 +181,7 @@ def test_a_change_of_weights_while_running_is_noted_with_its_time(
     client, project, checkout, editor
 ):
     experiment = _running(checkout, start=datetime.now(UTC) - timedelta(days=1))
-    variants = [{"variant": "on", "weight": 90}, {"variant": "off", "weight": 10}]
-    factories.configure(checkout, "production", defaultServe={"rollout": {"variants": variants}})
+    factories.split(checkout, on=90, off=10)
 
     page = _page(client, experiment)
 

@@ -7,9 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from scipy import stats
 
-from flags import services
 from flags.experiments import experiment_analysis, metric_totals
-from flags.models import Experiment, UnitExposure
+from flags.models import Experiment
 from flags.statistics import NO_UNITS
 from tests import factories
 
@@ -20,29 +19,14 @@ HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
 
 @pytest.fixture
-def project():
-    return factories.project("shop")
-
-
-def _split(on: int, off: int) -> dict:
-    variants = [{"variant": "on", "weight": on}, {"variant": "off", "weight": off}]
-    return {"defaultServe": {"rollout": {"variants": variants}}}
-
-
-@pytest.fixture
 def checkout(project):
     flag = factories.flag(project, "checkout")
-    factories.configure(flag, "production", enabled=True, **_split(50, 50))
+    factories.split(flag, on=50, off=50)
     return flag
 
 
 def _started(flag, *metrics, start=T0, stop=T0 + 10 * DAY) -> Experiment:
-    experiment = factories.experiment(flag, metrics=list(metrics))
-    experiment = services.experiment_start(experiment=experiment, actor=None, source="cli")
-    # As if started at `start` (and stopped at `stop`): the data below is of that period.
-    Experiment.objects.filter(pk=experiment.pk).update(starts_at=start, ends_at=stop)
-    experiment.refresh_from_db()
-    return experiment
+    return factories.started(factories.experiment(flag, metrics=list(metrics)), start, stop)
 
 
 @pytest.fixture
@@ -163,18 +147,7 @@ def test_the_analysis_is_one_query_per_metric(project, checkout, data):
 
 
 def test_a_split_far_from_the_weights_is_a_sample_ratio_mismatch(project, checkout):
-    production = factories.environment(project)
-    rows = [
-        UnitExposure(
-            environment=production,
-            flag_key="checkout",
-            variant="off" if index < 100 else "on",
-            unit=f"user-{index}",
-            first_seen=T0 + HOUR,
-        )
-        for index in range(130)
-    ]
-    UnitExposure.objects.bulk_create(rows)
+    factories.exposures(factories.environment(project), "checkout", {"off": 100, "on": 30}, T0)
     experiment = _started(checkout)
 
     ratio = experiment_analysis(experiment).sample_ratio
@@ -203,7 +176,7 @@ def test_a_draft_has_no_analysis(checkout):
 def test_changes_to_the_split_while_running_are_reported_with_their_times(project, checkout):
     experiment = _started(checkout, start=datetime.now(UTC) - DAY, stop=None)
     factories.configure(checkout, "production", enabled=False)  # not a change of the split
-    changed = factories.configure(checkout, "production", **_split(80, 20))
+    changed = factories.split(checkout, on=80, off=20)
 
     changes = experiment_analysis(experiment).changes
 
@@ -217,7 +190,7 @@ def test_changes_to_the_split_while_running_are_reported_with_their_times(projec
 
 
 def test_changes_before_the_start_are_not_reported(project, checkout):
-    factories.configure(checkout, "production", **_split(40, 60))
+    factories.split(checkout, on=40, off=60)
     experiment = _started(checkout, start=datetime.now(UTC) - DAY, stop=None)
     assert experiment_analysis(experiment).changes == []
     factories.configure(

@@ -11,23 +11,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def project():
-    return factories.project("shop")
-
-
-@pytest.fixture
 def checkout(project):
     flag = factories.flag(project, "checkout")
-    factories.configure(
-        flag,
-        "production",
-        enabled=True,
-        defaultServe={
-            "rollout": {
-                "variants": [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]
-            }
-        },
-    )
+    factories.split(flag, on=50, off=50)
     return flag
 
 
