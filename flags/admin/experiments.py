@@ -117,6 +117,7 @@ def _metric_table(result: MetricResult) -> dict[str, Any]:
         "conversion rate"
         if metric.kind == Metric.Kind.CONVERSION
         else f"{metric.get_aggregation_display()} of the value per unit"
+        + (", over the units with a value" if metric.aggregation == Metric.Aggregation.MEAN else "")
     )
     rows = [_row(metric, result.control, True)]
     rows += [_row(metric, treatment, False) for treatment in result.treatments]

@@ -32,7 +32,7 @@ def test_a_pm_opens_an_experiment_whose_split_is_broken(browser, live_server, tr
             factories.event_day(
                 production, "purchase", f"{variant}-{index}", T0 + timedelta(hours=3)
             )
-    factories.member(project, "viewer", username="pm")
+    factories.member(project, "editor", username="pm")
     log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
@@ -46,6 +46,7 @@ def test_a_pm_opens_an_experiment_whose_split_is_broken(browser, live_server, tr
     table = browser.find_element(By.CSS_SELECTOR, "table.flags-results")
     assert "10.0%" in table.text and "12.5%" in table.text  # 100 of 1,000; 100 of 800
     assert "+25.0% (" in table.text
+    assert browser.find_element(By.CSS_SELECTOR, "input[value='Stop the experiment now']")
     assert_inputs_labelled(browser, "the experiment page")
     screenshot(browser, "experiment-sample-ratio-mismatch", window=(1400, 1100))
     assert clicks.count == 2

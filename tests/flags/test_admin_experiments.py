@@ -222,7 +222,65 @@ def test_start_is_post_only(client, checkout, editor):
 
 
 def test_the_flag_page_links_to_its_experiments(client, checkout, editor):
+    experiment = factories.experiment(checkout, key="checkout-v2")
+    factories.experiment(factories.flag(checkout.project, "banner"), key="banner-test")
+    production = factories.environment(checkout.project)
     page = client.get(f"/admin/flags/flag/{checkout.pk}/change/").content.decode()
-    assert f"/admin/flags/experiment/?flag__id__exact={checkout.pk}" in page
-    listing = client.get(f"/admin/flags/experiment/?flag__id__exact={checkout.pk}")
+    link = (
+        f"/admin/flags/experiment/?flag__id__exact={checkout.pk}"
+        f"&environment__id__exact={production.pk}"
+    )
+    assert link.replace("&", "&amp;") in page
+
+    listing = client.get(link)
+
     assert listing.status_code == 200
+    assert list(listing.context["cl"].result_list) == [experiment]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("hypothesis", "more\x00sales", "Null characters are not allowed"),
+        ("name", "n" * 300, "at most 200 characters"),
+        ("control_variant", "blue", "unknown variant 'blue'"),
+        ("flag", "999999", "Select a valid choice"),
+        ("flag", "not-a-number", "Select a valid choice"),
+    ],
+)
+def test_the_experiment_form_refuses_bad_input_on_its_field(
+    client, project, checkout, editor, field, value, message
+):
+    data = {
+        "project": project.pk,
+        "key": "e",
+        "name": "E",
+        "flag": checkout.pk,
+        "environment": factories.environment(project).pk,
+        "control_variant": "off",
+        field: value,
+    }
+
+    response = client.post("/admin/flags/experiment/add/", data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors and message in " ".join(errors[field])
+    assert not Experiment.objects.exists()
+
+
+def test_another_projects_flag_cannot_be_chosen(client, project, editor):
+    foreign = factories.flag(factories.project("other"), "checkout")
+    response = client.post(
+        "/admin/flags/experiment/add/",
+        {
+            "project": project.pk,
+            "key": "e",
+            "name": "E",
+            "flag": foreign.pk,
+            "environment": factories.environment(project).pk,
+            "control_variant": "off",
+        },
+    )
+    assert "flag" in response.context["adminform"].form.errors
+    assert not Experiment.objects.exists()
