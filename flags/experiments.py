@@ -36,7 +36,9 @@ __all__ = [
     "VariantResult",
     "VariantTotals",
     "experiment_analysis",
+    "metric_result",
     "metric_totals",
+    "unit_counts",
 ]
 
 # The parts of a configuration's state that decide which split units are served.
@@ -120,28 +122,29 @@ exposed AS (
   HAVING MIN(x.first_seen) >= %s
 )"""
 
+# Each unit's events of the metric in its window, summed for the units that have any (a
+# minority, usually), then joined back to every unit: one grouping by unit, of those only.
 _METRIC_QUERY = """
 WITH {exposed},
 per_unit AS (
-  SELECT e.unit AS unit, e.variant AS variant, e.variants AS variants,
-         COALESCE(SUM(d.count), 0) AS events,
-         COALESCE(SUM(d.valued), 0) AS valued,
-         COALESCE(SUM(d.value_sum), 0.0) AS total
+  SELECT e.unit AS unit,
+         SUM(d.count) AS events, SUM(d.valued) AS valued, SUM(d.value_sum) AS total
   FROM exposed e
-  LEFT JOIN flags_uniteventday d
+  JOIN flags_uniteventday d
     ON d.environment_id = %s AND d.event = %s AND d.unit = e.unit
    AND d.day >= {first_day} AND d.day <= {last_day} AND d.last_at >= e.first_seen
-  GROUP BY e.unit, e.variant, e.variants
+  GROUP BY e.unit
 )
-SELECT CASE WHEN variants > 1 THEN NULL ELSE variant END,
+SELECT CASE WHEN e.variants > 1 THEN NULL ELSE e.variant END,
        COUNT(*),
-       SUM(CASE WHEN events > 0 THEN 1 ELSE 0 END),
-       SUM(total), SUM(total * total),
-       SUM(CASE WHEN valued > 0 THEN 1 ELSE 0 END),
-       SUM(CASE WHEN valued > 0 THEN total / valued ELSE 0.0 END),
-       SUM(CASE WHEN valued > 0 THEN (total / valued) * (total / valued) ELSE 0.0 END)
-FROM per_unit
-GROUP BY CASE WHEN variants > 1 THEN NULL ELSE variant END
+       SUM(CASE WHEN u.events > 0 THEN 1 ELSE 0 END),
+       SUM(COALESCE(u.total, 0.0)), SUM(COALESCE(u.total * u.total, 0.0)),
+       SUM(CASE WHEN u.valued > 0 THEN 1 ELSE 0 END),
+       SUM(CASE WHEN u.valued > 0 THEN u.total / u.valued ELSE 0.0 END),
+       SUM(CASE WHEN u.valued > 0 THEN (u.total / u.valued) * (u.total / u.valued) ELSE 0.0 END)
+FROM exposed e
+LEFT JOIN per_unit u ON u.unit = e.unit
+GROUP BY CASE WHEN e.variants > 1 THEN NULL ELSE e.variant END
 """
 
 _UNITS_QUERY = """
@@ -245,12 +248,12 @@ def _variants(experiment: Experiment, seen: dict) -> list[str]:
 def metric_result(
     experiment: Experiment,
     metric: Metric,
+    totals: dict[str, VariantTotals],
+    mixed: int,
     *,
-    start: datetime,
-    stop: datetime,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> MetricResult:
-    totals, mixed = metric_totals(experiment, metric, start=start, stop=stop)
+    """Each treatment against the control, from the metric's totals (`metric_totals`)."""
     by_variant = {
         v: _statistics_totals(metric, totals.get(v)) for v in _variants(experiment, totals)
     }
@@ -301,23 +304,26 @@ def experiment_analysis(
     """The experiment's results per metric, its sample-ratio check against the weights at
     the start, and the changes to its split since; None for a draft (nothing counted yet).
 
-    Queries: one for the units per variant, one per metric, one for the versions.
+    Queries: one per metric (or, with no metric, one for the units per variant), and one
+    for the versions.
     """
     if experiment.starts_at is None:
         return None
     start = experiment.starts_at
     stop = experiment.ends_at or now or timezone.now()
-    units, mixed = unit_counts(experiment, start=start, stop=stop)
+    metrics, counted = [], None
+    for metric in experiment.metrics.order_by("key"):
+        totals, mixed = metric_totals(experiment, metric, start=start, stop=stop)
+        metrics.append(metric_result(experiment, metric, totals, mixed, confidence=confidence))
+        # Every metric's query counts the exposed units: the first one's serve the check.
+        counted = counted or ({v: t.units for v, t in totals.items()}, mixed)
+    units, mixed = counted or unit_counts(experiment, start=start, stop=stop)
     weights = {item["variant"]: item["weight"] for item in experiment.start_weights}
     variants = _variants(experiment, units)
     sample_ratio = sample_ratio_mismatch(
         [units.get(variant, 0) for variant in variants],
         [weights.get(variant, 0) for variant in variants],
     )
-    metrics = [
-        metric_result(experiment, metric, start=start, stop=stop, confidence=confidence)
-        for metric in experiment.metrics.order_by("key")
-    ]
     return Analysis(
         experiment=experiment,
         start=start,
