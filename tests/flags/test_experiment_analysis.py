@@ -140,10 +140,10 @@ def test_the_analysis_is_one_query_per_metric(project, checkout, data):
     with CaptureQueriesContext(connection) as queries:
         experiment_analysis(experiment)
 
-    joins = [q["sql"] for q in queries.captured_queries if "flags_uniteventday" in q["sql"]]
-    assert len(joins) == 3
-    # The units per variant, the metrics, the versions, and the flag and config: no more.
-    assert len(queries.captured_queries) <= 3 + 4 + 2
+    exposures = [q["sql"] for q in queries.captured_queries if "flags_unitexposure" in q["sql"]]
+    assert len(exposures) == 3 and all("flags_uniteventday" in sql for sql in exposures)
+    # Besides: the metrics, the flag, the environment, the configuration, its versions.
+    assert len(queries.captured_queries) <= 3 + 5
 
 
 def test_a_split_far_from_the_weights_is_a_sample_ratio_mismatch(project, checkout):
