@@ -22,7 +22,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
@@ -30,35 +29,16 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 SIZES = [
     int(size) for size in os.environ.get("EXPERIMENT_UNITS", "10000,100000,1000000").split(",")
 ]
-DB_URL = os.environ.get("DB_URL", "postgres://postgres@127.0.0.1:5432/flags_bench_experiments")
-os.environ["DB_URL"] = DB_URL
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flagsite.settings")
-os.environ.setdefault("JWT_SECRET", "bench-only-secret-0123456789abcdef0123456789")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 RUNS = 3
+START = datetime(2026, 11, 2, tzinfo=UTC)
 
 from statistics import median  # noqa: E402  (bench/statistics.py is off the path now)
 
-START = datetime(2026, 11, 2, tzinfo=UTC)
+from bench.databases import database, own_database  # noqa: E402
 
-
-def _database(action: str) -> None:
-    """Create or drop the database DB_URL names, from the server's `postgres` database."""
-    import psycopg
-
-    parts = urlsplit(DB_URL)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if action == "create":
-            connection.execute(f'CREATE DATABASE "{name}"')
-
-
-if not DB_URL.startswith("postgres"):
-    sys.exit("bench/experiments.py measures PostgreSQL: give DB_URL=postgres://.../DATABASE")
-_database("create")
+DB_URL = own_database(
+    "bench/experiments.py", "postgres://postgres@127.0.0.1:5432/flags_bench_experiments"
+)
 
 import django  # noqa: E402
 
@@ -203,4 +183,4 @@ if __name__ == "__main__":
         main()
     finally:
         connections.close_all()
-        _database("drop")
+        database(DB_URL, "drop")
