@@ -9,7 +9,7 @@ docs/experiments.md explains the query and its choices.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 
 from django.db import connection
 from django.utils import timezone
@@ -39,6 +39,7 @@ __all__ = [
     "metric_result",
     "metric_totals",
     "unit_counts",
+    "window_open_since",
 ]
 
 # The parts of a configuration's state that decide which split units are served.
@@ -56,6 +57,7 @@ class VariantTotals:
     valued_units: int  # units with at least one value in their window
     mean_total: float  # the sum over those units of each unit's mean value
     mean_squares: float  # ... of its square
+    open_units: int = 0  # units whose window had not closed yet at the time of the query
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class MetricResult:
     control: VariantResult
     treatments: list[VariantResult]
     mixed_units: int  # exposed to more than one variant: left out
+    open_units: int = 0  # counted units whose window is still open: figures still move
 
     @property
     def rows(self) -> list[VariantResult]:
@@ -141,7 +144,8 @@ SELECT CASE WHEN e.variants > 1 THEN NULL ELSE e.variant END,
        SUM(COALESCE(u.total, 0.0)), SUM(COALESCE(u.total * u.total, 0.0)),
        SUM(CASE WHEN u.valued > 0 THEN 1 ELSE 0 END),
        SUM(CASE WHEN u.valued > 0 THEN u.total / u.valued ELSE 0.0 END),
-       SUM(CASE WHEN u.valued > 0 THEN (u.total / u.valued) * (u.total / u.valued) ELSE 0.0 END)
+       SUM(CASE WHEN u.valued > 0 THEN (u.total / u.valued) * (u.total / u.valued) ELSE 0.0 END),
+       SUM(CASE WHEN e.first_seen >= %s THEN 1 ELSE 0 END)
 FROM exposed e
 LEFT JOIN per_unit u ON u.unit = e.unit
 GROUP BY CASE WHEN e.variants > 1 THEN NULL ELSE e.variant END
@@ -165,11 +169,24 @@ def _exposed_params(experiment: Experiment, start: datetime, stop: datetime) -> 
     ]
 
 
+def window_open_since(metric: Metric, now: datetime) -> datetime:
+    """Units first exposed from this time on have not had their whole window by `now`: it
+    ends with the day (UTC) `window_days` after the exposure's."""
+    day = now.astimezone(UTC).date() - timedelta(days=metric.window_days)
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
 def metric_totals(
-    experiment: Experiment, metric: Metric, *, start: datetime, stop: datetime
+    experiment: Experiment,
+    metric: Metric,
+    *,
+    start: datetime,
+    stop: datetime,
+    now: datetime | None = None,
 ) -> tuple[dict[str, VariantTotals], int]:
     """Per variant, the metric's sufficient statistics over the experiment's units; and the
     number of units left out for having been exposed to more than one variant. One query."""
+    open_since = window_open_since(metric, now or timezone.now())
     first_day, last_day, day_params = _day_sql("e.first_seen", metric.window_days)
     sql = _METRIC_QUERY.format(exposed=_EXPOSED, first_day=first_day, last_day=last_day)
     params = [
@@ -177,12 +194,13 @@ def metric_totals(
         experiment.environment_id,
         metric.event,
         *day_params,
+        connection.ops.adapt_datetimefield_value(open_since),
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     totals, mixed = {}, 0
-    for variant, units, converted, total, squares, valued, mean_total, mean_squares in rows:
+    for variant, units, converted, total, squares, valued, mean_total, mean_squares, opened in rows:
         if variant is None:
             mixed = int(units)
             continue
@@ -194,6 +212,7 @@ def metric_totals(
             valued_units=int(valued or 0),
             mean_total=float(mean_total or 0.0),
             mean_squares=float(mean_squares or 0.0),
+            open_units=int(opened or 0),
         )
     return totals, mixed
 
@@ -270,7 +289,8 @@ def metric_result(
         for variant, figures in by_variant.items()
         if variant != control_key
     ]
-    return MetricResult(metric, row(control_key), treatments, mixed)
+    open_units = sum(figures.open_units for figures in totals.values())
+    return MetricResult(metric, row(control_key), treatments, mixed, open_units)
 
 
 def split_changes(experiment: Experiment, stop: datetime) -> list[ConfigChange]:
@@ -304,16 +324,20 @@ def experiment_analysis(
     """The experiment's results per metric, its sample-ratio check against the weights at
     the start, and the changes to its split since; None for a draft (nothing counted yet).
 
+    `now` (the current time unless given) ends a running experiment, and is when the units'
+    windows are judged still open (`MetricResult.open_units`).
+
     Queries: one per metric (or, with no metric, one for the units per variant), and one
     for the versions.
     """
     if experiment.starts_at is None:
         return None
     start = experiment.starts_at
-    stop = experiment.ends_at or now or timezone.now()
+    now = now or timezone.now()
+    stop = experiment.ends_at or now
     metrics, counted = [], None
     for metric in experiment.metrics.order_by("key"):
-        totals, mixed = metric_totals(experiment, metric, start=start, stop=stop)
+        totals, mixed = metric_totals(experiment, metric, start=start, stop=stop, now=now)
         metrics.append(metric_result(experiment, metric, totals, mixed, confidence=confidence))
         # Every metric's query counts the exposed units: the first one's serve the check.
         counted = counted or ({v: t.units for v, t in totals.items()}, mixed)

@@ -126,6 +126,7 @@ def _metric_table(result: MetricResult) -> dict[str, Any]:
         "measure": kind,
         "rows": rows,
         "mixed_units": result.mixed_units,
+        "open_units": result.open_units,
         "reasons": list(dict.fromkeys(r for row in rows for r in row["reasons"])),
     }
 

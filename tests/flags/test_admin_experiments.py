@@ -151,6 +151,7 @@ def test_the_results_table_shows_each_variant_against_the_control(
     assert "20.0%" in page and "30.0%" in page  # 40 and 60 of 200
     assert "+50.0% (" in page  # the relative lift with its interval
     assert "Sample ratio mismatch" not in page
+    assert "window is still open" not in page  # the windows closed long ago
     assert "as the weights at the start (off 50% / on 50%) expect" in page
 
 
@@ -284,3 +285,16 @@ def test_another_projects_flag_cannot_be_chosen(client, project, editor):
     )
     assert "flag" in response.context["adminform"].form.errors
     assert not Experiment.objects.exists()
+
+
+def test_a_running_experiment_says_how_many_windows_are_still_open(
+    client, project, checkout, editor
+):
+    metric = factories.metric(project, "purchases", name="Purchases", event="purchase")
+    now = datetime.now(UTC)
+    factories.exposures(factories.environment(project), "checkout", {"off": 3, "on": 2}, now)
+    experiment = _running(checkout, metric, start=now - timedelta(hours=1))
+
+    page = _page(client, experiment)
+
+    assert "5 of these units were first exposed less than 7 days ago" in page

@@ -200,3 +200,15 @@ def test_changes_before_the_start_are_not_reported(project, checkout):
     )
     [change] = experiment_analysis(experiment).changes
     assert "rule 1 'staff' added" in change.changes[0]
+
+
+def test_units_whose_window_is_still_open_are_counted(project, checkout, data):
+    purchases = _metric(project, "purchases", window_days=3)
+    experiment = _started(checkout, purchases)
+
+    # Exposed on T0's day: the 3-day window ends with the day T0 + 3 days.
+    [early] = experiment_analysis(experiment, now=T0 + 3 * DAY + 23 * HOUR).metrics
+    [closed] = experiment_analysis(experiment, now=T0 + 4 * DAY).metrics
+
+    assert early.open_units == 8 and closed.open_units == 0
+    assert (early.control.value, closed.control.value) == (0.5, 0.5)
