@@ -108,6 +108,12 @@ bench-sdk: install-dev
 bench-statistics: install-dev
 	$(BIN)/python bench/statistics.py
 
+## bench-experiments: an experiment's analysis query and page at 10,000 to 1,000,000 units
+.PHONY: bench-experiments
+bench-experiments: install-dev
+	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags_bench_experiments} \
+	$(BIN)/python bench/experiments.py
+
 ## bench-webhooks: what subscribed webhooks cost a write; deliveries per second
 .PHONY: bench-webhooks
 bench-webhooks: install-dev

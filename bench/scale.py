@@ -35,20 +35,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 SIZES = {"S": 100, "M": 1_000, "L": 10_000}
 CHOSEN = [s.strip().upper() for s in os.environ.get("SCALE_SIZES", "S,M,L").split(",") if s]
-DB_URL = os.environ.get("DB_URL", "postgres://postgres@127.0.0.1:5432/flags_bench_scale")
-os.environ["DB_URL"] = DB_URL
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flagsite.settings")
-os.environ.setdefault("JWT_SECRET", "bench-only-secret-0123456789abcdef0123456789")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 
 SEGMENTS = 200
 RULES = 3
@@ -56,22 +49,9 @@ COUNTRIES = ["US", "CA", "GB", "FR", "DE", "JP", "BR", "IN", "AU", "NL"]
 PLANS = ["free", "pro", "team", "enterprise"]
 
 
-def _database(action: str) -> None:
-    """Create or drop the database DB_URL names, from the server's `postgres` database."""
-    import psycopg
+from bench.databases import database, own_database  # noqa: E402
 
-    parts = urlsplit(DB_URL)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if action == "create":
-            connection.execute(f'CREATE DATABASE "{name}"')
-
-
-if not DB_URL.startswith("postgres"):
-    sys.exit("bench/scale.py measures PostgreSQL: give DB_URL=postgres://.../DATABASE")
-_database("create")
+DB_URL = own_database("bench/scale.py", "postgres://postgres@127.0.0.1:5432/flags_bench_scale")
 
 import django  # noqa: E402
 
@@ -323,7 +303,7 @@ def main() -> None:
             print(f"| {label} | " + " | ".join(col[name] for col in columns.values()) + " |")
     finally:
         connections.close_all()
-        _database("drop")
+        database(DB_URL, "drop")
 
 
 if __name__ == "__main__":

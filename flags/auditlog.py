@@ -38,6 +38,7 @@ ACTION_GROUPS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("transfer", "Imports and promotions", ("import", "promote"), ()),
     ("trigger", "Triggers fired", ("fire",), ()),
     ("bypass", "Approval bypassed", ("bypass-approval",), ()),
+    ("experiment", "Experiments started or stopped", ("start", "stop"), ()),
 )
 GROUP_NAMES = {value: label for value, label, _, _ in ACTION_GROUPS}
 

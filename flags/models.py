@@ -643,3 +643,117 @@ class SeenAttribute(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- Experiments: metrics, and a flag's rollout compared on them -------------------------
+
+
+class Metric(models.Model):
+    """What an experiment measures per unit: an event's conversion, or its values' sum or mean.
+
+    Counted from each unit's first exposure to the end of its window (docs/experiments.md).
+    """
+
+    class Kind(models.TextChoices):
+        CONVERSION = "conversion"
+        NUMERIC = "numeric"
+
+    class Aggregation(models.TextChoices):
+        SUM = "sum"
+        MEAN = "mean"
+
+    class Better(models.TextChoices):
+        HIGHER = "higher", "higher is better"
+        LOWER = "lower", "lower is better"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="metrics")
+    key = key_field()
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    event = models.CharField(
+        max_length=100,
+        verbose_name="event name",
+        help_text="The event the SDK's track (or POST /api/v1/sdk/events) sends, e.g. purchase.",
+    )
+    kind = models.CharField(
+        max_length=16,
+        choices=Kind.choices,
+        default=Kind.CONVERSION,
+        help_text="Conversion: did the unit send the event in its window. Numeric: the "
+        "event's values per unit.",
+    )
+    aggregation = models.CharField(
+        max_length=8,
+        choices=Aggregation.choices,
+        blank=True,
+        help_text="Numeric metrics only: each unit's sum of values (0 without events), or "
+        "their mean (units without a value left out).",
+    )
+    window_days = models.PositiveIntegerField(
+        default=7,
+        verbose_name="window (days)",
+        help_text="Events count from the unit's first exposure to the end of this many "
+        "days after its day (UTC).",
+    )
+    better = models.CharField(max_length=8, choices=Better.choices, default=Better.HIGHER)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project__key", "key"]
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="metric_key_unique")]
+
+    def __str__(self) -> str:
+        return self.name or self.key
+
+    def clean(self) -> None:
+        validation.check_metric(self)
+
+
+class Experiment(models.Model):
+    """A flag's rollout in one environment, its variants compared with a control on metrics.
+
+    Starting records the rollout's weights and the configuration's version, so the page can
+    check the sample ratio against them and say when the rollout or rules changed since.
+    """
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        RUNNING = "running"
+        STOPPED = "stopped"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="experiments")
+    key = key_field()
+    name = models.CharField(max_length=200)
+    hypothesis = models.TextField(
+        blank=True, help_text="What you expect to change, and why; read when deciding."
+    )
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="experiments")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    control_variant = models.CharField(
+        max_length=64, help_text="The variant the others are compared with."
+    )
+    metrics = models.ManyToManyField(Metric, related_name="experiments")
+    status = models.CharField(
+        max_length=8, choices=Status.choices, default=Status.DRAFT, editable=False
+    )
+    starts_at = models.DateTimeField(null=True, blank=True, editable=False)
+    ends_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The rollout split at the start ([{"variant": KEY, "weight": N}, ...]) and the
+    # configuration's version then: later versions that change it are reported.
+    start_weights = models.JSONField(default=list, blank=True, editable=False)
+    start_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project__key", "-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="experiment_key_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.key
+
+    def clean(self) -> None:
+        validation.check_experiment(self)

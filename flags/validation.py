@@ -14,12 +14,23 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
+from evaluation.batches import text_problem as name_problem
 from evaluation.engine import BOOLEAN_VARIANTS, DocumentError, check_condition, check_serving
 
 if TYPE_CHECKING:
     from django.utils.datastructures import MultiValueDict
 
-    from flags.models import Flag, FlagConfig, Prerequisite, Project, Rule, Segment, Target
+    from flags.models import (
+        Experiment,
+        Flag,
+        FlagConfig,
+        Metric,
+        Prerequisite,
+        Project,
+        Rule,
+        Segment,
+        Target,
+    )
 
 # The keys of projects, environments, flags, variants, segments, tags and rules.
 KEY_PATTERN = r"[a-z0-9][a-z0-9_.-]*"
@@ -202,6 +213,46 @@ def check_segment(segment: Segment) -> None:
     check_conditions(segment.conditions, None)
     check_keys_list("included", segment.included)
     check_keys_list("excluded", segment.excluded)
+
+
+MAX_WINDOW_DAYS = 90
+
+
+def check_metric(metric: Metric) -> None:
+    """A metric's event name as the events endpoint takes it; an aggregation for numeric
+    metrics only; a window of 1 to MAX_WINDOW_DAYS days."""
+    problem = "is empty" if metric.event == "" else name_problem("event", metric.event, 100)
+    if problem:
+        raise ValidationError({"event": f"an event name of 1 to 100 characters ({problem})"})
+    if metric.kind == "numeric" and metric.aggregation not in ("sum", "mean"):
+        raise ValidationError({"aggregation": "a numeric metric is a sum or a mean"})
+    if metric.kind == "conversion" and metric.aggregation:
+        raise ValidationError({"aggregation": "a conversion metric has no aggregation"})
+    window = metric.window_days
+    if (
+        not isinstance(window, int)
+        or isinstance(window, bool)
+        or not 1 <= window <= MAX_WINDOW_DAYS
+    ):
+        raise ValidationError(
+            {"window_days": f"a whole number of days from 1 to {MAX_WINDOW_DAYS}"}
+        )
+
+
+def check_experiment(experiment: Experiment) -> None:
+    """The flag and environment belong to the experiment's project; the control is a variant."""
+    project_id = experiment.project_id
+    if experiment.flag_id is not None and experiment.flag.project_id != project_id:
+        raise ValidationError({"flag": "belongs to another project than the experiment"})
+    if experiment.environment_id is not None and experiment.environment.project_id != project_id:
+        raise ValidationError({"environment": "belongs to another project than the experiment"})
+    if experiment.flag_id is not None and experiment.control_variant not in variant_keys(
+        experiment.flag
+    ):
+        known = ", ".join(variant_keys(experiment.flag))
+        raise ValidationError(
+            {"control_variant": f"unknown variant {experiment.control_variant!r} (one of {known})"}
+        )
 
 
 # --- Text from outside: what the database and C code can hold ------------------------------

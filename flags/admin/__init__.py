@@ -4,6 +4,6 @@ Every write goes through `flags.services`; who may do what comes from `flags.rol
 same rules as the REST API. Each module registers its pages.
 """
 
-from flags.admin import audit, flags, projects, rollouts, segments
+from flags.admin import audit, experiments, flags, projects, rollouts, segments
 
-__all__ = ["audit", "flags", "projects", "rollouts", "segments"]
+__all__ = ["audit", "experiments", "flags", "projects", "rollouts", "segments"]

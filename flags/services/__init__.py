@@ -3,8 +3,8 @@
 The admin, the REST API and the command line all call these functions, so a rule is
 enforced once. Side effects that must follow a commit (cache, pub/sub) are registered with
 `transaction.on_commit` here, never in model signals. Each module owns one part of the
-store (projects, members, flags, configurations, segments, keys); this package re-exports
-their public functions, so callers write `services.flag_update(...)`.
+store (projects, members, flags, configurations, segments, keys, experiments); this package
+re-exports their public functions, so callers write `services.flag_update(...)`.
 """
 
 from flags.services.bulk import FlagError, flags_create_many
@@ -16,6 +16,16 @@ from flags.services.configs import (
     flag_targets_change,
     flag_toggle,
     version_restore,
+)
+from flags.services.experiments import (
+    EXPERIMENT_FIELDS,
+    METRIC_FIELDS,
+    experiment_create,
+    experiment_start,
+    experiment_stop,
+    experiment_update,
+    metric_create,
+    metric_update,
 )
 from flags.services.flags import FLAG_FIELDS, flag_create, flag_meta, flag_update, rollout_variants
 from flags.services.keys import KEY_PREFIXES, api_key_create, api_key_revoke, key_digest
@@ -53,8 +63,10 @@ __all__ = [
     "CONFIG_FIELDS",
     "DEFAULT_ENVIRONMENTS",
     "ENVIRONMENT_FIELDS",
+    "EXPERIMENT_FIELDS",
     "FLAG_FIELDS",
     "KEY_PREFIXES",
+    "METRIC_FIELDS",
     "PROJECT_FIELDS",
     "RULE_FIELDS",
     "SECURE_MODE_SECRET_PREFIX",
@@ -71,6 +83,10 @@ __all__ = [
     "environment_secure_mode_secret_rotate",
     "environment_update",
     "environments_changed",
+    "experiment_create",
+    "experiment_start",
+    "experiment_stop",
+    "experiment_update",
     "flag_config_update",
     "flag_create",
     "flag_meta",
@@ -80,6 +96,8 @@ __all__ = [
     "flags_create_many",
     "key_digest",
     "membership_set",
+    "metric_create",
+    "metric_update",
     "project_create",
     "project_update",
     "rollout_variants",

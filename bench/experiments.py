@@ -1,0 +1,186 @@
+"""Experiment analysis benchmark (`make bench-experiments`): what an experiment's results cost
+as its units grow, in PostgreSQL.
+
+For each size (EXPERIMENT_UNITS, default 10,000, 100,000 and 1,000,000 units) it writes, with
+`INSERT ... SELECT generate_series` in the shapes the events flush stores: each unit's first
+exposure to one of two variants of a 50/50 rollout over the experiment's first day (1% of
+units also to the other variant), a `pageview` event row on each of 3 days for every unit,
+and a `purchase` row with a value for 30% of the units. Then it times, median of 3 runs:
+
+- `metric_totals` of a conversion metric and of a numeric (sum) metric: the one query each;
+- `experiment_analysis` with both metrics (units, two metric queries, the versions);
+- the admin's experiment page (Django's test client, in process, no server).
+
+$DB_URL names a PostgreSQL database the script creates (dropping one of that name first) and
+drops when it ends. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+SIZES = [
+    int(size) for size in os.environ.get("EXPERIMENT_UNITS", "10000,100000,1000000").split(",")
+]
+RUNS = 3
+START = datetime(2026, 11, 2, tzinfo=UTC)
+
+from statistics import median  # noqa: E402  (bench/statistics.py is off the path now)
+
+from bench.databases import database, own_database  # noqa: E402
+
+DB_URL = own_database(
+    "bench/experiments.py", "postgres://postgres@127.0.0.1:5432/flags_bench_experiments"
+)
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from flags import services  # noqa: E402
+from flags.experiments import experiment_analysis, metric_totals  # noqa: E402
+from flags.models import Experiment, FlagConfig  # noqa: E402
+
+SYSTEM = {"actor": None, "source": "system"}
+
+
+def _experiment(size: int) -> Experiment:
+    project = services.project_create(key=f"bench-{size}", name="", **SYSTEM)
+    flag = services.flag_create(project=project, key="checkout", **SYSTEM)
+    production = project.environments.get(key="production")
+    variants = [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]
+    services.flag_config_update(
+        config=FlagConfig.objects.get(flag=flag, environment=production),
+        data={"enabled": True, "defaultServe": {"rollout": {"variants": variants}}},
+        **SYSTEM,
+    )
+    metrics = [
+        services.metric_create(
+            project=project, key="purchases", data={"event": "purchase"}, **SYSTEM
+        ),
+        services.metric_create(
+            project=project,
+            key="revenue",
+            data={"event": "purchase", "kind": "numeric", "aggregation": "sum"},
+            **SYSTEM,
+        ),
+    ]
+    experiment = services.experiment_create(
+        project=project,
+        key="checkout-v2",
+        data={
+            "flag": flag,
+            "environment": production,
+            "control_variant": "off",
+            "metrics": metrics,
+        },
+        **SYSTEM,
+    )
+    services.experiment_start(experiment=experiment, **SYSTEM)
+    Experiment.objects.filter(pk=experiment.pk).update(starts_at=START)
+    experiment.refresh_from_db()
+    return experiment
+
+
+def _rows(experiment: Experiment, size: int) -> int:
+    """Write the exposures and event rows; the number of event rows."""
+    environment = experiment.environment_id
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO flags_unitexposure (environment_id, flag_key, variant, unit, first_seen)
+            SELECT %s, 'checkout', CASE WHEN i %% 2 = 0 THEN 'on' ELSE 'off' END, 'user-' || i,
+                   %s + (i %% 86400) * interval '1 second'
+            FROM generate_series(1, %s) i
+            UNION ALL
+            SELECT %s, 'checkout', CASE WHEN i %% 2 = 0 THEN 'off' ELSE 'on' END, 'user-' || i,
+                   %s + interval '1 day'
+            FROM generate_series(100, %s, 100) i
+            """,
+            [environment, START, size, environment, START, size],
+        )
+        cursor.execute(
+            """
+            INSERT INTO flags_uniteventday (environment_id, event, unit, day, count, valued,
+                value_sum, value_squares, first_at, last_at)
+            SELECT %s, 'pageview', 'user-' || i, CAST(%s AS date) + d, 2, 0, 0, 0,
+                   %s + d * interval '1 day' + interval '23 hours',
+                   %s + d * interval '1 day' + interval '23 hours'
+            FROM generate_series(1, %s) i, generate_series(0, 2) d
+            UNION ALL
+            SELECT %s, 'purchase', 'user-' || i, CAST(%s AS date) + 1, 1, 1,
+                   10 + i %% 50, (10 + i %% 50) ^ 2,
+                   %s + interval '1 day 12 hours', %s + interval '1 day 12 hours'
+            FROM generate_series(1, %s) i WHERE i %% 10 < 3
+            """,
+            [environment, START, START, START, size, environment, START, START, START, size],
+        )
+        cursor.execute("ANALYZE flags_unitexposure")
+        cursor.execute("ANALYZE flags_uniteventday")
+        cursor.execute(
+            "SELECT COUNT(*) FROM flags_uniteventday WHERE environment_id = %s", [environment]
+        )
+        return int(cursor.fetchone()[0])
+
+
+def _median_ms(call) -> float:
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return median(times)
+
+
+def _format(ms: float) -> str:
+    return f"{ms:,.1f} ms" if ms < 1000 else f"{ms / 1000:,.2f} s"
+
+
+def _measure(client: Client, size: int) -> str:
+    """One row of the table: the size, its event rows and the median times."""
+    experiment = _experiment(size)
+    events = _rows(experiment, size)
+    stop = START + timedelta(days=10)
+    conversion, numeric = experiment.metrics.order_by("key")
+    totals, mixed = metric_totals(experiment, conversion, start=START, stop=stop)
+    assert totals["on"].units + totals["off"].units + mixed == size, (totals, mixed)
+    page = f"/admin/flags/experiment/{experiment.pk}/change/"
+    figures = [
+        _median_ms(lambda: metric_totals(experiment, conversion, start=START, stop=stop)),
+        _median_ms(lambda: metric_totals(experiment, numeric, start=START, stop=stop)),
+        _median_ms(lambda: experiment_analysis(experiment, now=stop)),
+        _median_ms(lambda: client.get(page).content),
+    ]
+    return f"| {size:,} | {events:,} | " + " | ".join(_format(ms) for ms in figures) + " |"
+
+
+def main() -> None:
+    call_command("migrate", verbosity=0)
+    admin = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
+    client = Client()
+    client.force_login(admin)
+    columns = ["conversion query", "numeric query", "experiment_analysis", "admin page"]
+    print("| units | event rows | " + " | ".join(columns) + " |")
+    print("|---|---|---|---|---|---|")
+    for size in SIZES:
+        print(_measure(client, size), flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        connections.close_all()
+        database(DB_URL, "drop")
