@@ -123,8 +123,59 @@ EVENTS_REQUEST = {
 }
 
 
+EXPOSURES_REQUEST = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["exposures"],
+                "additionalProperties": False,
+                "properties": {
+                    "exposures": {
+                        "type": "array",
+                        "maxItems": 1000,
+                        "items": {
+                            "type": "object",
+                            "required": ["flag", "reason", "count"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "flag": {**NAME, "maxLength": 100},
+                                "variant": {"type": "string", "nullable": True},
+                                "reason": {"type": "string"},
+                                "count": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 1_000_000_000,
+                                },
+                                "hour": TIME,
+                            },
+                        },
+                    }
+                },
+            }
+        }
+    },
+}
+
+
 def _json(schema: dict, description: str = "") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# What the SDK ingestion endpoints answer: how many items were taken, how many dropped, why.
+ACCEPTED = _json(
+    {
+        "type": "object",
+        "required": ["accepted", "dropped"],
+        "properties": {
+            "accepted": {"type": "integer"},
+            "dropped": {"type": "integer"},
+            "droppedBy": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
+    "Accepted",
+)
 
 
 def _errors(codes: tuple[int, ...], schema: dict = ERROR) -> dict[str, Any]:
@@ -257,6 +308,16 @@ def evaluation_paths() -> dict[str, dict]:
                 },
             }
         },
+        "/api/v1/sdk/exposures": {
+            "post": {
+                "operationId": "sdk_exposures",
+                "tags": ["evaluation"],
+                "summary": "Evaluation counts from SDKs that evaluate in process (server keys)",
+                "security": SECURITY,
+                "requestBody": EXPOSURES_REQUEST,
+                "responses": {"202": ACCEPTED, **_errors((400, 401, 403, 405, 413))},
+            }
+        },
         "/api/v1/sdk/events": {
             "post": {
                 "operationId": "sdk_events",
@@ -264,24 +325,7 @@ def evaluation_paths() -> dict[str, dict]:
                 "summary": "Events and first unit exposures, for experiments (docs/experiments.md)",
                 "security": SECURITY,
                 "requestBody": EVENTS_REQUEST,
-                "responses": {
-                    "202": _json(
-                        {
-                            "type": "object",
-                            "required": ["accepted", "dropped"],
-                            "properties": {
-                                "accepted": {"type": "integer"},
-                                "dropped": {"type": "integer"},
-                                "droppedBy": {
-                                    "type": "object",
-                                    "additionalProperties": {"type": "integer"},
-                                },
-                            },
-                        },
-                        "Accepted",
-                    ),
-                    **_errors((400, 401, 403, 405, 413)),
-                },
+                "responses": {"202": ACCEPTED, **_errors((400, 401, 403, 405, 413))},
             }
         },
         "/api/v1/stream": {
