@@ -1235,14 +1235,22 @@ def _environment_changes(formsets) -> dict[int, dict]:
         if formset.model is FlagConfig:
             for form in formset.forms:
                 if form.has_changed():
-                    data = form.cleaned_data
-                    changes.setdefault(form.instance.environment_id, {}).update(
-                        {
-                            "enabled": data["enabled"],
-                            "offVariant": data["off_variant"],
-                            "defaultServe": _serving_of(data),
-                        }
-                    )
+                    # Only what changed: a change request (or a version) names no more.
+                    data, changed = form.cleaned_data, set(form.changed_data)
+                    change = {
+                        "enabled": data["enabled"],
+                        "offVariant": data["off_variant"],
+                        "defaultServe": _serving_of(data),
+                    }
+                    fields = {"enabled": {"enabled"}, "offVariant": {"off_variant"}}
+                    change = {
+                        name: value
+                        for name, value in change.items()
+                        if changed & fields.get(name, set())
+                        or (name == "defaultServe" and changed - {"enabled", "off_variant"})
+                    }
+                    if change:
+                        changes.setdefault(form.instance.environment_id, {}).update(change)
         elif formset.model in ROW_LISTS:
             name = ROW_LISTS[formset.model]
             live = _live_forms(formset)

@@ -106,7 +106,7 @@ def test_where_approval_is_required_the_review_opens_a_change_request(client, pr
     response = confirm_review(client, review, "Marketing is ready")
     assert response.status_code == 302, text_of(response)[:2000]
     change = ChangeRequest.objects.get()
-    assert (change.data["enabled"], change.status) == (True, "open")
+    assert (change.data, change.status) == ({"enabled": True}, "open"), "what changed, no more"
     assert change.title == "Change new-checkout in Production"
     assert factories.config(checkout, "production").enabled is False
     entry = AuditEntry.objects.exclude(comment="").get()  # the proposal's
