@@ -65,16 +65,20 @@ def test_a_product_manager_creates_a_flag_in_at_most_three_clicks(
     browser.get(f"{live_server.url}/admin/flags/flag/")
     clicks = Clicks(browser)
 
-    clicks(wait(browser, shown.element_to_be_clickable((By.CSS_SELECTOR, "a.addlink"))))
+    clicks(wait(browser, shown.element_to_be_clickable((By.CSS_SELECTOR, ".object-tools a.addlink"))))
     key = wait(browser, shown.element_to_be_clickable((By.NAME, "key")))
     assert_inputs_labelled(browser, "the add page")
-    # A boolean flag's variants are shown as what it gets: on (true) and off (false).
-    variant_values = [
-        box.get_attribute("value")
-        for box in browser.find_elements(By.CSS_SELECTOR, "textarea[name$='-value']")
-        if box.is_displayed()
-    ]
-    assert variant_values == ["true", "false"]
+
+    # A boolean flag's variants are shown as what it gets: on (true) and off (false), once
+    # the admin's inline script has drawn the rows (a moment on a busy machine).
+    def variant_values(browser) -> list[str]:
+        return [
+            box.get_attribute("value")
+            for box in browser.find_elements(By.CSS_SELECTOR, "textarea[name$='-value']")
+            if box.is_displayed()
+        ]
+
+    wait(browser, lambda b: variant_values(b) == ["true", "false"])
     key.send_keys("one-click-checkout")
     browser.find_element(By.NAME, "name").send_keys("One-click checkout")
     screenshot(browser, "pm-create-flag-form")
