@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from flags import schedules, services
 from flags.experiments import flag_metric_totals, statistics_totals, window_open_since
-from flags.models import RolloutGuard, ScheduledChange
+from flags.models import FlagConfig, RolloutGuard, ScheduledChange
 from flags.statistics import Better, Decision, GuardCheck, guard_check
 from integrations import events
 
@@ -167,3 +167,8 @@ def guards_check(now: datetime | None = None) -> list[RolloutGuard]:
         if check is not None and check.decision is Decision.REGRESSION:
             tripped.append(guard)
     return tripped
+
+
+def guards_of(config: FlagConfig):
+    """The guards of a configuration's rollouts, newest first (the versions page shows them)."""
+    return config.guards.select_related("metric").order_by("-id")

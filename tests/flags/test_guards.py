@@ -7,6 +7,7 @@ from unittest import mock
 import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from rest_framework.test import APIClient
 
 from evaluation.documents import flag_state
@@ -45,40 +46,34 @@ def _rollout(flag, *guard_list, percentages=(50, 100)) -> str:
     return changes[0].rollout
 
 
-def _units(flag, rng, batch: int, rates: dict[str, float], units: int, tag: str = "") -> None:
+def _units(flag, rng, batch: int, rates: dict[str, float], units: int) -> None:
     """`units` units a variant first exposed on day `batch`; each converts at its rate, in
-    its window. Bulk rows, as the flush writes them."""
+    its window. Rows as the flush writes them, inserted in bulk (the simulations write
+    about 70,000)."""
     environment = factories.environment(flag.project)
+    adapt = connection.ops.adapt_datetimefield_value
     seen = T0 + batch * DAY + timedelta(hours=1)
-    exposures, events = [], []
+    at = seen + timedelta(hours=2)
+    exposed, converted = [], []
     for variant, rate in rates.items():
-        for index in range(units):
-            unit = f"{tag}{flag.key}-{variant}-{batch}-{index}"
-            exposures.append(
-                UnitExposure(
-                    environment=environment,
-                    flag_key=flag.key,
-                    variant=variant,
-                    unit=unit,
-                    first_seen=seen,
-                )
-            )
-        for index in np.flatnonzero(rng.random(units) < rate):
-            unit = f"{tag}{flag.key}-{variant}-{batch}-{index}"
-            at = seen + timedelta(hours=2)
-            events.append(
-                UnitEventDay(
-                    environment=environment,
-                    event="purchase",
-                    unit=unit,
-                    day=at.date(),
-                    count=1,
-                    first_at=at,
-                    last_at=at,
-                )
-            )
-    UnitExposure.objects.bulk_create(exposures, batch_size=2000)
-    UnitEventDay.objects.bulk_create(events, batch_size=2000)
+        names = [f"{flag.key}-{variant}-{batch}-{index}" for index in range(units)]
+        exposed += [(environment.pk, flag.key, variant, name, adapt(seen)) for name in names]
+        converted += [
+            (environment.pk, "purchase", names[index], at.date(), adapt(at), adapt(at))
+            for index in np.flatnonzero(rng.random(units) < rate)
+        ]
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {UnitExposure._meta.db_table}"
+            " (environment_id, flag_key, variant, unit, first_seen) VALUES (%s, %s, %s, %s, %s)",
+            exposed,
+        )
+        cursor.executemany(
+            f"INSERT INTO {UnitEventDay._meta.db_table} (environment_id, event, unit, day,"
+            " count, valued, value_sum, value_squares, first_at, last_at)"
+            " VALUES (%s, %s, %s, %s, 1, 0, 0.0, 0.0, %s, %s)",
+            converted,
+        )
 
 
 def _check_day(batch: int) -> datetime:
@@ -291,7 +286,7 @@ def _simulate(project, rng, runs: int, rates: dict[str, float], units: int) -> i
 
 def test_at_most_5_of_100_aa_rollouts_are_rolled_back(project, purchase):
     rolled_back = _simulate(
-        project, np.random.default_rng(20261203), 100, {"off": 0.1, "on": 0.1}, 150
+        project, np.random.default_rng(20261203), 100, {"off": 0.1, "on": 0.1}, 100
     )
 
     assert rolled_back <= 5
@@ -302,3 +297,19 @@ def test_a_worse_treatment_is_rolled_back_in_most_simulated_rollouts(project, pu
     rolled_back = _simulate(project, np.random.default_rng(7), 20, {"off": 0.1, "on": 0.05}, 600)
 
     assert rolled_back >= 16
+
+
+def test_the_versions_page_says_which_guard_rolled_back_and_when(project, purchase, client):
+    flag = factories.flag(project, "checkout")
+    _rollout(flag, {"metric": "purchase", "tolerance": 5})
+    _units(flag, np.random.default_rng(8), 0, {"off": 0.30, "on": 0.10}, 1500)
+    guards.guards_check(_check_day(0))
+    client.force_login(factories.member(project, "editor"))
+    config = factories.config(flag, "production")
+
+    page = client.get(f"/admin/flags/changerequest/versions/{config.pk}/").content.decode()
+
+    p_value = RolloutGuard.objects.get().p_value
+    assert f"Rolled back\n  by guard purchase at {_check_day(0):%Y-%m-%d %H:%M} UTC" in page
+    assert f"(p={p_value:.3g})" in page
+    assert "rollback by guard" in page  # the version it wrote
