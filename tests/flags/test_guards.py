@@ -74,6 +74,10 @@ def _units(flag, rng, batch: int, rates: dict[str, float], units: int) -> None:
             " VALUES (%s, %s, %s, %s, 1, 0, 0.0, 0.0, %s, %s)",
             converted,
         )
+        if connection.vendor == "postgresql":
+            # What autovacuum does to tables that grow: without statistics the planner takes
+            # them for empty and joins them row by row.
+            cursor.execute(f"ANALYZE {UnitExposure._meta.db_table}, {UnitEventDay._meta.db_table}")
 
 
 def _check_day(batch: int) -> datetime:
