@@ -25,6 +25,9 @@ from flags.models import FlagConfig, RolloutGuard, ScheduledChange
 from flags.statistics import Better, Decision, GuardCheck, guard_check
 from integrations import events
 
+# A guard counts units whose metric window has closed, which happens at the end of a day
+# (UTC): checking each guard on every pass (5 s) would rerun its query for the same answer.
+CHECK_EVERY = timedelta(minutes=5)
 Status = RolloutGuard.Status
 Pending = ScheduledChange.Status.PENDING
 log = logging.getLogger(__name__)
@@ -146,7 +149,8 @@ def _end_finished(guards) -> None:
 
 
 def guards_check(now: datetime | None = None) -> list[RolloutGuard]:
-    """Check every active guard of a rollout with pending steps; the guards that tripped.
+    """Check every active guard of a rollout with pending steps (not checked in the last
+    CHECK_EVERY); the guards that tripped.
 
     A guard whose check fails for its own reasons is logged and skipped (the next pass tries
     it again); only a database that is away stops the pass.
@@ -156,7 +160,10 @@ def guards_check(now: datetime | None = None) -> list[RolloutGuard]:
     pending = ScheduledChange.objects.filter(status=Pending).exclude(rollout="")
     _end_finished(active.exclude(rollout__in=pending.values("rollout")))
     tripped = []
-    for guard in active.filter(rollout__in=pending.values("rollout")).order_by("id"):
+    due = active.filter(rollout__in=pending.values("rollout")).exclude(
+        checked_at__gt=now - CHECK_EVERY
+    )
+    for guard in due.order_by("id"):
         try:
             check = guard_check_one(guard, now)
         except (OperationalError, InterfaceError):

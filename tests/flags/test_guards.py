@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from evaluation.documents import flag_state
@@ -317,3 +318,18 @@ def test_the_versions_page_says_which_guard_rolled_back_and_when(project, purcha
     assert f"Rolled back\n  by guard purchase at {_check_day(0):%Y-%m-%d %H:%M} UTC" in page
     assert f"(p={p_value:.3g})" in page
     assert "rollback by guard" in page  # the version it wrote
+
+
+def test_a_guard_checked_minutes_ago_is_not_queried_again(project, purchase):
+    flag = factories.flag(project, "checkout")
+    _rollout(flag, {"metric": "purchase"})
+    _units(flag, np.random.default_rng(9), 0, {"off": 0.20, "on": 0.20}, 200)
+    guards.guards_check(_check_day(0))
+
+    with CaptureQueriesContext(connection) as queries:
+        guards.guards_check(_check_day(0) + guards.CHECK_EVERY - timedelta(seconds=1))
+    assert not any("uniteventday" in query["sql"] for query in queries.captured_queries)
+    assert RolloutGuard.objects.get().checked_at == _check_day(0)
+
+    guards.guards_check(_check_day(0) + guards.CHECK_EVERY)
+    assert RolloutGuard.objects.get().checked_at == _check_day(0) + guards.CHECK_EVERY
