@@ -36,8 +36,10 @@ __all__ = [
     "VariantResult",
     "VariantTotals",
     "experiment_analysis",
+    "flag_metric_totals",
     "metric_result",
     "metric_totals",
+    "statistics_totals",
     "unit_counts",
     "window_open_since",
 ]
@@ -159,14 +161,9 @@ GROUP BY CASE WHEN variants > 1 THEN NULL ELSE variant END
 """
 
 
-def _exposed_params(experiment: Experiment, start: datetime, stop: datetime) -> list:
+def _exposed_params(environment_id: int, flag_key: str, start: datetime, stop: datetime) -> list:
     adapt = connection.ops.adapt_datetimefield_value
-    return [
-        experiment.environment_id,
-        experiment.flag.key,
-        adapt(stop),
-        adapt(start),
-    ]
+    return [environment_id, flag_key, adapt(stop), adapt(start)]
 
 
 def window_open_since(metric: Metric, now: datetime) -> datetime:
@@ -186,12 +183,33 @@ def metric_totals(
 ) -> tuple[dict[str, VariantTotals], int]:
     """Per variant, the metric's sufficient statistics over the experiment's units; and the
     number of units left out for having been exposed to more than one variant. One query."""
+    return flag_metric_totals(
+        experiment.environment_id,
+        experiment.flag.key,
+        metric,
+        start=start,
+        stop=stop,
+        now=now,
+    )
+
+
+def flag_metric_totals(
+    environment_id: int,
+    flag_key: str,
+    metric: Metric,
+    *,
+    start: datetime,
+    stop: datetime,
+    now: datetime | None = None,
+) -> tuple[dict[str, VariantTotals], int]:
+    """`metric_totals` of the units first exposed to a flag in an environment in [start,
+    stop], experiment or not (a guarded rollout's check). One query."""
     open_since = window_open_since(metric, now or timezone.now())
     first_day, last_day, day_params = _day_sql("e.first_seen", metric.window_days)
     sql = _METRIC_QUERY.format(exposed=_EXPOSED, first_day=first_day, last_day=last_day)
     params = [
-        *_exposed_params(experiment, start, stop),
-        experiment.environment_id,
+        *_exposed_params(environment_id, flag_key, start, stop),
+        environment_id,
         metric.event,
         *day_params,
         connection.ops.adapt_datetimefield_value(open_since),
@@ -223,7 +241,8 @@ def unit_counts(
     """Units per variant, and units exposed to more than one (left out). One query."""
     with connection.cursor() as cursor:
         cursor.execute(
-            _UNITS_QUERY.format(exposed=_EXPOSED), _exposed_params(experiment, start, stop)
+            _UNITS_QUERY.format(exposed=_EXPOSED),
+            _exposed_params(experiment.environment_id, experiment.flag.key, start, stop),
         )
         rows = cursor.fetchall()
     counts = {variant: int(units) for variant, units in rows if variant is not None}
@@ -234,7 +253,7 @@ def unit_counts(
 # --- From totals to answers -------------------------------------------------------------
 
 
-def _statistics_totals(metric: Metric, totals: VariantTotals | None) -> Totals:
+def statistics_totals(metric: Metric, totals: VariantTotals | None) -> Totals:
     if totals is None:
         return (
             ConversionTotals(0, 0)
@@ -274,7 +293,7 @@ def metric_result(
 ) -> MetricResult:
     """Each treatment against the control, from the metric's totals (`metric_totals`)."""
     by_variant = {
-        v: _statistics_totals(metric, totals.get(v)) for v in _variants(experiment, totals)
+        v: statistics_totals(metric, totals.get(v)) for v in _variants(experiment, totals)
     }
     control_key = experiment.control_variant
     control = by_variant[control_key]

@@ -548,6 +548,43 @@ class ScheduledChange(models.Model):
         return f"change to {self.config} at {self.run_at:%Y-%m-%d %H:%M}"
 
 
+class RolloutGuard(models.Model):
+    """A guard metric of a stepped rollout: checked before each step, it stops the rollout
+    (pausing it, or rolling back to the control) once the treatment has clearly regressed."""
+
+    class Action(models.TextChoices):
+        ROLLBACK = "rollback", "roll back to the control"
+        PAUSE = "pause", "pause (cancel the steps left)"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"  # checked before each step of its rollout
+        TRIPPED = "tripped"  # found a regression and stopped the rollout
+        PASSED = "passed"  # every step of the rollout was applied without a regression
+        STOPPED = "stopped"  # the rollout ended otherwise (cancelled, killed, another guard)
+
+    config = models.ForeignKey(FlagConfig, on_delete=models.CASCADE, related_name="guards")
+    rollout = models.CharField(max_length=32, db_index=True, help_text="The rollout's id.")
+    metric = models.ForeignKey("Metric", on_delete=models.PROTECT, related_name="guards")
+    control_variant = models.CharField(max_length=64)
+    treatment_variant = models.CharField(max_length=64)
+    tolerance = models.FloatField(
+        default=0.0, help_text="How much worse than the control is tolerated, in percent."
+    )
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.ROLLBACK)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    decision = models.CharField(max_length=16, blank=True)
+    p_value = models.FloatField(null=True, blank=True)
+    tripped_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["config", "rollout", "id"]
+
+    def __str__(self) -> str:
+        return f"guard {self.metric} of rollout {self.rollout}"
+
+
 class ExposureCount(models.Model):
     """Evaluations of a flag in an environment per variant, reason and hour."""
 

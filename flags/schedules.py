@@ -14,6 +14,7 @@ a pass, and the change stays pending for the next.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -24,8 +25,9 @@ from django.http import Http404
 from django.utils import timezone
 
 from flags import approvals, services
-from flags.models import ChangeRequest, FlagConfig, ScheduledChange
+from flags.models import ChangeRequest, FlagConfig, Metric, RolloutGuard, ScheduledChange
 from flags.roles import Action, authorize, check_direct_write
+from flags.validation import check_text
 
 if TYPE_CHECKING:
     from flags.roles import Actor
@@ -35,7 +37,7 @@ SOURCE = "scheduler"
 log = logging.getLogger(__name__)
 
 
-def _audit(config: FlagConfig, action: str, actor, source: str, **values) -> None:
+def audit_schedule(config: FlagConfig, action: str, actor, source: str, **values) -> None:
     services.audit(
         actor=actor,
         source=source,
@@ -49,7 +51,7 @@ def _audit(config: FlagConfig, action: str, actor, source: str, **values) -> Non
     )
 
 
-def _config(config: FlagConfig) -> FlagConfig:
+def config_with_project(config: FlagConfig) -> FlagConfig:
     return FlagConfig.objects.select_related("flag__project", "environment").get(pk=config.pk)
 
 
@@ -77,7 +79,7 @@ def schedule_create(
     *, config: FlagConfig, data: dict, run_at: datetime, actor: Actor, source: str
 ) -> ScheduledChange:
     """Apply `data` (what the configuration PATCH takes) at `run_at`."""
-    config = _config(config)
+    config = config_with_project(config)
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
     check_direct_write(actor, config.flag, config.environment)
     _check_time(run_at, "at")
@@ -85,18 +87,26 @@ def schedule_create(
         raise ValidationError({"changes": "schedule at least one change"})
     services.change_preview(config=config, data=data)
     change = _new_change(config, data, run_at, actor)
-    _audit(config, "schedule", actor, source, after={"id": change.pk, "at": run_at.isoformat()})
+    audit_schedule(
+        config, "schedule", actor, source, after={"id": change.pk, "at": run_at.isoformat()}
+    )
     return change
 
 
-def rollout_steps(config: FlagConfig, variant: str, towards: str | None, bucket_by: str, steps):
-    """Each step {"at", "percentage"} -> the change serving `variant` to that share."""
+def rollout_control(config: FlagConfig, variant: str, towards: str | None) -> str:
+    """What a rollout of `variant` serves everyone else: `towards`, or the off variant."""
     keys = [v.key for v in config.flag.variants.all()]
     if variant not in keys:
         raise ValidationError({"variant": f"unknown variant {variant!r} of {config.flag.key}"})
     rest = towards or next((key for key in (config.off_variant, *keys) if key != variant), None)
     if rest is None or rest not in keys or rest == variant:
         raise ValidationError({"from": "give another variant of the flag to roll out from"})
+    return rest
+
+
+def rollout_steps(config: FlagConfig, variant: str, towards: str | None, bucket_by: str, steps):
+    """Each step {"at", "percentage"} -> the change serving `variant` to that share."""
+    rest = rollout_control(config, variant, towards)
     if not isinstance(steps, list) or not steps:
         raise ValidationError({"steps": "give at least one step"})
     changes, last = [], None
@@ -108,6 +118,7 @@ def rollout_steps(config: FlagConfig, variant: str, towards: str | None, bucket_
         if last is not None and at <= last:
             raise ValidationError({f"steps[{index}].at": "steps go forward in time"})
         last = at
+        serve: dict[str, object]
         if percentage in (0, 100):
             serve = {"variant": variant if percentage == 100 else rest}
         else:
@@ -120,6 +131,48 @@ def rollout_steps(config: FlagConfig, variant: str, towards: str | None, bucket_
     return changes
 
 
+GUARD_FIELDS = {"metric", "tolerance", "action"}
+MAX_GUARDS = 10
+
+
+def rollout_guards(config: FlagConfig, guards) -> list[dict]:
+    """Each guard {"metric": key, "tolerance": percent, "action": "rollback"|"pause"}, checked
+    -> the fields of its RolloutGuard (without the rollout and its variants)."""
+    check_text(guards, "guards")
+    if not isinstance(guards, list) or len(guards) > MAX_GUARDS:
+        raise ValidationError({"guards": f"a list of at most {MAX_GUARDS} guards"})
+    checked = []
+    for index, guard in enumerate(guards):
+        where = f"guards[{index}]"
+        if not isinstance(guard, dict):
+            raise ValidationError({where: "a guard is an object with a metric"})
+        unknown = sorted(set(guard) - GUARD_FIELDS)
+        if unknown:
+            raise ValidationError({f"{where}.{unknown[0]}": "unknown field"})
+        key = guard.get("metric")
+        metric = (
+            Metric.objects.filter(project=config.flag.project, key=key).first()
+            if isinstance(key, str)
+            else None
+        )
+        if metric is None:
+            raise ValidationError({f"{where}.metric": f"no metric {key!r} in this project"})
+        tolerance = guard.get("tolerance", 0)
+        if (
+            not isinstance(tolerance, int | float)
+            or isinstance(tolerance, bool)
+            or not math.isfinite(tolerance)
+            or not 0 <= tolerance < 100
+        ):
+            raise ValidationError({f"{where}.tolerance": "a percentage from 0 to below 100"})
+        action = guard.get("action", RolloutGuard.Action.ROLLBACK)
+        if action not in RolloutGuard.Action.values:
+            choices = ", ".join(RolloutGuard.Action.values)
+            raise ValidationError({f"{where}.action": f"one of {choices}"})
+        checked.append({"metric": metric, "tolerance": float(tolerance), "action": action})
+    return checked
+
+
 @transaction.atomic
 def rollout_create(
     *,
@@ -128,22 +181,34 @@ def rollout_create(
     steps: list[dict],
     towards: str | None = None,
     bucket_by: str = "targetingKey",
+    guards: list[dict] | None = None,
     actor: Actor,
     source: str,
 ) -> list[ScheduledChange]:
     """Serve `variant` to a growing share of contexts, one scheduled change per step.
 
     The rest get `towards` (by default the off variant). The same `bucketBy` keeps a
-    context that got the variant at 5 % in it at 25 % (bucketing is stable).
+    context that got the variant at 5 % in it at 25 % (bucketing is stable). Each of
+    `guards` (`rollout_guards`) is checked before each step (`flags.guards.guards_check`).
     """
-    config = _config(config)
+    config = config_with_project(config)
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
     check_direct_write(actor, config.flag, config.environment)
     planned = rollout_steps(config, variant, towards, bucket_by, steps)
+    checked_guards = rollout_guards(config, guards or [])
     services.change_preview(config=config, data=planned[0][1])
     rollout = uuid.uuid4().hex[:12]
     changes = [_new_change(config, data, at, actor, rollout) for at, data in planned]
-    _audit(
+    control = rollout_control(config, variant, towards)
+    for guard in checked_guards:
+        RolloutGuard.objects.create(
+            config=config,
+            rollout=rollout,
+            control_variant=control,
+            treatment_variant=variant,
+            **guard,
+        )
+    audit_schedule(
         config,
         "rollout",
         actor,
@@ -155,6 +220,10 @@ def rollout_create(
                 {"at": at.isoformat(), "percentage": s["percentage"]}
                 for (at, _), s in zip(planned, steps, strict=True)
             ],
+            "guards": [
+                {"metric": g["metric"].key, "tolerance": g["tolerance"], "action": g["action"]}
+                for g in checked_guards
+            ],
         },
     )
     return changes
@@ -163,13 +232,13 @@ def rollout_create(
 @transaction.atomic
 def schedule_cancel(*, change: ScheduledChange, actor: Actor, source: str) -> ScheduledChange:
     change = ScheduledChange.objects.select_for_update().get(pk=change.pk)
-    config = _config(change.config)
+    config = config_with_project(change.config)
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
     if change.status != Status.PENDING:
         raise ValidationError({"status": f"the change is {change.status}, not pending"})
     change.status = Status.CANCELLED
     change.save(update_fields=["status"])
-    _audit(config, "cancel", actor, source, before={"id": change.pk})
+    audit_schedule(config, "cancel", actor, source, before={"id": change.pk})
     return change
 
 
@@ -177,7 +246,7 @@ def schedule_cancel(*, change: ScheduledChange, actor: Actor, source: str) -> Sc
 def flag_kill(*, config: FlagConfig, actor: Actor, source: str, comment: str = "") -> FlagConfig:
     """Turn the flag off here now and cancel what was scheduled here; no request needed."""
     comment = services.checked_comment(comment)
-    config = _config(config)
+    config = config_with_project(config)
     authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
     # Lock the pending changes before the configuration, in the worker's order, so a step
     # being applied right now finishes first and is then overridden, never deadlocked.
@@ -203,7 +272,7 @@ def flag_kill(*, config: FlagConfig, actor: Actor, source: str, comment: str = "
     if config.version == version or ids:
         # Already off, or schedules cancelled: the kill itself is on record either way.
         after = {"cancelled": ids, "version": config.version}
-        _audit(config, "kill", actor, source, after=after, comment=comment)
+        audit_schedule(config, "kill", actor, source, after=after, comment=comment)
     return config
 
 
@@ -226,7 +295,7 @@ def _apply(change: ScheduledChange) -> FlagConfig:
     )
 
 
-def _reason(error: Exception) -> str:
+def error_reason(error: Exception) -> str:
     if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
         return "; ".join(f"{field}: {m}" for field, ms in error.message_dict.items() for m in ms)
     return "; ".join(getattr(error, "messages", None) or [str(error)])
@@ -249,7 +318,7 @@ def due_change_apply(now: datetime | None = None) -> ScheduledChange | None:
             with transaction.atomic():
                 config = _apply(change)
         except (ValidationError, PermissionDenied, services.ConflictError) as error:
-            _mark_failed(change, _reason(error))
+            _mark_failed(change, error_reason(error))
         except (OperationalError, InterfaceError):
             raise  # the database is away: the change stays pending for the next pass
         except Exception as error:
@@ -271,7 +340,7 @@ def _mark_failed(change: ScheduledChange, reason: str) -> None:
     reason = reason.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()[:2000]
     change.status = Status.FAILED
     change.error = reason
-    _audit(change.config, "fail", None, SOURCE, after={"id": change.pk, "error": reason})
+    audit_schedule(change.config, "fail", None, SOURCE, after={"id": change.pk, "error": reason})
 
 
 def due_changes_apply(now: datetime | None = None, limit: int = 1000) -> list[ScheduledChange]:

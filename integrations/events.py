@@ -195,8 +195,11 @@ def change_request_approved(*, request: ChangeRequest, actor_name: str, source: 
         _queue(project, environment_key, {**body, "environment": environment_key})
 
 
-def guarded_rollout_paused(*, config: FlagConfig, reason: str, source: str = "system") -> None:
-    """Queue `guarded_rollout.paused`: for the guarded rollouts' safety check to call."""
+def guarded_rollout_paused(
+    *, config: FlagConfig, reason: str, source: str = "system", action: str = "pause"
+) -> None:
+    """Queue `guarded_rollout.paused`: the guarded rollouts' check (flags.guards) calls it
+    when a guard stops a rollout; `action` is `pause` or `rollback`."""
     project = config.flag.project
     body = {
         "kind": "guarded_rollout.paused",
@@ -207,10 +210,12 @@ def guarded_rollout_paused(*, config: FlagConfig, reason: str, source: str = "sy
         "flag": config.flag.key,
         "actor": "system",
         "source": source,
-        "action": "pause",
+        "action": action,
         "version": config.version,
         "reason": reason,
-        "changes": [f"guarded rollout paused: {reason}"],
+        "changes": [
+            f"guarded rollout {'rolled back' if action == 'rollback' else 'paused'}: {reason}"
+        ],
         "before": None,
         "after": None,
     }

@@ -22,7 +22,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html_join
 
 from evaluation import exposures
-from flags import approvals, dashboard, history, schedules, services
+from flags import approvals, dashboard, guards, history, schedules, services
 from flags.admin.confirmations import ConfirmationPages, row_id
 from flags.admin.parameters import CheckedParametersAdmin, whole_number
 from flags.errors import NotFound
@@ -227,6 +227,7 @@ class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
             may_kill=may_write,
             requests=approvals.change_requests_of(project=config.flag.project, config=config)[:20],
             schedule=schedules.schedule_of(config)[:50],
+            guards=guards.guards_of(config)[:20],
         )
 
     def _versions_post(self, request: HttpRequest, config: FlagConfig) -> None:

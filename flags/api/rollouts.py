@@ -156,6 +156,14 @@ class RolloutStepSerializer(StrictSerializer):
     percentage = fields.IntegerField(min_value=0, max_value=100)
 
 
+class RolloutGuardSerializer(StrictSerializer):
+    metric = fields.CharField(max_length=100, help_text="The key of a metric of the project.")
+    tolerance = fields.FloatField(
+        required=False, min_value=0, help_text="How much worse is tolerated, in percent."
+    )
+    action = fields.ChoiceField(choices=["rollback", "pause"], required=False)
+
+
 class RolloutInputSerializer(StrictSerializer):
     variant = fields.CharField(max_length=64, help_text="The variant being rolled out.")
     towards = fields.CharField(
@@ -164,6 +172,7 @@ class RolloutInputSerializer(StrictSerializer):
     bucketBy = fields.CharField(max_length=100, required=False, default="targetingKey")  # noqa: N815
     # The stubs' BaseSerializer lacks the ListSerializer arguments many=True passes on.
     steps = RolloutStepSerializer(many=True, min_length=1, max_length=100)  # type: ignore[call-arg]
+    guards = RolloutGuardSerializer(many=True, required=False, max_length=10)  # type: ignore[call-arg]
 
 
 class ScheduledChangeSerializer(fields.ModelSerializer):
@@ -385,6 +394,7 @@ class ScheduleViewSet(FlagConfigViewSet):
             towards=data.get("towards"),
             bucket_by=data["bucketBy"],
             steps=data["steps"],
+            guards=[dict(guard) for guard in data.get("guards", [])],
             actor=request.user,
             source=API,
         )

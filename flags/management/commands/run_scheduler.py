@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from evaluation import events, exposures
-from flags import schedules
+from flags import guards, schedules
 from integrations import delivery
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 class Command(BaseCommand):
     help = (
-        "Apply scheduled changes and rollout steps that are due, send webhook deliveries, "
+        "Check guarded rollouts, apply scheduled changes and rollout steps that are due, "
+        "send webhook deliveries, "
         "and move exposure counts, first unit exposures and events into the database; "
         "loops every --interval seconds, or runs once with --once (cron). "
         "On PostgreSQL run as many as you like; on SQLite run one."
@@ -60,6 +61,7 @@ class Command(BaseCommand):
         """
         failed = []
         steps = [
+            ("checking guards", self._guards),  # first: a regression stops the next step
             ("applying changes", self._apply),
             ("draining exposures", self._drain),
             ("draining events", self._drain_events),
@@ -82,6 +84,10 @@ class Command(BaseCommand):
                     log.warning("scheduler: %s works again", name)
         self.failing = set(failed)
         return failed
+
+    def _guards(self) -> None:
+        for guard in guards.guards_check():
+            self.stdout.write(f"guard {guard.metric.key} stopped rollout {guard.rollout}")
 
     def _apply(self) -> None:
         for change in schedules.due_changes_apply():
