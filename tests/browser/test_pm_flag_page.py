@@ -65,7 +65,9 @@ def test_a_product_manager_creates_a_flag_in_at_most_three_clicks(
     browser.get(f"{live_server.url}/admin/flags/flag/")
     clicks = Clicks(browser)
 
-    clicks(wait(browser, shown.element_to_be_clickable((By.CSS_SELECTOR, ".object-tools a.addlink"))))
+    clicks(
+        wait(browser, shown.element_to_be_clickable((By.CSS_SELECTOR, ".object-tools a.addlink")))
+    )
     key = wait(browser, shown.element_to_be_clickable((By.NAME, "key")))
     assert_inputs_labelled(browser, "the add page")
 
