@@ -114,6 +114,13 @@ bench-experiments: install-dev
 	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags_bench_experiments} \
 	$(BIN)/python bench/experiments.py
 
+## bench-events: events accepted per second (and per core) by the server, the drain into
+## PostgreSQL, and the analysis of an experiment of 1,000,000 units
+.PHONY: bench-events
+bench-events: install-dev
+	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags_bench_events} \
+	$(BIN)/python bench/events.py
+
 ## bench-webhooks: what subscribed webhooks cost a write; deliveries per second
 .PHONY: bench-webhooks
 bench-webhooks: install-dev

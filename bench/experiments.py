@@ -148,7 +148,7 @@ def _format(ms: float) -> str:
     return f"{ms:,.1f} ms" if ms < 1000 else f"{ms / 1000:,.2f} s"
 
 
-def _measure(client: Client, size: int) -> str:
+def measure(client: Client, size: int) -> str:
     """One row of the table: the size, its event rows and the median times."""
     experiment = _experiment(size)
     events = _rows(experiment, size)
@@ -166,16 +166,23 @@ def _measure(client: Client, size: int) -> str:
     return f"| {size:,} | {events:,} | " + " | ".join(_format(ms) for ms in figures) + " |"
 
 
-def main() -> None:
-    call_command("migrate", verbosity=0)
+COLUMNS = ["conversion query", "numeric query", "experiment_analysis", "admin page"]
+TABLE_HEAD = "| units | event rows | " + " | ".join(COLUMNS) + " |\n|---|---|---|---|---|---|"
+
+
+def admin_client() -> Client:
     admin = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
     client = Client()
     client.force_login(admin)
-    columns = ["conversion query", "numeric query", "experiment_analysis", "admin page"]
-    print("| units | event rows | " + " | ".join(columns) + " |")
-    print("|---|---|---|---|---|---|")
+    return client
+
+
+def main() -> None:
+    call_command("migrate", verbosity=0)
+    client = admin_client()
+    print(TABLE_HEAD)
     for size in SIZES:
-        print(_measure(client, size), flush=True)
+        print(measure(client, size), flush=True)
 
 
 if __name__ == "__main__":
