@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from evaluation import keys
-from evaluation.documents import build_document
+from evaluation.documents import build_document, clear_fragments
 from evaluation.engine import Snapshot, compile_document
 from flags.models import Environment
 from flagsite import metrics
@@ -242,3 +242,4 @@ def clear_local() -> None:
     with _lock:
         _entries.clear()
         _broken.clear()
+        clear_fragments()

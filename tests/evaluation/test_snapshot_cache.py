@@ -233,3 +233,70 @@ def test_evaluation_survives_redis_going_away(tmp_path):
     # One line for the state change, however many look-ups met the dead Redis.
     assert done.stderr.count("store down: the cache is unavailable") == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_each_write_reaches_the_document_built_from_the_one_before(flag):
+    """The document reuses the entries of flags and segments that did not change: after each
+    kind of write it is the document a process that never built one would build."""
+    environment = development(flag)
+    project = flag.project
+    other = factories.flag(project, "other")
+    segment = services.segment_create(
+        project=project, key="beta", data={"conditions": []}, **SYSTEM
+    )
+
+    def written(write) -> dict:
+        build_document(environment.pk)  # the document before, whose entries are kept
+        write()
+        document = build_document(environment.pk)
+        snapshots.clear_local()  # forgets the kept entries too
+        assert json.dumps(document) == json.dumps(build_document(environment.pk))
+        return document
+
+    config = factories.config(flag)
+    fields = [
+        {"name": "New checkout"},
+        {"description": "the 2027 flow"},
+        {"tags": ["checkout", "web"]},
+        {"variants": [{"key": "on", "value": True}, {"key": "off", "value": False}]},
+        {"client_side": True},
+        {"salt": "s1"},
+        {"archived": True},
+    ]
+    for data in fields:
+        document = written(lambda data=data: services.flag_update(flag=flag, data=data, **SYSTEM))
+    assert document["flags"]["new-checkout"]["metadata"]["tags"] == ["checkout", "web"]
+    assert document["flags"]["new-checkout"]["archived"] is True
+    configs = [
+        {"enabled": False},
+        {"targets": [{"variant": "on", "values": ["user-1"]}]},
+        {"prerequisites": [{"flag": "other", "variants": ["on"]}]},
+        {
+            "rules": [
+                {
+                    "conditions": [{"operator": "in_segment", "values": ["beta"]}],
+                    "serve": {"variant": "on"},
+                }
+            ]
+        },
+        {"defaultServe": {"variant": "on"}, "offVariant": "on"},
+    ]
+    for data in configs:
+        document = written(
+            lambda data=data: services.flag_config_update(config=config, data=data, **SYSTEM)
+        )
+    assert document["flags"]["new-checkout"]["prerequisites"] == [
+        {"flag": "other", "variants": ["on"]}
+    ]
+    document = written(
+        lambda: services.segment_update(segment=segment, data={"included": ["user-9"]}, **SYSTEM)
+    )
+    assert document["segments"]["beta"]["included"] == ["user-9"]
+    document = written(lambda: factories.flag(project, "third"))
+    assert list(document["flags"]) == ["new-checkout", "other", "third"]
+    document = written(
+        lambda: services.flag_config_update(
+            config=factories.config(other), data={"enabled": True}, **SYSTEM
+        )
+    )
+    assert document["flags"]["other"]["enabled"] is True
