@@ -134,6 +134,11 @@ _fragments: dict[int, _Fragments] = {}
 _READ_ALL_SHARE = 0.5
 
 
+def holds_fragments(environment_id: int) -> bool:
+    """Whether this process built a document of the environment (whose entries it keeps)."""
+    return environment_id in _fragments
+
+
 def clear_fragments() -> None:
     """Forget every cached entry (tests, where rolled-back rows may come back with an id)."""
     _fragments.clear()

@@ -90,15 +90,12 @@ def test_a_change_to_one_flag_compiles_only_that_flag(flag, django_capture_on_co
     assert after.evaluate("other-0", {}).variant == before.evaluate("other-0", {}).variant
 
 
-def test_while_a_new_version_compiles_other_requests_answer_from_the_old_one(
-    flag, monkeypatch, django_capture_on_commit_callbacks
-):
+def test_while_a_new_version_compiles_other_requests_answer_from_the_old_one(flag, monkeypatch):
+    # The other request reads the version from the cache, not from the test's transaction.
+    monkeypatch.setattr(snapshots, "LOCAL_VERSION_TTL", 60)
     environment = development(flag)
     old = snapshots.snapshot(environment.pk)
-    with django_capture_on_commit_callbacks(execute=True):
-        services.flag_config_update(
-            config=factories.config(flag), data={"enabled": False}, **SYSTEM
-        )
+    _written_elsewhere(flag, monkeypatch, {"enabled": False})
     compiling, answered = threading.Event(), threading.Event()
     compile_document = snapshots.compile_document
 
@@ -300,3 +297,108 @@ def test_each_write_reaches_the_document_built_from_the_one_before(flag):
         )
     )
     assert document["flags"]["other"]["enabled"] is True
+
+
+@pytest.fixture
+def refresher():
+    """The refresher thread a server process runs (started with its change listener)."""
+    started = snapshots.Refresher.ensure_started()
+    yield started
+    started.stop()
+
+
+def _written_elsewhere(flag, monkeypatch, data: dict, *, heard: bool = True) -> None:
+    """A change committed by another process: the shared version is raised and this process
+    hears of it (its snapshot is stale; not with `heard` False), but compiles nothing."""
+    from django.test import TestCase
+
+    with monkeypatch.context() as patched, TestCase.captureOnCommitCallbacks(execute=True):
+        patched.setattr(snapshots, "refresh", lambda environment_id: None)
+        if not heard:
+            patched.setattr(snapshots, "mark_stale", lambda environment_id: None)
+        services.flag_config_update(config=factories.config(flag), data=data, **SYSTEM)
+
+
+def _served_version(environment_id: int, version: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while snapshots.snapshot(environment_id).version < version and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return snapshots.snapshot(environment_id).version
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_announced_version_is_compiled_and_served_without_a_request_compiling_it(
+    flag, refresher, monkeypatch
+):
+    import asyncio
+
+    from evaluation.broadcast import Broadcaster
+
+    environment = development(flag)
+    old = snapshots.snapshot(environment.pk)
+    # Requests never look at the version: only the announcement can bring the new one.
+    monkeypatch.setattr(snapshots, "VERSION_CHECK_SECONDS", 3600)
+    _written_elsewhere(flag, monkeypatch, {"enabled": False}, heard=False)
+    version = Environment.objects.get(pk=environment.pk).version
+    assert snapshots.snapshot(environment.pk) is old
+    compiled_in = []
+    compile_document = snapshots.compile_document
+
+    def compile_recorded(*args, **kwargs):
+        compiled_in.append(threading.current_thread().name)
+        return compile_document(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "compile_document", compile_recorded)
+    loop = asyncio.new_event_loop()
+    try:
+        Broadcaster(loop).announce(environment.pk, version)
+    finally:
+        loop.close()
+    deadline = time.monotonic() + 10
+    while not compiled_in and time.monotonic() < deadline:  # no request meanwhile
+        time.sleep(0.01)
+    assert compiled_in == ["snapshot-refresher"]
+    assert _served_version(environment.pk, version) == version > old.version
+    assert compiled_in == ["snapshot-refresher"]
+    assert snapshots.snapshot(environment.pk).evaluate("new-checkout", {}).reason == "DISABLED"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_during_a_slow_compile_are_answered_at_once_from_the_old_snapshot(
+    flag, refresher, monkeypatch
+):
+    environment = development(flag)
+    old = snapshots.snapshot(environment.pk)
+    pro = {"targetingKey": "u", "plan": "pro"}
+    assert old.evaluate("new-checkout", pro).variant == "on"
+    compiling, release = threading.Event(), threading.Event()
+    compile_document = snapshots.compile_document
+
+    def slow_compile(*args, **kwargs):
+        compiling.set()
+        release.wait(timeout=10)
+        return compile_document(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "compile_document", slow_compile)
+    _written_elsewhere(flag, monkeypatch, {"enabled": False})
+
+    started = time.monotonic()
+    answers = [snapshots.snapshot(environment.pk).evaluate("new-checkout", pro)]
+    assert compiling.wait(timeout=10)  # the refresher, not this request, compiles
+    answers += [snapshots.snapshot(environment.pk).evaluate("new-checkout", pro)]
+    waited = time.monotonic() - started
+    release.set()
+
+    assert [answer.variant for answer in answers] == ["on", "on"]
+    assert waited < 5  # not the 10 s the compile would have held a request
+    version = Environment.objects.get(pk=environment.pk).version
+    assert _served_version(environment.pk, version) == version
+    assert snapshots.snapshot(environment.pk).evaluate("new-checkout", pro).reason == "DISABLED"
+
+
+def test_without_a_refresher_the_request_that_finds_a_new_version_compiles_it(flag, monkeypatch):
+    environment = development(flag)
+    old = snapshots.snapshot(environment.pk)
+    _written_elsewhere(flag, monkeypatch, {"enabled": False})
+
+    assert snapshots.snapshot(environment.pk).version > old.version
