@@ -318,9 +318,25 @@ def toggles(environment_id: int) -> dict[str, str]:
         compiles.append(elapsed)
     snapshots.clear_local()
     snapshots.snapshot(environment_id)
-    reader = threading.Thread(target=evaluations)
+    reader = threading.Thread(target=evaluations, daemon=True)
     reader.start()
-    for config in configs[TOGGLES : 2 * TOGGLES]:
+    try:
+        _served(configs[TOGGLES : 2 * TOGGLES], environment_id, toggle, served)
+    finally:
+        stop.set()
+        reader.join()
+    return {
+        "toggle build": _spread(builds),
+        "toggle compile": _spread(compiles),
+        "toggle served": _spread(served),
+        "toggle p99": f"{_seconds(_percentile(latencies, 0.99))} / {_seconds(max(latencies))}",
+    }
+
+
+def _served(configs: list, environment_id: int, toggle, served: list[float]) -> None:
+    from evaluation import cache as snapshots
+
+    for config in configs:
         time.sleep(0.05)
         elapsed, _ = timed(lambda config=config: toggle(config))
         started = time.perf_counter()
@@ -329,14 +345,6 @@ def toggles(environment_id: int) -> dict[str, str]:
         while snapshots.snapshot(environment_id).version < version:
             time.sleep(0.001)
         served.append(elapsed + time.perf_counter() - started)
-    stop.set()
-    reader.join()
-    return {
-        "toggle build": _spread(builds),
-        "toggle compile": _spread(compiles),
-        "toggle served": _spread(served),
-        "toggle p99": f"{_seconds(_percentile(latencies, 0.99))} / {_seconds(max(latencies))}",
-    }
 
 
 def _percentile(values: list[float], share: float) -> float:
