@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from django.contrib.auth import get_user_model
 
 from flags import services
+from flags.ingested import ingested_bump
 from flags.models import (
     Environment,
     Experiment,
     Flag,
     FlagConfig,
+    IngestedData,
     Membership,
     Metric,
     Project,
@@ -110,12 +112,14 @@ def exposures(
         for variant, count in units.items()
         for index in range(count)
     )
+    ingested_bump([(environment.pk, IngestedData.Kind.EXPOSURES, flag_key, first_seen)])
 
 
 def exposure(
     environment: Environment, flag_key: str, variant: str, unit: str, first_seen: datetime
 ) -> UnitExposure:
     """A unit's first exposure, as the events flush writes it."""
+    ingested_bump([(environment.pk, IngestedData.Kind.EXPOSURES, flag_key, first_seen)])
     return UnitExposure.objects.create(
         environment=environment,
         flag_key=flag_key,
@@ -134,6 +138,7 @@ def event_day(
     count: int | None = None,
 ) -> UnitEventDay:
     """A unit's events of one name on the day of `at` (all at `at`), as the flush sums them."""
+    ingested_bump([(environment.pk, IngestedData.Kind.EVENTS, event, at)])
     return UnitEventDay.objects.create(
         environment=environment,
         event=event,
