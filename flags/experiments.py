@@ -51,6 +51,7 @@ __all__ = [
     "flag_metric_totals",
     "metric_result",
     "metric_totals",
+    "sample_ratio",
     "statistics_totals",
     "unit_counts",
     "window_open_since",
@@ -396,6 +397,17 @@ def _metric_inputs(inputs: dict, metric: Metric, mark: Watermark, now: datetime)
     }
 
 
+def sample_ratio(experiment: Experiment, units: dict[str, int]) -> SampleRatio:
+    """The check of the units per variant against the rollout's weights at the start (a
+    variant seen but not in the weights has weight 0)."""
+    weights = {item["variant"]: item["weight"] for item in experiment.start_weights}
+    variants = _variants(experiment, units)
+    return sample_ratio_mismatch(
+        [units.get(variant, 0) for variant in variants],
+        [weights.get(variant, 0) for variant in variants],
+    )
+
+
 def experiment_analysis(
     experiment: Experiment,
     *,
@@ -434,19 +446,14 @@ def experiment_analysis(
     units, mixed = counted or _cached(
         inputs, partial(unit_counts, experiment, start=start, stop=stop)
     )
-    weights = {item["variant"]: item["weight"] for item in experiment.start_weights}
     variants = _variants(experiment, units)
-    sample_ratio = sample_ratio_mismatch(
-        [units.get(variant, 0) for variant in variants],
-        [weights.get(variant, 0) for variant in variants],
-    )
     return Analysis(
         experiment=experiment,
         start=start,
         stop=stop,
         units={variant: units.get(variant, 0) for variant in variants},
         mixed_units=mixed,
-        sample_ratio=sample_ratio,
+        sample_ratio=sample_ratio(experiment, units),
         metrics=metrics,
         changes=split_changes(experiment, stop),
     )
