@@ -13,8 +13,10 @@ from evaluation import events
 from flags import services
 from flags.experiment_results import results_context
 from flags.experiments import experiment_analysis
+from flagsite import failures
 from tests import factories
 from tests.evaluation.document_loader import api_key
+from tests.servers import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -176,3 +178,24 @@ def test_a_unit_exposed_at_a_time_ahead_counts_once_that_time_has_come(experimen
 
     assert early["units"] == {"off": 1, "on": 0} and late["units"] == {"off": 1, "on": 1}
     assert early == fresh(experiment, now=NOW) and late == fresh(experiment, now=NOW + HOUR)
+
+
+def test_with_the_shared_cache_away_results_are_computed_from_the_rows(experiment, ingest):
+    ingest([("u1", "off"), ("u2", "on")], [("u2", 10.0)])
+    expected = fresh(experiment)
+    dead = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        },
+        "limits": {"BACKEND": "flagsite.limits_cache.FallbackCache", "LOCATION": "default"},
+    }
+    try:
+        with override_settings(CACHES=dead):
+            first, again = shown(experiment), shown(experiment)
+    finally:
+        failures.forget()  # the next test's cache is up
+
+    assert first == again == expected
+    assert first["units"] == {"off": 1, "on": 1}
