@@ -136,10 +136,14 @@ def _rows(experiment: Experiment, size: int) -> int:
             [environment, START, START, START, size, environment, START, START, START, size],
         )
         # What ingestion records with the rows it writes (flags.ingested).
-        latest = START + timedelta(days=1)
+        days = [START + timedelta(days=day) for day in range(3)]
         ingested_bump(
-            [(environment, IngestedData.Kind.EXPOSURES, "checkout", latest)]
-            + [(environment, IngestedData.Kind.EVENTS, name, latest) for name in EVENTS]
+            [(environment, IngestedData.Kind.EXPOSURES, "checkout", at.date(), at) for at in days]
+            + [
+                (environment, IngestedData.Kind.EVENTS, name, at.date(), at)
+                for name in EVENTS
+                for at in days
+            ]
         )
         cursor.execute("ANALYZE flags_unitexposure")
         cursor.execute("ANALYZE flags_uniteventday")

@@ -288,8 +288,11 @@ def _to_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> 
         _events_to_database(events)
         # Last, so the versions' rows are locked only until commit (flags.ingested).
         ingested_bump(
-            [(key[0], EXPOSURES, key[1], _time(at)) for key, at in units.items()]
-            + [(key[0], EVENTS, key[1], _time(tally.last)) for key, tally in events.items()]
+            [(key[0], EXPOSURES, key[1], _time(at).date(), _time(at)) for key, at in units.items()]
+            + [
+                (key[0], EVENTS, key[1], _time(key[3]).date(), _time(tally.last))
+                for key, tally in events.items()
+            ]
         )
 
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -371,28 +371,43 @@ def _cached(inputs: dict, compute: Callable[[], T]) -> T:
     return value
 
 
-def _units_inputs(experiment: Experiment, mark: Watermark, start: datetime, stop: datetime) -> dict:
-    """What the units counted depend on. A running experiment's stop is now, which moves at
-    each read: past the latest first exposure ever ingested for the flag it counts the same
-    units, so that time stands in for it."""
+def _counted_until(mark: Watermark, stop: datetime) -> datetime:
+    """The stop, or the latest first exposure ever ingested for the flag when that is
+    earlier: every stop from it on counts the same units. (A running experiment's stop is
+    now, which moves at each read.)"""
     latest = mark.exposures_latest
+    return latest if latest is not None and latest <= stop else stop
+
+
+def _utc_day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
+def _units_inputs(
+    experiment: Experiment, mark: Watermark, start: datetime, until: datetime
+) -> dict:
+    """What the units counted depend on: the flag's first exposures of every day up to the
+    stop (a unit's earlier one, before the start, leaves it out)."""
     return {
         "environment": experiment.environment_id,
         "flag": experiment.flag.key,
         "start": start.isoformat(),
-        "stop": (latest if latest is not None and latest <= stop else stop).isoformat(),
-        "exposures": mark.exposures,
+        "stop": until.isoformat(),
+        "exposures": mark.exposures(_utc_day(until)),
     }
 
 
-def _metric_inputs(inputs: dict, metric: Metric, mark: Watermark, now: datetime) -> dict:
-    """What a metric's totals depend on besides the units: its event's rows, its window, and
-    which windows are still open (a day's boundary moves that)."""
+def _metric_inputs(
+    inputs: dict, metric: Metric, mark: Watermark, start: datetime, until: datetime, now: datetime
+) -> dict:
+    """What a metric's totals depend on besides the units: its event's rows of the days its
+    windows cover, its window, and which windows are still open (a day's end moves that)."""
+    last_day = _utc_day(until) + timedelta(days=metric.window_days)
     return {
         **inputs,
         "event": metric.event,
         "window_days": metric.window_days,
-        "events": dict(mark.events).get(metric.event, 0),
+        "events": mark.events(metric.event, _utc_day(start), last_day),
         "open_since": window_open_since(metric, now).isoformat(),
     }
 
@@ -433,11 +448,12 @@ def experiment_analysis(
     # Read before the totals: rows ingested meanwhile bump it, so the totals computed next
     # are never kept under a watermark older than what they miss.
     mark = watermark(experiment.environment_id, experiment.flag.key, [m.event for m in chosen])
-    inputs = _units_inputs(experiment, mark, start, stop)
+    until = _counted_until(mark, stop)
+    inputs = _units_inputs(experiment, mark, start, until)
     metrics, counted = [], None
     for metric in chosen:
         totals, mixed = _cached(
-            _metric_inputs(inputs, metric, mark, now),
+            _metric_inputs(inputs, metric, mark, start, until, now),
             partial(metric_totals, experiment, metric, start=start, stop=stop, now=now),
         )
         metrics.append(metric_result(experiment, metric, totals, mixed, confidence=confidence))

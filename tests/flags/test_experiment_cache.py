@@ -199,3 +199,25 @@ def test_with_the_shared_cache_away_results_are_computed_from_the_rows(experimen
 
     assert first == again == expected
     assert first["units"] == {"off": 1, "on": 1}
+
+
+def test_an_ended_experiment_keeps_its_totals_while_later_days_events_arrive(project, ingest):
+    flag = factories.flag(project, "checkout")
+    factories.split(flag, on=50, off=50)
+    metric = factories.metric(project, "purchases", event="purchase", window_days=1)
+    exposed_at = NOW - 132 * HOUR
+    ended = factories.started(
+        factories.experiment(flag, metrics=[metric]), NOW - 144 * HOUR, NOW - 120 * HOUR
+    )
+    ingest([("u1", "off"), ("u2", "on")], at=exposed_at)
+    ingest(purchases=[("u1", 5.0)], at=exposed_at + HOUR)
+    cached = shown(ended)
+
+    ingest(purchases=[("u2", 5.0)], at=NOW - HOUR)  # days after every unit's window
+    assert analysis_queries(lambda: experiment_analysis(ended)) == []
+    assert shown(ended) == cached == fresh(ended)
+
+    ingest(purchases=[("u2", 5.0)], at=exposed_at + 2 * HOUR)  # within u2's window
+    [purchases] = shown(ended)["metrics"]
+    assert purchases.treatments[0].value == 1.0
+    assert shown(ended) == fresh(ended) != cached
