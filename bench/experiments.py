@@ -10,8 +10,10 @@ and a `purchase` row with a value for 30% of the units. Then it times, median of
 - `metric_totals` of a conversion metric and of a numeric (sum) metric: the one query each;
 - `experiment_analysis` with both metrics: a first view (the cache emptied before each run:
   the watermark, two metric queries, the versions), a repeated view (the totals cached for
-  the same watermark), and a view after new data (100 first exposures and 100 events
-  ingested through `evaluation.events` before each run, which bumps the watermark);
+  the same watermark), a view after new data (100 first exposures and 100 events
+  ingested through `evaluation.events` before each run, which bumps the watermark of
+  their day), and a view after 100 events of a day past every unit's window (which leaves
+  the totals in use);
 - the admin's experiment page, repeated (Django's test client, in process, no server).
 
 $DB_URL names a PostgreSQL database the script creates (dropping one of that name first) and
@@ -138,7 +140,10 @@ def _rows(experiment: Experiment, size: int) -> int:
         # What ingestion records with the rows it writes (flags.ingested).
         days = [START + timedelta(days=day) for day in range(3)]
         ingested_bump(
-            [(environment, IngestedData.Kind.EXPOSURES, "checkout", at.date(), at) for at in days]
+            [
+                (environment, IngestedData.Kind.EXPOSURES, "checkout", at.date(), at)
+                for at in days[:2]
+            ]
             + [
                 (environment, IngestedData.Kind.EVENTS, name, at.date(), at)
                 for name in EVENTS
@@ -177,7 +182,7 @@ def measure(client: Client, size: int) -> str:
     totals, mixed = metric_totals(experiment, conversion, start=START, stop=stop)
     assert totals["on"].units + totals["off"].units + mixed == size, (totals, mixed)
     page = f"/admin/flags/experiment/{experiment.pk}/change/"
-    batches = iter(range(RUNS))
+    batches, later = iter(range(RUNS)), iter(range(RUNS))
 
     def analysis() -> None:
         experiment_analysis(experiment, now=stop)
@@ -192,12 +197,21 @@ def measure(client: Client, size: int) -> str:
             ingestion.track(experiment.environment_id, "purchase", f"user-{index}", 10.0, at)
         ingestion.drain()  # into the database, through Redis when it is configured
 
+    def later_data() -> None:
+        """Purchases of a day after every unit's window has closed."""
+        at = (START + timedelta(days=9)).timestamp()
+        batch = next(later)
+        for index in range(NEW_UNITS):
+            ingestion.track(experiment.environment_id, "purchase", f"user-{batch}-{index}", 1.0, at)
+        ingestion.drain()
+
     figures = [
         _median_ms(lambda: metric_totals(experiment, conversion, start=START, stop=stop)),
         _median_ms(lambda: metric_totals(experiment, numeric, start=START, stop=stop)),
         _median_ms(analysis, before=cache.clear),
         _median_ms(analysis),
         _median_ms(analysis, before=new_data),
+        _median_ms(analysis, before=later_data),
         _median_ms(lambda: client.get(page).content),
     ]
     return f"| {size:,} | {events:,} | " + " | ".join(_format(ms) for ms in figures) + " |"
@@ -209,6 +223,7 @@ COLUMNS = [
     "analysis, first view",
     "repeated view",
     "after new data",
+    "after later days' data",
     "admin page, repeated",
 ]
 TABLE_HEAD = (
