@@ -108,7 +108,7 @@ bench-sdk: install-dev
 bench-statistics: install-dev
 	$(BIN)/python bench/statistics.py
 
-## bench-experiments: an experiment's analysis query and page at 10,000 to 1,000,000 units
+## bench-experiments: an experiment's analysis (first, repeated and after new data) and page at 10,000 to 1,000,000 units
 .PHONY: bench-experiments
 bench-experiments: install-dev
 	DB_URL=$${DB_URL:-postgres://postgres@127.0.0.1:5432/flags_bench_experiments} \

@@ -8,8 +8,13 @@ units also to the other variant), a `pageview` event row on each of 3 days for e
 and a `purchase` row with a value for 30% of the units. Then it times, median of 3 runs:
 
 - `metric_totals` of a conversion metric and of a numeric (sum) metric: the one query each;
-- `experiment_analysis` with both metrics (units, two metric queries, the versions);
-- the admin's experiment page (Django's test client, in process, no server).
+- `experiment_analysis` with both metrics: a first view (the cache emptied before each run:
+  the watermark, two metric queries, the versions), a repeated view (the totals cached for
+  the same watermark), a view after new data (100 first exposures and 100 events
+  ingested through `evaluation.events` before each run, which bumps the watermark of
+  their day), and a view after 100 events of a day past every unit's window (which leaves
+  the totals in use);
+- the admin's experiment page, repeated (Django's test client, in process, no server).
 
 $DB_URL names a PostgreSQL database the script creates (dropping one of that name first) and
 drops when it ends. Prints a Markdown table.
@@ -45,15 +50,20 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test import Client  # noqa: E402
 
+from evaluation import events as ingestion  # noqa: E402
 from flags import services  # noqa: E402
 from flags.experiments import experiment_analysis, metric_totals  # noqa: E402
-from flags.models import Experiment, FlagConfig  # noqa: E402
+from flags.ingested import ingested_bump  # noqa: E402
+from flags.models import Experiment, FlagConfig, IngestedData  # noqa: E402
 
 SYSTEM = {"actor": None, "source": "system"}
+EVENTS = ("pageview", "purchase")
+NEW_UNITS = 100  # first exposures (and as many purchases) ingested before each "after" run
 
 
 def _experiment(size: int) -> Experiment:
@@ -127,6 +137,19 @@ def _rows(experiment: Experiment, size: int) -> int:
             """,
             [environment, START, START, START, size, environment, START, START, START, size],
         )
+        # What ingestion records with the rows it writes (flags.ingested).
+        days = [START + timedelta(days=day) for day in range(3)]
+        ingested_bump(
+            [
+                (environment, IngestedData.Kind.EXPOSURES, "checkout", at.date(), at)
+                for at in days[:2]
+            ]
+            + [
+                (environment, IngestedData.Kind.EVENTS, name, at.date(), at)
+                for name in EVENTS
+                for at in days
+            ]
+        )
         cursor.execute("ANALYZE flags_unitexposure")
         cursor.execute("ANALYZE flags_uniteventday")
         cursor.execute(
@@ -135,9 +158,11 @@ def _rows(experiment: Experiment, size: int) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _median_ms(call) -> float:
+def _median_ms(call, before=None) -> float:
     times = []
     for _ in range(RUNS):
+        if before is not None:
+            before()
         started = time.perf_counter()
         call()
         times.append((time.perf_counter() - started) * 1000)
@@ -157,17 +182,53 @@ def measure(client: Client, size: int) -> str:
     totals, mixed = metric_totals(experiment, conversion, start=START, stop=stop)
     assert totals["on"].units + totals["off"].units + mixed == size, (totals, mixed)
     page = f"/admin/flags/experiment/{experiment.pk}/change/"
+    batches, later = iter(range(RUNS)), iter(range(RUNS))
+
+    def analysis() -> None:
+        experiment_analysis(experiment, now=stop)
+
+    def new_data() -> None:
+        """Units new to the flag, exposed within the experiment, and purchases of old ones."""
+        at = (START + timedelta(days=1)).timestamp()
+        batch = next(batches)
+        for index in range(NEW_UNITS):
+            unit = f"new-{batch}-{index}"
+            ingestion.expose_at(experiment.environment_id, "checkout", "on", unit, at)
+            ingestion.track(experiment.environment_id, "purchase", f"user-{index}", 10.0, at)
+        ingestion.drain()  # into the database, through Redis when it is configured
+
+    def later_data() -> None:
+        """Purchases of a day after every unit's window has closed."""
+        at = (START + timedelta(days=9)).timestamp()
+        batch = next(later)
+        for index in range(NEW_UNITS):
+            ingestion.track(experiment.environment_id, "purchase", f"user-{batch}-{index}", 1.0, at)
+        ingestion.drain()
+
     figures = [
         _median_ms(lambda: metric_totals(experiment, conversion, start=START, stop=stop)),
         _median_ms(lambda: metric_totals(experiment, numeric, start=START, stop=stop)),
-        _median_ms(lambda: experiment_analysis(experiment, now=stop)),
+        _median_ms(analysis, before=cache.clear),
+        _median_ms(analysis),
+        _median_ms(analysis, before=new_data),
+        _median_ms(analysis, before=later_data),
         _median_ms(lambda: client.get(page).content),
     ]
     return f"| {size:,} | {events:,} | " + " | ".join(_format(ms) for ms in figures) + " |"
 
 
-COLUMNS = ["conversion query", "numeric query", "experiment_analysis", "admin page"]
-TABLE_HEAD = "| units | event rows | " + " | ".join(COLUMNS) + " |\n|---|---|---|---|---|---|"
+COLUMNS = [
+    "conversion query",
+    "numeric query",
+    "analysis, first view",
+    "repeated view",
+    "after new data",
+    "after later days' data",
+    "admin page, repeated",
+]
+TABLE_HEAD = (
+    "| units | event rows | " + " | ".join(COLUMNS) + " |\n|---" + "|---" * (len(COLUMNS) + 1) + "|"
+)
 
 
 def admin_client() -> Client:

@@ -43,10 +43,13 @@ from django.db import connection, transaction
 from evaluation import batches, keys
 from evaluation.batches import SEPARATOR, Batch, redis, text_problem
 from evaluation.engine import EvaluationResult, Reason
-from flags.models import Environment, UnitEventDay, UnitExposure
+from flags.ingested import ingested_bump
+from flags.models import Environment, IngestedData, UnitEventDay, UnitExposure
 from flagsite import metrics
 
 log = logging.getLogger(__name__)
+
+EXPOSURES, EVENTS = IngestedData.Kind.EXPOSURES, IngestedData.Kind.EVENTS
 
 DAY = 86400
 MAX_UNIT = 256  # characters of a targetingKey kept as a unit
@@ -278,9 +281,19 @@ def _to_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> 
     units, events = _storable_units(units), _storable_events(events)
     wanted = {key[0] for key in units} | {key[0] for key in events}
     existing = set(Environment.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+    units = {key: at for key, at in units.items() if key[0] in existing}
+    events = {key: tally for key, tally in events.items() if key[0] in existing}
     with transaction.atomic():
-        _units_to_database({key: at for key, at in units.items() if key[0] in existing})
-        _events_to_database({key: t for key, t in events.items() if key[0] in existing})
+        _units_to_database(units)
+        _events_to_database(events)
+        # Last, so the versions' rows are locked only until commit (flags.ingested).
+        ingested_bump(
+            [(key[0], EXPOSURES, key[1], _time(at).date(), _time(at)) for key, at in units.items()]
+            + [
+                (key[0], EVENTS, key[1], _time(key[3]).date(), _time(tally.last))
+                for key, tally in events.items()
+            ]
+        )
 
 
 def _units_to_database(units: dict[UnitKey, float]) -> None:

@@ -19,6 +19,8 @@ run side by side during a deploy, and a renamed key would split what they share.
   `units:pending`             the Redis set of those sets (evaluation.events)
   `events:{id}:{day}`         a Redis hash of per-unit event sums waiting to be drained
   `events:pending`            the Redis set of those hashes (evaluation.events)
+  `totals:{digest}`           an analysis's per-variant totals of one metric (or units), the
+                              digest of its inputs and the data's watermark (flags.experiments)
   `{CACHE_PREFIX}:changes`    the pub/sub channel of committed changes (evaluation.broadcast)
 """
 
@@ -37,6 +39,7 @@ UNITS = "units:{environment_id}:{day}"
 UNITS_PENDING = "units:pending"
 EVENTS = "events:{environment_id}:{day}"
 EVENTS_PENDING = "events:pending"
+TOTALS = "totals:{digest}"
 CHANGES = "{prefix}:changes"
 
 
@@ -70,6 +73,10 @@ def units(environment_id: int, day: int) -> str:
 
 def events(environment_id: int, day: int) -> str:
     return EVENTS.format(environment_id=environment_id, day=day)
+
+
+def totals(digest: str) -> str:
+    return TOTALS.format(digest=digest)
 
 
 def changes_channel() -> str:

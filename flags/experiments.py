@@ -2,19 +2,30 @@
 
 Reads only (a selector): UnitExposure says which units the experiment counts and in which
 variant, UnitEventDay what each did in its window; flags.statistics turns the per-variant
-sufficient statistics into lifts, intervals, p-values and the sample-ratio check.
+sufficient statistics into lifts, intervals, p-values and the sample-ratio check. The totals
+are cached, keyed by what they were computed from and by the watermark of the ingested data
+(flags.ingested), so reading an experiment again without new data costs one query.
 docs/experiments.md explains the query and its choices.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+from typing import TypeVar
 
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
+from evaluation import keys
 from flags.history import state_diff
+from flags.ingested import Watermark, watermark
 from flags.models import Experiment, FlagConfig, FlagConfigVersion, Metric
 from flags.statistics import (
     DEFAULT_CONFIDENCE,
@@ -28,6 +39,7 @@ from flags.statistics import (
     compare_numeric,
     sample_ratio_mismatch,
 )
+from flagsite.failures import CACHE, StoreUnavailable, reaching
 
 __all__ = [
     "Analysis",
@@ -39,6 +51,7 @@ __all__ = [
     "flag_metric_totals",
     "metric_result",
     "metric_totals",
+    "sample_ratio",
     "statistics_totals",
     "unit_counts",
     "window_open_since",
@@ -46,6 +59,12 @@ __all__ = [
 
 # The parts of a configuration's state that decide which split units are served.
 SPLIT_KEYS = ("defaultServe", "rules")
+# Cached totals are keyed by all they were computed from, so they are never wrong, only
+# unused once new data arrives: they expire to free the space.
+TOTALS_SECONDS = 7 * 86400
+TOTALS_FORMAT = 1  # part of each key: a change to VariantTotals starts afresh
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -334,6 +353,76 @@ def split_changes(experiment: Experiment, stop: datetime) -> list[ConfigChange]:
     return changes
 
 
+# --- The cache ------------------------------------------------------------------------------
+
+
+def _cached(inputs: dict, compute: Callable[[], T]) -> T:
+    """`compute()`, or what it returned before for the same inputs (the shared cache; without
+    it, computed each time)."""
+    text = json.dumps([TOTALS_FORMAT, inputs], sort_keys=True, default=str)
+    key = keys.totals(hashlib.sha256(text.encode()).hexdigest())
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
+        found = cache.get(key)
+        if found is not None:
+            return found
+    value = compute()
+    with contextlib.suppress(StoreUnavailable), reaching(CACHE):
+        cache.set(key, value, TOTALS_SECONDS)
+    return value
+
+
+def _counted_until(mark: Watermark, stop: datetime) -> datetime:
+    """The stop, or the latest first exposure ever ingested for the flag when that is
+    earlier: every stop from it on counts the same units. (A running experiment's stop is
+    now, which moves at each read.)"""
+    latest = mark.exposures_latest
+    return latest if latest is not None and latest <= stop else stop
+
+
+def _utc_day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
+def _units_inputs(
+    experiment: Experiment, mark: Watermark, start: datetime, until: datetime
+) -> dict:
+    """What the units counted depend on: the flag's first exposures of every day up to the
+    stop (a unit's earlier one, before the start, leaves it out)."""
+    return {
+        "environment": experiment.environment_id,
+        "flag": experiment.flag.key,
+        "start": start.isoformat(),
+        "stop": until.isoformat(),
+        "exposures": mark.exposures(_utc_day(until)),
+    }
+
+
+def _metric_inputs(
+    inputs: dict, metric: Metric, mark: Watermark, start: datetime, until: datetime, now: datetime
+) -> dict:
+    """What a metric's totals depend on besides the units: its event's rows of the days its
+    windows cover, its window, and which windows are still open (a day's end moves that)."""
+    last_day = _utc_day(until) + timedelta(days=metric.window_days)
+    return {
+        **inputs,
+        "event": metric.event,
+        "window_days": metric.window_days,
+        "events": mark.events(metric.event, _utc_day(start), last_day),
+        "open_since": window_open_since(metric, now).isoformat(),
+    }
+
+
+def sample_ratio(experiment: Experiment, units: dict[str, int]) -> SampleRatio:
+    """The check of the units per variant against the rollout's weights at the start (a
+    variant seen but not in the weights has weight 0)."""
+    weights = {item["variant"]: item["weight"] for item in experiment.start_weights}
+    variants = _variants(experiment, units)
+    return sample_ratio_mismatch(
+        [units.get(variant, 0) for variant in variants],
+        [weights.get(variant, 0) for variant in variants],
+    )
+
+
 def experiment_analysis(
     experiment: Experiment,
     *,
@@ -346,34 +435,41 @@ def experiment_analysis(
     `now` (the current time unless given) ends a running experiment, and is when the units'
     windows are judged still open (`MetricResult.open_units`).
 
-    Queries: one per metric (or, with no metric, one for the units per variant), and one
-    for the versions.
+    Queries: one for the watermark of the data, one per metric (or, with no metric, one for
+    the units per variant) unless its totals are cached for that watermark, and one for the
+    versions.
     """
     if experiment.starts_at is None:
         return None
     start = experiment.starts_at
     now = now or timezone.now()
     stop = experiment.ends_at or now
+    chosen = list(experiment.metrics.order_by("key"))
+    # Read before the totals: rows ingested meanwhile bump it, so the totals computed next
+    # are never kept under a watermark older than what they miss.
+    mark = watermark(experiment.environment_id, experiment.flag.key, [m.event for m in chosen])
+    until = _counted_until(mark, stop)
+    inputs = _units_inputs(experiment, mark, start, until)
     metrics, counted = [], None
-    for metric in experiment.metrics.order_by("key"):
-        totals, mixed = metric_totals(experiment, metric, start=start, stop=stop, now=now)
+    for metric in chosen:
+        totals, mixed = _cached(
+            _metric_inputs(inputs, metric, mark, start, until, now),
+            partial(metric_totals, experiment, metric, start=start, stop=stop, now=now),
+        )
         metrics.append(metric_result(experiment, metric, totals, mixed, confidence=confidence))
         # Every metric's query counts the exposed units: the first one's serve the check.
         counted = counted or ({v: t.units for v, t in totals.items()}, mixed)
-    units, mixed = counted or unit_counts(experiment, start=start, stop=stop)
-    weights = {item["variant"]: item["weight"] for item in experiment.start_weights}
-    variants = _variants(experiment, units)
-    sample_ratio = sample_ratio_mismatch(
-        [units.get(variant, 0) for variant in variants],
-        [weights.get(variant, 0) for variant in variants],
+    units, mixed = counted or _cached(
+        inputs, partial(unit_counts, experiment, start=start, stop=stop)
     )
+    variants = _variants(experiment, units)
     return Analysis(
         experiment=experiment,
         start=start,
         stop=stop,
         units={variant: units.get(variant, 0) for variant in variants},
         mixed_units=mixed,
-        sample_ratio=sample_ratio,
+        sample_ratio=sample_ratio(experiment, units),
         metrics=metrics,
         changes=split_changes(experiment, stop),
     )

@@ -665,6 +665,37 @@ class UnitEventDay(models.Model):
         return f"{self.event} {self.unit} {self.day:%Y-%m-%d}: {self.count}"
 
 
+class IngestedData(models.Model):
+    """How often ingestion has written an environment's first exposures of one flag, or its
+    events of one name, of one day (UTC), and the latest time it wrote for them: the
+    watermark an analysis's cached totals are keyed by (flags.ingested).
+
+    Bumped in the transaction that writes the rows, so no reader sees new rows under an old
+    version.
+    """
+
+    class Kind(models.TextChoices):
+        EXPOSURES = "exposures"  # `name` is a flag key
+        EVENTS = "events"  # `name` is an event name
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=100)
+    day = models.DateField()  # of the rows written: a first exposure's, an event's
+    version = models.PositiveBigIntegerField(default=0)
+    latest = models.DateTimeField()  # the latest first-exposure or event time written
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "kind", "name", "day"], name="ingested_data_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} {self.day:%Y-%m-%d}: version {self.version}"
+
+
 class SeenAttribute(models.Model):
     """An attribute name evaluations in an environment were asked with (the condition
     builder suggests them); written by evaluation.attributes, bounded per environment."""

@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from django.contrib.auth import get_user_model
 
 from flags import services
+from flags.ingested import ingested_bump
 from flags.models import (
     Environment,
     Experiment,
     Flag,
     FlagConfig,
+    IngestedData,
     Membership,
     Metric,
     Project,
@@ -95,6 +97,11 @@ def started(experiment: Experiment, start: datetime, stop: datetime | None = Non
     return experiment
 
 
+def _ingested(environment: Environment, kind: str, name: str, at: datetime) -> None:
+    """What ingestion records with the rows it writes (flags.ingested)."""
+    ingested_bump([(environment.pk, kind, name, at.astimezone(UTC).date(), at)])
+
+
 def exposures(
     environment: Environment, flag_key: str, units: dict[str, int], first_seen: datetime
 ) -> None:
@@ -110,12 +117,14 @@ def exposures(
         for variant, count in units.items()
         for index in range(count)
     )
+    _ingested(environment, IngestedData.Kind.EXPOSURES, flag_key, first_seen)
 
 
 def exposure(
     environment: Environment, flag_key: str, variant: str, unit: str, first_seen: datetime
 ) -> UnitExposure:
     """A unit's first exposure, as the events flush writes it."""
+    _ingested(environment, IngestedData.Kind.EXPOSURES, flag_key, first_seen)
     return UnitExposure.objects.create(
         environment=environment,
         flag_key=flag_key,
@@ -134,6 +143,7 @@ def event_day(
     count: int | None = None,
 ) -> UnitEventDay:
     """A unit's events of one name on the day of `at` (all at `at`), as the flush sums them."""
+    _ingested(environment, IngestedData.Kind.EVENTS, event, at)
     return UnitEventDay.objects.create(
         environment=environment,
         event=event,

@@ -28,7 +28,9 @@ UNITS = 1_000  # per experiment
 RATES = {"off": 0.10, "on": 0.12}  # purchase conversion: the true relative lift is 20%
 MEANS = {"off": 10.0, "on": 11.0}  # spend per unit, exponential: the true relative lift is 10%
 SRM_UNITS = 100_000
-SRM_RUNS = 1  # of each: a sound 50/50 split, and one losing 8% of one arm's exposures
+# Of each: a sound 50/50 split, and one losing 8% of one arm's exposures (100 runs of each,
+# without the server, are test_sample_ratio.py's).
+SRM_RUNS = 1
 DROPPED = 0.08
 BACKLOG = 4_000  # queued in the client at most before waiting for its posts (bound: 10,000)
 

@@ -134,7 +134,7 @@ def test_numeric_mean_leaves_out_units_without_a_value(project, checkout, data):
 
 
 def test_the_analysis_is_one_query_per_metric(project, checkout, data):
-    metrics = [_metric(project, f"m{index}") for index in range(3)]
+    metrics = [_metric(project, f"m{index}", window_days=index + 1) for index in range(3)]
     experiment = _started(checkout, *metrics)
 
     with CaptureQueriesContext(connection) as queries:
@@ -142,8 +142,9 @@ def test_the_analysis_is_one_query_per_metric(project, checkout, data):
 
     exposures = [q["sql"] for q in queries.captured_queries if "flags_unitexposure" in q["sql"]]
     assert len(exposures) == 3 and all("flags_uniteventday" in sql for sql in exposures)
-    # Besides: the metrics, the flag, the environment, the configuration, its versions.
-    assert len(queries.captured_queries) <= 3 + 5
+    # Besides: the metrics, the flag, the data's watermark, the environment, the
+    # configuration, its versions.
+    assert len(queries.captured_queries) <= 3 + 6
 
 
 def test_a_split_far_from_the_weights_is_a_sample_ratio_mismatch(project, checkout):
