@@ -376,7 +376,8 @@ def guard_state(guard: RolloutGuard) -> str:
         else ""
     )
     if guard.checked_at is None:
-        return f"Checking: not checked yet (from the rollout's first step on).{since}"
+        first = " It counts units first exposed since the rollout's first step."
+        return f"Checking: not checked yet.{since or first}"
     when = f"last check {guard.checked_at:%Y-%m-%d %H:%M} UTC"
     if guard.p_value is None:
         return (
