@@ -163,7 +163,7 @@ class RolloutGuardSerializer(StrictSerializer):
     tolerance = NumberField(
         required=False, min_value=0, help_text="How much worse is tolerated, in percent."
     )
-    action = fields.ChoiceField(choices=["rollback", "pause"], required=False)
+    action = fields.ChoiceField(choices=RolloutGuard.Action.choices, required=False)
 
 
 class GuardInputSerializer(StrictSerializer):
@@ -174,7 +174,7 @@ class GuardInputSerializer(StrictSerializer):
     tolerance = NumberField(
         required=False, help_text="How much worse is tolerated, in percent (0 to below 100)."
     )
-    action = fields.ChoiceField(choices=RolloutGuard.Action.values, required=False)
+    action = fields.ChoiceField(choices=RolloutGuard.Action.choices, required=False)
 
 
 class GuardUpdateSerializer(StrictSerializer):
@@ -182,7 +182,7 @@ class GuardUpdateSerializer(StrictSerializer):
 
     metric = TextField(max_length=100, required=False)
     tolerance = NumberField(required=False)
-    action = fields.ChoiceField(choices=RolloutGuard.Action.values, required=False)
+    action = fields.ChoiceField(choices=RolloutGuard.Action.choices, required=False)
 
 
 class GuardSerializer(fields.Serializer):
