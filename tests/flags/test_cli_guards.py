@@ -49,7 +49,8 @@ def test_a_guard_is_added_listed_edited_and_removed(rollout):
     )
 
     listed = run("list", "shop/checkout", "production")
-    assert f"{guard.pk}   {rollout}  purchase  0%" in listed
+    row = next(line for line in listed.splitlines() if line.startswith(f"{guard.pk} "))
+    assert row.split()[:6] == [str(guard.pk), rollout, "purchase", "0%", "rollback", "active"]
     assert "Checking: not checked yet" in listed
     assert f"Rollout {rollout}: on against off, 1 step pending." in listed
 
