@@ -137,3 +137,25 @@ def test_where_approval_is_required_only_a_project_admin_changes_guards(
     assert "Save guard" in client.get(page).content.decode()
     _post(client, page, guard_edit="1", guard=guard.pk, tolerance="9")
     assert RolloutGuard.objects.get().tolerance == 9
+
+
+def test_saving_only_a_new_action_keeps_the_test_going(client, project, flag, page):
+    _rollout(flag, {"metric": "signup", "tolerance": 2.555})
+    guard = RolloutGuard.objects.get()
+    client.force_login(factories.member(project, "publisher"))
+    shown = client.get(page).content.decode()
+    assert 'name="tolerance" value="2.555"' in shown  # the box holds the exact tolerance
+
+    saved = _post(
+        client,
+        page,
+        guard_edit="1",
+        guard=guard.pk,
+        metric="signup",
+        tolerance="2.555",
+        action="pause",
+    )
+
+    assert "Guard saved." in saved and "restarted" not in saved
+    edited = RolloutGuard.objects.get()
+    assert (edited.action, edited.tolerance, edited.restarted_at) == ("pause", 2.555, None)
