@@ -7,7 +7,10 @@ rollout's first step (one query, `flags.experiments.flag_metric_totals`) go to
 called. On a regression the guard rolls the configuration back to the control (through
 `flag_config_update`) or only pauses the rollout, cancels its pending steps, and says so:
 an audit entry, a WARNING line in the log, and the `guarded_rollout.paused` webhook event.
-docs/safe-rollouts.md describes it for users.
+`guard_create`, `guard_update` and `guard_delete` are the one way the admin, the API and the
+command line add, edit and remove a guard of a running rollout, with the role and approval
+checks of any change to what the environment serves. docs/safe-rollouts.md describes it for
+users.
 """
 
 from __future__ import annotations
@@ -20,9 +23,19 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from flags import schedules, services
+from flags.errors import NotFound
 from flags.experiments import flag_metric_totals, statistics_totals, window_open_since
 from flags.models import FlagConfig, RolloutGuard, ScheduledChange
-from flags.statistics import Better, Decision, GuardCheck, guard_check
+from flags.roles import Action, authorize, check_direct_write
+from flags.statistics import (
+    DEFAULT_ALPHA,
+    DEFAULT_MINIMUM_UNITS,
+    Better,
+    Decision,
+    GuardCheck,
+    guard_check,
+)
+from flags.validation import check_text
 from integrations import events
 
 # A guard counts units whose metric window has closed, which happens at the end of a day
@@ -36,7 +49,8 @@ log = logging.getLogger(__name__)
 def guard_totals(guard: RolloutGuard, now: datetime):
     """The control's and the treatment's totals for the guard's metric, as of `now`.
 
-    Units count from the rollout's first applied step, and only once their metric window
+    Units count from the rollout's first applied step (or the edit that restarted the
+    test, if later), and only once their metric window
     has closed: a stepped rollout's treatment units are younger than the control's, and
     counting their open windows as "no conversion yet" would make it look worse for nothing
     (docs/experiment-statistics.md, "What the totals must be"). None before the first step.
@@ -50,6 +64,8 @@ def guard_totals(guard: RolloutGuard, now: datetime):
     )
     if first is None:
         return None
+    if guard.restarted_at is not None:
+        first = max(first, guard.restarted_at)  # an edit restarted the test (`guard_update`)
     metric = guard.metric
     stop = min(now, window_open_since(metric, now) - timedelta(microseconds=1))
     totals, _ = flag_metric_totals(
@@ -179,3 +195,196 @@ def guards_check(now: datetime | None = None) -> list[RolloutGuard]:
 def guards_of(config: FlagConfig):
     """The guards of a configuration's rollouts, newest first (the versions page shows them)."""
     return config.guards.select_related("metric").order_by("-id")
+
+
+# --- Adding, editing and removing a guard of a running rollout ----------------------------
+
+
+def _writable(config: FlagConfig, actor) -> FlagConfig:
+    """The configuration, once `actor` may change what its environment serves directly."""
+    config = schedules.config_with_project(config)
+    authorize(actor, config.flag.project, Action.CONFIGURE, config.environment)
+    check_direct_write(actor, config.flag, config.environment)
+    return config
+
+
+def _step_variants(data: dict) -> list[str]:
+    serve = data.get("defaultServe") or {}
+    if "variant" in serve:
+        return [serve["variant"]]
+    return [item["variant"] for item in serve.get("rollout", {}).get("variants", [])]
+
+
+def rollout_variants(config: FlagConfig, rollout: str) -> tuple[str, str]:
+    """(control, treatment) of a rollout: its guards', else what its steps serve.
+
+    A split step lists the rolled-out variant first (`schedules.rollout_steps`); a rollout of
+    whole steps only (0 % and 100 %) serves the control at 0 %, else the off variant.
+    """
+    guard = RolloutGuard.objects.filter(config=config, rollout=rollout).first()
+    if guard is not None:
+        return guard.control_variant, guard.treatment_variant
+    steps = list(ScheduledChange.objects.filter(config=config, rollout=rollout))
+    for step in steps:
+        served = _step_variants(step.data)
+        if len(served) == 2:
+            return served[1], served[0]
+    served = [variant for step in steps for variant in _step_variants(step.data)]
+    treatment = served[-1]
+    control = next((v for v in served if v != treatment), None)
+    return control or schedules.rollout_control(config, treatment, None), treatment
+
+
+def running_rollouts(config: FlagConfig) -> list[dict]:
+    """The configuration's rollouts with steps pending (those a guard can be added to)."""
+    pending = schedules.schedule_of(config, pending_only=True).exclude(rollout="")
+    rollouts: dict[str, dict] = {}
+    for step in pending:
+        rollouts.setdefault(step.rollout, {"rollout": step.rollout, "pending": 0})
+        rollouts[step.rollout]["pending"] += 1
+    for item in rollouts.values():
+        item["control"], item["treatment"] = rollout_variants(config, item["rollout"])
+    return list(rollouts.values())
+
+
+def _guard_audit(guard: RolloutGuard) -> dict:
+    return {
+        "guard": guard.pk,
+        "rollout": guard.rollout,
+        "metric": guard.metric.key,
+        "tolerance": guard.tolerance,
+        "action": guard.action,
+    }
+
+
+@transaction.atomic
+def guard_create(
+    *, config: FlagConfig, rollout: str, data: dict, actor, source: str
+) -> RolloutGuard:
+    """Add a guard ({"metric", "tolerance", "action"}) to a rollout with steps pending.
+
+    It counts units from the rollout's first step, like the guards set with the rollout:
+    the test stays valid whenever its first look is.
+    """
+    config = _writable(config, actor)
+    if not isinstance(rollout, str) or not rollout:
+        raise ValidationError({"rollout": "give the id of a rollout of this configuration"})
+    check_text(rollout, "rollout")
+    pending = schedules.schedule_of(config, pending_only=True).filter(rollout=rollout)
+    if not pending.exists():
+        raise ValidationError(
+            {"rollout": f"no rollout {rollout[:40]!r} with steps pending in {config}"}
+        )
+    fields = schedules.guard_fields(config, data)
+    running = RolloutGuard.objects.filter(config=config, rollout=rollout, status=Status.ACTIVE)
+    if running.count() >= schedules.MAX_GUARDS:
+        raise ValidationError({"rollout": f"a rollout has at most {schedules.MAX_GUARDS} guards"})
+    control, treatment = rollout_variants(config, rollout)
+    guard = RolloutGuard.objects.create(
+        config=config,
+        rollout=rollout,
+        control_variant=control,
+        treatment_variant=treatment,
+        **fields,
+    )
+    schedules.audit_schedule(config, "guard add", actor, source, after=_guard_audit(guard))
+    return guard
+
+
+def _locked(guard: RolloutGuard) -> RolloutGuard:
+    return (
+        RolloutGuard.objects.select_for_update(of=("self",))
+        .select_related("metric")
+        .get(pk=guard.pk)
+    )
+
+
+@transaction.atomic
+def guard_update(
+    *, guard: RolloutGuard, data: dict, actor, source: str, now: datetime | None = None
+) -> RolloutGuard:
+    """Change a running guard's metric, tolerance or action (only those given).
+
+    A new metric or tolerance restarts the test at `now`: it then counts only units first
+    exposed since, and forgets its last check. Choosing the hypothesis after seeing the data
+    would void the test's promise (a variant within tolerance stopped at most 5% of the
+    time); a new action changes nothing the test computes, so it goes on.
+    """
+    config = _writable(guard.config, actor)
+    guard = _locked(guard)
+    if guard.status != Status.ACTIVE:
+        raise ValidationError({"status": f"the guard is {guard.status}: only a running one"})
+    if not isinstance(data, dict) or not data:
+        raise ValidationError({"body": "give a metric, a tolerance or an action to change"})
+    fields = schedules.guard_fields(config, data, partial=True)
+    before = _guard_audit(guard)
+    changed = {name for name, value in fields.items() if getattr(guard, name) != value}
+    for name, value in fields.items():
+        setattr(guard, name, value)
+    restarted = bool(changed & {"metric", "tolerance"})
+    if restarted:
+        guard.restarted_at = now or timezone.now()
+        guard.checked_at, guard.decision, guard.p_value = None, "", None
+    guard.save()
+    after = {**_guard_audit(guard), "restarted": restarted}
+    schedules.audit_schedule(config, "guard edit", actor, source, before=before, after=after)
+    return guard
+
+
+@transaction.atomic
+def guard_delete(*, guard: RolloutGuard, actor, source: str) -> None:
+    """Remove a guard: its rollout goes on without it (audited with what it was)."""
+    config = _writable(guard.config, actor)
+    guard = _locked(guard)
+    before = _guard_audit(guard)
+    guard.delete()
+    schedules.audit_schedule(config, "guard remove", actor, source, before=before)
+
+
+# --- Reads --------------------------------------------------------------------------------
+
+
+def guard_for(config: FlagConfig, pk: object) -> RolloutGuard:
+    """One guard of a configuration, by id; NotFound otherwise."""
+    guard = (
+        config.guards.select_related("metric").filter(pk=int(str(pk))).first()
+        if str(pk).isascii() and str(pk).isdigit() and len(str(pk)) <= 18
+        else None
+    )
+    if guard is None:
+        raise NotFound("guard", pk, within=f"{config.flag.key} in {config.environment.key}")
+    return guard
+
+
+def guard_state(guard: RolloutGuard) -> str:
+    """What the guard is doing and what its statistic says, in plain words."""
+    if guard.status == Status.TRIPPED:
+        done = "Rolled back" if guard.action == RolloutGuard.Action.ROLLBACK else "Paused"
+        return (
+            f"{done} at {guard.tripped_at:%Y-%m-%d %H:%M} UTC: {guard.treatment_variant} did "
+            f"worse than {guard.control_variant} beyond the {guard.tolerance:g}% tolerated "
+            f"(p = {guard.p_value:.3g}; a guard stops at p ≤ {DEFAULT_ALPHA:g})."
+        )
+    if guard.status == Status.PASSED:
+        return "Passed: every step was applied without a regression."
+    if guard.status == Status.STOPPED:
+        return "Stopped: the rollout ended otherwise (cancelled, killed or another guard)."
+    since = (
+        f" Test restarted {guard.restarted_at:%Y-%m-%d %H:%M} UTC by an edit: it counts units "
+        "first exposed since then."
+        if guard.restarted_at
+        else ""
+    )
+    if guard.checked_at is None:
+        first = " It counts units first exposed since the rollout's first step."
+        return f"Checking: not checked yet.{since or first}"
+    when = f"last check {guard.checked_at:%Y-%m-%d %H:%M} UTC"
+    if guard.p_value is None:
+        return (
+            f"Checking ({when}): waiting for {DEFAULT_MINIMUM_UNITS} units in each variant "
+            f"whose metric window has closed.{since}"
+        )
+    return (
+        f"Checking ({when}): no regression shown yet (p = {guard.p_value:.3g}; the rollout "
+        f"stops at p ≤ {DEFAULT_ALPHA:g} with {guard.treatment_variant} doing worse).{since}"
+    )

@@ -576,6 +576,11 @@ class RolloutGuard(models.Model):
     decision = models.CharField(max_length=16, blank=True)
     p_value = models.FloatField(null=True, blank=True)
     tripped_at = models.DateTimeField(null=True, blank=True)
+    restarted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When an edit restarted the test: it counts units exposed since then.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

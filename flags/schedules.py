@@ -27,7 +27,7 @@ from django.utils import timezone
 from flags import approvals, services
 from flags.models import ChangeRequest, FlagConfig, Metric, RolloutGuard, ScheduledChange
 from flags.roles import Action, authorize, check_direct_write
-from flags.validation import check_text
+from flags.validation import check_text, find_text_problem
 
 if TYPE_CHECKING:
     from flags.roles import Actor
@@ -141,14 +141,22 @@ def rollout_guards(config: FlagConfig, guards) -> list[dict]:
     check_text(guards, "guards")
     if not isinstance(guards, list) or len(guards) > MAX_GUARDS:
         raise ValidationError({"guards": f"a list of at most {MAX_GUARDS} guards"})
-    checked = []
-    for index, guard in enumerate(guards):
-        where = f"guards[{index}]"
-        if not isinstance(guard, dict):
-            raise ValidationError({where: "a guard is an object with a metric"})
-        unknown = sorted(set(guard) - GUARD_FIELDS)
-        if unknown:
-            raise ValidationError({f"{where}.{unknown[0]}": "unknown field"})
+    return [guard_fields(config, guard, f"guards[{index}].") for index, guard in enumerate(guards)]
+
+
+def guard_fields(config: FlagConfig, guard, where: str = "", partial: bool = False) -> dict:
+    """One guard's {"metric", "tolerance", "action"} checked -> its RolloutGuard fields; with
+    `partial`, only those given (an edit). Errors name the field after `where`."""
+    found = find_text_problem(guard, where.rstrip("."))
+    if found is not None:
+        raise ValidationError({found[0].lstrip(".") or "body": found[1]})
+    if not isinstance(guard, dict):
+        raise ValidationError({where.rstrip(".") or "body": "a guard is an object with a metric"})
+    unknown = sorted(set(guard) - GUARD_FIELDS)
+    if unknown:
+        raise ValidationError({f"{where}{unknown[0]}": "unknown field"})
+    checked: dict = {}
+    if not partial or "metric" in guard:
         key = guard.get("metric")
         metric = (
             Metric.objects.filter(project=config.flag.project, key=key).first()
@@ -156,7 +164,9 @@ def rollout_guards(config: FlagConfig, guards) -> list[dict]:
             else None
         )
         if metric is None:
-            raise ValidationError({f"{where}.metric": f"no metric {key!r} in this project"})
+            raise ValidationError({f"{where}metric": f"no metric {key!r} in this project"})
+        checked["metric"] = metric
+    if not partial or "tolerance" in guard:
         tolerance = guard.get("tolerance", 0)
         if (
             not isinstance(tolerance, int | float)
@@ -164,12 +174,14 @@ def rollout_guards(config: FlagConfig, guards) -> list[dict]:
             or not math.isfinite(tolerance)
             or not 0 <= tolerance < 100
         ):
-            raise ValidationError({f"{where}.tolerance": "a percentage from 0 to below 100"})
+            raise ValidationError({f"{where}tolerance": "a percentage from 0 to below 100"})
+        checked["tolerance"] = float(tolerance)
+    if not partial or "action" in guard:
         action = guard.get("action", RolloutGuard.Action.ROLLBACK)
         if action not in RolloutGuard.Action.values:
             choices = ", ".join(RolloutGuard.Action.values)
-            raise ValidationError({f"{where}.action": f"one of {choices}"})
-        checked.append({"metric": metric, "tolerance": float(tolerance), "action": action})
+            raise ValidationError({f"{where}action": f"one of {choices}"})
+        checked["action"] = action
     return checked
 
 

@@ -406,6 +406,7 @@ SPECTACULAR_SETTINGS = {
         "ApiKeyKindEnum": "flags.models.ApiKey.Kind",
         "RoleEnum": "flags.models.Membership.Role",
         "FlagTypeEnum": "flags.models.Flag.Type",
+        "GuardActionEnum": "flags.models.RolloutGuard.Action",
     },
 }
 

@@ -26,7 +26,7 @@ from flags import approvals, dashboard, guards, history, schedules, services
 from flags.admin.confirmations import ConfirmationPages, row_id
 from flags.admin.parameters import CheckedParametersAdmin, whole_number
 from flags.errors import NotFound
-from flags.models import ChangeRequest, Flag, FlagConfig, Project, Segment
+from flags.models import ChangeRequest, Flag, FlagConfig, Metric, Project, RolloutGuard, Segment
 from flags.roles import Action, allows, needs_change_request, visible_projects
 from flags.services import ConflictError
 from flags.validation import check_fields, load_json
@@ -60,6 +60,21 @@ def _posted_number(post, name: str, default: int | None = None) -> int:
     if raw.isascii() and raw.isdigit() and len(raw) <= 18:
         return int(raw)
     raise ValidationError({name: f"expected a whole number, not {raw[:40]!r}"})
+
+
+def _guard_form(post) -> dict:
+    """A guard's boxes -> what flags.guards takes: the metric, the tolerance, the action."""
+    data: dict[str, object] = {}
+    for name in ("metric", "action"):
+        if post.get(name):
+            data[name] = post[name]
+    raw = post.get("tolerance", "").strip()
+    if raw:
+        try:
+            data["tolerance"] = float(raw)
+        except ValueError:
+            raise ValidationError({"tolerance": f"a percentage, not {raw[:40]!r}"}) from None
+    return data
 
 
 def _error_text(error: Exception) -> str:
@@ -227,13 +242,17 @@ class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
             may_kill=may_write,
             requests=approvals.change_requests_of(project=config.flag.project, config=config)[:20],
             schedule=schedules.schedule_of(config)[:50],
-            guards=guards.guards_of(config)[:20],
+            guards=[(guard, guards.guard_state(guard)) for guard in guards.guards_of(config)[:20]],
+            running_rollouts=guards.running_rollouts(config),
+            metrics=Metric.objects.filter(project=config.flag.project).order_by("key"),
+            guard_actions=RolloutGuard.Action.choices,
+            may_guard=may_write and not needs_request,
         )
 
     def _versions_post(self, request: HttpRequest, config: FlagConfig) -> None:
         try:
             action, success = self._versions_action(request, config)
-        except ValidationError as error:  # the form's own input, before any service
+        except (ValidationError, NotFound) as error:  # the form's own input, before any service
             self.message_user(request, _error_text(error), messages.ERROR)
             return
         if action is not None:
@@ -276,7 +295,41 @@ class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
                 ),
                 "Change request opened; someone else with the publisher role reviews it.",
             )
+        if {"guard_add", "guard_edit", "guard_remove"} & set(post):
+            return self._guard_action(request, config)
         return None, ""
+
+    def _guard_action(self, request: HttpRequest, config: FlagConfig):
+        """Add, edit or remove a guard of a running rollout, through flags.guards."""
+        user, post = request.user, request.POST
+        if "guard_add" in post:
+            rollout = post.get("rollout", "")
+            data = _guard_form(post)
+            return (
+                lambda: guards.guard_create(
+                    config=config, rollout=rollout, data=data, actor=user, source=SOURCE
+                ),
+                f"Guard {data.get('metric')} added to rollout {rollout}.",
+            )
+        guard = guards.guard_for(config, _posted_number(post, "guard"))
+        if "guard_remove" in post:
+            return (
+                lambda: guards.guard_delete(guard=guard, actor=user, source=SOURCE),
+                f"Guard {guard.metric.key} removed; rollout {guard.rollout} goes on without it.",
+            )
+        data = _guard_form(post)
+
+        def edit() -> None:
+            edited = guards.guard_update(guard=guard, data=data, actor=user, source=SOURCE)
+            if edited.restarted_at != guard.restarted_at:
+                self.message_user(
+                    request,
+                    f"The test of guard {edited.metric.key} restarted now: it counts only "
+                    "units first exposed from now on.",
+                    messages.WARNING,
+                )
+
+        return edit, "Guard saved."
 
     def request_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         change_request = get_object_or_404(

@@ -15,16 +15,18 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from flags import approvals, history, schedules, selectors, services
+from flags import approvals, guards, history, schedules, selectors, services
 from flags.api.serializers import (
     FlagConfigInputSerializer,
     InstantField,
+    NumberField,
     SegmentUpdateSerializer,
     StrictSerializer,
+    TextField,
     VariantSerializer,
 )
 from flags.api.views import API, FlagConfigViewSet, _bool_param, _parse, paginated
-from flags.models import ChangeRequest, ScheduledChange
+from flags.models import ChangeRequest, RolloutGuard, ScheduledChange
 
 # --- Shapes -------------------------------------------------------------------------------
 
@@ -158,10 +160,51 @@ class RolloutStepSerializer(StrictSerializer):
 
 class RolloutGuardSerializer(StrictSerializer):
     metric = fields.CharField(max_length=100, help_text="The key of a metric of the project.")
-    tolerance = fields.FloatField(
+    tolerance = NumberField(
         required=False, min_value=0, help_text="How much worse is tolerated, in percent."
     )
-    action = fields.ChoiceField(choices=["rollback", "pause"], required=False)
+    action = fields.ChoiceField(choices=RolloutGuard.Action.choices, required=False)
+
+
+class GuardInputSerializer(StrictSerializer):
+    """A guard added to a running rollout (`rollout` is the id its steps share)."""
+
+    rollout = TextField(max_length=32, help_text="The id of a rollout with steps pending.")
+    metric = TextField(max_length=100, help_text="The key of a metric of the project.")
+    tolerance = NumberField(
+        required=False, help_text="How much worse is tolerated, in percent (0 to below 100)."
+    )
+    action = fields.ChoiceField(choices=RolloutGuard.Action.choices, required=False)
+
+
+class GuardUpdateSerializer(StrictSerializer):
+    """What may change in a running guard; a new metric or tolerance restarts its test."""
+
+    metric = TextField(max_length=100, required=False)
+    tolerance = NumberField(required=False)
+    action = fields.ChoiceField(choices=RolloutGuard.Action.choices, required=False)
+
+
+class GuardSerializer(fields.Serializer):
+    id = fields.IntegerField()
+    rollout = fields.CharField()
+    metric = fields.CharField(source="metric.key")
+    tolerance = fields.FloatField()
+    action = fields.CharField()
+    status = fields.ChoiceField(choices=RolloutGuard.Status.choices)
+    control = fields.CharField(source="control_variant")
+    treatment = fields.CharField(source="treatment_variant")
+    checkedAt = fields.DateTimeField(source="checked_at", allow_null=True)  # noqa: N815
+    decision = fields.CharField()
+    pValue = fields.FloatField(source="p_value", allow_null=True)  # noqa: N815
+    trippedAt = fields.DateTimeField(source="tripped_at", allow_null=True)  # noqa: N815
+    restartedAt = fields.DateTimeField(  # noqa: N815
+        source="restarted_at", allow_null=True, help_text="When an edit restarted its test."
+    )
+    state = fields.SerializerMethodField(help_text="Its state and statistic, in words.")
+
+    def get_state(self, guard: RolloutGuard) -> str:
+        return guards.guard_state(guard)
 
 
 class RolloutInputSerializer(StrictSerializer):
@@ -400,3 +443,38 @@ class ScheduleViewSet(FlagConfigViewSet):
         )
         body = ScheduledChangeSerializer(changes, many=True).data
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+class GuardViewSet(FlagConfigViewSet):
+    """Guards of the rollouts of one configuration: list, add, edit, remove."""
+
+    def _guard(self) -> RolloutGuard:
+        return guards.guard_for(self._config(), self.kwargs["pk"])
+
+    @extend_schema(responses=paginated(GuardSerializer))
+    def list(self, request: Request, **kwargs) -> Response:
+        return self._paginate(guards.guards_of(self._config()), GuardSerializer)
+
+    @extend_schema(request=GuardInputSerializer, responses={201: GuardSerializer})
+    def create(self, request: Request, **kwargs) -> Response:
+        data = _parse(GuardInputSerializer, request)
+        rollout = data.pop("rollout")
+        guard = guards.guard_create(
+            config=self._config(), rollout=rollout, data=data, actor=request.user, source=API
+        )
+        return Response(GuardSerializer(guard).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=GuardSerializer)
+    def retrieve(self, request: Request, **kwargs) -> Response:
+        return Response(GuardSerializer(self._guard()).data)
+
+    @extend_schema(request=GuardUpdateSerializer, responses=GuardSerializer)
+    def partial_update(self, request: Request, **kwargs) -> Response:
+        data = _parse(GuardUpdateSerializer, request)
+        guard = guards.guard_update(guard=self._guard(), data=data, actor=request.user, source=API)
+        return Response(GuardSerializer(guard).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request: Request, **kwargs) -> Response:
+        guards.guard_delete(guard=self._guard(), actor=request.user, source=API)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -76,6 +76,15 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class NumberField(serializers.FloatField):
+    """A JSON number, never a string or a boolean read as one (`true` is not 1)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ConditionSerializer(StrictSerializer):
     attribute = serializers.CharField(required=False, allow_blank=False, max_length=200)
     operator = serializers.ChoiceField(choices=sorted(OPERATORS))

@@ -67,6 +67,12 @@ rollout_urlpatterns = [
         rollouts.ScheduleViewSet.as_view({"post": "rollout"}),
         name="rollout",
     ),
+    path(f"{CONFIG}/guards", rollouts.GuardViewSet.as_view(listing), name="guards"),
+    path(
+        f"{CONFIG}/guards/<str:pk>",
+        rollouts.GuardViewSet.as_view({**detail, "delete": "destroy"}),
+        name="guard",
+    ),
 ]
 
 urlpatterns = [

@@ -1,0 +1,84 @@
+"""A product manager guards a stepped rollout in a real headless Chromium: adds a guard
+metric from the flag's Scheduled changes tab, edits its tolerance (which restarts its test,
+as the page says), and removes it. Screenshots go to tests/browser/screenshots/."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from flags import schedules
+from flags.models import AuditEntry, RolloutGuard
+from tests import factories
+from tests.browser.accessibility import assert_inputs_labelled
+from tests.browser.chromium import Clicks, log_in, page_text, screenshot, wait
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_pm_adds_edits_and_removes_a_guard_of_a_rollout(browser, live_server, transactional_db):
+    from selenium.webdriver.common.by import By
+
+    project = factories.project("shop", name="Shop")
+    factories.metric(project, "purchase", name="Purchases", event="purchase", window_days=1)
+    factories.metric(project, "refund", name="Refunds", event="refund", better="lower")
+    flag = factories.flag(project, "new-checkout")
+    now = timezone.now()
+    steps = [{"at": now + timedelta(days=d), "percentage": p} for d, p in ((1, 10), (3, 50))]
+    rollout = schedules.rollout_create(
+        config=factories.config(flag, "production"),
+        variant="on",
+        steps=steps,
+        actor=None,
+        source="api",
+    )[0].rollout
+    factories.member(project, "publisher", username="pm")
+    log_in(browser, live_server, "pm")
+    clicks = Clicks(browser)
+
+    clicks.on(By.LINK_TEXT, "Flags")
+    clicks.on(By.LINK_TEXT, "new-checkout")
+    clicks.on(By.ID, "tab-schedule")
+    clicks.on(By.CSS_SELECTOR, "a[title='Guards of the rollouts in Production']")
+    wait(browser, lambda b: "Add a guard" in page_text(b))
+    form = browser.find_element(By.CSS_SELECTOR, "form.flag-guard-add")
+    rollouts = form.find_element(By.NAME, "rollout")
+    assert f"{rollout}: on against off, 2 steps pending" in rollouts.text
+    clicks.choose(form.find_element(By.NAME, "metric"), "purchase (Purchases)")
+    tolerance = form.find_element(By.NAME, "tolerance")
+    tolerance.clear()
+    tolerance.send_keys("2")
+    clicks(form.find_element(By.NAME, "guard_add"))
+
+    wait(browser, lambda b: f"Guard purchase added to rollout {rollout}." in page_text(b))
+    guard = RolloutGuard.objects.get()
+    assert (guard.metric.key, guard.tolerance, guard.status) == ("purchase", 2.0, "active")
+    row = browser.find_element(By.ID, f"guard-{guard.pk}")
+    assert "active: Checking: not checked yet." in row.text
+    assert "restarts its test from that moment" in page_text(browser)
+    assert_inputs_labelled(browser, "the versions page with a guard")
+    screenshot(browser, "guard-added", element=row, window=(1400, 1000))
+    assert clicks.count == 6
+
+    tolerance = row.find_element(By.NAME, "tolerance")
+    tolerance.clear()
+    tolerance.send_keys("5")
+    clicks(row.find_element(By.NAME, "guard_edit"))
+    wait(browser, lambda b: "The test of guard purchase restarted now" in page_text(b))
+    row = browser.find_element(By.ID, f"guard-{guard.pk}")
+    assert "5%" in row.text and "Test restarted" in row.text
+    assert RolloutGuard.objects.get().restarted_at is not None
+    screenshot(browser, "guard-edited", element=row, window=(1400, 1000))
+
+    clicks(row.find_element(By.NAME, "guard_remove"))
+    wait(browser, lambda b: "Guard purchase removed" in page_text(b))
+    assert not browser.find_elements(By.ID, f"guard-{guard.pk}")
+    assert not RolloutGuard.objects.exists()
+    entries = AuditEntry.objects.filter(action__startswith="guard ", source="admin")
+    assert sorted(entries.values_list("action", flat=True)) == [
+        "guard add",
+        "guard edit",
+        "guard remove",
+    ]
+    screenshot(browser, "guard-removed", window=(1400, 1000))
+    assert clicks.count == 8
