@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flags', '0014_rollout_guards'),
+        ('flags', '0015_ingested_data'),
     ]
 
     operations = [
