@@ -12,7 +12,9 @@ exposure already recorded by this process is skipped before that (a bounded set)
 unit evaluated a thousand times costs one dict look-up per split result after the first.
 Every `EXPOSURE_FLUSH_SECONDS` a background thread moves both batches out: to Redis when
 it is configured, else straight into the database (one upsert statement per table). The
-scheduler (`run_scheduler`, `manage.py flush_exposures`) drains Redis into the database.
+scheduler (`run_scheduler`, `manage.py flush_exposures`) drains Redis into the database in
+chunks of `DRAIN_CHUNK` entries, each written before the next is taken, so Redis is never
+held for longer than a chunk's script (milliseconds).
 
 Redis keys (evaluation.keys, under the cache's KEY_PREFIX):
   `units:{environment_id}:{day}`   sorted set, member "flag\\tvariant\\tunit", score = the
@@ -24,14 +26,15 @@ Redis keys (evaluation.keys, under the cache's KEY_PREFIX):
 One bad item never stops the others: a targetingKey or name the store cannot hold is
 dropped where it is met, logged and counted (`flags_events_dropped_total`). Only a store
 that is away fails a flush or a drain, and then nothing is lost: the items wait for the
-next. What a restart loses is what a process held in memory (docs/experiments.md).
+next. What a restart loses is what a process held in memory, and a drainer killed between
+taking a chunk and writing it loses that chunk (docs/experiments.md).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -237,11 +240,54 @@ end
 redis.call('SADD', KEYS[2], KEYS[1])
 """
 
-_TAKE_SORTED_SET = """
-local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], KEYS[1])
+# A drain takes a key's entries in chunks of at most this many (first exposures, or tallies
+# of 6 fields each): one script call then blocks Redis for milliseconds, not seconds, and
+# each chunk is in the database before the next is taken.
+DRAIN_CHUNK = 2_000
+
+# Take (read and remove) at most ARGV[1] first exposures; once the set is empty it leaves
+# the pending set, in the same step, so a flush after it puts the key back there.
+_TAKE_UNITS = """
+local members = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], KEYS[1]) end
 return members
+"""
+
+# Take at most ARGV[1] tallies whole: HSCAN finds fields, each one's tally ("event\tunit\t")
+# is taken with its six fields together. A field of no tally (not ours) is taken alone, for
+# the parser to drop, so that nothing stays behind for ever.
+_TAKE_TALLIES = """
+local limit = tonumber(ARGV[1])
+local taken, seen, tallies, cursor = {}, {}, 0, '0'
+local function take(field)
+  if seen[field] then return end
+  seen[field] = true
+  local value = redis.call('HGET', KEYS[1], field)
+  if value then
+    redis.call('HDEL', KEYS[1], field)
+    taken[#taken + 1] = field
+    taken[#taken + 1] = value
+  end
+end
+repeat
+  local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', limit)
+  cursor = page[1]
+  local fields = page[2]
+  for i = 1, #fields, 2 do
+    local field = fields[i]
+    local before = #taken
+    local prefix, last = string.sub(field, 1, -2), string.sub(field, -1)
+    if string.find('cnsqfl', last, 1, true) and not seen[prefix] then
+      seen[prefix] = true
+      for name in string.gmatch('cnsqfl', '.') do take(prefix .. name) end
+    end
+    take(field)
+    if #taken > before then tallies = tallies + 1 end
+    if tallies >= limit then break end
+  end
+until cursor == '0' or tallies >= limit
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], KEYS[1]) end
+return taken
 """
 
 
@@ -354,7 +400,14 @@ def _refused(row: tuple, error: Exception) -> None:
 
 
 def drain() -> int:
-    """Flush this process, then move everything waiting in Redis into the database."""
+    """Flush this process, then move what waits in Redis into the database, chunk by chunk.
+
+    Each chunk is taken from Redis and written before the next is taken. A chunk the
+    database refuses goes back to Redis and the drain stops (raising), so a database that
+    is away loses nothing; a drainer killed between a take and its write loses that chunk
+    alone. A drain moves at most what each key held when it began, so it ends even while
+    new items arrive faster than the database takes them.
+    """
     flushed = flush()
     if not settings.REDIS_URL:
         return flushed
@@ -363,16 +416,31 @@ def drain() -> int:
     units_pending = cache.make_key(keys.UNITS_PENDING)
     for raw in store.smembers(units_pending):
         key = raw.decode()
-        units = _parse_units(key, store.eval(_TAKE_SORTED_SET, 2, key, units_pending))
-        _into_database(units, {})
-        drained += len(units)
+        for taken in _chunks(store, _TAKE_UNITS, key, units_pending, store.zcard(key)):
+            units = _parse_units(key, taken)
+            _into_database(units, {})
+            drained += len(units)
     events_pending = cache.make_key(keys.EVENTS_PENDING)
     for raw in store.smembers(events_pending):
         key = raw.decode()
-        events = _parse_events(key, store.eval(batches.TAKE_HASH, 2, key, events_pending))
-        _into_database({}, events)
-        drained += len(events)
+        for taken in _chunks(store, _TAKE_TALLIES, key, events_pending, store.hlen(key)):
+            tallies = _parse_events(key, taken)
+            _into_database({}, tallies)
+            drained += len(tallies)
     return drained
+
+
+def _chunks(store: Any, script: str, key: str, pending: str, size: int) -> Iterator[list]:
+    """Take `key`'s entries a chunk at a time until it is empty or `size` entries (what it
+    held at the start) are taken; the caller writes each chunk before asking for the next."""
+    while True:
+        taken = store.eval(script, 2, key, pending, DRAIN_CHUNK)
+        if not taken:
+            return
+        yield taken
+        size -= len(taken) // 2
+        if size <= 0:
+            return
 
 
 def _into_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
