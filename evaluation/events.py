@@ -102,6 +102,9 @@ _events: Batch[EventKey, Tally] = Batch(
 )
 # (environment id, flag, variant, unit) recorded by this process; cleared when full.
 _seen: set[tuple[int, str, str, str]] = set()
+# Environments whose backlog in Redis this process last found at EVENTS_MAX_BACKLOG or past
+# it (replaced whole by the flusher, read by requests).
+_full: frozenset[int] = frozenset()
 
 
 def unit_problem(unit: object) -> str | None:
@@ -113,6 +116,12 @@ def unit_problem(unit: object) -> str | None:
 
 def _drop(why: str, count: int = 1) -> None:
     metrics.record_dropped_events(why, count)
+
+
+def backlog_full(environment_id: int) -> bool:
+    """Whether the environment's events wait in Redis in such numbers that no more are taken
+    (as this process last measured, at its latest flush)."""
+    return environment_id in _full
 
 
 # --- Recording ----------------------------------------------------------------------------
@@ -136,6 +145,9 @@ def expose(environment_id: int, unit: object, results: Iterable[EvaluationResult
             return
         fresh.append(key)
     if not fresh:
+        return
+    if environment_id in _full:  # an evaluation cannot be asked to come back later
+        _drop("backlog_full", len(fresh))
         return
     if len(seen) + len(fresh) > MAX_SEEN:
         seen.clear()  # bounded: a unit seen again is merely recorded again (the earliest wins)
@@ -201,22 +213,34 @@ def _storable_events(events: dict[EventKey, Tally]) -> dict[EventKey, Tally]:
 
 def flush() -> int:
     """Move this process's batches to Redis (or the database); the number of items."""
+    global _full
     units, events = _units.take(), _events.take()
-    if not units and not events:
+    if not units and not events and not _full:
         return 0
+    taken = len(units) + len(events)
     if settings.REDIS_URL:
         try:
             _to_redis(units, events)
-            return len(units) + len(events)
-        except Exception as error:
-            log.warning("Redis unavailable, writing events to the database: %s", error)
+        except _Unwritten as unwritten:
+            # A chunk that timed out may still be applied by Redis: it alone may count twice.
+            log.warning(
+                "Redis unavailable, writing %s to the database: %s", unwritten, unwritten.__cause__
+            )
+            units, events = unwritten.units, unwritten.events
+        else:
+            try:
+                _measure_backlog({key[0] for key in units} | {key[0] for key in events} | _full)
+            except Exception as error:  # written already: the next flush measures again
+                log.warning("could not measure the events backlog in Redis: %s", error)
+            return taken
+    _full = frozenset()  # they go to the database: there is no backlog to wait behind
     try:
         _to_database(units, events)
     except Exception:
         _units.give_back(units)
         _events.give_back(events)
         raise
-    return len(units) + len(events)
+    return taken
 
 
 # Merge tallies into an events hash: ARGV holds groups of field prefix, count, valued, sum,
@@ -243,7 +267,11 @@ redis.call('SADD', KEYS[2], KEYS[1])
 # A drain takes a key's entries in chunks of at most this many (first exposures, or tallies
 # of 6 fields each): one script call then blocks Redis for milliseconds, not seconds, and
 # each chunk is in the database before the next is taken.
-DRAIN_CHUNK = 2_000
+DRAIN_CHUNK = 1_000
+# A flush writes to Redis this many entries of each kind per round trip: one script of
+# 50,000 tallies took longer than the 0.5 s socket timeout (and held Redis meanwhile), and
+# the flush then wrote them to the database too, so they counted twice once drained.
+REDIS_CHUNK = 1_000
 
 # Take (read and remove) at most ARGV[1] first exposures; once the set is empty it leaves
 # the pending set, in the same step, so a flush after it puts the key back there.
@@ -253,20 +281,28 @@ if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], KEYS[1]) 
 return members
 """
 
-# Take at most ARGV[1] tallies whole: HSCAN finds fields, each one's tally ("event\tunit\t")
+# Take at most ARGV[1] tallies whole, from HSCAN cursor ARGV[2] on (the next call goes on
+# from the cursor returned first: from 0 each time, HSCAN would walk the emptied part of
+# the table again and again); HSCAN finds fields, each one's tally ("event\tunit\t")
 # is taken with its six fields together. A field of no tally (not ours) is taken alone, for
 # the parser to drop, so that nothing stays behind for ever.
 _TAKE_TALLIES = """
 local limit = tonumber(ARGV[1])
-local taken, seen, tallies, cursor = {}, {}, 0, '0'
-local function take(field)
-  if seen[field] then return end
-  seen[field] = true
-  local value = redis.call('HGET', KEYS[1], field)
-  if value then
-    redis.call('HDEL', KEYS[1], field)
-    taken[#taken + 1] = field
-    taken[#taken + 1] = value
+local taken, seen, tallies, cursor = {}, {}, 0, ARGV[2]
+local function take(fields)
+  local values = redis.call('HMGET', KEYS[1], unpack(fields))
+  local gone = {}
+  for i, field in ipairs(fields) do
+    seen[field] = true
+    if values[i] then
+      taken[#taken + 1] = field
+      taken[#taken + 1] = values[i]
+      gone[#gone + 1] = field
+    end
+  end
+  if #gone > 0 then
+    redis.call('HDEL', KEYS[1], unpack(gone))
+    tallies = tallies + 1
   end
 end
 repeat
@@ -275,32 +311,63 @@ repeat
   local fields = page[2]
   for i = 1, #fields, 2 do
     local field = fields[i]
-    local before = #taken
-    local prefix, last = string.sub(field, 1, -2), string.sub(field, -1)
-    if string.find('cnsqfl', last, 1, true) and not seen[prefix] then
-      seen[prefix] = true
-      for name in string.gmatch('cnsqfl', '.') do take(prefix .. name) end
+    if not seen[field] then
+      local prefix, last = string.sub(field, 1, -2), string.sub(field, -1)
+      if last ~= '' and string.find('cnsqfl', last, 1, true) then
+        local names = {}
+        for name in string.gmatch('cnsqfl', '.') do names[#names + 1] = prefix .. name end
+        take(names)
+      else
+        take({field})
+      end
     end
-    take(field)
-    if #taken > before then tallies = tallies + 1 end
     if tallies >= limit then break end
   end
 until cursor == '0' or tallies >= limit
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], KEYS[1]) end
+table.insert(taken, 1, cursor)
 return taken
 """
 
 
+class _Unwritten(Exception):
+    """A flush to Redis failed part way: these items (the chunk that failed and the ones
+    after it) are not known to be there. The chunks before it are."""
+
+    def __init__(self, units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
+        super().__init__(f"{len(units) + len(events)} items not written to Redis")
+        self.units = units
+        self.events = events
+
+
 def _to_redis(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
+    """Write the batches in chunks of REDIS_CHUNK entries, one round trip each, so that no
+    script holds Redis for long and a chunk is answered well within the socket timeout."""
     store = redis()
+    unit_items = list(_storable_units(units).items())
+    event_items = list(_storable_events(events).items())
+    for start in range(0, max(len(unit_items), len(event_items)), REDIS_CHUNK):
+        chunk = slice(start, start + REDIS_CHUNK)
+        try:
+            _chunk_to_redis(store, unit_items[chunk], event_items[chunk])
+        except Exception as error:
+            raise _Unwritten(dict(unit_items[start:]), dict(event_items[start:])) from error
+
+
+def _chunk_to_redis(
+    store: Any, units: list[tuple[UnitKey, float]], events: list[tuple[EventKey, Tally]]
+) -> None:
     pipe = store.pipeline(transaction=False)
-    units_pending = cache.make_key(keys.UNITS_PENDING)
-    for (environment_id, flag_key, variant, unit, day), at in _storable_units(units).items():
+    members: dict[str, dict[str, float]] = {}
+    for (environment_id, flag_key, variant, unit, day), at in units:
         key = cache.make_key(keys.units(environment_id, day))
-        pipe.zadd(key, {SEPARATOR.join((flag_key, variant, unit)): at}, lt=True)
+        members.setdefault(key, {})[SEPARATOR.join((flag_key, variant, unit))] = at
+    units_pending = cache.make_key(keys.UNITS_PENDING)
+    for key, scores in members.items():
+        pipe.zadd(key, scores, lt=True)
         pipe.sadd(units_pending, key)
     grouped: dict[str, list] = {}
-    for (environment_id, event, unit, day), tally in _storable_events(events).items():
+    for (environment_id, event, unit, day), tally in events:
         key = cache.make_key(keys.events(environment_id, day))
         grouped.setdefault(key, []).extend(
             (
@@ -317,6 +384,61 @@ def _to_redis(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> Non
     for key, arguments in grouped.items():
         pipe.eval(_ADD_TALLIES, 2, key, events_pending, *arguments)
     pipe.execute()
+
+
+def backlog(store: Any, environment_ids: Iterable[int]) -> dict[int, int]:
+    """Entries waiting in Redis per environment: first exposures and tallies, of every day."""
+    wanted = set(environment_ids)
+    sizes = dict.fromkeys(wanted, 0)
+    if not wanted:
+        return sizes
+    pipe = store.pipeline(transaction=False)
+    pipe.smembers(cache.make_key(keys.UNITS_PENDING))
+    pipe.smembers(cache.make_key(keys.EVENTS_PENDING))
+    unit_keys, event_keys = pipe.execute()
+    owners: list[tuple[int, int]] = []  # environment, fields per entry
+    pipe = store.pipeline(transaction=False)
+    for raws, per, size in ((unit_keys, 1, pipe.zcard), (event_keys, 6, pipe.hlen)):
+        for raw in raws:
+            environment_id = _owner(raw.decode(errors="replace"))
+            if environment_id in wanted:
+                size(raw)
+                owners.append((environment_id, per))
+    for (environment_id, per), count in zip(owners, pipe.execute(), strict=True):
+        sizes[environment_id] += count // per
+    return sizes
+
+
+def _owner(key: str) -> int | None:
+    try:
+        return _key_parts(key)[0]
+    except ValueError:
+        return None
+
+
+def _measure_backlog(environment_ids: set[int]) -> None:
+    """Mark the environments whose backlog reached the bound, unmark those back under it."""
+    global _full
+    limit = settings.EVENTS_MAX_BACKLOG
+    sizes = backlog(redis(), environment_ids)
+    full = {environment_id for environment_id, size in sizes.items() if size >= limit}
+    for environment_id in sorted(full - _full):
+        log.warning(
+            "events backlog of environment %s is full (%d waiting in Redis, at most %d): "
+            "its events are refused with 503 until the drain catches up",
+            environment_id,
+            sizes[environment_id],
+            limit,
+            extra={"environment": environment_id, "backlog": sizes[environment_id]},
+        )
+    for environment_id in sorted(_full - full):
+        log.warning(
+            "events backlog of environment %s is below its bound again (%d waiting)",
+            environment_id,
+            sizes.get(environment_id, 0),
+            extra={"environment": environment_id, "backlog": sizes.get(environment_id, 0)},
+        )
+    _full = frozenset(full)
 
 
 def _to_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
@@ -416,30 +538,40 @@ def drain() -> int:
     units_pending = cache.make_key(keys.UNITS_PENDING)
     for raw in store.smembers(units_pending):
         key = raw.decode()
-        for taken in _chunks(store, _TAKE_UNITS, key, units_pending, store.zcard(key)):
+        for taken in _unit_chunks(store, key, units_pending, store.zcard(key)):
             units = _parse_units(key, taken)
             _into_database(units, {})
             drained += len(units)
     events_pending = cache.make_key(keys.EVENTS_PENDING)
     for raw in store.smembers(events_pending):
         key = raw.decode()
-        for taken in _chunks(store, _TAKE_TALLIES, key, events_pending, store.hlen(key)):
+        for taken in _tally_chunks(store, key, events_pending, store.hlen(key)):
             tallies = _parse_events(key, taken)
             _into_database({}, tallies)
             drained += len(tallies)
     return drained
 
 
-def _chunks(store: Any, script: str, key: str, pending: str, size: int) -> Iterator[list]:
-    """Take `key`'s entries a chunk at a time until it is empty or `size` entries (what it
+def _unit_chunks(store: Any, key: str, pending: str, size: int) -> Iterator[list]:
+    """Take `key`'s first exposures a chunk at a time until it is empty or `size` (what it
     held at the start) are taken; the caller writes each chunk before asking for the next."""
-    while True:
-        taken = store.eval(script, 2, key, pending, DRAIN_CHUNK)
+    while size > 0:
+        taken = store.eval(_TAKE_UNITS, 2, key, pending, DRAIN_CHUNK)
         if not taken:
             return
         yield taken
         size -= len(taken) // 2
-        if size <= 0:
+
+
+def _tally_chunks(store: Any, key: str, pending: str, size: int) -> Iterator[list]:
+    """`_unit_chunks` for an events hash of `size` fields, going on from HSCAN's cursor."""
+    cursor = b"0"
+    while size > 0:
+        cursor, *taken = store.eval(_TAKE_TALLIES, 2, key, pending, DRAIN_CHUNK, cursor)
+        if taken:
+            yield taken
+            size -= len(taken) // 2
+        elif cursor == b"0":  # a whole pass found nothing: empty
             return
 
 
@@ -447,7 +579,13 @@ def _into_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -
     try:
         _to_database(units, events)
     except Exception:
-        _to_redis(units, events)  # put them back for the next drain
+        try:
+            _to_redis(units, events)  # put them back for the next drain
+        except _Unwritten as unwritten:
+            log.error(
+                "lost %s: the database refused them and Redis did not take them back", unwritten
+            )
+            _drop("unqueued", len(unwritten.units) + len(unwritten.events))
         raise
 
 

@@ -34,6 +34,7 @@ def _no_leftovers():
     events._units.take()
     events._events.take()
     events._seen.clear()
+    events._full = frozenset()
 
 
 @pytest.fixture
@@ -589,3 +590,79 @@ def test_a_drain_ends_while_items_arrive_faster_than_it_writes(environment, monk
     assert 90 <= drained < 90 + 20 * 20  # what waited, and no more than a chunk per key more
     monkeypatch.setattr(events, "_to_database", write)
     assert _waiting(environment)[1] > 0  # the late ones wait for the next drain
+
+
+@pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
+@override_settings(EVENTS_MAX_BACKLOG=100)
+def test_past_its_bound_an_environments_backlog_refuses_events_with_503_and_keeps_all_it_took(
+    client, environment, server_key
+):
+    other = factories.environment(factories.project(), "production")
+    other_key = api_key(other, "server")
+    answers: list[int] = []
+    for n in range(40):  # requests of 10 new units' events; the flusher passes every 3rd
+        batch = [{"event": "buy", "targetingKey": f"u{n}-{i}", "value": 1} for i in range(10)]
+        response = post(client, EVENTS, server_key, {"events": batch})
+        answers.append(response.status_code)
+        if response.status_code == 503:
+            assert response.json()["error"] == "backlog_full"
+            assert int(response["Retry-After"]) >= 1
+        if n % 3 == 2:
+            events.flush()
+    events.flush()
+    store = events.redis()
+
+    accepted = answers.count(202) * 10
+    assert sorted(set(answers)) == [202, 503]
+    assert accepted == 120  # the flush that reached 100 had taken 30 since the one before
+    assert answers.count(503) == 28
+    waiting = events.backlog(store, [environment.pk])[environment.pk]
+    assert waiting == accepted <= 100 + 30  # the bound, and at most one flush's worth past it
+    # Evaluations still answer; their first exposures are dropped and counted meanwhile.
+    before = dropped("backlog_full")
+    for n in range(5):
+        evaluate(client, server_key, {"targetingKey": f"evaluated-{n}"})
+    events.flush()
+    assert dropped("backlog_full") - before == 5
+    assert events.backlog(store, [environment.pk])[environment.pk] == accepted
+    # Another environment's events are taken as ever.
+    other_batch = [{"event": "buy", "targetingKey": "x"}]
+    assert post(client, EVENTS, other_key, {"events": other_batch}).status_code == 202
+
+    events.drain()
+    events.flush()  # the next pass measures the backlog again: drained
+
+    assert UnitEventDay.objects.filter(environment=environment).count() == accepted
+    batch = [{"event": "buy", "targetingKey": "after"}]
+    assert post(client, EVENTS, server_key, {"events": batch}).status_code == 202
+    evaluate(client, server_key, {"targetingKey": "evaluated-0"})
+    events.drain()
+    assert ("checkout", "evaluated-0") in units(environment)
+
+
+@pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_flush_that_redis_fails_part_way_writes_the_rest_to_the_database_once(
+    environment, monkeypatch
+):
+    monkeypatch.setattr(events, "REDIS_CHUNK", 10)
+    now = time.time()
+    for n in range(35):
+        events.track(environment.pk, "buy", f"u{n}", 2.0, now)
+    write = events._chunk_to_redis
+    calls = []
+
+    def times_out_at_the_third_chunk(store, units, tallies):
+        calls.append(len(tallies))
+        if len(calls) == 3:
+            raise redis_client.TimeoutError("Timeout reading from socket")
+        write(store, units, tallies)
+
+    monkeypatch.setattr(events, "_chunk_to_redis", times_out_at_the_third_chunk)
+    assert events.flush() == 35
+
+    assert calls == [10, 10, 10]
+    assert _waiting(environment) == (0, 20 * 6)  # the first two chunks, in Redis
+    assert UnitEventDay.objects.count() == 15  # the failed chunk and the one after it
+    events.drain()
+    rows = {row.unit: (row.count, row.value_sum) for row in UnitEventDay.objects.all()}
+    assert rows == {f"u{n}": (1, 2.0) for n in range(35)}  # each once
