@@ -149,8 +149,8 @@ def ingestion(key: str) -> tuple[str, dict[str, str]]:
         elapsed = time.monotonic() - started
         if not SERVER_REDIS:  # the workers' writes to PostgreSQL lag the posts
             _wait_stored(sum(accepted))
-        else:
-            time.sleep(2)  # the workers' last flush into Redis
+        else:  # the workers' flushes into Redis lag the posts
+            _wait_in_redis()
         stored, cpu = time.monotonic() - started, _cpu_seconds(server.pid) - cpu
     finally:
         server.terminate()
@@ -171,6 +171,20 @@ def ingestion(key: str) -> tuple[str, dict[str, str]]:
         ]
     )
     return table, env
+
+
+def _wait_in_redis(timeout: float = 120) -> None:
+    """Until what waits in Redis has stopped growing for 3 s (every worker has flushed)."""
+    import redis
+
+    store = redis.Redis.from_url(SERVER_REDIS, socket_timeout=60)
+    deadline, last, still = time.monotonic() + timeout, -1, 0
+    while time.monotonic() < deadline and still < 6:
+        waiting = _waiting_in_redis(store)
+        still = still + 1 if waiting == last else 0
+        last = waiting
+        time.sleep(0.5)
+    store.close()
 
 
 def _waiting_in_redis(store) -> int:

@@ -14,7 +14,10 @@ Every `EXPOSURE_FLUSH_SECONDS` a background thread moves both batches out: to Re
 it is configured, else straight into the database (one upsert statement per table). The
 scheduler (`run_scheduler`, `manage.py flush_exposures`) drains Redis into the database in
 chunks of `DRAIN_CHUNK` entries, each written before the next is taken, so Redis is never
-held for longer than a chunk's script (milliseconds).
+held for longer than a chunk's script (milliseconds); flushes write Redis in chunks too.
+Per environment, at most `EVENTS_MAX_BACKLOG` entries wait in Redis: each flush measures
+the backlog, and while it is at the bound the events endpoint answers 503 (`backlog_full`)
+and the server's own first exposures are dropped and counted.
 
 Redis keys (evaluation.keys, under the cache's KEY_PREFIX):
   `units:{environment_id}:{day}`   sorted set, member "flag\\tvariant\\tunit", score = the
@@ -56,6 +59,10 @@ MAX_UNIT = 256  # characters of a targetingKey kept as a unit
 MAX_EVENT = 100  # characters of an event name
 MAX_ITEMS = 50_000  # past this many distinct items a batch is flushed at once
 MAX_SEEN = 100_000  # first exposures this process remembers having recorded
+# Past this many entries waiting in this process's memory (its flushes lag the posts), the
+# events endpoint answers 503 until a flush has taken them: what a crash of the process can
+# lose, and its memory, stay bounded.
+MAX_HELD = 4 * MAX_ITEMS
 _LIMITS = {"flag": 100, "variant": 64, "event": MAX_EVENT, "targetingKey": MAX_UNIT}
 
 UnitKey = tuple[int, str, str, str, int]  # environment id, flag key, variant, unit, day
@@ -120,8 +127,8 @@ def _drop(why: str, count: int = 1) -> None:
 
 def backlog_full(environment_id: int) -> bool:
     """Whether the environment's events wait in Redis in such numbers that no more are taken
-    (as this process last measured, at its latest flush)."""
-    return environment_id in _full
+    (as this process last measured, at its latest flush), or this process holds MAX_HELD."""
+    return environment_id in _full or len(_events.items) + len(_units.items) >= MAX_HELD
 
 
 # --- Recording ----------------------------------------------------------------------------

@@ -666,3 +666,20 @@ def test_a_flush_that_redis_fails_part_way_writes_the_rest_to_the_database_once(
     events.drain()
     rows = {row.unit: (row.count, row.value_sum) for row in UnitEventDay.objects.all()}
     assert rows == {f"u{n}": (1, 2.0) for n in range(35)}  # each once
+
+
+def test_a_process_holding_too_many_unflushed_entries_refuses_events_until_it_flushes(
+    client, environment, server_key, monkeypatch
+):
+    monkeypatch.setattr(events, "MAX_HELD", 50)
+    answers = []
+    for n in range(10):  # no flush meanwhile: its store lags
+        batch = [{"event": "buy", "targetingKey": f"u{n}-{i}"} for i in range(10)]
+        answers.append(post(client, EVENTS, server_key, {"events": batch}).status_code)
+
+    assert answers == [202] * 5 + [503] * 5
+    assert events.flush() == 50
+    batch = [{"event": "buy", "targetingKey": "after"}]
+    assert post(client, EVENTS, server_key, {"events": batch}).status_code == 202
+    events.drain()
+    assert UnitEventDay.objects.filter(environment=environment).count() == 51
