@@ -9,7 +9,9 @@ they reach PostgreSQL, and what reading an experiment of 1,000,000 units costs.
    every second) how long until every event is in PostgreSQL; and events per CPU second of
    the server's processes (from /proc, from the first post until all are stored), which is
    the rate per core. With $REDIS_URL the workers write to Redis and the clock stops at
-   the last post.
+   the last post; a post refused with 503 (the backlog's bound, EVENTS_MAX_BACKLOG) waits
+   its Retry-After and is counted. Then what waits in Redis is drained by `manage.py
+   flush_exposures` while a client pings Redis: entries per second and the longest PING.
 2. Drain: DRAIN_EVENTS (default 200,000) events of distinct units, batched in this process
    as a worker batches them, then moved into PostgreSQL by `evaluation.events.flush` (what
    `manage.py flush_exposures` and the workers' flushers run): events per second.
@@ -73,7 +75,9 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-def _post_for(url: str, key: str, stop: float, thread: int, accepted: list[int]) -> None:
+def _post_for(
+    url: str, key: str, stop: float, thread: int, accepted: list[int], refused: list[int]
+) -> None:
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
     sent = 0
     with httpx.Client(timeout=30) as client:
@@ -93,13 +97,18 @@ def _post_for(url: str, key: str, stop: float, thread: int, accepted: list[int])
                 }
             )
             response = client.post(url, content=body, headers=headers)
+            if response.status_code == 503:  # the backlog's bound: wait as an SDK would
+                refused[thread] += BATCH
+                pause = float(response.headers.get("Retry-After", "1"))
+                time.sleep(max(0.0, min(pause, stop - time.monotonic())))
+                continue
             if response.status_code != 202:
                 raise SystemExit(f"the server answered {response.status_code}: {response.text}")
             sent += BATCH
     accepted[thread] = sent
 
 
-def ingestion(key: str) -> str:
+def ingestion(key: str) -> tuple[str, dict[str, str]]:
     port = free_port()
     env = {
         **os.environ,
@@ -125,12 +134,12 @@ def ingestion(key: str) -> str:
         base = f"http://127.0.0.1:{port}"
         _wait_until_up(f"{base}/healthz", server)
         url = f"{base}/api/v1/sdk/events"
-        _post_for(url, key, time.monotonic() + 1, 0, [0])  # warm up every worker
-        accepted = [0] * THREADS
+        _post_for(url, key, time.monotonic() + 1, 0, [0], [0])  # warm up every worker
+        accepted, refused = [0] * THREADS, [0] * THREADS
         cpu, started = _cpu_seconds(server.pid), time.monotonic()
         stop = started + SECONDS
         threads = [
-            threading.Thread(target=_post_for, args=(url, key, stop, n, accepted))
+            threading.Thread(target=_post_for, args=(url, key, stop, n, accepted, refused))
             for n in range(THREADS)
         ]
         for thread in threads:
@@ -140,23 +149,100 @@ def ingestion(key: str) -> str:
         elapsed = time.monotonic() - started
         if not SERVER_REDIS:  # the workers' writes to PostgreSQL lag the posts
             _wait_stored(sum(accepted))
+        else:  # the workers' flushes into Redis lag the posts
+            _wait_in_redis()
         stored, cpu = time.monotonic() - started, _cpu_seconds(server.pid) - cpu
     finally:
         server.terminate()
         server.wait(timeout=30)
-    events = sum(accepted)
+    events, turned_away = sum(accepted), sum(refused)
     store = "Redis" if SERVER_REDIS else "PostgreSQL"
-    return "\n".join(
+    table = "\n".join(
         [
             f"Ingestion: {THREADS} client threads posting batches of {BATCH:,} events for "
             f"{elapsed:.0f} s; gunicorn, {WORKERS} uvicorn workers flushing to {store} each "
             f"second; {os.cpu_count()} CPUs shared with the clients",
             "",
-            "| events accepted | accepted/s | all stored after | server CPU s | events per "
-            "CPU second |",
-            "| ---: | ---: | ---: | ---: | ---: |",
-            f"| {events:,} | {events / elapsed:,.0f} | {stored:.1f} s | {cpu:.1f} | "
-            f"{events / cpu:,.0f} |",
+            "| events accepted | accepted/s | refused (503) | all stored after | server CPU s "
+            "| events per CPU second |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {events:,} | {events / elapsed:,.0f} | {turned_away:,} | {stored:.1f} s | "
+            f"{cpu:.1f} | {events / cpu:,.0f} |",
+        ]
+    )
+    return table, env
+
+
+def _wait_in_redis(timeout: float = 120) -> None:
+    """Until what waits in Redis has stopped growing for 3 s (every worker has flushed)."""
+    import redis
+
+    store = redis.Redis.from_url(SERVER_REDIS, socket_timeout=60)
+    deadline, last, still = time.monotonic() + timeout, -1, 0
+    while time.monotonic() < deadline and still < 6:
+        waiting = _waiting_in_redis(store)
+        still = still + 1 if waiting == last else 0
+        last = waiting
+        time.sleep(0.5)
+    store.close()
+
+
+def _waiting_in_redis(store) -> int:
+    """First exposures and event tallies waiting in Redis, under any prefix."""
+    waiting = 0
+    for pending in store.scan_iter("*units:pending"):
+        waiting += sum(store.zcard(key) for key in store.smembers(pending))
+    for pending in store.scan_iter("*events:pending"):
+        waiting += sum(store.hlen(key) // 6 for key in store.smembers(pending))
+    return waiting
+
+
+def redis_drain(server_env: dict[str, str]) -> str:
+    """What the server left in Redis, drained by `manage.py flush_exposures` (chunked), with
+    a client pinging Redis meanwhile: the longest wait is what any request would have met."""
+    import redis
+
+    from evaluation.events import DRAIN_CHUNK
+
+    store = redis.Redis.from_url(SERVER_REDIS, socket_timeout=60)
+    waiting = _waiting_in_redis(store)
+    longest, done = [0.0], threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            store.ping()
+            longest[0] = max(longest[0], time.perf_counter() - started)
+            done.wait(0.005)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    started = time.perf_counter()
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "flush_exposures"],
+            cwd=ROOT,
+            env={**server_env, "EXPOSURE_FLUSH_SECONDS": "0"},
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        elapsed = time.perf_counter() - started
+        done.set()
+        prober.join()
+    left = _waiting_in_redis(store)
+    store.close()
+    bound = int(server_env.get("EVENTS_MAX_BACKLOG", "500000"))
+    return "\n".join(
+        [
+            f"Drain from Redis into PostgreSQL: `manage.py flush_exposures`, chunks of "
+            f"{DRAIN_CHUNK:,}; a client pinging Redis every 5 ms meanwhile",
+            "",
+            "| waiting in Redis | bound (EVENTS_MAX_BACKLOG) | seconds | entries/s | left "
+            "| longest PING |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {waiting:,} | {bound:,} | {elapsed:.1f} | {(waiting - left) / elapsed:,.0f} | "
+            f"{left:,} | {longest[0] * 1000:.0f} ms |",
         ]
     )
 
@@ -199,8 +285,12 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     environment_id, key = _server_key()
-    print(ingestion(key), flush=True)
+    table, server_env = ingestion(key)
+    print(table, flush=True)
     print()
+    if SERVER_REDIS:
+        print(redis_drain(server_env), flush=True)
+        print()
     print(drain(environment_id), flush=True)
     print()
     client = experiments.admin_client()

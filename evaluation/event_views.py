@@ -12,6 +12,10 @@ events only, at most CLIENT_MAX_ITEMS a request, under the per-key rate limit of
 endpoint; with secure mode on, each event's targetingKey must come with its
 `targetingKeyHash`, so a page reports events only as the user it was rendered for. Events
 name no flag, and nothing is answered about any flag: a client key learns nothing by them.
+
+While the environment's backlog in Redis is at its bound (`EVENTS_MAX_BACKLOG`), a well
+formed request is a 503 with Retry-After and nothing of it is kept: what was answered 202
+is stored, what was not is for the SDK to send again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import time
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -145,6 +150,22 @@ def _vouch(credential: Credential) -> secure_mode.Setting | None:
     return mode if mode.enabled else None
 
 
+def _backlog_full() -> JsonResponse:
+    """503: the environment's events wait for the database in such numbers that this one
+    would be one too many; the SDK keeps its queue and sends it again after Retry-After."""
+    response = JsonResponse(
+        {
+            "error": "backlog_full",
+            "detail": "events wait to be stored in such numbers that no more are taken now; "
+            "send them again after Retry-After",
+        },
+        status=503,
+    )
+    response["Retry-After"] = str(max(1, settings.EXPOSURE_FLUSH_SECONDS))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @csrf_exempt
 def sdk_events(request: HttpRequest) -> HttpResponse:
     """Accept a batch of events and first exposures; 202 with what was kept."""
@@ -161,6 +182,8 @@ def sdk_events(request: HttpRequest) -> HttpResponse:
     except BadEvents as error:
         return _error(error.status, str(error))
     environment_id = credential.environment_id
+    if events.backlog_full(environment_id):
+        return _backlog_full()
     for event, unit, value, at in parsed_events:
         events.track(environment_id, event, unit, value, at)
     dropped: dict[str, int] = {}

@@ -12,7 +12,12 @@ exposure already recorded by this process is skipped before that (a bounded set)
 unit evaluated a thousand times costs one dict look-up per split result after the first.
 Every `EXPOSURE_FLUSH_SECONDS` a background thread moves both batches out: to Redis when
 it is configured, else straight into the database (one upsert statement per table). The
-scheduler (`run_scheduler`, `manage.py flush_exposures`) drains Redis into the database.
+scheduler (`run_scheduler`, `manage.py flush_exposures`) drains Redis into the database in
+chunks of `DRAIN_CHUNK` entries, each written before the next is taken, so Redis is never
+held for longer than a chunk's script (milliseconds); flushes write Redis in chunks too.
+Per environment, at most `EVENTS_MAX_BACKLOG` entries wait in Redis: each flush measures
+the backlog, and while it is at the bound the events endpoint answers 503 (`backlog_full`)
+and the server's own first exposures are dropped and counted.
 
 Redis keys (evaluation.keys, under the cache's KEY_PREFIX):
   `units:{environment_id}:{day}`   sorted set, member "flag\\tvariant\\tunit", score = the
@@ -24,14 +29,15 @@ Redis keys (evaluation.keys, under the cache's KEY_PREFIX):
 One bad item never stops the others: a targetingKey or name the store cannot hold is
 dropped where it is met, logged and counted (`flags_events_dropped_total`). Only a store
 that is away fails a flush or a drain, and then nothing is lost: the items wait for the
-next. What a restart loses is what a process held in memory (docs/experiments.md).
+next. What a restart loses is what a process held in memory, and a drainer killed between
+taking a chunk and writing it loses that chunk (docs/experiments.md).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +62,10 @@ MAX_UNIT = 256  # characters of a targetingKey kept as a unit
 MAX_EVENT = 100  # characters of an event name
 MAX_ITEMS = 50_000  # past this many distinct items a batch is flushed at once
 MAX_SEEN = 100_000  # first exposures this process remembers having recorded
+# Past this many entries waiting in this process's memory (its flushes lag the posts), the
+# events endpoint answers 503 until a flush has taken them: what a crash of the process can
+# lose, and its memory, stay bounded.
+MAX_HELD = 4 * MAX_ITEMS
 _LIMITS = {"flag": 100, "variant": 64, "event": MAX_EVENT, "targetingKey": MAX_UNIT}
 
 UnitKey = tuple[int, str, str, str, int]  # environment id, flag key, variant, unit, day
@@ -102,6 +112,9 @@ _events: Batch[EventKey, Tally] = Batch(
 )
 # (environment id, flag, variant, unit) recorded by this process; cleared when full.
 _seen: set[tuple[int, str, str, str]] = set()
+# Environments whose backlog in Redis this process last found at EVENTS_MAX_BACKLOG or past
+# it (replaced whole by the flusher, read by requests).
+_full: frozenset[int] = frozenset()
 
 
 def unit_problem(unit: object) -> str | None:
@@ -113,6 +126,12 @@ def unit_problem(unit: object) -> str | None:
 
 def _drop(why: str, count: int = 1) -> None:
     metrics.record_dropped_events(why, count)
+
+
+def backlog_full(environment_id: int) -> bool:
+    """Whether the environment's events wait in Redis in such numbers that no more are taken
+    (as this process last measured, at its latest flush), or this process holds MAX_HELD."""
+    return environment_id in _full or len(_events.items) + len(_units.items) >= MAX_HELD
 
 
 # --- Recording ----------------------------------------------------------------------------
@@ -136,6 +155,9 @@ def expose(environment_id: int, unit: object, results: Iterable[EvaluationResult
             return
         fresh.append(key)
     if not fresh:
+        return
+    if environment_id in _full:  # an evaluation cannot be asked to come back later
+        _drop("backlog_full", len(fresh))
         return
     if len(seen) + len(fresh) > MAX_SEEN:
         seen.clear()  # bounded: a unit seen again is merely recorded again (the earliest wins)
@@ -201,22 +223,34 @@ def _storable_events(events: dict[EventKey, Tally]) -> dict[EventKey, Tally]:
 
 def flush() -> int:
     """Move this process's batches to Redis (or the database); the number of items."""
+    global _full
     units, events = _units.take(), _events.take()
-    if not units and not events:
+    if not units and not events and not _full:
         return 0
+    taken = len(units) + len(events)
     if settings.REDIS_URL:
         try:
             _to_redis(units, events)
-            return len(units) + len(events)
-        except Exception as error:
-            log.warning("Redis unavailable, writing events to the database: %s", error)
+        except _Unwritten as unwritten:
+            # A chunk that timed out may still be applied by Redis: it alone may count twice.
+            log.warning(
+                "Redis unavailable, writing %s to the database: %s", unwritten, unwritten.__cause__
+            )
+            units, events = unwritten.units, unwritten.events
+        else:
+            try:
+                _measure_backlog({key[0] for key in units} | {key[0] for key in events} | _full)
+            except Exception as error:  # written already: the next flush measures again
+                log.warning("could not measure the events backlog in Redis: %s", error)
+            return taken
+    _full = frozenset()  # they go to the database: there is no backlog to wait behind
     try:
         _to_database(units, events)
     except Exception:
         _units.give_back(units)
         _events.give_back(events)
         raise
-    return len(units) + len(events)
+    return taken
 
 
 # Merge tallies into an events hash: ARGV holds groups of field prefix, count, valued, sum,
@@ -240,24 +274,110 @@ end
 redis.call('SADD', KEYS[2], KEYS[1])
 """
 
-_TAKE_SORTED_SET = """
-local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], KEYS[1])
+# A drain takes a key's entries in chunks of at most this many (first exposures, or tallies
+# of 6 fields each): one script call then blocks Redis for milliseconds, not seconds, and
+# each chunk is in the database before the next is taken.
+DRAIN_CHUNK = 1_000
+# A flush writes to Redis this many entries of each kind per round trip: one script of
+# 50,000 tallies took longer than the 0.5 s socket timeout (and held Redis meanwhile), and
+# the flush then wrote them to the database too, so they counted twice once drained.
+REDIS_CHUNK = 1_000
+
+# Take (read and remove) at most ARGV[1] first exposures; once the set is empty it leaves
+# the pending set, in the same step, so a flush after it puts the key back there.
+_TAKE_UNITS = """
+local members = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], KEYS[1]) end
 return members
 """
 
+# Take at most ARGV[1] tallies whole, from HSCAN cursor ARGV[2] on (the next call goes on
+# from the cursor returned first: from 0 each time, HSCAN would walk the emptied part of
+# the table again and again); HSCAN finds fields, each one's tally ("event\tunit\t")
+# is taken with its six fields together. A field of no tally (not ours) is taken alone, for
+# the parser to drop, so that nothing stays behind for ever.
+_TAKE_TALLIES = """
+local limit = tonumber(ARGV[1])
+local taken, seen, tallies, cursor = {}, {}, 0, ARGV[2]
+local function take(fields)
+  local values = redis.call('HMGET', KEYS[1], unpack(fields))
+  local gone = {}
+  for i, field in ipairs(fields) do
+    seen[field] = true
+    if values[i] then
+      taken[#taken + 1] = field
+      taken[#taken + 1] = values[i]
+      gone[#gone + 1] = field
+    end
+  end
+  if #gone > 0 then
+    redis.call('HDEL', KEYS[1], unpack(gone))
+    tallies = tallies + 1
+  end
+end
+repeat
+  local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', limit)
+  cursor = page[1]
+  local fields = page[2]
+  for i = 1, #fields, 2 do
+    local field = fields[i]
+    if not seen[field] then
+      local prefix, last = string.sub(field, 1, -2), string.sub(field, -1)
+      if last ~= '' and string.find('cnsqfl', last, 1, true) then
+        local names = {}
+        for name in string.gmatch('cnsqfl', '.') do names[#names + 1] = prefix .. name end
+        take(names)
+      else
+        take({field})
+      end
+    end
+    if tallies >= limit then break end
+  end
+until cursor == '0' or tallies >= limit
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], KEYS[1]) end
+table.insert(taken, 1, cursor)
+return taken
+"""
+
+
+class _Unwritten(Exception):
+    """A flush to Redis failed part way: these items (the chunk that failed and the ones
+    after it) are not known to be there. The chunks before it are."""
+
+    def __init__(self, units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
+        super().__init__(f"{len(units) + len(events)} items not written to Redis")
+        self.units = units
+        self.events = events
+
 
 def _to_redis(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
+    """Write the batches in chunks of REDIS_CHUNK entries, one round trip each, so that no
+    script holds Redis for long and a chunk is answered well within the socket timeout."""
     store = redis()
+    unit_items = list(_storable_units(units).items())
+    event_items = list(_storable_events(events).items())
+    for start in range(0, max(len(unit_items), len(event_items)), REDIS_CHUNK):
+        chunk = slice(start, start + REDIS_CHUNK)
+        try:
+            _chunk_to_redis(store, unit_items[chunk], event_items[chunk])
+        except Exception as error:
+            raise _Unwritten(dict(unit_items[start:]), dict(event_items[start:])) from error
+
+
+def _chunk_to_redis(
+    store: Any, units: list[tuple[UnitKey, float]], events: list[tuple[EventKey, Tally]]
+) -> None:
     pipe = store.pipeline(transaction=False)
-    units_pending = cache.make_key(keys.UNITS_PENDING)
-    for (environment_id, flag_key, variant, unit, day), at in _storable_units(units).items():
+    members: dict[str, dict[str, float]] = {}
+    for (environment_id, flag_key, variant, unit, day), at in units:
         key = cache.make_key(keys.units(environment_id, day))
-        pipe.zadd(key, {SEPARATOR.join((flag_key, variant, unit)): at}, lt=True)
+        members.setdefault(key, {})[SEPARATOR.join((flag_key, variant, unit))] = at
+    units_pending = cache.make_key(keys.UNITS_PENDING)
+    for key, scores in members.items():
+        pipe.zadd(key, scores, lt=True)
         pipe.sadd(units_pending, key)
     grouped: dict[str, list] = {}
-    for (environment_id, event, unit, day), tally in _storable_events(events).items():
+    for (environment_id, event, unit, day), tally in events:
         key = cache.make_key(keys.events(environment_id, day))
         grouped.setdefault(key, []).extend(
             (
@@ -274,6 +394,61 @@ def _to_redis(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> Non
     for key, arguments in grouped.items():
         pipe.eval(_ADD_TALLIES, 2, key, events_pending, *arguments)
     pipe.execute()
+
+
+def backlog(store: Any, environment_ids: Iterable[int]) -> dict[int, int]:
+    """Entries waiting in Redis per environment: first exposures and tallies, of every day."""
+    wanted = set(environment_ids)
+    sizes = dict.fromkeys(wanted, 0)
+    if not wanted:
+        return sizes
+    pipe = store.pipeline(transaction=False)
+    pipe.smembers(cache.make_key(keys.UNITS_PENDING))
+    pipe.smembers(cache.make_key(keys.EVENTS_PENDING))
+    unit_keys, event_keys = pipe.execute()
+    owners: list[tuple[int, int]] = []  # environment, fields per entry
+    pipe = store.pipeline(transaction=False)
+    for raws, per, size in ((unit_keys, 1, pipe.zcard), (event_keys, 6, pipe.hlen)):
+        for raw in raws:
+            environment_id = _owner(raw.decode(errors="replace"))
+            if environment_id in wanted:
+                size(raw)
+                owners.append((environment_id, per))
+    for (environment_id, per), count in zip(owners, pipe.execute(), strict=True):
+        sizes[environment_id] += count // per
+    return sizes
+
+
+def _owner(key: str) -> int | None:
+    try:
+        return _key_parts(key)[0]
+    except ValueError:
+        return None
+
+
+def _measure_backlog(environment_ids: set[int]) -> None:
+    """Mark the environments whose backlog reached the bound, unmark those back under it."""
+    global _full
+    limit = settings.EVENTS_MAX_BACKLOG
+    sizes = backlog(redis(), environment_ids)
+    full = {environment_id for environment_id, size in sizes.items() if size >= limit}
+    for environment_id in sorted(full - _full):
+        log.warning(
+            "events backlog of environment %s is full (%d waiting in Redis, at most %d): "
+            "its events are refused with 503 until the drain catches up",
+            environment_id,
+            sizes[environment_id],
+            limit,
+            extra={"environment": environment_id, "backlog": sizes[environment_id]},
+        )
+    for environment_id in sorted(_full - full):
+        log.warning(
+            "events backlog of environment %s is below its bound again (%d waiting)",
+            environment_id,
+            sizes.get(environment_id, 0),
+            extra={"environment": environment_id, "backlog": sizes.get(environment_id, 0)},
+        )
+    _full = frozenset(full)
 
 
 def _to_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
@@ -367,7 +542,14 @@ def _refused(row: tuple, error: Exception) -> None:
 
 
 def drain() -> int:
-    """Flush this process, then move everything waiting in Redis into the database."""
+    """Flush this process, then move what waits in Redis into the database, chunk by chunk.
+
+    Each chunk is taken from Redis and written before the next is taken. A chunk the
+    database refuses goes back to Redis and the drain stops (raising), so a database that
+    is away loses nothing; a drainer killed between a take and its write loses that chunk
+    alone. A drain moves at most what each key held when it began, so it ends even while
+    new items arrive faster than the database takes them.
+    """
     flushed = flush()
     if not settings.REDIS_URL:
         return flushed
@@ -376,23 +558,54 @@ def drain() -> int:
     units_pending = cache.make_key(keys.UNITS_PENDING)
     for raw in store.smembers(units_pending):
         key = raw.decode()
-        units = _parse_units(key, store.eval(_TAKE_SORTED_SET, 2, key, units_pending))
-        _into_database(units, {})
-        drained += len(units)
+        for taken in _unit_chunks(store, key, units_pending, store.zcard(key)):
+            units = _parse_units(key, taken)
+            _into_database(units, {})
+            drained += len(units)
     events_pending = cache.make_key(keys.EVENTS_PENDING)
     for raw in store.smembers(events_pending):
         key = raw.decode()
-        events = _parse_events(key, store.eval(batches.TAKE_HASH, 2, key, events_pending))
-        _into_database({}, events)
-        drained += len(events)
+        for taken in _tally_chunks(store, key, events_pending, store.hlen(key)):
+            tallies = _parse_events(key, taken)
+            _into_database({}, tallies)
+            drained += len(tallies)
     return drained
+
+
+def _unit_chunks(store: Any, key: str, pending: str, size: int) -> Iterator[list]:
+    """Take `key`'s first exposures a chunk at a time until it is empty or `size` (what it
+    held at the start) are taken; the caller writes each chunk before asking for the next."""
+    while size > 0:
+        taken = store.eval(_TAKE_UNITS, 2, key, pending, DRAIN_CHUNK)
+        if not taken:
+            return
+        yield taken
+        size -= len(taken) // 2
+
+
+def _tally_chunks(store: Any, key: str, pending: str, size: int) -> Iterator[list]:
+    """`_unit_chunks` for an events hash of `size` fields, going on from HSCAN's cursor."""
+    cursor = b"0"
+    while size > 0:
+        cursor, *taken = store.eval(_TAKE_TALLIES, 2, key, pending, DRAIN_CHUNK, cursor)
+        if taken:
+            yield taken
+            size -= len(taken) // 2
+        elif cursor == b"0":  # a whole pass found nothing: empty
+            return
 
 
 def _into_database(units: dict[UnitKey, float], events: dict[EventKey, Tally]) -> None:
     try:
         _to_database(units, events)
     except Exception:
-        _to_redis(units, events)  # put them back for the next drain
+        try:
+            _to_redis(units, events)  # put them back for the next drain
+        except _Unwritten as unwritten:
+            log.error(
+                "lost %s: the database refused them and Redis did not take them back", unwritten
+            )
+            _drop("unqueued", len(unwritten.units) + len(unwritten.events))
         raise
 
 

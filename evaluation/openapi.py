@@ -325,7 +325,16 @@ def evaluation_paths() -> dict[str, dict]:
                 "summary": "Events and first unit exposures, for experiments (docs/experiments.md)",
                 "security": SECURITY,
                 "requestBody": EVENTS_REQUEST,
-                "responses": {"202": ACCEPTED, **_errors((400, 401, 403, 405, 413))},
+                "responses": {
+                    "202": ACCEPTED,
+                    **_errors((400, 401, 403, 405, 413)),
+                    "503": _json(
+                        ERROR,
+                        "The store is unavailable, or the environment's events wait to be "
+                        "stored in such numbers that no more are taken (backlog_full); nothing "
+                        "was kept: send it again after Retry-After",
+                    ),
+                },
             }
         },
         "/api/v1/stream": {

@@ -31,6 +31,13 @@ from django.db.backends.signals import connection_created
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import server_error
 from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -49,7 +56,23 @@ API_PREFIXES = ("/api/", "/ofrep/")
 # PostgreSQL errors that mean "the server is not there", not "this statement failed":
 # connection exceptions (class 08), shutdowns and restarts, too many connections.
 _AWAY_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
-_REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+# Redis answers these while it cannot serve anyone (not "this command was wrong"): a script
+# or a command running past busy-reply-threshold (BUSY), a replica promoted away or a master
+# down (READONLY, MASTERDOWN, CLUSTERDOWN, TRYAGAIN), memory full under noeviction (OOM).
+_REDIS_AWAY = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+    OutOfMemoryError,
+)
+
+
+def _redis_away(error: BaseException) -> bool:
+    if isinstance(error, _REDIS_AWAY):
+        return True
+    return isinstance(error, ResponseError) and str(error).startswith("BUSY ")
 
 
 class StoreUnavailable(Exception):
@@ -83,10 +106,10 @@ def store_of(error: BaseException | None) -> str | None:
         return DATABASE
     if isinstance(error, OperationalError):
         return DATABASE if _connection_lost(error) else None
-    if isinstance(error, _REDIS_AWAY):
+    if _redis_away(error):
         return CACHE
-    if isinstance(error, ConnectionInterrupted):  # django-redis's wrapper of the two below
-        return CACHE if isinstance(error.__cause__, _REDIS_AWAY) else None
+    if isinstance(error, ConnectionInterrupted):  # django-redis's wrapper of the ones above
+        return CACHE if error.__cause__ is not None and _redis_away(error.__cause__) else None
     return None
 
 

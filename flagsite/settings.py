@@ -418,6 +418,9 @@ CHANGE_REQUEST_APPROVALS = _env_int("CHANGE_REQUEST_APPROVALS", 1)
 STALE_FLAG_DAYS = _env_int("STALE_FLAG_DAYS", 30)
 # Each process flushes its exposure counters this often; 0 only on demand (the tests).
 EXPOSURE_FLUSH_SECONDS = _env_int("EXPOSURE_FLUSH_SECONDS", 0 if TESTING else 10)
+# Events and first unit exposures waiting in Redis per environment, at most; past it the
+# events endpoint answers 503 until the drain catches up (docs/experiments.md).
+EVENTS_MAX_BACKLOG = _env_int("EVENTS_MAX_BACKLOG", 500_000)
 
 # Request bodies above this size are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("MAX_BODY_BYTES", 1024 * 1024)

@@ -34,6 +34,7 @@ def _no_leftovers():
     events._units.take()
     events._events.take()
     events._seen.clear()
+    events._full = frozenset()
 
 
 @pytest.fixture
@@ -423,7 +424,9 @@ def test_through_redis_items_wait_there_until_a_drain_and_are_drained_once(
 
 
 @pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
-def test_a_malformed_entry_in_redis_loses_only_itself(environment):
+@pytest.mark.parametrize("chunk", [1, 2, events.DRAIN_CHUNK])
+def test_a_malformed_entry_in_redis_loses_only_itself(environment, monkeypatch, chunk):
+    monkeypatch.setattr(events, "DRAIN_CHUNK", chunk)
     day = int(time.time()) // 86400 * 86400
     store = events.redis()
     units_key = events.cache.make_key(keys.units(environment.pk, day))
@@ -494,3 +497,189 @@ def test_with_the_database_away_nothing_is_lost_and_nothing_counted_twice(
     assert len(units(environment)) == 5
     rows = {row.unit: (row.count, row.value_sum) for row in UnitEventDay.objects.all()}
     assert rows == {f"user-{n}": (2, 2.0 * n) for n in range(5)}
+
+
+def _backlog(environment, size: int) -> None:
+    """`size` units' first exposures and events (of two names) waiting in Redis."""
+    now = time.time()
+    for n in range(size):
+        events.expose_at(environment.pk, "checkout", "on", f"u{n}", now - n)
+        events.track(environment.pk, "buy", f"u{n}", float(n), now)
+        events.track(environment.pk, "view", f"u{n}", None, now)
+    assert events.flush() == 3 * size
+
+
+def _waiting(environment) -> tuple[int, int]:
+    """First exposures and event fields left in Redis for the environment."""
+    store, day = events.redis(), int(time.time()) // 86400 * 86400
+    return (
+        store.zcard(events.cache.make_key(keys.units(environment.pk, day))),
+        store.hlen(events.cache.make_key(keys.events(environment.pk, day))),
+    )
+
+
+@pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_backlog_larger_than_a_chunk_is_drained_whole_and_once(environment, monkeypatch):
+    monkeypatch.setattr(events, "DRAIN_CHUNK", 7)
+    _backlog(environment, 100)
+
+    assert events.drain() == 300
+    assert events.drain() == 0
+
+    assert _waiting(environment) == (0, 0)
+    assert len(units(environment)) == 100
+    rows = {(r.event, r.unit): (r.count, r.valued, r.value_sum) for r in UnitEventDay.objects.all()}
+    assert rows == {
+        **{("buy", f"u{n}"): (1, 1, float(n)) for n in range(100)},
+        **{("view", f"u{n}"): (1, 0, 0.0) for n in range(100)},
+    }
+    store = events.redis()
+    assert store.scard(events.cache.make_key(keys.UNITS_PENDING)) == 0
+    assert store.scard(events.cache.make_key(keys.EVENTS_PENDING)) == 0
+
+
+@pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_database_failure_mid_drain_keeps_the_chunks_written_and_requeues_the_rest(
+    environment, monkeypatch
+):
+    from django.db import OperationalError
+
+    monkeypatch.setattr(events, "DRAIN_CHUNK", 10)
+    _backlog(environment, 50)
+    write = events._to_database
+    calls = []
+
+    def fails_at_the_third_chunk(units, tallies):
+        calls.append(len(units) + len(tallies))
+        if len(calls) == 3:
+            raise OperationalError("the database went away")  # as a lost connection raises
+        write(units, tallies)
+
+    monkeypatch.setattr(events, "_to_database", fails_at_the_third_chunk)
+    with pytest.raises(OperationalError):
+        events.drain()
+
+    assert calls == [10, 10, 10]
+    assert UnitExposure.objects.count() == 20  # two chunks stored before the failure
+    assert _waiting(environment) == (30, 100 * 6)  # the third went back to Redis
+
+    monkeypatch.setattr(events, "_to_database", write)
+    assert events.drain() == 130
+    assert len(units(environment)) == 50
+    assert UnitEventDay.objects.count() == 100
+    assert sorted(r.count for r in UnitEventDay.objects.all()) == [1] * 100  # none twice
+
+
+@pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_drain_ends_while_items_arrive_faster_than_it_writes(environment, monkeypatch):
+    monkeypatch.setattr(events, "DRAIN_CHUNK", 10)
+    _backlog(environment, 30)
+    write = events._to_database
+    arriving = iter(range(1000, 100_000))
+
+    def while_others_flush(units, tallies):
+        write(units, tallies)
+        now = time.time()
+        for _ in range(20):  # another process flushes more than each chunk drained
+            events.track(environment.pk, "buy", f"late-{next(arriving)}", 1.0, now)
+        events.flush()
+
+    monkeypatch.setattr(events, "_to_database", while_others_flush)
+    drained = events.drain()
+
+    assert 90 <= drained < 90 + 20 * 20  # what waited, and no more than a chunk per key more
+    monkeypatch.setattr(events, "_to_database", write)
+    assert _waiting(environment)[1] > 0  # the late ones wait for the next drain
+
+
+@pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
+@override_settings(EVENTS_MAX_BACKLOG=100)
+def test_past_its_bound_an_environments_backlog_refuses_events_with_503_and_keeps_all_it_took(
+    client, environment, server_key
+):
+    other = factories.environment(factories.project(), "production")
+    other_key = api_key(other, "server")
+    answers: list[int] = []
+    for n in range(40):  # requests of 10 new units' events; the flusher passes every 3rd
+        batch = [{"event": "buy", "targetingKey": f"u{n}-{i}", "value": 1} for i in range(10)]
+        response = post(client, EVENTS, server_key, {"events": batch})
+        answers.append(response.status_code)
+        if response.status_code == 503:
+            assert response.json()["error"] == "backlog_full"
+            assert int(response["Retry-After"]) >= 1
+        if n % 3 == 2:
+            events.flush()
+    events.flush()
+    store = events.redis()
+
+    accepted = answers.count(202) * 10
+    assert sorted(set(answers)) == [202, 503]
+    assert accepted == 120  # the flush that reached 100 had taken 30 since the one before
+    assert answers.count(503) == 28
+    waiting = events.backlog(store, [environment.pk])[environment.pk]
+    assert waiting == accepted <= 100 + 30  # the bound, and at most one flush's worth past it
+    # Evaluations still answer; their first exposures are dropped and counted meanwhile.
+    before = dropped("backlog_full")
+    for n in range(5):
+        evaluate(client, server_key, {"targetingKey": f"evaluated-{n}"})
+    events.flush()
+    assert dropped("backlog_full") - before == 5
+    assert events.backlog(store, [environment.pk])[environment.pk] == accepted
+    # Another environment's events are taken as ever.
+    other_batch = [{"event": "buy", "targetingKey": "x"}]
+    assert post(client, EVENTS, other_key, {"events": other_batch}).status_code == 202
+
+    events.drain()
+    events.flush()  # the next pass measures the backlog again: drained
+
+    assert UnitEventDay.objects.filter(environment=environment).count() == accepted
+    batch = [{"event": "buy", "targetingKey": "after"}]
+    assert post(client, EVENTS, server_key, {"events": batch}).status_code == 202
+    evaluate(client, server_key, {"targetingKey": "evaluated-0"})
+    events.drain()
+    assert ("checkout", "evaluated-0") in units(environment)
+
+
+@pytest.mark.skipif(not events.settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_flush_that_redis_fails_part_way_writes_the_rest_to_the_database_once(
+    environment, monkeypatch
+):
+    monkeypatch.setattr(events, "REDIS_CHUNK", 10)
+    now = time.time()
+    for n in range(35):
+        events.track(environment.pk, "buy", f"u{n}", 2.0, now)
+    write = events._chunk_to_redis
+    calls = []
+
+    def times_out_at_the_third_chunk(store, units, tallies):
+        calls.append(len(tallies))
+        if len(calls) == 3:
+            raise redis_client.TimeoutError("Timeout reading from socket")
+        write(store, units, tallies)
+
+    monkeypatch.setattr(events, "_chunk_to_redis", times_out_at_the_third_chunk)
+    assert events.flush() == 35
+
+    assert calls == [10, 10, 10]
+    assert _waiting(environment) == (0, 20 * 6)  # the first two chunks, in Redis
+    assert UnitEventDay.objects.count() == 15  # the failed chunk and the one after it
+    events.drain()
+    rows = {row.unit: (row.count, row.value_sum) for row in UnitEventDay.objects.all()}
+    assert rows == {f"u{n}": (1, 2.0) for n in range(35)}  # each once
+
+
+def test_a_process_holding_too_many_unflushed_entries_refuses_events_until_it_flushes(
+    client, environment, server_key, monkeypatch
+):
+    monkeypatch.setattr(events, "MAX_HELD", 50)
+    answers = []
+    for n in range(10):  # no flush meanwhile: its store lags
+        batch = [{"event": "buy", "targetingKey": f"u{n}-{i}"} for i in range(10)]
+        answers.append(post(client, EVENTS, server_key, {"events": batch}).status_code)
+
+    assert answers == [202] * 5 + [503] * 5
+    assert events.flush() == 50
+    batch = [{"event": "buy", "targetingKey": "after"}]
+    assert post(client, EVENTS, server_key, {"events": batch}).status_code == 202
+    events.drain()
+    assert UnitEventDay.objects.filter(environment=environment).count() == 51
