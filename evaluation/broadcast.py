@@ -133,6 +133,7 @@ class Broadcaster:
 
     def announce(self, environment_id: int, version: int, at: float | None = None) -> None:
         cache.mark_stale(environment_id)
+        cache.refresh_soon(environment_id)
         if version <= self.known.get(environment_id, 0):
             return
         self.known[environment_id] = version
