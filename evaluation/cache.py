@@ -118,15 +118,14 @@ def current_version(environment_id: int) -> int | None:
     return version
 
 
-def known_version(environment_id: int) -> int:
-    """The current version or, while the stores are away, the one this process serves."""
-    try:
-        return current_version(environment_id) or 0
-    except StoreUnavailable:
-        entry = _entries.get(environment_id)
-        if entry is None:
-            raise
+def served_version(environment_id: int) -> int:
+    """The version this process answers with: its snapshot's (which may be compiling a newer
+    one meanwhile), or the current version if it holds none (its first request compiles
+    that one). What a stream opens at: every newer version it then hears of is announced."""
+    entry = _entries.get(environment_id)
+    if entry is not None:
         return entry.snapshot.version
+    return current_version(environment_id) or 0
 
 
 def _load_document(environment_id: int, version: int) -> tuple[dict, bool]:

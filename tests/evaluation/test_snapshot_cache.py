@@ -402,3 +402,58 @@ def test_without_a_refresher_the_request_that_finds_a_new_version_compiles_it(fl
     _written_elsewhere(flag, monkeypatch, {"enabled": False})
 
     assert snapshots.snapshot(environment.pk).version > old.version
+
+
+def test_a_stream_opened_while_its_process_still_compiles_a_heard_version_is_told_of_it():
+    """The process heard of version 21 (its refresher compiles it) and still serves 19 when a
+    client opens a stream: the stream opens at 19, and that announcement will not be made
+    again, so the stream must pass it on by itself, or the client waits for the next change."""
+    import asyncio
+
+    from evaluation import streams
+    from evaluation.broadcast import Broadcaster
+
+    async def first_words(broadcaster: Broadcaster) -> list[str]:
+        queue = broadcaster.subscribe(7, 19)
+        events = streams._events(broadcaster, queue, 7, 19, 19)
+        try:
+            return [await anext(events), await asyncio.wait_for(anext(events), 2)]
+        finally:
+            await events.aclose()
+
+    loop = asyncio.new_event_loop()
+    try:
+        broadcaster = Broadcaster(loop)
+        broadcaster.announce(7, 21)
+        connected, told = loop.run_until_complete(first_words(broadcaster))
+    finally:
+        loop.close()
+    assert "connected at version 19" in connected
+    assert told.startswith("id: 21\n") and '"version": 21' in told
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_opens_at_the_version_its_process_serves_while_a_newer_one_compiles(
+    flag, refresher, monkeypatch
+):
+    """A client that fetched the document a moment ago got the old snapshot's version: the
+    stream must not open at the newer one, or the client is never told to fetch again."""
+    environment = development(flag)
+    old = snapshots.snapshot(environment.pk)
+    compiling, release = threading.Event(), threading.Event()
+    compile_document = snapshots.compile_document
+
+    def slow_compile(*args, **kwargs):
+        compiling.set()
+        release.wait(timeout=10)
+        return compile_document(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "compile_document", slow_compile)
+    _written_elsewhere(flag, monkeypatch, {"enabled": False})
+    version = Environment.objects.get(pk=environment.pk).version
+    assert snapshots.snapshot(environment.pk) is old  # answered while the refresher compiles
+    assert compiling.wait(timeout=10)
+    assert snapshots.served_version(environment.pk) == old.version < version
+    release.set()
+    assert _served_version(environment.pk, version) == version
+    assert snapshots.served_version(environment.pk) == version
