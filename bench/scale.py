@@ -16,6 +16,10 @@ generating 10,000 flags takes seconds. Then it times, in-process with Django's t
   environment), the admin's audit log and its index (the dashboard, where every generated
   flag, made a year ago and never evaluated, counts as stale);
 - building one environment's document (`build_document`, its size) and compiling it;
+- toggles in that environment (`toggles`): the next document and snapshot after one toggle
+  (built and compiled from the previous ones), the write until this process serves it,
+  and evaluations in another thread meanwhile (their p99 and slowest); SCALE_TOGGLES=N
+  toggles N flags each way (default 10);
 - `GET /api/v1/projects/{p}/flags?limit=1000`.
 
 $DB_URL names a PostgreSQL database the script creates (dropping one of that name first)
@@ -58,6 +62,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test import Client  # noqa: E402
@@ -68,6 +73,7 @@ from evaluation.documents import build_document  # noqa: E402
 from evaluation.engine import compile_document  # noqa: E402
 from flags import services, transfer  # noqa: E402
 from flags.models import (  # noqa: E402
+    Environment,
     Flag,
     FlagConfig,
     Project,
@@ -236,11 +242,13 @@ def measure(key: str, count: int, client: Client) -> dict[str, str]:
     for name, url in (("audit log", f"{admin}auditentry/"), ("index", "/admin/")):
         row[name] = _page_row(client, url)
     production = project.environments.get(key="production").pk
+    _forget_documents()  # a full build, as in a process that never built this environment
     elapsed, document = timed(lambda: build_document(production))
     size = len(json.dumps(document, separators=(",", ":")))
     row["document"] = f"{_seconds(elapsed)} ({size / 1e6:.1f} MB)"
     elapsed, _ = timed(lambda: compile_document(document))
     row["compile"] = _seconds(elapsed)
+    row.update(toggles(production))
     return row
 
 
@@ -248,6 +256,98 @@ def _page_row(client: Client, url: str, *, queries: bool = True) -> str:
     client.get(url)  # warm: the first request of a process pays for imports
     elapsed, count = page(client, url)
     return _seconds(elapsed) + (f" / {count} q" if queries else "")
+
+
+# --- Toggles ------------------------------------------------------------------------------
+
+TOGGLES = int(os.environ.get("SCALE_TOGGLES", "10"))
+
+
+def _forget_documents() -> None:
+    from evaluation import documents
+
+    getattr(documents, "clear_fragments", lambda: None)()
+
+
+def toggles(environment_id: int) -> dict[str, str]:
+    """TOGGLES toggles of different flags, each measured twice: as a process that had not
+    heard of it builds and compiles the new version from the previous one, then as the
+    writer's process serves it (`flag_toggle` returns once its snapshot is in place, or,
+    where requests compile, until the next evaluation has compiled it)."""
+    import threading
+
+    from evaluation import broadcast
+    from evaluation import cache as snapshots
+
+    snapshots.clear_local()
+    held = compile_document(build_document(environment_id))
+    configs = list(FlagConfig.objects.filter(environment_id=environment_id).order_by("pk"))
+    builds, compiles, served, latencies = [], [], [], []
+    stop = threading.Event()
+
+    def evaluations() -> None:
+        context = {"targetingKey": "user-1", "plan": "pro", "country": "US"}
+        while not stop.is_set():
+            started = time.perf_counter()
+            snapshots.snapshot(environment_id).evaluate("flag-00001", context)
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.001)
+
+    def toggle(config: FlagConfig) -> None:
+        services.flag_toggle(config=config, enabled=not config.enabled, **SYSTEM)
+        config.refresh_from_db()
+
+    silent = broadcast.environments_changed
+    for config in configs[:TOGGLES]:
+        broadcast.environments_changed = lambda versions: None  # another process wrote it
+        try:
+            toggle(config)
+        finally:
+            broadcast.environments_changed = silent
+        elapsed, document = timed(lambda: build_document(environment_id))
+        builds.append(elapsed)
+        elapsed, held = timed(
+            lambda document=document, held=held: compile_document(document, previous=held)
+        )
+        compiles.append(elapsed)
+    snapshots.clear_local()
+    snapshots.snapshot(environment_id)
+    reader = threading.Thread(target=evaluations, daemon=True)
+    reader.start()
+    try:
+        _served(configs[TOGGLES : 2 * TOGGLES], environment_id, toggle, served)
+    finally:
+        stop.set()
+        reader.join()
+    return {
+        "toggle build": _spread(builds),
+        "toggle compile": _spread(compiles),
+        "toggle served": _spread(served),
+        "toggle p99": f"{_seconds(_percentile(latencies, 0.99))} / {_seconds(max(latencies))}",
+    }
+
+
+def _served(configs: list, environment_id: int, toggle, served: list[float]) -> None:
+    from evaluation import cache as snapshots
+
+    for config in configs:
+        time.sleep(0.05)
+        elapsed, _ = timed(lambda config=config: toggle(config))
+        started = time.perf_counter()
+        version = Environment.objects.get(pk=environment_id).version
+        # Where requests compile, this one or the other thread's does.
+        while snapshots.snapshot(environment_id).version < version:
+            time.sleep(0.001)
+        served.append(elapsed + time.perf_counter() - started)
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def _spread(values: list[float]) -> str:
+    return f"{_seconds(_percentile(values, 0.5))} (max {_seconds(max(values))})"
 
 
 def _import(path: Path, project_key: str) -> str:
@@ -278,6 +378,10 @@ ROWS = [
     ("`flags export` (3 environments)", "export"),
     ("build one environment's document (size)", "document"),
     ("compile that document", "compile"),
+    ("after one toggle: build the next document (median, max)", "toggle build"),
+    ("after one toggle: compile it from the previous snapshot", "toggle compile"),
+    ("toggle until the writer's process serves it", "toggle served"),
+    ("evaluation in another thread during toggles (p99 / slowest)", "toggle p99"),
     ("`GET /api/v1/projects/{p}/flags?limit=1000`", "API flags"),
 ]
 
@@ -285,6 +389,7 @@ ROWS = [
 def main() -> None:
     try:
         call_command("migrate", verbosity=0)
+        cache.clear()  # a former run's documents, under the same ids and versions
         user = get_user_model().objects.create_superuser("bench", "bench@example.com", "x")
         client = Client()
         client.force_login(user)

@@ -106,7 +106,12 @@ class Broadcaster:
     def subscribe(self, environment_id: int, version: int) -> asyncio.Queue:
         queue: asyncio.Queue[tuple[int, float | None]] = asyncio.Queue()
         self.subscribers.setdefault(environment_id, set()).add(queue)
-        self.known[environment_id] = max(self.known.get(environment_id, 0), version)
+        known = self.known.get(environment_id, 0)
+        if known > version:
+            # Heard of before this process serves it (its snapshot is being compiled): that
+            # announcement will not come again, so this stream gets it now.
+            queue.put_nowait((known, None))
+        self.known[environment_id] = max(known, version)
         if self.closing:
             queue.put_nowait(CLOSE)
         return queue
@@ -133,6 +138,7 @@ class Broadcaster:
 
     def announce(self, environment_id: int, version: int, at: float | None = None) -> None:
         cache.mark_stale(environment_id)
+        cache.refresh_soon(environment_id)
         if version <= self.known.get(environment_id, 0):
             return
         self.known[environment_id] = version

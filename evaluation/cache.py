@@ -13,23 +13,32 @@ interval. When the database fails too (or the version cannot be read at all), it
 serving its last snapshot: a snapshot is only ever replaced by a newer one. Only a process
 that holds no snapshot of the environment, and cannot build one from the cache, answers
 StoreUnavailable. Store failures are logged once per state change by flagsite.failures,
-not per request. While one request compiles a new version (reusing what the old snapshot
-compiled of the flags it left unchanged), the others are answered from the old snapshot.
+not per request.
+
+A new version is compiled with the old snapshot (reusing what it compiled of the flags the
+version left unchanged) from a document built with the old document's entries (see
+evaluation.documents). In a server process the `Refresher` thread does it, told by
+evaluation.broadcast or by a request that found the version moved on, and every request is
+answered from the old snapshot until the new one is in place; elsewhere the request that
+finds a new version compiles it while the others are answered from the old snapshot. The
+process that made a change compiles it as the change commits (`environments_changed`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import close_old_connections
 
 from evaluation import keys
-from evaluation.documents import build_document
+from evaluation.documents import build_document, clear_fragments, holds_fragments
 from evaluation.engine import Snapshot, compile_document
 from flags.models import Environment
 from flagsite import metrics
@@ -109,28 +118,45 @@ def current_version(environment_id: int) -> int | None:
     return version
 
 
-def known_version(environment_id: int) -> int:
-    """The current version or, while the stores are away, the one this process serves."""
-    try:
-        return current_version(environment_id) or 0
-    except StoreUnavailable:
-        entry = _entries.get(environment_id)
-        if entry is None:
-            raise
+def served_version(environment_id: int) -> int:
+    """The version this process answers with: its snapshot's (which may be compiling a newer
+    one meanwhile), or the current version if it holds none (its first request compiles
+    that one). What a stream opens at: every newer version it then hears of is announced."""
+    entry = _entries.get(environment_id)
+    if entry is not None:
         return entry.snapshot.version
+    return current_version(environment_id) or 0
 
 
-def _load_document(environment_id: int, version: int) -> dict:
+def _load_document(environment_id: int, version: int) -> tuple[dict, bool]:
+    """The document of `version` (or newer), and whether it was built here (so it is not in
+    the shared cache yet).
+
+    A process that built the environment's previous document builds the next from the
+    database: it reads only the changed flags' rows and keeps the other entries (the same
+    objects, which the compile reuses without comparing), where the shared cache's copy would
+    have to be unpickled whole. Otherwise (a process starting, or the database away) the
+    shared cache's copy is taken when there is one.
+    """
+    if holds_fragments(environment_id):
+        with contextlib.suppress(StoreUnavailable), reaching(DATABASE):
+            return build_document(environment_id), True
     document = None
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
         document = cache.get(keys.document(environment_id, version))
     if document is not None:
-        return document
+        return document, False
     with reaching(DATABASE):
-        document = build_document(environment_id)
+        return build_document(environment_id), True
+
+
+def _share_document(environment_id: int, document: dict) -> None:
+    """Leave a document built here in the shared cache, for processes that start while the
+    database is away (after the new snapshot is served: it is not on the way of a change)."""
+    key = keys.document(environment_id, document["version"])
     with contextlib.suppress(StoreUnavailable), reaching(CACHE):
-        cache.set(keys.document(environment_id, document["version"]), document, DOCUMENT_TTL)
-    return document
+        if not cache.has_key(key):
+            cache.set(key, document, DOCUMENT_TTL)
 
 
 def snapshot(environment_id: int) -> Snapshot | None:
@@ -169,6 +195,9 @@ def _snapshot(environment_id: int, entry: _Entry | None, now: float) -> Snapshot
     if entry is not None and entry.snapshot.version >= version:
         entry.checked_at = entry.confirmed_at = now
         return entry.snapshot
+    if entry is not None and refresh_soon(environment_id):
+        entry.checked_at = now  # the refresher swaps the new one in; this one meanwhile
+        return entry.snapshot
     return _refresh(environment_id, version, now)
 
 
@@ -196,7 +225,8 @@ def _compile_newer(environment_id: int, version: int, now: float) -> Snapshot:
         # The flags and segments the new version left as they were are reused from the
         # snapshot it replaces: a toggle compiles one flag, however many there are.
         previous = entry.snapshot if entry is not None else None
-        fresh = compile_document(_load_document(environment_id, version), previous=previous)
+        document, built = _load_document(environment_id, version)
+        fresh = compile_document(document, previous=previous)
     except StoreUnavailable:
         if entry is None:
             raise
@@ -213,7 +243,93 @@ def _compile_newer(environment_id: int, version: int, now: float) -> Snapshot:
     # Never step back: a slower reader must not replace a newer snapshot.
     if entry is None or fresh.version >= entry.snapshot.version:
         _entries[environment_id] = _Entry(fresh, now, now)
+    if built:
+        _share_document(environment_id, document)
     return _entries[environment_id].snapshot
+
+
+def refresh(environment_id: int) -> None:
+    """Compile the environment's current version now, if this process holds an older
+    snapshot of it (requests meanwhile are answered from that one)."""
+    if environment_id not in _entries:
+        return
+    try:
+        version = current_version(environment_id)
+    except StoreUnavailable:
+        return
+    entry = _entries.get(environment_id)
+    if version is None or entry is None or entry.snapshot.version >= version:
+        return
+    with _lock:
+        _compile_newer(environment_id, version, time.monotonic())
+
+
+class Refresher:
+    """One thread per server process that compiles the new versions it hears of (from
+    evaluation.broadcast, or a request that found the version moved on), so that no request
+    waits for a compile while the process holds a snapshot of the environment."""
+
+    current: Refresher | None = None
+    _start_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.pending: set[int] = set()
+        self.stopping = False
+        self.wake = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="snapshot-refresher", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def ensure_started(cls) -> Refresher:
+        """The process's refresher, started on first use (and again in a forked child)."""
+        with cls._start_lock:
+            if cls.current is None or cls.current.pid != os.getpid():
+                cls.current = cls()
+        return cls.current
+
+    def request(self, environment_id: int) -> None:
+        with self.wake:
+            self.pending.add(environment_id)
+            self.wake.notify()
+
+    def stop(self) -> None:
+        """End the thread (after the refresh under way); requests compile again themselves."""
+        with Refresher._start_lock:
+            if Refresher.current is self:
+                Refresher.current = None
+        with self.wake:
+            self.stopping = True
+            self.wake.notify()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self.wake:
+                while not self.pending and not self.stopping:
+                    self.wake.wait()
+                if self.stopping:
+                    return
+                environment_ids = sorted(self.pending)
+                self.pending.clear()
+            for environment_id in environment_ids:
+                try:
+                    refresh(environment_id)
+                except Exception:  # noqa: BLE001 - the thread must outlive any one refresh
+                    log.exception("could not refresh environment %s", environment_id)
+                finally:
+                    close_old_connections()
+
+
+def refresh_soon(environment_id: int) -> bool:
+    """Have the process's refresher compile the environment's new version, if it runs (a
+    server process: started with the ASGI lifespan) and this process holds a
+    snapshot of the environment; whether it will."""
+    refresher = Refresher.current
+    if refresher is None or refresher.pid != os.getpid() or environment_id not in _entries:
+        return False
+    refresher.request(environment_id)
+    return True
 
 
 def document(environment_id: int) -> dict | None:
@@ -223,11 +339,14 @@ def document(environment_id: int) -> dict | None:
 
 
 def environments_changed(versions: dict[int, int]) -> None:
-    """After a commit: raise the shared versions and mark this process's snapshots stale
-    (`broadcast.environments_changed` then tells every process and stream)."""
+    """After a commit: raise the shared versions and compile this process's snapshots of
+    them anew, so the change is served here before the write returns; meanwhile requests
+    are answered from the old ones (`broadcast.environments_changed` then tells every
+    process and stream)."""
     for environment_id, version in versions.items():
         _raise_cached_version(environment_id, version)
         mark_stale(environment_id)
+        refresh(environment_id)
 
 
 def mark_stale(environment_id: int) -> None:
@@ -242,3 +361,4 @@ def clear_local() -> None:
     with _lock:
         _entries.clear()
         _broken.clear()
+        clear_fragments()

@@ -10,7 +10,9 @@ idle proxies from closing the connection.
 When the process shuts down, each stream sends a short `retry:` (spread over
 `CLOSING_RETRY_MILLISECONDS`, so a thousand clients do not reconnect in the same
 millisecond) and ends; the client reconnects to another process with its Last-Event-ID.
-While the stores are away a stream opens at the version this process serves.
+A stream opens at the version this process serves (while the stores are away, too): a
+client that fetched the document just before it connected has that one. A newer version
+the process has heard of meanwhile (its snapshot compiling) is announced to it at once.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def _open(request: HttpRequest) -> tuple[int, int]:
     """
     try:
         credential = _authenticate(request)
-        return credential.environment_id, cache.known_version(credential.environment_id)
+        return credential.environment_id, cache.served_version(credential.environment_id)
     finally:
         for connection in connections.all(initialized_only=True):
             if not connection.in_atomic_block:

@@ -51,17 +51,22 @@ async def _lifespan(receive, send) -> None:
     from asgiref.sync import sync_to_async
 
     from evaluation.broadcast import Broadcaster
+    from evaluation.cache import Refresher
     from flagsite import health, metrics
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            # New versions are compiled in the refresher's thread, not by the requests.
+            Refresher.ensure_started()
             Broadcaster.ensure_started()
             await sync_to_async(health.note_reachable_stores)()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if Broadcaster.current is not None:
                 await Broadcaster.current.stop()
+            if Refresher.current is not None:
+                await sync_to_async(Refresher.current.stop)()
             metrics.flush_evaluations()  # the last second's evaluations, counted
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -26,7 +26,7 @@ def reused_flags(
     old_flags, old_marks, old_compiled = base.raw_flags, base.flag_marks, base.compiled
     marks = origin.flag_marks
     for key, fragment in flags.items():
-        if not unchanged(old_flags, old_marks, key, fragment, marks):
+        if not unchanged(old_flags, old_marks, key, fragment, marks, flags):
             continue
         flag = old_compiled.get(key)
         if flag is None:
@@ -98,13 +98,27 @@ def unchanged(
     key: str,
     fragment: object,
     new_marks: dict[str, bytes],
+    current: Mapping[str, Any],
 ) -> bool:
-    """Whether `fragment`, the flag or segment `key` of a new document, is what `raw[key]`
-    of the previous one was (by their marks, `marks` holding the previous ones made so far);
-    records its mark in `new_marks`."""
+    """Whether `fragment`, the flag or segment `key` of a new document (in its `current`
+    flags or segments), is what `raw[key]` of the previous one was (by their marks, `marks`
+    holding the previous ones made so far); records its mark in `new_marks`.
+
+    The previous part itself, in a new document, is unchanged without a comparison: a
+    builder that reuses the parts of flags that did not change (evaluation.documents) hands
+    the same objects again, and documents are not edited once compiled. In the previous
+    document's own mapping, the same object may have been edited in place: compared anew.
+    """
     old = raw.get(key)
-    if old is None or old is fragment:  # the same object may have been edited in place
+    if old is None:
         return False
+    if old is fragment:
+        if raw is current:
+            return False
+        old_mark = marks.get(key)
+        if old_mark is not None:  # kept for a later compile that compares the part
+            new_marks[key] = old_mark
+        return True
     mark = mark_of(fragment)
     if mark is None:
         return False

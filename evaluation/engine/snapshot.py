@@ -849,7 +849,12 @@ def _compile_segments(
     segments: dict[str, Predicate | DocumentError] = {}
     for segment_key, segment in raw_segments.items():
         if base is not None and unchanged(
-            base.raw_segments, base.segment_marks, segment_key, segment, origin.segment_marks
+            base.raw_segments,
+            base.segment_marks,
+            segment_key,
+            segment,
+            origin.segment_marks,
+            raw_segments,
         ):
             segments[segment_key] = base.segments[segment_key]
             continue

@@ -186,6 +186,29 @@ def test_a_document_edited_in_place_is_compiled_anew() -> None:
     assert snapshot.evaluate("flag-0", {"country": "US"}).reason == Reason.DISABLED
 
 
+def test_a_new_document_holding_the_previous_parts_reuses_them_and_compiles_the_new_ones() -> None:
+    # A builder that keeps the entries of unchanged flags (evaluation.documents) hands the
+    # very objects again, in a new document; the changed flag is a new object.
+    previous = compile_document(document())
+    flags = dict(previous.document["flags"])
+    flags["flag-3"] = {**flags["flag-3"], "enabled": False}
+    segments = dict(previous.document["segments"])
+    segments["beta"] = {"conditions": [], "included": ["user-0"]}
+    changed = {**previous.document, "version": 2, "flags": flags, "segments": segments}
+
+    snapshot = compile_document(changed, previous=previous)
+
+    # flag-3 changed; "segmented" asks for the changed segment.
+    assert snapshot.compiled_flags == 2
+    assert snapshot.evaluate("flag-3", {"country": "US"}).reason == Reason.DISABLED
+    in_segment = snapshot.evaluate("segmented", {"targetingKey": "user-0"})
+    assert in_segment.reason == Reason.TARGETING_MATCH and in_segment.value is True
+    assert previous.evaluate("segmented", {"targetingKey": "user-0"}).reason != in_segment.reason
+    assert_answers_as_from_scratch(snapshot)
+    again = {**changed, "version": 3, "flags": dict(flags), "segments": dict(segments)}
+    assert compile_document(again, previous=snapshot).compiled_flags == 0
+
+
 def test_another_generator_reuses_nothing() -> None:
     # Compiled `$random` conditions and rollouts draw from the generator they were given.
     generator = random.Random(1)

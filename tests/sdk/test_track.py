@@ -234,6 +234,13 @@ def test_openfeature_track_and_split_exposures_reach_the_server(live):
     api.set_provider_and_wait(provider, "track-test")
     try:
         client = api.get_client("track-test")
+        # The flag was made by another process just before: the server may answer the first
+        # fetch from the snapshot it held while it compiles the new one; the stream then
+        # brings the new version, within the promised second.
+        first = EvaluationContext("of-user-0")
+        wait_for(
+            lambda: client.get_boolean_details("experiment", False, first).reason != "ERROR", 1
+        )
         served = {}
         for n in range(30):
             context = EvaluationContext(f"of-user-{n}")
