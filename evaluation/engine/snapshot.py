@@ -31,6 +31,15 @@ from .conditions import (
 from .errors import DocumentError
 from .results import ErrorCode, EvaluationResult, Reason, error_result, result
 from .reuse import Origin, mark_of, reused_flags, unchanged
+from .specialise import (
+    SERVE_CALL,
+    SERVE_KEY_TABLE,
+    SERVE_RESULT,
+    TEST_CALL,
+    TEST_IN,
+    TEST_NOT_IN,
+    factory_of,
+)
 from .text import INVALID_TEXT, is_text, require_text
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
@@ -42,6 +51,10 @@ MAX_PREREQUISITE_DEPTH = 16
 MAX_VALUE_NODES = 100_000
 
 Serve = Callable[[Context], EvaluationResult]
+# A flag's evaluation: (context, targeting key, the snapshot's flags, prerequisite chain).
+Resolve = Callable[
+    [Context, "str | None", "Mapping[str, CompiledFlag]", "tuple[str, ...]"], EvaluationResult
+]
 
 
 class _KeyTable:
@@ -64,11 +77,31 @@ class _KeyTable:
         self.entries = entries
         self._missing: EvaluationResult | None = None
 
+    def buckets(self) -> tuple[EvaluationResult, ...] | _Buckets:
+        """The result of each bucket: one table lookup instead of two, for the usual totals
+        (up to 1,000 buckets: larger tables would cost more memory than the lookup saves)."""
+        if self.total > 1_000:
+            return _Buckets(self.entries, self.indexes)
+        return tuple([self.entries[index] for index in self.indexes])
+
     def missing(self) -> EvaluationResult:
         """The answer to a context without a targeting key, made at its first use."""
         if self._missing is None:
             self._missing = _missing_key(self.flag_key)
         return self._missing
+
+
+class _Buckets:
+    """The result of each bucket of a large table, read through its bucket indexes."""
+
+    __slots__ = ("entries", "indexes")
+
+    def __init__(self, entries: tuple[EvaluationResult, ...], indexes: tuple[int, ...]) -> None:
+        self.entries = entries
+        self.indexes = indexes
+
+    def __getitem__(self, bucket: int) -> EvaluationResult:
+        return self.entries[self.indexes[bucket]]
 
 
 def _missing_key(flag_key: str) -> EvaluationResult:
@@ -276,6 +309,7 @@ class CompiledFlag:
         "off",
         "prerequisite_failed",
         "prerequisites",
+        "run",
         "segment_keys",
         "servings",
         "targets",
@@ -297,6 +331,54 @@ class CompiledFlag:
         # (the rule's conditions, what it serves) for each rule, then ((), the default).
         self.servings: tuple[tuple[tuple[Test, ...], Serving], ...] = ()
         self.segment_keys: frozenset[str] = frozenset()  # the segments its conditions read
+        # `resolve`, or the same steps generated for this flag's shape: see `specialise`.
+        self.run: Resolve | None = None
+
+    def specialise(self) -> Resolve:
+        """This flag's evaluation function, made at its first evaluation and kept in `run`.
+
+        An enabled flag without prerequisites gets the function `specialise.factory_of`
+        generates for its shape (its rules' kinds of test and serving), bound to its own
+        attributes, sets, predicates and results; any other flag, or one whose shape is not
+        generated, gets `resolve`. Both give the same answers; two threads evaluating a new
+        flag at once may each make one, alike.
+        """
+        run = self._specialised() or self.resolve
+        self.run = run
+        return run
+
+    def _specialised(self) -> Resolve | None:
+        if not self.enabled or self.prerequisites or self.error is not None:
+            return None
+        rules: list[tuple[tuple[str, ...], str]] = []
+        cells: list[Any] = []
+        for tests, serving in self.servings:
+            kinds = []
+            for test in tests:
+                if test.__class__ is tuple:  # a StringSet
+                    attribute, strings, flip, predicate = test
+                    kinds.append(TEST_NOT_IN if flip else TEST_IN)
+                    cells += (attribute, strings, predicate)
+                else:
+                    kinds.append(TEST_CALL)
+                    cells.append(test)
+            if serving.__class__ is EvaluationResult:
+                kind = SERVE_RESULT
+                cells.append(serving)
+            elif serving.__class__ is _KeyTable:
+                table = serving
+                kind = SERVE_KEY_TABLE
+                cells += (table.missing(), table.salt, table.buckets(), table.total)
+            else:
+                kind = SERVE_CALL
+                cells.append(serving)
+            rules.append((tuple(kinds), kind))
+            if not tests:
+                break
+        factory = factory_of((bool(self.targets), tuple(rules)))
+        if factory is None:
+            return None
+        return factory(self.targets, murmur3, *cells)
 
     def resolve(
         self,
@@ -358,7 +440,10 @@ def _satisfied(
     flag = flags.get(key)
     if flag is None or flag.error is not None:
         return False
-    answer = flag.resolve(context, targeting_key, flags, chain)
+    run = flag.run
+    if run is None:
+        run = flag.specialise()
+    answer = run(context, targeting_key, flags, chain)
     return answer.error_code is None and answer.variant in variants
 
 
@@ -631,6 +716,7 @@ class Snapshot:
         "_flags",
         "_live",
         "_origin",
+        "_runs",
         "_variable",
         "_version",
     )
@@ -664,6 +750,8 @@ class Snapshot:
         self._live = tuple(live)
         self._flag_keys = tuple(self._fixed)
         self._variable = tuple(variable)
+        # (key, evaluation function) of each of `_variable`, made at the first evaluate_all.
+        self._runs: tuple[tuple[str, Resolve], ...] | None = None
 
     @property
     def version(self) -> int:
@@ -690,8 +778,10 @@ class Snapshot:
         """Evaluate one flag for one context; never raises."""
         # The steps of `_refusal` are written out here: one call fewer on the hottest path.
         try:
-            flag = self._flags.get(flag_key)
-            if flag is None:
+            flags = self._flags
+            try:  # a subscript is cheaper than get(); a miss is the rare case
+                flag = flags[flag_key]
+            except KeyError:
                 return error_result(
                     flag_key, ErrorCode.FLAG_NOT_FOUND, f"flag {flag_key!r} does not exist"
                 )
@@ -711,7 +801,10 @@ class Snapshot:
                     targeting_key.encode()  # a lone surrogate raises: INVALID_CONTEXT
             if flag.fixed is not None:  # disabled, or no rule, target or rollout to read
                 return flag.fixed
-            return flag.resolve(context, targeting_key, self._flags, ())
+            run = flag.run
+            if run is None:
+                run = flag.specialise()
+            return run(context, targeting_key, flags, ())
         except UnicodeEncodeError:  # a string read from the context is not valid Unicode
             return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
         except Exception as exc:  # noqa: BLE001 - evaluation must answer, whatever happens
@@ -737,9 +830,14 @@ class Snapshot:
         # The fixed answers are copied in one step, every key in document order; only the
         # flags whose answer depends on the context are evaluated.
         answers = self._fixed.copy()
-        for key, flag in self._variable:
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = tuple(
+                [(key, flag.run or flag.specialise()) for key, flag in self._variable]
+            )
+        for key, run in runs:
             try:
-                answers[key] = flag.resolve(context, targeting_key, flags, ())  # type: ignore[arg-type]
+                answers[key] = run(context, targeting_key, flags, ())  # type: ignore[arg-type]
             except UnicodeEncodeError:
                 answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
             except Exception as exc:  # noqa: BLE001
