@@ -219,6 +219,12 @@ def _compile_serving(
 ) -> Serving:
     """A fixed result for a variant serving, or a rollout; a DocumentError names `field`."""
     variants, flag_key, salt, scheme, compilation = served
+    if serving.__class__ is dict and len(serving) == 1:
+        # `{"variant": key}`, the commonest serving, without the parse `_parse_serving`
+        # would make of it (whose errors are left to it).
+        variant = serving.get("variant")
+        if variant.__class__ is str and variant in variants:
+            return result(flag_key, variants[variant], variant, reason, rule_id)
     try:
         parsed = compilation.parsed_serving(serving, variants)
     except DocumentError as exc:
@@ -489,11 +495,14 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
     off_value = variants[off_key]
     if not enabled:  # an enabled flag never serves its off variant as such
         compiled.off = result(key, off_value, off_key, Reason.DISABLED)
-    compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
+    # Absent lists (the usual case) keep the empty defaults without a call.
+    if flag.get("prerequisites") is not None:
+        compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
     if compiled.prerequisites:
         failed = result(key, off_value, off_key, Reason.PREREQUISITE_FAILED)
         compiled.prerequisite_failed = failed
-    compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
+    if flag.get("targets") is not None:
+        compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
     used: set[str] = set()
     served = _Served(variants, key, salt, scheme, compilation)
     rules = _compile_rules(_optional_list(flag, "rules"), served, used)
