@@ -229,7 +229,7 @@ def _compile_serving(
         parsed = compilation.parsed_serving(serving, variants)
     except DocumentError as exc:
         raise exc.within(field) from None
-    variant, bucket_by, weights, own_salt = parsed
+    variant, bucket_by, weights, own_salt, weights_only, total = parsed
     if variant is not None:
         return result(flag_key, variants[variant], variant, reason, rule_id)
     if own_salt is not None:
@@ -237,8 +237,7 @@ def _compile_serving(
     entries = tuple(
         [result(flag_key, variants[key], key, Reason.SPLIT, rule_id) for key, _ in weights]
     )
-    weights_only = tuple([weight for _, weight in weights])
-    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT and bucket_by == "targetingKey":
+    if scheme == "flagd" and total <= TABLE_LIMIT and bucket_by == "targetingKey":
         return _KeyTable(flag_key, salt, compilation.bucket_indexes(weights_only), entries)
     if bucket_by == "targetingKey":
         missing = _missing_key(flag_key)
@@ -248,7 +247,7 @@ def _compile_serving(
             ErrorCode.INVALID_CONTEXT,
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
-    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT:
+    if scheme == "flagd" and total <= TABLE_LIMIT:
         return _flagd_table_serve(
             weights, entries, attribute_getter(bucket_by, compilation.draw), missing, salt
         )
@@ -995,19 +994,18 @@ class _Compilation:
         self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._servings: dict[tuple[Any, ...], Any] = {}
 
-    def parsed_serving(
-        self, serving: object, variants: Mapping[str, Any]
-    ) -> tuple[str | None, str, tuple[tuple[str, int], ...], str | None]:
-        """`_parse_serving` of `serving` over `variants`, once for alike servings."""
+    def parsed_serving(self, serving: object, variants: Mapping[str, Any]) -> _Plan:
+        """`_parse_serving` of `serving` over `variants`, with the rollout's weights alone
+        and their total, once for alike servings."""
         # A list, not the dict: `in` must not hash an unhashable variant (an unknown one).
         variant_keys = list(variants)
         mark = mark_of(serving)
         if mark is None:
-            return _parse_serving(serving, variant_keys)
+            return _plan(serving, variant_keys)
         key = (mark, *variant_keys)
         parsed = self._servings.get(key)
         if parsed is None:
-            parsed = self._servings[key] = _parse_serving(serving, variant_keys)
+            parsed = self._servings[key] = _plan(serving, variant_keys)
         return parsed
 
     def bucket_indexes(self, weights: tuple[int, ...]) -> tuple[int, ...]:
@@ -1016,6 +1014,16 @@ class _Compilation:
         if indexes is None:
             indexes = self._indexes[weights] = bucket_indexes(weights)
         return indexes
+
+
+# A parsed serving (see `_parse_serving`), then its weights alone and their total.
+_Plan = tuple[str | None, str, tuple[tuple[str, int], ...], str | None, tuple[int, ...], int]
+
+
+def _plan(serving: object, variant_keys: Sequence[str]) -> _Plan:
+    variant, bucket_by, weights, salt = _parse_serving(serving, variant_keys)
+    weights_only = tuple([weight for _, weight in weights])
+    return variant, bucket_by, weights, salt, weights_only, sum(weights_only)
 
 
 def _drawing(generator: random.Random) -> Draw:

@@ -12,7 +12,7 @@ per *shape*, the Python source of a function that does the same steps unrolled:
 - what a rule or the default serves is written for its kind: a prebuilt result is returned
   as is; the flagd rollout by the targeting key hashes salt + key inline, with the salt,
   bucket table and results held in closure cells; any other serving is called;
-- the attribute lookup (`context.get`) is read once per evaluation, not once per test.
+- nothing is allocated: no loop, no tuple unpacking, no bound method.
 
 A shape is the sequence of those kinds (and whether the flag has targets): the attribute
 names, sets, predicates and results are not in the source but bound as closure cells by a
@@ -82,8 +82,6 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
         return name
 
     body: list[str] = []
-    if any(tests for tests, _ in rules):
-        body.append("    get = context.get")
     if has_targets:
         body += [
             "    if targeting_key is not None:",
@@ -108,7 +106,7 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
                     f"value not in {strings} and (value.isascii() or {predicate}(context))"
                 )
             parts.append(
-                f"(({string_case}) if (value := get({attribute})).__class__ is str"
+                f"(({string_case}) if (value := context.get({attribute})).__class__ is str"
                 f" else {predicate}(context))"
             )
         indent = "    "
@@ -119,15 +117,17 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
             body.append(f"{indent}return {cell()}")
         elif serving == SERVE_KEY_TABLE:
             missing, salt, buckets, total = cell(), cell(), cell(), cell()
-            # bucketing.bucket(), inlined. The key is valid text (the salt was checked at
-            # compile time, the targeting key by the caller), so a key that is not ASCII
-            # encodes; it is encoded here all the same, never by the hash's C code.
+            # bucketing.bucket(), inlined. The hash is given the string itself: it is valid
+            # text, whose UTF-8 the hash takes as bucket() encodes it, because the salt was
+            # checked at compile time and the targeting key by each caller of `run`
+            # (Snapshot.evaluate and evaluate_all refuse a key that is not valid Unicode
+            # before any flag is evaluated): no lone surrogate reaches the hash's C code.
             body += [
                 f"{indent}if targeting_key is None:",
                 f"{indent}    return {missing}",
-                f"{indent}key = {salt} + targeting_key",
-                f"{indent}digest = murmur3(key if key.isascii() else key.encode(), 0, False)",
-                f"{indent}return {buckets}[(digest * {total}) >> 32]",
+                f"{indent}return {buckets}[",
+                f"{indent}    (murmur3({salt} + targeting_key, 0, False) * {total}) >> 32",
+                f"{indent}]",
             ]
         else:
             body.append(f"{indent}return {cell()}(context)")
