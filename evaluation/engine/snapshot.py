@@ -625,16 +625,28 @@ def _compile_rule(
         require_text(rule_id, "id", "the rule id")
     conditions = entry.get("conditions")
     conditions = () if conditions is None else _require_list(conditions, "conditions")
-    tests = []
-    for position, condition in enumerate(conditions):
-        try:
-            test, segment_keys = _compile_condition(condition, served.compilation)
-        except DocumentError as exc:
-            raise exc.within(f"conditions[{position}]") from None
-        tests.append(test)
-        used.update(segment_keys)
+    compilation = served.compilation
+    # Alike lists of conditions (as marked by `mark_of`) share their tests: one mark and
+    # one lookup for the rule, instead of one of each per condition.
+    mark = mark_of(conditions) if conditions else None
+    known = None if mark is None else compilation.rule_tests.get(mark)
+    if known is None:
+        tests: list[Test] = []
+        keys: set[str] = set()
+        for position, condition in enumerate(conditions):
+            try:
+                test, segment_keys = _compile_condition(condition, compilation)
+            except DocumentError as exc:
+                raise exc.within(f"conditions[{position}]") from None
+            tests.append(test)
+            keys.update(segment_keys)
+        known = (tuple(tests), frozenset(keys))
+        if mark is not None:
+            compilation.rule_tests[mark] = known
+    if known[1]:
+        used.update(known[1])
     serve = _compile_serving("serve", entry.get("serve"), served, Reason.TARGETING_MATCH, rule_id)
-    return tuple(tests), serve
+    return known[0], serve
 
 
 def _compile_condition(
@@ -985,12 +997,14 @@ class _Compilation:
     draw, and what its conditions, servings and bucket tables compiled to so far (alike ones,
     as marked by `mark_of`, share one)."""
 
-    __slots__ = ("_indexes", "_servings", "draw", "segments", "tests")
+    __slots__ = ("_indexes", "_servings", "draw", "rule_tests", "segments", "tests")
 
     def __init__(self, segments: Mapping[str, Predicate | DocumentError], draw: Draw) -> None:
         self.segments = segments
         self.draw = draw
         self.tests: dict[bytes, tuple[Test, tuple[str, ...]]] = {}
+        # a rule's conditions -> (their tests, the segments they read)
+        self.rule_tests: dict[bytes, tuple[tuple[Test, ...], frozenset[str]]] = {}
         self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._servings: dict[tuple[Any, ...], Any] = {}
 
