@@ -7,8 +7,9 @@ per *shape*, the Python source of a function that does the same steps unrolled:
 
 - each rule is one `if` whose tests are joined by `and` (so they short-circuit in the same
   order as the interpreter's loop); a string-set condition (`in`, `not_in`, `equals`, ...)
-  is written inline as `value in strings` for an ASCII string, and calls the condition's
-  full predicate for any other value, exactly as the interpreter does;
+  is written inline as `value in strings` for a string in the set or an ASCII string, and
+  calls the condition's full predicate for any other value (which checks that a string
+  outside the set is valid Unicode), exactly as the interpreter answers;
 - what a rule or the default serves is written for its kind: a prebuilt result is returned
   as is; the flagd rollout by the targeting key hashes salt + key inline, with the salt,
   bucket table and results held in closure cells; any other serving is called;
@@ -19,7 +20,8 @@ names, sets, predicates and results are not in the source but bound as closure c
 factory, so every flag of one shape shares one compiled code object, and making a flag's
 function is one call of its shape's factory. The number of shapes generated is bounded
 (`MAX_SHAPES`), and so is a shape's size (`MAX_TESTS`, `MAX_RULES`): a flag beyond them, or
-with prerequisites, keeps the interpreter, which gives the same answers.
+with prerequisites, keeps the interpreter, which gives the same answers. A flag gets its
+function at its first evaluation (`CompiledFlag.specialise`), so compiling costs nothing more.
 """
 
 from __future__ import annotations
