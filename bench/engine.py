@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gc
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository on the path, and bench/ off it: bench/statistics.py would shadow the
+# standard library's module of that name.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import statistics  # noqa: E402
 
 from evaluation.engine import compile_document  # noqa: E402
 

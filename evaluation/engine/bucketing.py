@@ -43,7 +43,8 @@ TABLE_LIMIT = 10_000
 # The largest total of a rollout's weights (flagd's weights are 32-bit integers).
 MAX_TOTAL_WEIGHT = 2**31 - 1
 
-# MurmurHash3 x86_32 of (str or bytes, seed, signed): `snapshot` inlines bucket() with it.
+# MurmurHash3 x86_32 of (str or bytes, seed, signed): `snapshot` and `specialise` inline
+# bucket() with it.
 murmur3 = mmh3.hash
 
 # value -> index of the chosen entry in the rollout's weights
@@ -59,7 +60,8 @@ def bucket(salt: str, bucket_value: str, total_weight: int = 100) -> int:
     here, never by the hash: a string that is not valid Unicode raises UnicodeEncodeError
     instead of reaching C code that crashed the process on it. An ASCII string's buffer is
     its UTF-8 already, so only other strings pay for the encoding. (`CompiledFlag.resolve`
-    inlines this formula for the commonest rollout; the conformance rollouts cover both.)
+    and the functions `specialise` generates inline this formula for the commonest rollout;
+    the conformance rollouts cover them all.)
     """
     key = salt + bucket_value
     data: str | bytes = key if key.isascii() else key.encode()

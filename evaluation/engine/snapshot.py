@@ -31,6 +31,15 @@ from .conditions import (
 from .errors import DocumentError
 from .results import ErrorCode, EvaluationResult, Reason, error_result, result
 from .reuse import Origin, mark_of, reused_flags, unchanged
+from .specialise import (
+    SERVE_CALL,
+    SERVE_KEY_TABLE,
+    SERVE_RESULT,
+    TEST_CALL,
+    TEST_IN,
+    TEST_NOT_IN,
+    factory_of,
+)
 from .text import INVALID_TEXT, is_text, require_text
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
@@ -42,6 +51,10 @@ MAX_PREREQUISITE_DEPTH = 16
 MAX_VALUE_NODES = 100_000
 
 Serve = Callable[[Context], EvaluationResult]
+# A flag's evaluation: (context, targeting key, the snapshot's flags, prerequisite chain).
+Resolve = Callable[
+    [Context, "str | None", "Mapping[str, CompiledFlag]", "tuple[str, ...]"], EvaluationResult
+]
 
 
 class _KeyTable:
@@ -64,11 +77,31 @@ class _KeyTable:
         self.entries = entries
         self._missing: EvaluationResult | None = None
 
+    def buckets(self) -> tuple[EvaluationResult, ...] | _Buckets:
+        """The result of each bucket: one table lookup instead of two, for the usual totals
+        (up to 1,000 buckets: larger tables would cost more memory than the lookup saves)."""
+        if self.total > 1_000:
+            return _Buckets(self.entries, self.indexes)
+        return tuple([self.entries[index] for index in self.indexes])
+
     def missing(self) -> EvaluationResult:
         """The answer to a context without a targeting key, made at its first use."""
         if self._missing is None:
             self._missing = _missing_key(self.flag_key)
         return self._missing
+
+
+class _Buckets:
+    """The result of each bucket of a large table, read through its bucket indexes."""
+
+    __slots__ = ("entries", "indexes")
+
+    def __init__(self, entries: tuple[EvaluationResult, ...], indexes: tuple[int, ...]) -> None:
+        self.entries = entries
+        self.indexes = indexes
+
+    def __getitem__(self, bucket: int) -> EvaluationResult:
+        return self.entries[self.indexes[bucket]]
 
 
 def _missing_key(flag_key: str) -> EvaluationResult:
@@ -186,11 +219,17 @@ def _compile_serving(
 ) -> Serving:
     """A fixed result for a variant serving, or a rollout; a DocumentError names `field`."""
     variants, flag_key, salt, scheme, compilation = served
+    if serving.__class__ is dict and len(serving) == 1:
+        # `{"variant": key}`, the commonest serving, without the parse `_parse_serving`
+        # would make of it (whose errors are left to it).
+        variant = serving.get("variant")
+        if variant.__class__ is str and variant in variants:
+            return result(flag_key, variants[variant], variant, reason, rule_id)
     try:
         parsed = compilation.parsed_serving(serving, variants)
     except DocumentError as exc:
         raise exc.within(field) from None
-    variant, bucket_by, weights, own_salt = parsed
+    variant, bucket_by, weights, own_salt, weights_only, total = parsed
     if variant is not None:
         return result(flag_key, variants[variant], variant, reason, rule_id)
     if own_salt is not None:
@@ -198,8 +237,7 @@ def _compile_serving(
     entries = tuple(
         [result(flag_key, variants[key], key, Reason.SPLIT, rule_id) for key, _ in weights]
     )
-    weights_only = tuple([weight for _, weight in weights])
-    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT and bucket_by == "targetingKey":
+    if scheme == "flagd" and total <= TABLE_LIMIT and bucket_by == "targetingKey":
         return _KeyTable(flag_key, salt, compilation.bucket_indexes(weights_only), entries)
     if bucket_by == "targetingKey":
         missing = _missing_key(flag_key)
@@ -209,7 +247,7 @@ def _compile_serving(
             ErrorCode.INVALID_CONTEXT,
             f"a rollout needs the context attribute {bucket_by!r} (a string or a number)",
         )
-    if scheme == "flagd" and sum(weights_only) <= TABLE_LIMIT:
+    if scheme == "flagd" and total <= TABLE_LIMIT:
         return _flagd_table_serve(
             weights, entries, attribute_getter(bucket_by, compilation.draw), missing, salt
         )
@@ -276,6 +314,7 @@ class CompiledFlag:
         "off",
         "prerequisite_failed",
         "prerequisites",
+        "run",
         "segment_keys",
         "servings",
         "targets",
@@ -297,6 +336,54 @@ class CompiledFlag:
         # (the rule's conditions, what it serves) for each rule, then ((), the default).
         self.servings: tuple[tuple[tuple[Test, ...], Serving], ...] = ()
         self.segment_keys: frozenset[str] = frozenset()  # the segments its conditions read
+        # `resolve`, or the same steps generated for this flag's shape: see `specialise`.
+        self.run: Resolve | None = None
+
+    def specialise(self) -> Resolve:
+        """This flag's evaluation function, made at its first evaluation and kept in `run`.
+
+        An enabled flag without prerequisites gets the function `specialise.factory_of`
+        generates for its shape (its rules' kinds of test and serving), bound to its own
+        attributes, sets, predicates and results; any other flag, or one whose shape is not
+        generated, gets `resolve`. Both give the same answers; two threads evaluating a new
+        flag at once may each make one, alike.
+        """
+        run = self._specialised() or self.resolve
+        self.run = run
+        return run
+
+    def _specialised(self) -> Resolve | None:
+        if not self.enabled or self.prerequisites or self.error is not None:
+            return None
+        rules: list[tuple[tuple[str, ...], str]] = []
+        cells: list[Any] = []
+        for tests, serving in self.servings:
+            kinds = []
+            for test in tests:
+                if test.__class__ is tuple:  # a StringSet
+                    attribute, strings, flip, predicate = test
+                    kinds.append(TEST_NOT_IN if flip else TEST_IN)
+                    cells += (attribute, strings, predicate)
+                else:
+                    kinds.append(TEST_CALL)
+                    cells.append(test)
+            if serving.__class__ is EvaluationResult:
+                kind = SERVE_RESULT
+                cells.append(serving)
+            elif serving.__class__ is _KeyTable:
+                table = serving
+                kind = SERVE_KEY_TABLE
+                cells += (table.missing(), table.salt, table.buckets(), table.total)
+            else:
+                kind = SERVE_CALL
+                cells.append(serving)
+            rules.append((tuple(kinds), kind))
+            if not tests:
+                break
+        factory = factory_of((bool(self.targets), tuple(rules)))
+        if factory is None:
+            return None
+        return factory(self.targets, murmur3, *cells)
 
     def resolve(
         self,
@@ -358,7 +445,10 @@ def _satisfied(
     flag = flags.get(key)
     if flag is None or flag.error is not None:
         return False
-    answer = flag.resolve(context, targeting_key, flags, chain)
+    run = flag.run
+    if run is None:
+        run = flag.specialise()
+    answer = run(context, targeting_key, flags, chain)
     return answer.error_code is None and answer.variant in variants
 
 
@@ -404,11 +494,14 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
     off_value = variants[off_key]
     if not enabled:  # an enabled flag never serves its off variant as such
         compiled.off = result(key, off_value, off_key, Reason.DISABLED)
-    compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
+    # Absent lists (the usual case) keep the empty defaults without a call.
+    if flag.get("prerequisites") is not None:
+        compiled.prerequisites = _compile_prerequisites(_optional_list(flag, "prerequisites"))
     if compiled.prerequisites:
         failed = result(key, off_value, off_key, Reason.PREREQUISITE_FAILED)
         compiled.prerequisite_failed = failed
-    compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
+    if flag.get("targets") is not None:
+        compiled.targets = _compile_targets(_optional_list(flag, "targets"), key, variants)
     used: set[str] = set()
     served = _Served(variants, key, salt, scheme, compilation)
     rules = _compile_rules(_optional_list(flag, "rules"), served, used)
@@ -532,16 +625,28 @@ def _compile_rule(
         require_text(rule_id, "id", "the rule id")
     conditions = entry.get("conditions")
     conditions = () if conditions is None else _require_list(conditions, "conditions")
-    tests = []
-    for position, condition in enumerate(conditions):
-        try:
-            test, segment_keys = _compile_condition(condition, served.compilation)
-        except DocumentError as exc:
-            raise exc.within(f"conditions[{position}]") from None
-        tests.append(test)
-        used.update(segment_keys)
+    compilation = served.compilation
+    # Alike lists of conditions (as marked by `mark_of`) share their tests: one mark and
+    # one lookup for the rule, instead of one of each per condition.
+    mark = mark_of(conditions) if conditions else None
+    known = None if mark is None else compilation.rule_tests.get(mark)
+    if known is None:
+        tests: list[Test] = []
+        keys: set[str] = set()
+        for position, condition in enumerate(conditions):
+            try:
+                test, segment_keys = _compile_condition(condition, compilation)
+            except DocumentError as exc:
+                raise exc.within(f"conditions[{position}]") from None
+            tests.append(test)
+            keys.update(segment_keys)
+        known = (tuple(tests), frozenset(keys))
+        if mark is not None:
+            compilation.rule_tests[mark] = known
+    if known[1]:
+        used.update(known[1])
     serve = _compile_serving("serve", entry.get("serve"), served, Reason.TARGETING_MATCH, rule_id)
-    return tuple(tests), serve
+    return known[0], serve
 
 
 def _compile_condition(
@@ -631,6 +736,7 @@ class Snapshot:
         "_flags",
         "_live",
         "_origin",
+        "_runs",
         "_variable",
         "_version",
     )
@@ -664,6 +770,8 @@ class Snapshot:
         self._live = tuple(live)
         self._flag_keys = tuple(self._fixed)
         self._variable = tuple(variable)
+        # (key, evaluation function) of each of `_variable`, made at the first evaluate_all.
+        self._runs: tuple[tuple[str, Resolve], ...] | None = None
 
     @property
     def version(self) -> int:
@@ -690,8 +798,10 @@ class Snapshot:
         """Evaluate one flag for one context; never raises."""
         # The steps of `_refusal` are written out here: one call fewer on the hottest path.
         try:
-            flag = self._flags.get(flag_key)
-            if flag is None:
+            flags = self._flags
+            try:  # a subscript is cheaper than get(); a miss is the rare case
+                flag = flags[flag_key]
+            except KeyError:
                 return error_result(
                     flag_key, ErrorCode.FLAG_NOT_FOUND, f"flag {flag_key!r} does not exist"
                 )
@@ -711,7 +821,10 @@ class Snapshot:
                     targeting_key.encode()  # a lone surrogate raises: INVALID_CONTEXT
             if flag.fixed is not None:  # disabled, or no rule, target or rollout to read
                 return flag.fixed
-            return flag.resolve(context, targeting_key, self._flags, ())
+            run = flag.run
+            if run is None:
+                run = flag.specialise()
+            return run(context, targeting_key, flags, ())
         except UnicodeEncodeError:  # a string read from the context is not valid Unicode
             return error_result(flag_key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
         except Exception as exc:  # noqa: BLE001 - evaluation must answer, whatever happens
@@ -737,9 +850,14 @@ class Snapshot:
         # The fixed answers are copied in one step, every key in document order; only the
         # flags whose answer depends on the context are evaluated.
         answers = self._fixed.copy()
-        for key, flag in self._variable:
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = tuple(
+                [(key, flag.run or flag.specialise()) for key, flag in self._variable]
+            )
+        for key, run in runs:
             try:
-                answers[key] = flag.resolve(context, targeting_key, flags, ())  # type: ignore[arg-type]
+                answers[key] = run(context, targeting_key, flags, ())  # type: ignore[arg-type]
             except UnicodeEncodeError:
                 answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
             except Exception as exc:  # noqa: BLE001
@@ -884,28 +1002,29 @@ class _Compilation:
     draw, and what its conditions, servings and bucket tables compiled to so far (alike ones,
     as marked by `mark_of`, share one)."""
 
-    __slots__ = ("_indexes", "_servings", "draw", "segments", "tests")
+    __slots__ = ("_indexes", "_servings", "draw", "rule_tests", "segments", "tests")
 
     def __init__(self, segments: Mapping[str, Predicate | DocumentError], draw: Draw) -> None:
         self.segments = segments
         self.draw = draw
         self.tests: dict[bytes, tuple[Test, tuple[str, ...]]] = {}
+        # a rule's conditions -> (their tests, the segments they read)
+        self.rule_tests: dict[bytes, tuple[tuple[Test, ...], frozenset[str]]] = {}
         self._indexes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._servings: dict[tuple[Any, ...], Any] = {}
 
-    def parsed_serving(
-        self, serving: object, variants: Mapping[str, Any]
-    ) -> tuple[str | None, str, tuple[tuple[str, int], ...], str | None]:
-        """`_parse_serving` of `serving` over `variants`, once for alike servings."""
+    def parsed_serving(self, serving: object, variants: Mapping[str, Any]) -> _Plan:
+        """`_parse_serving` of `serving` over `variants`, with the rollout's weights alone
+        and their total, once for alike servings."""
         # A list, not the dict: `in` must not hash an unhashable variant (an unknown one).
         variant_keys = list(variants)
         mark = mark_of(serving)
         if mark is None:
-            return _parse_serving(serving, variant_keys)
+            return _plan(serving, variant_keys)
         key = (mark, *variant_keys)
         parsed = self._servings.get(key)
         if parsed is None:
-            parsed = self._servings[key] = _parse_serving(serving, variant_keys)
+            parsed = self._servings[key] = _plan(serving, variant_keys)
         return parsed
 
     def bucket_indexes(self, weights: tuple[int, ...]) -> tuple[int, ...]:
@@ -914,6 +1033,16 @@ class _Compilation:
         if indexes is None:
             indexes = self._indexes[weights] = bucket_indexes(weights)
         return indexes
+
+
+# A parsed serving (see `_parse_serving`), then its weights alone and their total.
+_Plan = tuple[str | None, str, tuple[tuple[str, int], ...], str | None, tuple[int, ...], int]
+
+
+def _plan(serving: object, variant_keys: Sequence[str]) -> _Plan:
+    variant, bucket_by, weights, salt = _parse_serving(serving, variant_keys)
+    weights_only = tuple([weight for _, weight in weights])
+    return variant, bucket_by, weights, salt, weights_only, sum(weights_only)
 
 
 def _drawing(generator: random.Random) -> Draw:

@@ -1,0 +1,150 @@
+"""Straight-line evaluation functions generated per flag shape.
+
+`CompiledFlag.resolve` is a general interpreter: it loops over the rules, over each rule's
+tests, and asks of each test and serving what kind it is. For the flags most documents
+hold (enabled, no prerequisites, a few rules of a few conditions) this module writes, once
+per *shape*, the Python source of a function that does the same steps unrolled:
+
+- each rule is one `if` whose tests are joined by `and` (so they short-circuit in the same
+  order as the interpreter's loop); a string-set condition (`in`, `not_in`, `equals`, ...)
+  is written inline as `value in strings` for a string in the set or an ASCII string, and
+  calls the condition's full predicate for any other value (which checks that a string
+  outside the set is valid Unicode), exactly as the interpreter answers;
+- what a rule or the default serves is written for its kind: a prebuilt result is returned
+  as is; the flagd rollout by the targeting key hashes salt + key inline, with the salt,
+  bucket table and results held in closure cells; any other serving is called;
+- nothing is allocated: no loop, no tuple unpacking, no bound method.
+
+A shape is the sequence of those kinds (and whether the flag has targets): the attribute
+names, sets, predicates and results are not in the source but bound as closure cells by a
+factory, so every flag of one shape shares one compiled code object, and making a flag's
+function is one call of its shape's factory. The number of shapes generated is bounded
+(`MAX_SHAPES`), and so is a shape's size (`MAX_TESTS`, `MAX_RULES`): a flag beyond them, or
+with prerequisites, keeps the interpreter, which gives the same answers. A flag gets its
+function at its first evaluation (`CompiledFlag.specialise`), so compiling costs nothing more.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# Kinds of test and serving, as written into a shape.
+TEST_IN = "in"  # a string set that passes when the value is in it
+TEST_NOT_IN = "out"  # a string set that passes when the value is not in it
+TEST_CALL = "call"  # any other predicate
+SERVE_RESULT = "result"
+SERVE_KEY_TABLE = "table"
+SERVE_CALL = "call"
+
+# Bounds on what is generated: beyond them a flag is evaluated by the interpreter.
+MAX_SHAPES = 512
+MAX_RULES = 32
+MAX_TESTS = 64
+
+Shape = tuple[bool, tuple[tuple[tuple[str, ...], str], ...]]
+Factory = Callable[..., Callable[..., Any]]
+
+_factories: dict[Shape, Factory] = {}
+_lock = threading.Lock()
+
+
+def factory_of(shape: Shape) -> Factory | None:
+    """The factory of `shape`'s evaluation function (generated at its first use), or None
+    when the shape is too large or too many shapes were generated already."""
+    made = _factories.get(shape)
+    if made is not None:
+        return made
+    has_targets, rules = shape
+    if len(rules) > MAX_RULES or sum(len(tests) for tests, _ in rules) > MAX_TESTS:
+        return None
+    with _lock:
+        made = _factories.get(shape)
+        if made is None:
+            if len(_factories) >= MAX_SHAPES:
+                return None
+            made = _factories[shape] = _generate(has_targets, rules)
+    return made
+
+
+def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -> Factory:
+    """Generate, compile and return the factory of one shape (see the module docstring).
+
+    The factory takes the flag's targets, the hash function, then the cells of each rule in
+    order: per string-set test (attribute, strings, predicate), per other test (predicate),
+    then per serving (result), (missing-key result, salt, the result of each bucket, bucket
+    count) for a key table, or (serve function).
+    """
+    cells: list[str] = []
+
+    def cell() -> str:
+        name = f"c{len(cells)}"
+        cells.append(name)
+        return name
+
+    body: list[str] = []
+    if has_targets:
+        body += [
+            "    if targeting_key is not None:",
+            "        target = targets.get(targeting_key)",
+            "        if target is not None:",
+            "            return target",
+        ]
+    for tests, serving in rules:
+        parts = []
+        for kind in tests:
+            if kind == TEST_CALL:
+                parts.append(f"{cell()}(context)")
+                continue
+            attribute, strings, predicate = cell(), cell(), cell()
+            # The predicate answers a string in the set as the set does, and an ASCII
+            # string outside it as the set does: only another string (which it must
+            # check is valid Unicode) or value reaches it.
+            if kind == TEST_IN:
+                string_case = f"value in {strings} or not value.isascii() and {predicate}(context)"
+            else:
+                string_case = (
+                    f"value not in {strings} and (value.isascii() or {predicate}(context))"
+                )
+            parts.append(
+                f"(({string_case}) if (value := context.get({attribute})).__class__ is str"
+                f" else {predicate}(context))"
+            )
+        indent = "    "
+        if parts:
+            body.append(f"    if {' and '.join(parts)}:")
+            indent = "        "
+        if serving == SERVE_RESULT:
+            body.append(f"{indent}return {cell()}")
+        elif serving == SERVE_KEY_TABLE:
+            missing, salt, buckets, total = cell(), cell(), cell(), cell()
+            # bucketing.bucket(), inlined. The hash is given the string itself: it is valid
+            # text, whose UTF-8 the hash takes as bucket() encodes it, because the salt was
+            # checked at compile time and the targeting key by each caller of `run`
+            # (Snapshot.evaluate and evaluate_all refuse a key that is not valid Unicode
+            # before any flag is evaluated): no lone surrogate reaches the hash's C code.
+            body += [
+                f"{indent}if targeting_key is None:",
+                f"{indent}    return {missing}",
+                f"{indent}return {buckets}[",
+                f"{indent}    (murmur3({salt} + targeting_key, 0, False) * {total}) >> 32",
+                f"{indent}]",
+            ]
+        else:
+            body.append(f"{indent}return {cell()}(context)")
+        if not parts:
+            break  # a rule without conditions always matches: nothing after it is read
+    else:
+        body.append("    raise AssertionError('the last serving has conditions')")
+    source = "\n".join(
+        [
+            f"def factory(targets, murmur3, {', '.join(cells)}):",
+            "  def run(context, targeting_key, flags, chain):",
+            *["  " + line for line in body],
+            "  return run",
+        ]
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<evaluation.engine.specialise>", "exec"), namespace)  # noqa: S102
+    return namespace["factory"]  # type: ignore[no-any-return]
