@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any
-
 from django.db.models import Prefetch
 
 from flags.models import (
@@ -15,7 +12,6 @@ from flags.models import (
     Rule,
     Segment,
     Target,
-    Variant,
 )
 from flags.validation import serving_document
 
@@ -112,42 +108,8 @@ def flag_state(flag: Flag, environment: Environment) -> dict:
     return flag_entry(fresh)
 
 
-def _all_flags_with_targeting(environment: Environment) -> list[Flag]:
-    """`_flags_with_targeting` for every flag of the project, its related rows grouped in
-    Python: the same rows in the same order, with one query per relation, without the
-    queryset Django's prefetch makes per flag and relation (150,000 of them for the three
-    environments of 10,000 flags)."""
-    flags = list(Flag.objects.filter(project_id=environment.project_id).order_by("key"))
-    in_project = {"flag__project_id": environment.project_id}
-    in_environment = {"environment_id": environment.pk}
-    related = {
-        "variants": Variant.objects.filter(**in_project),
-        "configs": FlagConfig.objects.filter(**in_environment),
-        "rules": Rule.objects.filter(**in_environment),
-        "targets": Target.objects.filter(**in_environment),
-        "prerequisites": Prerequisite.objects.filter(**in_environment).select_related(
-            "required_flag"
-        ),
-    }
-    by_flag: dict[str, defaultdict[int, list]] = {}
-    rows: Any
-    for name, rows in related.items():
-        grouped = by_flag[name] = defaultdict(list)
-        for row in rows:
-            grouped[row.flag_id].append(row)
-    grouped = by_flag["tags"] = defaultdict(list)
-    links = Flag.tags.through.objects.filter(**in_project).select_related("tag")
-    for link in sorted(links, key=lambda link: link.tag.name):  # the order of Tag.Meta
-        grouped[link.flag_id].append(link.tag)
-    for flag in flags:
-        flag._prefetched_objects_cache = {  # type: ignore[attr-defined]
-            name: grouped.get(flag.pk, []) for name, grouped in by_flag.items()
-        }
-    return flags
-
-
 def _build(environment: Environment) -> dict:
-    flags = _all_flags_with_targeting(environment)
+    flags = _flags_with_targeting(environment)
     segments = Segment.objects.filter(project_id=environment.project_id).order_by("key")
     return {
         "schemaVersion": SCHEMA_VERSION,
