@@ -344,9 +344,11 @@ def _audit_created(
     ]
     versions = []
     by_pk = {flag.pk: flag for flag in flags}
+    views: dict[int, Flag] = {}
     for config in configs:
         flag = by_pk[config.flag_id]
-        after = _entry_in(flag, config, *rows[flag.pk, config.environment_id])
+        view = views.get(flag.pk) or views.setdefault(flag.pk, _view_of(flag))
+        after = _entry_in(view, config, *rows[flag.pk, config.environment_id])
         entries.append(
             AuditEntry(
                 **who,
@@ -374,10 +376,15 @@ def _audit_created(
         events.audit_recorded(entry)  # queued in this transaction, sent after commit
 
 
-def _entry_in(flag: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
-    """The flag's document entry in the configuration's environment, from the rows in hand."""
-    view = Flag(**{f.attname: getattr(flag, f.attname) for f in Flag._meta.concrete_fields})
-    cache = flag.__dict__["_prefetched_objects_cache"]
+def _view_of(flag: Flag) -> Flag:
+    """A copy of the flag's fields, to hold one environment's rows at a time."""
+    return Flag(**{f.attname: getattr(flag, f.attname) for f in Flag._meta.concrete_fields})
+
+
+def _entry_in(view: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
+    """The flag's document entry in the configuration's environment, from the rows in hand
+    (`view`, the flag's `_view_of`, gets this environment's rules and targets)."""
+    cache = config.flag.__dict__["_prefetched_objects_cache"]
     view.__dict__["_prefetched_objects_cache"] = {
         "variants": cache["variants"],
         "tags": cache["tags"],
