@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Model, prefetch_related_objects
+from django.db.models import Field, Model, prefetch_related_objects
 
 from evaluation.documents import flag_entry
 from flags.models import (
@@ -79,15 +79,41 @@ def _insert(model: type[Model], rows: list[Any]) -> None:
         model._default_manager.bulk_create(rows, batch_size=BATCH)
         return
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    plain = [_plain(field) for field in fields]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(str(field.column)) for field in fields)
     statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
         for row in rows:
             row._prepare_related_fields_for_save(operation_name="bulk_create")
-            copy.write_row(
-                [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
-            )
+            values = []
+            for field, kinds in zip(fields, plain, strict=True):
+                value = getattr(row, field.attname) if kinds else field.pre_save(row, True)
+                if type(value) not in kinds:
+                    value = field.get_db_prep_save(value, connection)
+                values.append(value)
+            copy.write_row(values)
+
+
+# Fields whose stored value is the attribute's when it is of these types (Django's
+# preparation returns such a value unchanged); any other value goes through it.
+PLAIN = {
+    "CharField": (str,),
+    "TextField": (str,),
+    "SlugField": (str,),
+    "BooleanField": (bool,),
+    "IntegerField": (int,),
+    "PositiveIntegerField": (int,),
+    "PositiveSmallIntegerField": (int,),
+    "BigIntegerField": (int,),
+    "ForeignKey": (int, type(None)),
+}
+
+
+def _plain(field: Any) -> tuple[type, ...]:
+    if type(field).pre_save is not Field.pre_save:
+        return ()
+    return PLAIN.get(field.get_internal_type(), ())
 
 
 @transaction.atomic
@@ -117,9 +143,14 @@ def flags_create_many(
             Flag.objects.bulk_create(rows, batch_size=BATCH)
     except IntegrityError as error:
         raise ValidationError({"flags": "a flag of this key already exists"}) from error
-    _write_variants(rows, flags)
-    _write_tags(project, rows, flags)
-    prefetch_related_objects(rows, "variants", "tags", "project__segments")
+    variants = _write_variants(rows, flags)
+    tags = _write_tags(project, rows, flags)
+    for flag in rows:  # the rows just written, as a prefetch would read them back
+        flag._prefetched_objects_cache = {  # type: ignore[attr-defined]
+            "variants": variants[flag.pk],
+            "tags": sorted(tags[flag.pk], key=lambda tag: tag.name),  # Tag.Meta's order
+        }
+    prefetch_related_objects(rows, "project__segments")
     config_rows, rules, targets, later = [], [], [], []
     in_hand: dict[tuple[int, int], tuple[list[Rule], list[Target]]] = {}
     for done, flag in enumerate(rows, start=1):
@@ -180,7 +211,8 @@ def _flag_row(project: Project, data: dict) -> Flag:
     return flag
 
 
-def _write_variants(rows: list[Flag], flags: list[dict]) -> None:
+def _write_variants(rows: list[Flag], flags: list[dict]) -> dict[int, list[Variant]]:
+    """The flags' variants, written; each flag's by its id, in their order."""
     variants = []
     for flag, data in zip(rows, flags, strict=True):
         for position, item in enumerate(data["variants"]):
@@ -197,9 +229,14 @@ def _write_variants(rows: list[Flag], flags: list[dict]) -> None:
                 raise FlagError(flag.key, None, error) from error
             variants.append(variant)
     Variant.objects.bulk_create(variants, batch_size=BATCH)
+    by_flag: dict[int, list[Variant]] = {flag.pk: [] for flag in rows}
+    for variant in variants:
+        by_flag[variant.flag_id].append(variant)
+    return by_flag
 
 
-def _write_tags(project: Project, rows: list[Flag], flags: list[dict]) -> None:
+def _write_tags(project: Project, rows: list[Flag], flags: list[dict]) -> dict[int, list[Tag]]:
+    """The flags' tags, created if new and linked; each flag's by its id."""
     names = {name for data in flags for name in data.get("tags") or ()}
     for flag, data in zip(rows, flags, strict=True):
         for name in data.get("tags") or ():
@@ -220,6 +257,10 @@ def _write_tags(project: Project, rows: list[Flag], flags: list[dict]) -> None:
         for name in dict.fromkeys(data.get("tags") or ())
     ]
     Through.objects.bulk_create(links, batch_size=BATCH)
+    return {
+        flag.pk: [tags[name] for name in dict.fromkeys(data.get("tags") or ())]
+        for flag, data in zip(rows, flags, strict=True)
+    }
 
 
 def _configured(
@@ -303,9 +344,11 @@ def _audit_created(
     ]
     versions = []
     by_pk = {flag.pk: flag for flag in flags}
+    views: dict[int, Flag] = {}
     for config in configs:
         flag = by_pk[config.flag_id]
-        after = _entry_in(flag, config, *rows[flag.pk, config.environment_id])
+        view = views.get(flag.pk) or views.setdefault(flag.pk, _view_of(flag))
+        after = _entry_in(view, config, *rows[flag.pk, config.environment_id])
         entries.append(
             AuditEntry(
                 **who,
@@ -333,10 +376,15 @@ def _audit_created(
         events.audit_recorded(entry)  # queued in this transaction, sent after commit
 
 
-def _entry_in(flag: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
-    """The flag's document entry in the configuration's environment, from the rows in hand."""
-    view = Flag(**{f.attname: getattr(flag, f.attname) for f in Flag._meta.concrete_fields})
-    cache = flag.__dict__["_prefetched_objects_cache"]
+def _view_of(flag: Flag) -> Flag:
+    """A copy of the flag's fields, to hold one environment's rows at a time."""
+    return Flag(**{f.attname: getattr(flag, f.attname) for f in Flag._meta.concrete_fields})
+
+
+def _entry_in(view: Flag, config: FlagConfig, rules: list[Rule], targets: list[Target]) -> dict:
+    """The flag's document entry in the configuration's environment, from the rows in hand
+    (`view`, the flag's `_view_of`, gets this environment's rules and targets)."""
+    cache = config.flag.__dict__["_prefetched_objects_cache"]
     view.__dict__["_prefetched_objects_cache"] = {
         "variants": cache["variants"],
         "tags": cache["tags"],

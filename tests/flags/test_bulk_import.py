@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from evaluation.documents import build_document
 from flags.history import versions_of
 from flags.models import AuditEntry, Environment, FlagConfigVersion, Project
-from tests.flags.command_line import run
+from tests.flags.command_line import fails, run
 from tests.flags.test_cli_transfer import project  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.django_db
@@ -110,3 +110,25 @@ def test_import_queries_do_not_grow_with_new_flags(
     with django_assert_max_num_queries(len(captured) + 10):
         run("import", str(many), "copy-b", "--create-missing")
     assert Project.objects.get(key="copy-b").flags.count() == 53
+
+
+def test_an_invalid_last_flag_of_a_long_import_writes_nothing(project, tmp_path):  # noqa: F811
+    # 1,200 flags: more than a batch of rows is written before the last flag's rule fails.
+    count = 1200
+    path, document = bulk_file(tmp_path, count)
+    last = f"bulk-{count - 1:03}"
+    entry = document["environments"]["production"]["flags"][last]
+    serve = {"variant": entry["variants"][0]["key"]}
+    entry["rules"] = [{"id": "long", "name": "x" * 201, "conditions": [], "serve": serve}]
+    path.write_text(json.dumps(document))
+    flags_before = set(project.flags.values_list("key", flat=True))
+    audit_before = AuditEntry.objects.count()
+    message = fails("import", str(path), "shop")
+    assert message == (
+        f"invalid input: environments.production.flags.{last}.rules[0]: name: "
+        "Ensure this value has at most 200 characters (it has 201)."
+    )
+    assert set(project.flags.values_list("key", flat=True)) == flags_before
+    assert AuditEntry.objects.count() == audit_before
+    assert not FlagConfigVersion.objects.filter(config__flag__key__startswith="bulk-").exists()
+    assert not project.tags.filter(name="bulk").exists()
