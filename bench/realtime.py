@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # bench/http.py would hide the standard library's `http` package: keep bench/ off the path.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import statistics  # noqa: E402  (after the path: bench/statistics.py would shadow it)
 
 import httpx  # noqa: E402
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT), str(ROOT / "sdk" / "src")] + [
     p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 ]
+
+import statistics  # noqa: E402  (after the path: bench/statistics.py would shadow it)
 
 import httpx  # noqa: E402
 from flagclient import FlagClient, compile_document  # noqa: E402

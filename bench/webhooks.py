@@ -11,7 +11,6 @@ threads, and reports deliveries per second. Prints a Markdown table.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -20,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import statistics  # noqa: E402  (after the path: bench/statistics.py would shadow it)
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 
 WRITES = int(os.environ.get("BENCH_WRITES", "200"))
