@@ -120,6 +120,22 @@ class MisbehavingServer:
         except OSError:  # the client went away: that is its right
             request.close_connection = True
 
+    def settle(self, quiet: float = 0.3, timeout: float = 5.0) -> int:
+        """The number of requests once those already sent have arrived: a request a client
+        sent just before it stopped may be accepted and read later (under load, much later).
+        Waits until no request arrived for `quiet` seconds, `timeout` at most."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                total = sum(self.hits.values())
+                latest = max(
+                    (moments[-1] for moments in self.times.values() if moments), default=0.0
+                )
+            now = time.monotonic()
+            if now - latest >= quiet or now >= deadline:
+                return total
+            time.sleep(min(quiet, 0.05))
+
     def publish(self, raw: bytes) -> None:
         """Send `raw` on every stream open with `serve_stream`."""
         with self._lock:
