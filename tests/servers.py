@@ -411,3 +411,10 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def __enter__(self) -> PrivateRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

@@ -363,14 +363,9 @@ def test_an_announced_version_is_compiled_and_served_without_a_request_compiling
     assert snapshots.snapshot(environment.pk).evaluate("new-checkout", {}).reason == "DISABLED"
 
 
-@pytest.mark.django_db(transaction=True)
-def test_requests_during_a_slow_compile_are_answered_at_once_from_the_old_snapshot(
-    flag, refresher, monkeypatch
-):
-    environment = development(flag)
-    old = snapshots.snapshot(environment.pk)
-    pro = {"targetingKey": "u", "plan": "pro"}
-    assert old.evaluate("new-checkout", pro).variant == "on"
+def _slow_compiles(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Compiles from now on wait for `release` (10 s at most); `compiling` is set when one
+    has started."""
     compiling, release = threading.Event(), threading.Event()
     compile_document = snapshots.compile_document
 
@@ -380,6 +375,18 @@ def test_requests_during_a_slow_compile_are_answered_at_once_from_the_old_snapsh
         return compile_document(*args, **kwargs)
 
     monkeypatch.setattr(snapshots, "compile_document", slow_compile)
+    return compiling, release
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_during_a_slow_compile_are_answered_at_once_from_the_old_snapshot(
+    flag, refresher, monkeypatch
+):
+    environment = development(flag)
+    old = snapshots.snapshot(environment.pk)
+    pro = {"targetingKey": "u", "plan": "pro"}
+    assert old.evaluate("new-checkout", pro).variant == "on"
+    compiling, release = _slow_compiles(monkeypatch)
     _written_elsewhere(flag, monkeypatch, {"enabled": False})
 
     started = time.monotonic()
@@ -440,15 +447,7 @@ def test_a_stream_opens_at_the_version_its_process_serves_while_a_newer_one_comp
     stream must not open at the newer one, or the client is never told to fetch again."""
     environment = development(flag)
     old = snapshots.snapshot(environment.pk)
-    compiling, release = threading.Event(), threading.Event()
-    compile_document = snapshots.compile_document
-
-    def slow_compile(*args, **kwargs):
-        compiling.set()
-        release.wait(timeout=10)
-        return compile_document(*args, **kwargs)
-
-    monkeypatch.setattr(snapshots, "compile_document", slow_compile)
+    compiling, release = _slow_compiles(monkeypatch)
     _written_elsewhere(flag, monkeypatch, {"enabled": False})
     version = Environment.objects.get(pk=environment.pk).version
     assert snapshots.snapshot(environment.pk) is old  # answered while the refresher compiles

@@ -42,10 +42,8 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def redis():
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.kill()
+    with PrivateRedis() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

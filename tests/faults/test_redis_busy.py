@@ -37,10 +37,8 @@ end
 
 @pytest.fixture(scope="module")
 def redis():
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.kill()
+    with PrivateRedis() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

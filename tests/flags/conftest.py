@@ -1,4 +1,5 @@
-"""Fixtures of the Admin UI's input tests: a project, its checkout flag, an editor logged in."""
+"""Fixtures of the flags tests: a project, its checkout flag, its guard metrics, an editor logged
+in."""
 
 import pytest
 
@@ -8,6 +9,15 @@ from tests import factories
 @pytest.fixture
 def project():
     return factories.project("shop")
+
+
+@pytest.fixture
+def guard_metrics(project):
+    """The metrics the guard tests name: purchase and signup, each counted within a day."""
+    return [
+        factories.metric(project, "purchase", event="purchase", window_days=1),
+        factories.metric(project, "signup", event="signup", window_days=1),
+    ]
 
 
 @pytest.fixture

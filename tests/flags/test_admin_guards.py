@@ -8,15 +8,7 @@ from flags.models import AuditEntry, RolloutGuard
 from tests import factories
 from tests.flags.test_guards import _rollout
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def project():
-    project = factories.project("shop")
-    factories.metric(project, "purchase", event="purchase", window_days=1)
-    factories.metric(project, "signup", event="signup", window_days=1)
-    return project
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("guard_metrics")]
 
 
 @pytest.fixture

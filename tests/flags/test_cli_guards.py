@@ -11,7 +11,7 @@ from tests import factories
 from tests.flags.test_guards import _rollout
 from tests.hostile import DEEP
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("guard_metrics")]
 
 
 def run(*args: str) -> str:
@@ -25,14 +25,6 @@ def fails(*args: str) -> str:
         run(*args)
     assert error.value.returncode == 2, str(error.value)
     return str(error.value)
-
-
-@pytest.fixture
-def project():
-    project = factories.project("shop")
-    factories.metric(project, "purchase", event="purchase", window_days=1)
-    factories.metric(project, "signup", event="signup", window_days=1)
-    return project
 
 
 @pytest.fixture
