@@ -30,6 +30,10 @@ V = TypeVar("V")
 SEPARATOR = "\t"
 
 
+# Every batch of this process, for the flush before it exits (flush_before_exit).
+_every: list[Batch] = []
+
+
 class Batch(Generic[K, V]):
     """Items merged by key in process memory until `flush` moves them out."""
 
@@ -51,6 +55,7 @@ class Batch(Generic[K, V]):
         self._wake = threading.Event()
         # A forked worker starts empty (its parent's items are its parent's to flush).
         os.register_at_fork(after_in_child=self._forget_after_fork)
+        _every.append(self)
 
     def _forget_after_fork(self) -> None:
         self.items, self.lock, self._flusher, self._wake = (
@@ -118,6 +123,46 @@ class Batch(Generic[K, V]):
                     log.debug("the %s batch waits for the store: %s", self.name, error)
             finally:
                 connection.close()
+
+
+def flush_before_exit(timeout: float) -> int:
+    """Flush every batch holding items, once, within `timeout` seconds: what a process that
+    stops gracefully took since its last flush is kept, not lost. The number of items
+    flushed; what could not be flushed in time (a store away or slow) is logged and lost
+    with the process, as on a crash."""
+    flushes: list[Callable[[], object]] = []
+    for batch in _every:
+        if batch.items and batch._flush not in flushes:
+            flushes.append(batch._flush)
+    if not flushes:
+        return 0
+    flushed: list[int] = []
+
+    def run() -> None:
+        try:
+            for flush in flushes:
+                try:
+                    done = flush()
+                    flushed.append(done if isinstance(done, int) else 0)
+                except Exception as error:  # the others are still worth flushing
+                    log.warning("could not flush a batch before exiting: %s", error)
+        finally:
+            connection.close()
+
+    flusher = threading.Thread(target=run, name="exit-flusher", daemon=True)
+    flusher.start()
+    flusher.join(timeout)
+    left = sum(len(batch.items) for batch in _every)
+    if flusher.is_alive() or left:
+        log.warning(
+            "exiting with %s batched items not flushed (%s s were not enough, or a store is "
+            "away): they are lost",
+            left,
+            timeout,
+        )
+    else:
+        log.info("flushed %s batched items before exiting", sum(flushed))
+    return sum(flushed)
 
 
 def text_problem(name: str, text: object, limit: int) -> str | None:

@@ -10,8 +10,11 @@ short `retry:` and close, see evaluation.streams), lets ordinary requests in fli
 and exits; a worker with streams open exits in well under a second instead of waiting for
 `graceful_timeout`. `DRAIN_SECONDS` bounds how long a worker waits for requests in flight
 before it cancels them, below gunicorn's `graceful_timeout`, after which gunicorn kills it.
+Last, the worker flushes what its requests batched in memory (exposure counts, events,
+first exposures; `EXIT_FLUSH_SECONDS` at most), so a graceful stop loses none of it.
 """
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -28,6 +31,8 @@ wsgi_app = "flagsite.asgi:application"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10
 DRAIN_SECONDS = 5
+# After the drain, for the last flush of the batches; within graceful_timeout with it.
+EXIT_FLUSH_SECONDS = 4
 keepalive = 5
 # The app logs requests itself; gunicorn's own access log would print each one twice.
 accesslog = None
@@ -65,6 +70,11 @@ class StreamClosingServer(Server):
         if Broadcaster.current is not None:
             Broadcaster.current.close_streams()
         await super().shutdown(sockets)
+        # Requests are done: what they batched (exposure counts, events, first exposures)
+        # is flushed now rather than lost with the process.
+        from evaluation.batches import flush_before_exit
+
+        await asyncio.to_thread(flush_before_exit, EXIT_FLUSH_SECONDS)
 
 
 class StreamClosingWorker(UvicornWorker):
