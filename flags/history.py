@@ -129,6 +129,22 @@ def _target_changes(before: list[dict], after: list[dict]) -> list[str]:
     return lines
 
 
+def change_text(data: object) -> str:
+    """A scheduled change's or change request's data (the configuration PATCH's shape), in
+    words: `enabled: on; defaultServe: rollout on 10% / off 90% by targetingKey`."""
+    if not isinstance(data, dict):
+        return _text(data)
+    parts = []
+    for key, value in data.items():
+        if key == "defaultServe":
+            parts.append(f"defaultServe: {_serving_text(value)}")
+        elif key == "rules" and isinstance(value, list):
+            parts.append(f"rules: {len(value)}")
+        else:
+            parts.append(f"{key}: {_text(value)}")
+    return "; ".join(parts)
+
+
 def state_diff(before: dict | None, after: dict) -> list[str]:
     """What changed between two configurations, one line per change, for people."""
     if before is None:

@@ -77,6 +77,57 @@ def _guard_form(post) -> dict:
     return data
 
 
+MAX_STEPS = 20
+MAX_HOURS_BETWEEN = 24 * 90
+
+
+def _rollout_form(post, now: datetime) -> dict:
+    """The stepped-rollout boxes -> what flags.schedules.rollout_create takes: the variant,
+    the one the rest get, the steps (percentages, one every N hours from the first), and at
+    most one guard (a metric picked)."""
+    raw = post.get("percentages", "")
+    parts = [part.strip() for part in raw.replace(";", ",").split(",") if part.strip()]
+    if not parts or len(parts) > MAX_STEPS:
+        raise ValidationError(
+            {"percentages": f"1 to {MAX_STEPS} percentages separated by commas, e.g. 5, 25, 100"}
+        )
+    percentages = []
+    for part in parts:
+        if not (part.isascii() and part.isdigit() and len(part) <= 3):
+            raise ValidationError(
+                {"percentages": f"whole numbers from 0 to 100, not {part[:20]!r}"}
+            )
+        percentages.append(int(part))
+    hours = _posted_number(post, "every_hours", 24)
+    if not 1 <= hours <= MAX_HOURS_BETWEEN:
+        raise ValidationError({"every_hours": f"from 1 to {MAX_HOURS_BETWEEN} hours"})
+    first = now
+    start = post.get("start", "").strip()
+    if start:
+        try:
+            first = datetime.fromisoformat(start).replace(tzinfo=UTC)
+        except ValueError:
+            raise ValidationError(
+                {"start": f"a date and time (UTC) like 2027-01-31T09:00, not {start[:40]!r}"}
+            ) from None
+        if first < now - timedelta(minutes=1):
+            raise ValidationError({"start": "the first step cannot be in the past"})
+    steps = [
+        {"at": first + timedelta(hours=hours * index), "percentage": percentage}
+        for index, percentage in enumerate(percentages)
+    ]
+    data: dict[str, object] = {
+        "variant": post.get("variant", ""),
+        "towards": post.get("towards") or None,
+        "bucket_by": post.get("bucket_by", "").strip() or "targetingKey",
+        "steps": steps,
+        "guards": [],
+    }
+    if post.get("metric"):
+        data["guards"] = [_guard_form(post)]
+    return data
+
+
 def _error_text(error: Exception) -> str:
     if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
         return "; ".join(f"{field}: {m}" for field, ms in error.message_dict.items() for m in ms)
@@ -226,6 +277,7 @@ class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
         may_write = allows(user, config.flag.project, Action.CONFIGURE, config.environment)
         needs_request = needs_change_request(user, config.environment)
         may_propose = allows(user, config.flag.project, Action.CONFIGURE)
+        variants = [variant.key for variant in config.flag.variants.all()]
         return self._page(
             request,
             "versions.html",
@@ -247,6 +299,8 @@ class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
             metrics=Metric.objects.filter(project=config.flag.project).order_by("key"),
             guard_actions=RolloutGuard.Action.choices,
             may_guard=may_write and not needs_request,
+            variants=variants,
+            rollout_default=next((key for key in variants if key != config.off_variant), None),
         )
 
     def _versions_post(self, request: HttpRequest, config: FlagConfig) -> None:
@@ -297,6 +351,16 @@ class ChangeRequestAdmin(ConfirmationPages, CheckedParametersAdmin):
             )
         if {"guard_add", "guard_edit", "guard_remove"} & set(post):
             return self._guard_action(request, config)
+        if "rollout_start" in post:
+            data = _rollout_form(post, datetime.now(UTC))
+            steps = data["steps"]
+            guarded = " with guard " + str(post["metric"]) if data["guards"] else ""
+            return (
+                lambda: schedules.rollout_create(config=config, **data, actor=user, source=SOURCE),
+                f"Stepped rollout of {data['variant']} started{guarded}: "
+                f"{len(steps)} step{'s' if len(steps) != 1 else ''}, the first at "
+                f"{steps[0]['at']:%Y-%m-%d %H:%M} UTC (applied by the scheduler's next pass).",
+            )
         return None, ""
 
     def _guard_action(self, request: HttpRequest, config: FlagConfig):

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from flags import schedules
-from flags.models import AuditEntry, RolloutGuard
+from flags.models import AuditEntry, RolloutGuard, ScheduledChange
 from tests import factories
 from tests.browser.accessibility import assert_inputs_labelled
 from tests.browser.chromium import Clicks, log_in, page_text, screenshot, wait
@@ -82,3 +82,47 @@ def test_a_pm_adds_edits_and_removes_a_guard_of_a_rollout(browser, live_server, 
     ]
     screenshot(browser, "guard-removed", window=(1400, 1000))
     assert clicks.count == 8
+
+
+def test_a_pm_starts_a_guarded_stepped_rollout_from_the_flag_page(
+    browser, live_server, transactional_db
+):
+    from selenium.webdriver.common.by import By
+
+    project = factories.project("shop", name="Shop")
+    factories.metric(project, "purchase", name="Purchases", event="purchase", window_days=1)
+    factories.flag(project, "new-checkout")
+    factories.member(project, "publisher", username="pm")
+    log_in(browser, live_server, "pm")
+    clicks = Clicks(browser)
+
+    clicks.on(By.LINK_TEXT, "Flags")
+    clicks.on(By.LINK_TEXT, "new-checkout")
+    clicks.on(By.ID, "tab-schedule")
+    clicks.on(By.CSS_SELECTOR, "a[title='Start a stepped rollout in Production']")
+    wait(browser, lambda b: "Start a stepped rollout" in page_text(b))
+    form = browser.find_element(By.ID, "stepped-rollout")
+    assert_inputs_labelled(browser, "the versions page's stepped rollout form")
+    percentages = form.find_element(By.NAME, "percentages")
+    percentages.clear()
+    percentages.send_keys("10, 50, 100")
+    hours = form.find_element(By.NAME, "every_hours")
+    hours.clear()
+    hours.send_keys("6")
+    clicks.choose(form.find_element(By.NAME, "metric"), "purchase (Purchases)")
+    tolerance = form.find_element(By.NAME, "tolerance")
+    tolerance.clear()
+    tolerance.send_keys("1.5")
+    screenshot(browser, "stepped-rollout-form", element=form, window=(1400, 1000))
+    clicks(form.find_element(By.NAME, "rollout_start"))
+
+    wait(browser, lambda b: "Stepped rollout of on started with guard purchase" in page_text(b))
+    steps = list(ScheduledChange.objects.order_by("run_at"))
+    assert [step.data["defaultServe"].get("variant") for step in steps] == [None, None, "on"]
+    assert steps[1].run_at - steps[0].run_at == timedelta(hours=6)
+    guard = RolloutGuard.objects.get()
+    assert (guard.metric.key, guard.tolerance, guard.rollout) == ("purchase", 1.5, steps[0].rollout)
+    row = browser.find_element(By.ID, f"guard-{guard.pk}")
+    assert "on against off" in row.text and "active" in row.text
+    screenshot(browser, "stepped-rollout-started", window=(1400, 1000))
+    assert clicks.count == 6
