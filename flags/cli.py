@@ -10,6 +10,7 @@ nested too deep).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -145,6 +146,17 @@ def check_arguments(options: dict[str, Any]) -> None:
             found = find_text_problem(value)
             if found is not None:
                 raise fail(f"{name}: {found[1]}")
+
+
+def tolerance_argument(text: str, option: str = "--tolerance") -> float:
+    """A guard's tolerance as typed; its range is the service's to check, like the API's."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise fail(f"{option}: a percentage from 0 to below 100, not {text[:40]!r}")
+    return value
 
 
 def _problem_in(what: str, path: str, problem: str) -> str:

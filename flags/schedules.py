@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import InterfaceError, OperationalError, transaction
-from django.http import Http404
 from django.utils import timezone
 
 from flags import approvals, services
+from flags.errors import NotFound
 from flags.models import ChangeRequest, FlagConfig, Metric, RolloutGuard, ScheduledChange
 from flags.roles import Action, authorize, check_direct_write
 from flags.validation import check_text, find_text_problem
@@ -102,6 +102,38 @@ def rollout_control(config: FlagConfig, variant: str, towards: str | None) -> st
     if rest is None or rest not in keys or rest == variant:
         raise ValidationError({"from": "give another variant of the flag to roll out from"})
     return rest
+
+
+MAX_STEPS = 20
+MAX_HOURS_BETWEEN = 24 * 90
+
+
+def percentages_from_text(text: str, field: str = "percentages") -> list[int]:
+    """`5, 25, 100` as typed in the admin's box or on the command line -> [5, 25, 100]."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if not parts or len(parts) > MAX_STEPS:
+        raise ValidationError(
+            {field: f"1 to {MAX_STEPS} percentages separated by commas, e.g. 5, 25, 100"}
+        )
+    for part in parts:
+        if not (part.isascii() and part.isdigit() and len(part) <= 3):
+            raise ValidationError({field: f"whole numbers from 0 to 100, not {part[:20]!r}"})
+    return [int(part) for part in parts]
+
+
+def steps_every(
+    percentages: list[int], *, hours: int, first: datetime, now: datetime
+) -> list[dict]:
+    """One step per percentage, `hours` apart from `first` (not in the past): the `steps`
+    rollout_create takes."""
+    if not 1 <= hours <= MAX_HOURS_BETWEEN:
+        raise ValidationError({"every_hours": f"from 1 to {MAX_HOURS_BETWEEN} hours"})
+    if first < now - timedelta(minutes=1):
+        raise ValidationError({"start": "the first step cannot be in the past"})
+    return [
+        {"at": first + timedelta(hours=hours * index), "percentage": percentage}
+        for index, percentage in enumerate(percentages)
+    ]
 
 
 def rollout_steps(config: FlagConfig, variant: str, towards: str | None, bucket_by: str, steps):
@@ -376,8 +408,13 @@ def schedule_of(config: FlagConfig, pending_only: bool = False):
     return changes.order_by("run_at", "id")
 
 
-def scheduled_change_for(config: FlagConfig, pk: int | str) -> ScheduledChange:
-    change = config.schedule.filter(pk=pk).first() if str(pk).isdigit() else None
+def scheduled_change_for(config: FlagConfig, pk: object) -> ScheduledChange:
+    """One scheduled change of a configuration, by id; NotFound otherwise."""
+    text = str(pk)
+    fits = text.isascii() and text.isdigit() and len(text) <= 18
+    change = config.schedule.filter(pk=int(text)).first() if fits else None
     if change is None:
-        raise Http404(f"no scheduled change {pk} of {config}")
+        raise NotFound(
+            "scheduled change", pk, within=f"{config.flag.key} in {config.environment.key}"
+        )
     return change

@@ -77,30 +77,12 @@ def _guard_form(post) -> dict:
     return data
 
 
-MAX_STEPS = 20
-MAX_HOURS_BETWEEN = 24 * 90
-
-
 def _rollout_form(post, now: datetime) -> dict:
     """The stepped-rollout boxes -> what flags.schedules.rollout_create takes: the variant,
     the one the rest get, the steps (percentages, one every N hours from the first), and at
     most one guard (a metric picked)."""
-    raw = post.get("percentages", "")
-    parts = [part.strip() for part in raw.replace(";", ",").split(",") if part.strip()]
-    if not parts or len(parts) > MAX_STEPS:
-        raise ValidationError(
-            {"percentages": f"1 to {MAX_STEPS} percentages separated by commas, e.g. 5, 25, 100"}
-        )
-    percentages = []
-    for part in parts:
-        if not (part.isascii() and part.isdigit() and len(part) <= 3):
-            raise ValidationError(
-                {"percentages": f"whole numbers from 0 to 100, not {part[:20]!r}"}
-            )
-        percentages.append(int(part))
+    percentages = schedules.percentages_from_text(post.get("percentages", ""))
     hours = _posted_number(post, "every_hours", 24)
-    if not 1 <= hours <= MAX_HOURS_BETWEEN:
-        raise ValidationError({"every_hours": f"from 1 to {MAX_HOURS_BETWEEN} hours"})
     first = now
     start = post.get("start", "").strip()
     if start:
@@ -110,21 +92,13 @@ def _rollout_form(post, now: datetime) -> dict:
             raise ValidationError(
                 {"start": f"a date and time (UTC) like 2027-01-31T09:00, not {start[:40]!r}"}
             ) from None
-        if first < now - timedelta(minutes=1):
-            raise ValidationError({"start": "the first step cannot be in the past"})
-    steps = [
-        {"at": first + timedelta(hours=hours * index), "percentage": percentage}
-        for index, percentage in enumerate(percentages)
-    ]
     data: dict[str, object] = {
         "variant": post.get("variant", ""),
         "towards": post.get("towards") or None,
         "bucket_by": post.get("bucket_by", "").strip() or "targetingKey",
-        "steps": steps,
-        "guards": [],
+        "steps": schedules.steps_every(percentages, hours=hours, first=first, now=now),
+        "guards": [_guard_form(post)] if post.get("metric") else [],
     }
-    if post.get("metric"):
-        data["guards"] = [_guard_form(post)]
     return data
 
 

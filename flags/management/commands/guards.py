@@ -6,24 +6,19 @@ exit code 2 (flags.cli).
 
 from __future__ import annotations
 
-import math
-
 from flags import guards
-from flags.cli import SOURCE, FlagsCommand, actor_named, add_common_arguments, fail, flag_named
+from flags.cli import (
+    SOURCE,
+    FlagsCommand,
+    actor_named,
+    add_common_arguments,
+    fail,
+    flag_named,
+    tolerance_argument,
+)
 from flags.models import FlagConfig, RolloutGuard
 from flags.roles import Action, authorize
 from flags.selectors import config_for, environment_for
-
-
-def _tolerance(text: str) -> float:
-    """A percentage as typed; its range is the service's to check, like the API's."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise fail(f"--tolerance: a percentage from 0 to below 100, not {text[:40]!r}") from None
-    if not math.isfinite(value):
-        raise fail(f"--tolerance: a percentage from 0 to below 100, not {text[:40]!r}")
-    return value
 
 
 def _changes(options: dict) -> dict:
@@ -31,7 +26,7 @@ def _changes(options: dict) -> dict:
     if options.get("metric") is not None:
         data["metric"] = options["metric"]
     if options.get("tolerance") is not None:
-        data["tolerance"] = _tolerance(options["tolerance"])
+        data["tolerance"] = tolerance_argument(options["tolerance"])
     if options.get("action_on_regression") is not None:
         data["action"] = options["action_on_regression"]
     return data
