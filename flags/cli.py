@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from evaluation.engine import DocumentError
 from flags import selectors
 from flags.errors import NotFound
-from flags.models import Flag
+from flags.models import Flag, FlagConfig, RolloutGuard
 from flags.roles import Operator
 from flags.services import ConflictError
 from flags.validation import find_text_problem, load_json
@@ -146,6 +146,28 @@ def check_arguments(options: dict[str, Any]) -> None:
             found = find_text_problem(value)
             if found is not None:
                 raise fail(f"{name}: {found[1]}")
+
+
+def add_config_arguments(parser) -> None:
+    """A flag's configuration in an environment: `PROJECT/FLAG ENVIRONMENT`."""
+    parser.add_argument("flag", metavar="PROJECT/FLAG")
+    parser.add_argument("environment")
+
+
+def config_named(flag: str, environment: str) -> FlagConfig:
+    found = flag_named(flag)
+    return selectors.config_for(found, selectors.environment_for(found.project, environment))
+
+
+def add_guard_options(parser, *, tolerance_help: str, action_help: str) -> None:
+    """A guard's `--tolerance PERCENT` and `--on-regression rollback|pause`."""
+    parser.add_argument("--tolerance", metavar="PERCENT", help=tolerance_help)
+    parser.add_argument(
+        "--on-regression",
+        dest="action_on_regression",
+        choices=RolloutGuard.Action.values,
+        help=action_help,
+    )
 
 
 def tolerance_argument(text: str, option: str = "--tolerance") -> float:

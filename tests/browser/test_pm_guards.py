@@ -16,13 +16,18 @@ from tests.browser.chromium import Clicks, log_in, page_text, screenshot, wait
 pytestmark = pytest.mark.browser
 
 
+def _shop_with_a_flag():
+    """Project shop with a metric purchase and the flag new-checkout."""
+    project = factories.project("shop", name="Shop")
+    factories.metric(project, "purchase", name="Purchases", event="purchase", window_days=1)
+    return factories.flag(project, "new-checkout")
+
+
 def test_a_pm_adds_edits_and_removes_a_guard_of_a_rollout(browser, live_server, transactional_db):
     from selenium.webdriver.common.by import By
 
-    project = factories.project("shop", name="Shop")
-    factories.metric(project, "purchase", name="Purchases", event="purchase", window_days=1)
-    factories.metric(project, "refund", name="Refunds", event="refund", better="lower")
-    flag = factories.flag(project, "new-checkout")
+    flag = _shop_with_a_flag()
+    factories.metric(flag.project, "refund", name="Refunds", event="refund", better="lower")
     now = timezone.now()
     steps = [{"at": now + timedelta(days=d), "percentage": p} for d, p in ((1, 10), (3, 50))]
     rollout = schedules.rollout_create(
@@ -32,7 +37,7 @@ def test_a_pm_adds_edits_and_removes_a_guard_of_a_rollout(browser, live_server, 
         actor=None,
         source="api",
     )[0].rollout
-    factories.member(project, "publisher", username="pm")
+    factories.member(flag.project, "publisher", username="pm")
     log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 
@@ -89,10 +94,7 @@ def test_a_pm_starts_a_guarded_stepped_rollout_from_the_flag_page(
 ):
     from selenium.webdriver.common.by import By
 
-    project = factories.project("shop", name="Shop")
-    factories.metric(project, "purchase", name="Purchases", event="purchase", window_days=1)
-    factories.flag(project, "new-checkout")
-    factories.member(project, "publisher", username="pm")
+    factories.member(_shop_with_a_flag().project, "publisher", username="pm")
     log_in(browser, live_server, "pm")
     clicks = Clicks(browser)
 

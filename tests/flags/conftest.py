@@ -31,3 +31,9 @@ def editor(client, project):
     client.force_login(user)
     client.raise_request_exception = False  # a 500 is an answer to assert on, not a crash
     return user
+
+
+@pytest.fixture
+def versions_page(checkout) -> str:
+    """The admin's versions page of checkout in production."""
+    return f"/admin/flags/changerequest/versions/{factories.config(checkout, 'production').pk}/"

@@ -12,28 +12,18 @@ from tests import factories
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("guard_metrics")]
 
 
-@pytest.fixture
-def flag(project):
-    return factories.flag(project, "checkout")
+def _post(client, versions_page: str, **data) -> str:
+    return html.unescape(client.post(versions_page, data, follow=True).content.decode())
 
 
-@pytest.fixture
-def page(flag):
-    return f"/admin/flags/changerequest/versions/{factories.config(flag, 'production').pk}/"
-
-
-def _post(client, page: str, **data) -> str:
-    return html.unescape(client.post(page, data, follow=True).content.decode())
-
-
-def test_a_publisher_starts_a_guarded_stepped_rollout(client, project, flag, page):
+def test_a_publisher_starts_a_guarded_stepped_rollout(client, project, versions_page):
     client.force_login(factories.member(project, "publisher", username="pat"))
-    shown = client.get(page).content.decode()
+    shown = client.get(versions_page).content.decode()
     assert "Start a stepped rollout" in shown
 
     started = _post(
         client,
-        page,
+        versions_page,
         rollout_start="1",
         variant="on",
         towards="off",
@@ -76,11 +66,11 @@ def test_a_publisher_starts_a_guarded_stepped_rollout(client, project, flag, pag
 
 
 def test_without_a_start_the_first_step_is_now_and_without_a_metric_no_guard(
-    client, project, flag, page
+    client, project, versions_page
 ):
     client.force_login(factories.member(project, "publisher"))
     before = datetime.now(UTC)
-    _post(client, page, rollout_start="1", variant="on", percentages="50", metric="")
+    _post(client, versions_page, rollout_start="1", variant="on", percentages="50", metric="")
     step = ScheduledChange.objects.get()
     assert before - timedelta(seconds=1) <= step.run_at <= datetime.now(UTC)
     assert not RolloutGuard.objects.exists()
@@ -107,30 +97,30 @@ def test_without_a_start_the_first_step_is_now_and_without_a_metric_no_guard(
         ({"bucket_by": "x" * 100_000}, "bucket"),
     ],
 )
-def test_bad_input_is_shown_and_nothing_is_scheduled(client, project, flag, page, data, message):
+def test_bad_input_is_shown_and_nothing_is_scheduled(client, project, versions_page, data, message):
     client.force_login(factories.member(project, "publisher"))
     form = {"rollout_start": "1", "variant": "on", "percentages": "5, 100", **data}
 
-    response = client.post(page, form, follow=True)
+    response = client.post(versions_page, form, follow=True)
 
     assert response.status_code == 200
     assert message.lower() in html.unescape(response.content.decode()).lower()
     assert not ScheduledChange.objects.exists() and not RolloutGuard.objects.exists()
 
 
-def test_where_approval_is_required_a_publisher_cannot_start_one(client, project, flag, page):
+def test_where_approval_is_required_a_publisher_cannot_start_one(client, project, versions_page):
     project.require_approval = True
     project.save()
     client.force_login(factories.member(project, "publisher"))
-    assert "Start a stepped rollout" not in client.get(page).content.decode()
-    refused = _post(client, page, rollout_start="1", variant="on", percentages="5, 100")
+    assert "Start a stepped rollout" not in client.get(versions_page).content.decode()
+    refused = _post(client, versions_page, rollout_start="1", variant="on", percentages="5, 100")
     assert "requires approval" in refused
     assert not ScheduledChange.objects.exists()
 
 
-def test_a_viewer_sees_no_form_and_is_refused(client, project, flag, page):
+def test_a_viewer_sees_no_form_and_is_refused(client, project, versions_page):
     client.force_login(factories.member(project, "viewer"))
-    assert "Start a stepped rollout" not in client.get(page).content.decode()
-    refused = _post(client, page, rollout_start="1", variant="on", percentages="5, 100")
+    assert "Start a stepped rollout" not in client.get(versions_page).content.decode()
+    refused = _post(client, versions_page, rollout_start="1", variant="on", percentages="5, 100")
     assert not ScheduledChange.objects.exists()
     assert "is viewer in project 'shop'" in refused and "needs the publisher role" in refused

@@ -1,30 +1,19 @@
 """`manage.py guards`: list, add, edit and remove a rollout's guards from the shell."""
 
-import io
 import json
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from flags.models import AuditEntry, RolloutGuard
 from tests import factories
+from tests.flags.command_line import Command
 from tests.flags.test_guards import _rollout
 from tests.hostile import DEEP
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("guard_metrics")]
 
 
-def run(*args: str) -> str:
-    stdout = io.StringIO()
-    call_command("guards", *args, stdout=stdout, stderr=io.StringIO())
-    return stdout.getvalue()
-
-
-def fails(*args: str) -> str:
-    with pytest.raises(CommandError) as error:
-        run(*args)
-    assert error.value.returncode == 2, str(error.value)
-    return str(error.value)
+run, fails = Command("guards").run, Command("guards").fails
 
 
 @pytest.fixture

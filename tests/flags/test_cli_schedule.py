@@ -1,15 +1,14 @@
 """`manage.py schedule`: list a flag's scheduled changes, start a stepped rollout with a
 guard, cancel a pending change; bad input is one line and exit code 2."""
 
-import io
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from flags.models import AuditEntry, RolloutGuard, ScheduledChange
 from tests import factories
+from tests.flags.command_line import Command
 from tests.hostile import DEEP
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("guard_metrics")]
@@ -17,17 +16,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("guard_metrics")]
 ROLLOUT = ("rollout", "shop/checkout", "production", "--variant", "on", "--percentages")
 
 
-def run(*args: str) -> str:
-    stdout = io.StringIO()
-    call_command("schedule", *args, stdout=stdout, stderr=io.StringIO())
-    return stdout.getvalue()
-
-
-def fails(*args: str) -> str:
-    with pytest.raises(CommandError) as error:
-        run(*args)
-    assert error.value.returncode == 2, str(error.value)
-    return str(error.value)
+run, fails = Command("schedule").run, Command("schedule").fails
 
 
 @pytest.fixture

@@ -12,13 +12,14 @@ from flags.cli import (
     FlagsCommand,
     actor_named,
     add_common_arguments,
+    add_config_arguments,
+    add_guard_options,
+    config_named,
     fail,
-    flag_named,
     tolerance_argument,
 )
 from flags.models import FlagConfig, RolloutGuard
 from flags.roles import Action, authorize
-from flags.selectors import config_for, environment_for
 
 
 def _changes(options: dict) -> dict:
@@ -32,56 +33,44 @@ def _changes(options: dict) -> dict:
     return data
 
 
+GUARD_HELP = {
+    "tolerance_help": "how much worse is tolerated (0 to below 100)",
+    "action_help": "roll back to the control (default) or only pause",
+}
+
+
 class Command(FlagsCommand):
     help = "List, add, edit and remove the guard metrics of a flag's stepped rollouts."
 
     def add_arguments(self, parser) -> None:
         actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
         listing = actions.add_parser("list", help="each guard with its state")
-        self._config_arguments(listing)
+        add_config_arguments(listing)
         add_common_arguments(listing)
         add = actions.add_parser("add", help="add a guard to a rollout with steps pending")
-        self._config_arguments(add)
+        add_config_arguments(add)
         add.add_argument("rollout", help="the rollout's id (`guards list` shows them)")
         add.add_argument("--metric", required=True, help="the key of a metric of the project")
-        self._guard_options(add)
+        add_guard_options(add, **GUARD_HELP)
         add_common_arguments(add, json_output=False)
         edit = actions.add_parser(
             "edit", help="change a running guard (a new metric or tolerance restarts its test)"
         )
-        self._config_arguments(edit)
+        add_config_arguments(edit)
         edit.add_argument("guard", help="the guard's id")
         edit.add_argument("--metric", help="the key of a metric of the project")
-        self._guard_options(edit)
+        add_guard_options(edit, **GUARD_HELP)
         add_common_arguments(edit, json_output=False)
         remove = actions.add_parser("remove", help="remove a guard; its rollout goes on")
-        self._config_arguments(remove)
+        add_config_arguments(remove)
         remove.add_argument("guard", help="the guard's id")
         add_common_arguments(remove, json_output=False)
 
-    @staticmethod
-    def _config_arguments(parser) -> None:
-        parser.add_argument("flag", metavar="PROJECT/FLAG")
-        parser.add_argument("environment")
-
-    @staticmethod
-    def _guard_options(parser) -> None:
-        parser.add_argument(
-            "--tolerance", metavar="PERCENT", help="how much worse is tolerated (0 to below 100)"
-        )
-        parser.add_argument(
-            "--on-regression",
-            dest="action_on_regression",
-            choices=RolloutGuard.Action.values,
-            help="roll back to the control (default) or only pause",
-        )
-
     def handle(self, *args, action: str, flag: str, environment: str, **options) -> None:
         actor = actor_named(options.pop("as_user", None), options.pop("bypass_approval", None))
-        found = flag_named(flag)
-        config = config_for(found, environment_for(found.project, environment))
+        config = config_named(flag, environment)
         if action == "list":
-            authorize(actor, found.project, Action.READ)
+            authorize(actor, config.flag.project, Action.READ)
             return self._list(config, as_json=options.get("json", False))
         if action == "add":
             guard = guards.guard_create(

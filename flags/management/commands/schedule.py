@@ -15,13 +15,14 @@ from flags.cli import (
     FlagsCommand,
     actor_named,
     add_common_arguments,
+    add_config_arguments,
+    add_guard_options,
+    config_named,
     fail,
-    flag_named,
     tolerance_argument,
 )
-from flags.models import FlagConfig, RolloutGuard, ScheduledChange
+from flags.models import FlagConfig, ScheduledChange
 from flags.roles import Action, authorize
-from flags.selectors import config_for, environment_for
 
 
 def _first_step(text: str | None, now: datetime) -> datetime:
@@ -57,13 +58,13 @@ class Command(FlagsCommand):
     def add_arguments(self, parser) -> None:
         actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
         listing = actions.add_parser("list", help="the scheduled changes, newest first")
-        self._config_arguments(listing)
+        add_config_arguments(listing)
         listing.add_argument("--pending", action="store_true", help="only those still pending")
         add_common_arguments(listing)
         start = actions.add_parser(
             "rollout", help="start a stepped rollout: a growing share gets the variant"
         )
-        self._config_arguments(start)
+        add_config_arguments(start)
         start.add_argument("--variant", required=True, help="the variant to roll out")
         start.add_argument("--towards", help="what everyone else gets (default: the off variant)")
         start.add_argument(
@@ -81,32 +82,22 @@ class Command(FlagsCommand):
         start.add_argument(
             "--guard", metavar="METRIC", help="a guard metric checked before each step"
         )
-        start.add_argument(
-            "--tolerance", metavar="PERCENT", help="the guard's tolerance (0 to below 100)"
-        )
-        start.add_argument(
-            "--on-regression",
-            dest="action_on_regression",
-            choices=RolloutGuard.Action.values,
-            help="the guard rolls back to the control (default) or only pauses",
+        add_guard_options(
+            start,
+            tolerance_help="the guard's tolerance (0 to below 100)",
+            action_help="the guard rolls back to the control (default) or only pauses",
         )
         add_common_arguments(start, json_output=False)
         cancel = actions.add_parser("cancel", help="cancel a pending scheduled change")
-        self._config_arguments(cancel)
+        add_config_arguments(cancel)
         cancel.add_argument("change", help="the change's id (`schedule list` shows them)")
         add_common_arguments(cancel, json_output=False)
 
-    @staticmethod
-    def _config_arguments(parser) -> None:
-        parser.add_argument("flag", metavar="PROJECT/FLAG")
-        parser.add_argument("environment")
-
     def handle(self, *args, action: str, flag: str, environment: str, **options) -> None:
         actor = actor_named(options.pop("as_user", None), options.pop("bypass_approval", None))
-        found = flag_named(flag)
-        config = config_for(found, environment_for(found.project, environment))
+        config = config_named(flag, environment)
         if action == "list":
-            authorize(actor, found.project, Action.READ)
+            authorize(actor, config.flag.project, Action.READ)
             return self._list(config, pending=options["pending"], as_json=options["json"])
         if action == "cancel":
             change = schedules.scheduled_change_for(config, options["change"])
