@@ -34,6 +34,9 @@ DRAIN_SECONDS = 5
 # After the drain, for the last flush of the batches; within graceful_timeout with it.
 EXIT_FLUSH_SECONDS = 4
 keepalive = 5
+# gunicorn's control socket (gunicornc) is not used: under the image's user and read-only
+# root file system it could not be made anyway ($HOME/.gunicorn), and signals do its work.
+control_socket_disable = True
 # The app logs requests itself; gunicorn's own access log would print each one twice.
 accesslog = None
 errorlog = "-"

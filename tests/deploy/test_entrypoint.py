@@ -54,7 +54,10 @@ def wait_until_serving(process: subprocess.Popen, base: str, log_path) -> None:
 @pytest.fixture
 def served(tmp_path, scratch_db_url):
     """The entrypoint's `serve` sequence on a free loopback port, stopped afterwards."""
-    env = production_env(tmp_path, scratch_db_url)
+    home = tmp_path / "home"  # as in the image: a home of its own that nothing should need
+    home.mkdir()
+    env = production_env(tmp_path, scratch_db_url, HOME=str(home))
+    env.pop("XDG_RUNTIME_DIR", None)
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -88,6 +91,14 @@ def test_entrypoint_migrates_collects_static_and_serves_admin_with_css(served):
         assert css.headers["content-type"].startswith("text/css")
     log = log_path.read_text()
     assert "Operations to perform" in log or "No migrations to apply" in log
+
+
+def test_no_control_socket_is_opened(served, tmp_path):
+    """gunicorn's control socket (gunicornc) is off: under the image's user, with a read-only
+    root file system, making it fails at every start, and nothing here uses it."""
+    _, log_path = served
+    assert not (tmp_path / "home" / ".gunicorn").exists()
+    assert "Control" not in log_path.read_text()
 
 
 def test_served_requests_are_logged_as_json_lines_with_the_callers_request_id(served):
