@@ -9,6 +9,7 @@ from typing import Any, NamedTuple, cast
 
 from .bucketing import (
     MAX_TOTAL_WEIGHT,
+    RANDOM_ATTRIBUTE,
     SCHEMES,
     TABLE_LIMIT,
     bucket,
@@ -21,6 +22,7 @@ from .conditions import (
     Context,
     Draw,
     Predicate,
+    SharedContext,
     StringSet,
     all_of,
     attribute_getter,
@@ -682,21 +684,33 @@ def _bind_condition(
 
 
 def _compile_segment(segment: object, draw: Draw) -> Predicate:
+    """A segment's predicate. For a `SharedContext` (the bulk evaluation of many flags) it
+    keeps its answer in the context's `segments` and answers from there the next time, so
+    each segment is matched at most once per context, whichever flags read it.
+
+    Two answers are never kept, so that every later read does what it would have done
+    alone: a segment with a condition on `$random`, which draws anew at every read; and a
+    match that raised (a string that is not valid Unicode, say), which raises again for the
+    next flag that reads it. Segments cannot nest (`in_segment` is refused in a segment),
+    so no answer is kept while another is being made.
+    """
     segment = _require_mapping(segment, "")
     included = frozenset(_string_list(segment, "included"))
     excluded = frozenset(_string_list(segment, "excluded"))
     conditions = segment.get("conditions")
     conditions = () if conditions is None else _require_list(conditions, "conditions")
     predicates = []
+    draws = False
     for position, condition in enumerate(conditions):
         try:
             parsed = parse_condition(condition, allow_in_segment=False)
         except DocumentError as exc:
             raise exc.within(f"conditions[{position}]") from None
+        draws = draws or parsed.attribute == RANDOM_ATTRIBUTE
         predicates.append(bind_condition(parsed, {}, draw))
     rule = all_of(predicates) if predicates else None
 
-    def matches(context: Context) -> bool:
+    def match(context: Context) -> bool:
         targeting_key = context.get("targetingKey")
         if targeting_key is not None:
             if targeting_key in included:
@@ -704,6 +718,18 @@ def _compile_segment(segment: object, draw: Draw) -> Predicate:
             if targeting_key in excluded:
                 return False
         return rule is not None and rule(context)
+
+    if draws:
+        return match
+
+    def matches(context: Context) -> bool:
+        if context.__class__ is not SharedContext:
+            return match(context)
+        answers = context.segments
+        answer: bool | None = answers.get(matches)
+        if answer is None:
+            answer = answers[matches] = match(context)
+        return answer
 
     return matches
 
@@ -847,6 +873,11 @@ class Snapshot:
                 for key, flag in self._live
             }
         flags = self._flags
+        # A dict context (as every door decodes one) is evaluated as a SharedContext: each
+        # segment is matched once for all the flags that read it. Another mapping is read
+        # as it is, whose answers might not be the same at every read.
+        if context.__class__ is dict:
+            context = SharedContext(context)
         # The fixed answers are copied in one step, every key in document order; only the
         # flags whose answer depends on the context are evaluated.
         answers = self._fixed.copy()
