@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 
 from .bucketing import (
@@ -758,6 +759,7 @@ class Snapshot:
     __slots__ = (
         "_document",
         "_fixed",
+        "_fixed_answers",
         "_flag_keys",
         "_flags",
         "_live",
@@ -796,6 +798,9 @@ class Snapshot:
         self._live = tuple(live)
         self._flag_keys = tuple(self._fixed)
         self._variable = tuple(variable)
+        self._fixed_answers: Mapping[str, EvaluationResult] = MappingProxyType(
+            {key: fixed for key, fixed in self._fixed.items() if fixed is not _PENDING}
+        )
         # (key, evaluation function) of each of `_variable`, made at the first evaluate_all.
         self._runs: tuple[tuple[str, Resolve], ...] | None = None
 
@@ -807,6 +812,15 @@ class Snapshot:
     def flag_keys(self) -> tuple[str, ...]:
         """The keys of every flag that is not archived, in document order."""
         return self._flag_keys
+
+    @property
+    def fixed_answers(self) -> Mapping[str, EvaluationResult]:
+        """The answer of each flag (not archived) whose answer is the same for every context
+        `evaluate_all` does not refuse, in document order: a disabled or broken flag, or
+        one with no target, rule, prerequisite or rollout to read. The same result objects
+        at every call, and in every answer of `evaluate_all` that is not a refusal; the
+        other flags are those `evaluate_dependent` evaluates."""
+        return self._fixed_answers
 
     @property
     def document(self) -> dict[str, Any]:
@@ -872,15 +886,36 @@ class Snapshot:
                 key: flag.error or error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
                 for key, flag in self._live
             }
+        # The fixed answers are copied in one step, every key in document order; only the
+        # flags whose answer depends on the context are evaluated.
+        return self._evaluate_dependent(context, targeting_key, self._fixed.copy())  # type: ignore[arg-type]
+
+    def evaluate_dependent(self, context: Context | object) -> dict[str, EvaluationResult] | None:
+        """The answers of the flags (not archived) that are not in `fixed_answers`, for one
+        context, in document order: with `fixed_answers`, what `evaluate_all` answers. None
+        when `evaluate_all` answers every flag with an error about the context (not an
+        object, a targetingKey that is not a string or not valid Unicode). Never raises."""
+        try:
+            if _refusal(context) is not None:
+                return None
+            targeting_key = context.get("targetingKey")  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a mapping whose get() fails: evaluate_all says so
+            return None
+        return self._evaluate_dependent(context, targeting_key, {})  # type: ignore[arg-type]
+
+    def _evaluate_dependent(
+        self,
+        context: Mapping[str, Any],
+        targeting_key: str | None,
+        answers: dict[str, EvaluationResult],
+    ) -> dict[str, EvaluationResult]:
+        """Adds to `answers` those of the flags whose answer depends on the context."""
         flags = self._flags
         # A dict context (as every door decodes one) is evaluated as a SharedContext: each
         # segment is matched once for all the flags that read it. Another mapping is read
         # as it is, whose answers might not be the same at every read.
         if context.__class__ is dict:
             context = SharedContext(context)
-        # The fixed answers are copied in one step, every key in document order; only the
-        # flags whose answer depends on the context are evaluated.
-        answers = self._fixed.copy()
         runs = self._runs
         if runs is None:
             runs = self._runs = tuple(
@@ -888,7 +923,7 @@ class Snapshot:
             )
         for key, run in runs:
             try:
-                answers[key] = run(context, targeting_key, flags, ())  # type: ignore[arg-type]
+                answers[key] = run(context, targeting_key, flags, ())
             except UnicodeEncodeError:
                 answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
             except Exception as exc:  # noqa: BLE001
