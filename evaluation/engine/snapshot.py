@@ -41,6 +41,7 @@ from .specialise import (
     TEST_CALL,
     TEST_IN,
     TEST_NOT_IN,
+    TEST_SEGMENT,
     factory_of,
 )
 from .text import INVALID_TEXT, is_text, require_text
@@ -368,7 +369,8 @@ class CompiledFlag:
                     kinds.append(TEST_NOT_IN if flip else TEST_IN)
                     cells += (attribute, strings, predicate)
                 else:
-                    kinds.append(TEST_CALL)
+                    keeps_answers = getattr(test, "keeps_answers", False)
+                    kinds.append(TEST_SEGMENT if keeps_answers else TEST_CALL)
                     cells.append(test)
             if serving.__class__ is EvaluationResult:
                 kind = SERVE_RESULT
@@ -386,7 +388,7 @@ class CompiledFlag:
         factory = factory_of((bool(self.targets), tuple(rules)))
         if factory is None:
             return None
-        return factory(self.targets, murmur3, *cells)
+        return factory(self.targets, murmur3, SharedContext, *cells)
 
     def resolve(
         self,
@@ -732,6 +734,7 @@ def _compile_segment(segment: object, draw: Draw) -> Predicate:
             answer = answers[matches] = match(context)
         return answer
 
+    matches.keeps_answers = True  # type: ignore[attr-defined] # read inline: see specialise
     return matches
 
 
