@@ -10,8 +10,9 @@ Prints a Markdown table. Workloads:
   (b) all of 200 such flags for one context;
   (c) compiling a document of 1,000 such flags.
 Then this engine alone: its goals, each row with the figure it must meet (the same
-workloads, plus recompiling a 10,000-flag document in which one flag changed, given the
-previous snapshot); and a `matches` condition (RE2, linear time) on an
+workloads, plus `evaluate_all` of 1,000 flags whose rules share 200 segments, as in
+bench/scale.py's M, and recompiling a 10,000-flag document in which one flag changed, given
+the previous snapshot); and a `matches` condition (RE2, linear time) on an
 ordinary value and on the pathological `(a+)+$` against values of 29 bytes and 10 kB, which
 took Python's backtracking `re` 18 s and forever respectively.
 Every figure is the median of repeated runs; contexts and documents are built in each
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -423,6 +425,79 @@ def recompile_run() -> Callable[[], Any]:
     return lambda: compile_document(changed, previous=previous)
 
 
+SHARED_FLAGS = 1_000
+SHARED_SEGMENTS = 200
+SHARED_PLANS = ("free", "pro", "team", "enterprise")
+
+
+def shared_segments_document() -> dict[str, Any]:
+    """`bench/scale.py`'s M environment: 1,000 flags (70% enabled), each with 3 rules of 2
+    conditions (`in_segment` of one of 200 segments of 5 conditions, and a plan) and a
+    target of 5 keys; every other flag's default and each last rule serve a rollout."""
+    rng = random.Random(SHARED_FLAGS)
+    countries = [*COUNTRIES, "JP", "BR", "IN", "AU", "NL"]
+    segments = {
+        f"segment-{i:03}": {
+            "conditions": [
+                {"attribute": "country", "operator": "in", "values": rng.sample(countries, 3)},
+                {"attribute": "plan", "operator": "in", "values": rng.sample(SHARED_PLANS, 2)},
+                {"attribute": "email", "operator": "ends_with", "values": ["@example.com"]},
+                {"attribute": "appVersion", "operator": "semver_gte", "values": ["2.1.0"]},
+                {"attribute": "age", "operator": "gte", "values": [rng.randint(18, 60)]},
+            ]
+        }
+        for i in range(SHARED_SEGMENTS)
+    }
+    keys = list(segments)
+    halves = {"variants": [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]}
+
+    def serve(rollout: bool) -> dict[str, Any]:
+        return {"rollout": halves} if rollout else {"variant": rng.choice(["on", "off"])}
+
+    flags = {}
+    for i in range(SHARED_FLAGS):
+        flag = ours_flag()
+        flag["enabled"] = rng.random() < 0.7
+        flag["targets"] = [{"variant": "on", "values": [f"user-{i}-{n}" for n in range(5)]}]
+        flag["rules"] = [
+            {
+                "id": f"r{i}-{position}",
+                "conditions": [
+                    {"operator": "in_segment", "values": [rng.choice(keys)]},
+                    {"attribute": "plan", "operator": "in", "values": rng.sample(SHARED_PLANS, 2)},
+                ],
+                "serve": serve(position == 2),
+            }
+            for position in range(3)
+        ]
+        flag["defaultServe"] = serve(i % 2 == 0)
+        flags[f"flag-{i:05}"] = flag
+    return {"version": 1, "flags": flags, "segments": segments}
+
+
+def shared_segments_run() -> Callable[[], Any]:
+    """`evaluate_all` of the 1,000 flags sharing 200 segments, for each of 20 contexts."""
+    snapshot = compile_document(shared_segments_document())
+    contexts = [
+        {
+            "targetingKey": f"user-{i}",
+            "country": ("US", "FR", "JP", "NL")[i % 4],
+            "plan": SHARED_PLANS[i % 4],
+            "email": f"user-{i}@example.com" if i % 3 else f"user-{i}@test.org",
+            "appVersion": "2.3.0",
+            "age": 20 + i,
+        }
+        for i in range(20)
+    ]
+    evaluate_all = snapshot.evaluate_all
+
+    def run() -> None:
+        for context in contexts:
+            evaluate_all(context)
+
+    return run
+
+
 def goal_rows(plain: Plain) -> list[list[str]]:
     """(what, measured, goal, met) for each of the engine's goals."""
     ours = Ours()
@@ -431,9 +506,17 @@ def goal_rows(plain: Plain) -> list[list[str]]:
     compile_ns, _ = measure(ours.compile(FLAGS_C), 1)
     recompile_ns, _ = measure(recompile_run(), 1)
     scratch_ns, _ = measure(ours.compile(RECOMPILE_FLAGS), 1)
+    shared_ns, _ = measure(shared_segments_run(), 20)
     goals = [
         ("one flag, per evaluation", one_ns, 400, f"{one_ns:,.0f} ns", "≤ 400 ns"),
         (f"{FLAGS_B} flags for one context", all_ns, 50_000, f"{all_ns / 1000:,.2f} µs", "≤ 50 µs"),
+        (
+            f"{SHARED_FLAGS:,} flags sharing {SHARED_SEGMENTS} segments, one context",
+            shared_ns,
+            1_000_000,
+            f"{shared_ns / 1000:,.0f} µs",
+            "≤ 1 ms",
+        ),
         (
             f"compile {FLAGS_C:,} flags",
             compile_ns,

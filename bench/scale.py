@@ -20,10 +20,16 @@ generating 10,000 flags takes seconds. Then it times, in-process with Django's t
   (built and compiled from the previous ones), the write until this process serves it,
   and evaluations in another thread meanwhile (their p99 and slowest); SCALE_TOGGLES=N
   toggles N flags each way (default 10);
-- `GET /api/v1/projects/{p}/flags?limit=1000`.
+- `GET /api/v1/projects/{p}/flags?limit=1000`;
+- OFREP bulk evaluation of every flag of that environment over HTTP (`http`): the
+  production server (`manage.py serve`: gunicorn, WEB_CONCURRENCY uvicorn workers, default
+  2) on the same database and cache, driven by wrk as `bench/http.py` drives it
+  (BENCH_SECONDS, default 10; BENCH_CONNECTIONS, default 8) with one server key and one
+  context: requests/s, p50 and p99. Needs wrk; SCALE_SKIP=http leaves it out.
 
 $DB_URL names a PostgreSQL database the script creates (dropping one of that name first)
-and drops when it ends; $REDIS_URL the cache. SCALE_SIZES=S,M runs some sizes only.
+and drops when it ends; $REDIS_URL the cache. SCALE_SIZES=S,M runs some sizes only;
+SCALE_SKIP=import,http leaves out the import, the HTTP measure or both.
 Prints a Markdown table.
 """
 
@@ -33,6 +39,8 @@ import io
 import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +50,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import urllib.request  # noqa: E402 - once bench/http.py no longer hides the `http` package
 
 SIZES = {"S": 100, "M": 1_000, "L": 10_000}
 CHOSEN = [s.strip().upper() for s in os.environ.get("SCALE_SIZES", "S,M,L").split(",") if s]
@@ -53,6 +63,7 @@ COUNTRIES = ["US", "CA", "GB", "FR", "DE", "JP", "BR", "IN", "AU", "NL"]
 PLANS = ["free", "pro", "team", "enterprise"]
 
 
+from bench import http as bench_http  # noqa: E402
 from bench.databases import database, own_database  # noqa: E402
 
 DB_URL = own_database("bench/scale.py", "postgres://postgres@127.0.0.1:5432/flags_bench_scale")
@@ -249,6 +260,7 @@ def measure(key: str, count: int, client: Client) -> dict[str, str]:
     elapsed, _ = timed(lambda: compile_document(document))
     row["compile"] = _seconds(elapsed)
     row.update(toggles(production))
+    row.update(ofrep_bulk(project.environments.get(key="production")))
     return row
 
 
@@ -350,6 +362,63 @@ def _spread(values: list[float]) -> str:
     return f"{_seconds(_percentile(values, 0.5))} (max {_seconds(max(values))})"
 
 
+# --- OFREP bulk over HTTP ------------------------------------------------------------------
+
+# Matches some segments' conditions (country, plan, email, version and age all vary).
+BULK_CONTEXT = {
+    "targetingKey": "user-42",
+    "country": "US",
+    "plan": "pro",
+    "email": "someone@example.com",
+    "appVersion": "2.3.0",
+    "age": 30,
+}
+
+
+def ofrep_bulk(environment: Environment) -> dict[str, str]:
+    """wrk against `POST /ofrep/v1/evaluate/flags` for every flag of `environment`, under
+    the production server on this database and cache."""
+    if "http" in os.environ.get("SCALE_SKIP", ""):
+        return {"bulk rate": "skipped", "bulk latency": "skipped"}
+    if shutil.which("wrk") is None:
+        return {"bulk rate": "no wrk", "bulk latency": "no wrk"}
+    _, key = services.api_key_create(
+        environment=environment, kind="server", name="bench-scale", **SYSTEM
+    )
+    live = Flag.objects.filter(project=environment.project, archived=False).count()
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as directory:
+        port = bench_http._free_port()
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "serve"],
+            cwd=ROOT,
+            env=bench_http._environment(directory, port),
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(directory, "server.log"), "w"),  # noqa: SIM115
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            bench_http._wait_until_up(f"{base}/healthz", server)
+            return _wrk_bulk(directory, f"{base}/ofrep/v1/evaluate/flags", key, live)
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+
+
+def _wrk_bulk(directory: str, url: str, key: str, live: int) -> dict[str, str]:
+    body = json.dumps({"context": BULK_CONTEXT})
+    headers = {"Content-Type": "application/json", "X-API-Key": key}
+    for _ in range(50):  # every worker compiles the snapshot and warms its caches
+        request = urllib.request.Request(url, data=body.encode(), headers=headers)
+        answer = json.loads(urllib.request.urlopen(request).read())
+    assert len(answer["flags"]) == live, (len(answer["flags"]), live)
+    result = bench_http._wrk(url, bench_http._script(directory, "bulk", "POST", body, headers))
+    errors = f", {result['errors']:.0f} non-2xx" if result["errors"] else ""
+    return {
+        "bulk rate": f"{result['rate']:,.0f} req/s{errors}",
+        "bulk latency": f"{result['p50']:.1f} ms / {result['p99']:.1f} ms",
+    }
+
+
 def _import(path: Path, project_key: str) -> str:
     if "import" in os.environ.get("SCALE_SKIP", ""):
         return "skipped"
@@ -383,6 +452,8 @@ ROWS = [
     ("toggle until the writer's process serves it", "toggle served"),
     ("evaluation in another thread during toggles (p99 / slowest)", "toggle p99"),
     ("`GET /api/v1/projects/{p}/flags?limit=1000`", "API flags"),
+    ("OFREP bulk, every flag, over HTTP (wrk): throughput", "bulk rate"),
+    ("OFREP bulk, every flag, over HTTP (wrk): p50 / p99", "bulk latency"),
 ]
 
 
@@ -400,7 +471,9 @@ def main() -> None:
         flags = ", ".join(f"{size} {SIZES[size]:,} flags" for size in columns)
         print(
             f"PostgreSQL + Redis, in-process (Django's test client, no server); {flags} in "
-            f"3 environments, {SEGMENTS} segments. Queries counted with CaptureQueriesContext.\n"
+            f"3 environments, {SEGMENTS} segments. Queries counted with CaptureQueriesContext."
+            f" OFREP bulk rows: wrk -t2 -c{bench_http.CONNECTIONS} -d{bench_http.SECONDS}s"
+            f" against the production server, {os.cpu_count()} CPUs.\n"
         )
         print("| measure | " + " | ".join(columns) + " |")
         print("|---|" + "---:|" * len(columns))

@@ -544,6 +544,27 @@ def ofrep_flags(request: Request) -> Answer:
     if isinstance(prepared, Answer):
         return prepared
     credential, snapshot, context, etag = prepared
+    plan = _bulk_plan(credential, snapshot) if credential.is_server else None
+    dependent = None if plan is None else snapshot.evaluate_dependent(context)
+    if plan is None or dependent is None or len(dependent) != len(plan.slots):
+        return _ofrep_bulk(credential, snapshot, context, etag)
+    results = (*plan.fixed, *dependent.values())
+    record_evaluations(results)
+    _record(credential, context, results)
+    items = _encoded_items(credential, snapshot, dependent.values())
+    if items is None:  # an answer with no UTF-8 form: encoded whole, with escapes
+        fixed = snapshot.fixed_answers
+        ordered = [fixed[key] if key in fixed else dependent[key] for key in snapshot.flag_keys]
+        return _ofrep_bulk_body(credential, snapshot, ordered, etag)
+    body = list(plan.body)
+    for slot, item in zip(plan.slots, items, strict=True):
+        body[slot] = item
+    tail = _bulk_tail(credential.environment_id, snapshot)
+    return _raw(b'{"flags":[' + b",".join(body) + tail, etag=etag)
+
+
+def _ofrep_bulk(credential: Credential, snapshot: Snapshot, context: dict, etag: str) -> Answer:
+    """The bulk answer with every flag's item looked up (or encoded) for this request."""
     results = _evaluate_all(credential, snapshot, context)
     record_evaluations(results.values())
     _record(credential, context, results.values())
@@ -551,14 +572,69 @@ def ofrep_flags(request: Request) -> Answer:
     if items is not None:
         tail = _bulk_tail(credential.environment_id, snapshot)
         return _raw(b'{"flags":[' + b",".join(items) + tail, etag=etag)
+    return _ofrep_bulk_body(credential, snapshot, results.values(), etag)
+
+
+def _ofrep_bulk_body(
+    credential: Credential, snapshot: Snapshot, results: Iterable[EvaluationResult], etag: str
+) -> Answer:
     metadata = _metadata(credential, snapshot)
     server = credential.is_server
     body = {
-        "flags": [_ofrep_result(result, metadata, server) for result in results.values()],
+        "flags": [_ofrep_result(result, metadata, server) for result in results],
         "metadata": {"version": snapshot.version},
         "eventStreams": OFREP_EVENT_STREAMS,
     }
     return _json(body, etag=etag)
+
+
+@dataclass(frozen=True, slots=True)
+class _BulkPlan:
+    """A server key's OFREP bulk answer, as far as it is the same for every context: the
+    items of the flags whose answer is fixed (`Snapshot.fixed_answers`), encoded and
+    joined once per snapshot, each run of them between two flags that depend on the
+    context one element of `body`; `slots` are the elements that those flags' items fill,
+    in document order."""
+
+    snapshot: Snapshot
+    body: tuple[bytes, ...]
+    slots: tuple[int, ...]
+    fixed: tuple[EvaluationResult, ...]
+
+
+# environment id -> (its snapshot, its plan, or None when a fixed item has no UTF-8 form)
+_bulk_plans: dict[int, tuple[Snapshot, _BulkPlan | None]] = {}
+
+
+def _bulk_plan(credential: Credential, snapshot: Snapshot) -> _BulkPlan | None:
+    entry = _bulk_plans.get(credential.environment_id)
+    if entry is not None and entry[0] is snapshot:
+        return entry[1]
+    fixed = snapshot.fixed_answers
+    items = _encoded_items(credential, snapshot, fixed.values())
+    plan = None if items is None else _planned(snapshot, dict(zip(fixed, items, strict=True)))
+    _bulk_plans[credential.environment_id] = (snapshot, plan)
+    return plan
+
+
+def _planned(snapshot: Snapshot, encoded: dict[str, bytes]) -> _BulkPlan:
+    body: list[bytes] = []
+    slots: list[int] = []
+    run: list[bytes] = []
+    for key in snapshot.flag_keys:
+        item = encoded.get(key)
+        if item is not None:
+            run.append(item)
+            continue
+        if run:
+            body.append(b",".join(run))
+            run = []
+        slots.append(len(body))
+        body.append(b"")  # this flag's item, encoded per request
+    if run:
+        body.append(b",".join(run))
+    fixed = tuple(snapshot.fixed_answers.values())
+    return _BulkPlan(snapshot, tuple(body), tuple(slots), fixed)
 
 
 _bulk_tails: dict[int, tuple[Snapshot, bytes]] = {}

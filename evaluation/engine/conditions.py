@@ -25,6 +25,21 @@ ValueTest = Callable[[Any], bool]
 Draw = Callable[[], str]
 
 
+class SharedContext(dict[str, Any]):
+    """A copy of a context evaluated for many flags at once (`Snapshot.evaluate_all`), with
+    the answer of each segment read so far: a segment shared by many flags is matched once.
+
+    A mapping like the context itself to every condition; only a segment looks at
+    `segments` (see `snapshot._compile_segment`).
+    """
+
+    __slots__ = ("segments",)
+
+    def __init__(self, context: Mapping[str, Any]) -> None:
+        super().__init__(context)
+        self.segments: dict[object, bool] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Operator:
     """What an operator needs; the Django side lists these as the operator choices."""
@@ -635,6 +650,8 @@ def bind_condition(
     flip = parsed.flip
     if parsed.operator == "in_segment":
         members = tuple(segments[key] for key in parsed.segment_keys)
+        if len(members) == 1 and not flip:  # the commonest: one segment, its own answer
+            return members[0]
 
         def in_segment(context: Context) -> bool:
             for member in members:

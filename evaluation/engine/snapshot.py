@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 
 from .bucketing import (
     MAX_TOTAL_WEIGHT,
+    RANDOM_ATTRIBUTE,
     SCHEMES,
     TABLE_LIMIT,
     bucket,
@@ -21,6 +23,7 @@ from .conditions import (
     Context,
     Draw,
     Predicate,
+    SharedContext,
     StringSet,
     all_of,
     attribute_getter,
@@ -38,6 +41,7 @@ from .specialise import (
     TEST_CALL,
     TEST_IN,
     TEST_NOT_IN,
+    TEST_SEGMENT,
     factory_of,
 )
 from .text import INVALID_TEXT, is_text, require_text
@@ -365,7 +369,8 @@ class CompiledFlag:
                     kinds.append(TEST_NOT_IN if flip else TEST_IN)
                     cells += (attribute, strings, predicate)
                 else:
-                    kinds.append(TEST_CALL)
+                    keeps_answers = getattr(test, "keeps_answers", False)
+                    kinds.append(TEST_SEGMENT if keeps_answers else TEST_CALL)
                     cells.append(test)
             if serving.__class__ is EvaluationResult:
                 kind = SERVE_RESULT
@@ -383,7 +388,7 @@ class CompiledFlag:
         factory = factory_of((bool(self.targets), tuple(rules)))
         if factory is None:
             return None
-        return factory(self.targets, murmur3, *cells)
+        return factory(self.targets, murmur3, SharedContext, *cells)
 
     def resolve(
         self,
@@ -682,21 +687,33 @@ def _bind_condition(
 
 
 def _compile_segment(segment: object, draw: Draw) -> Predicate:
+    """A segment's predicate. For a `SharedContext` (the bulk evaluation of many flags) it
+    keeps its answer in the context's `segments` and answers from there the next time, so
+    each segment is matched at most once per context, whichever flags read it.
+
+    Two answers are never kept, so that every later read does what it would have done
+    alone: a segment with a condition on `$random`, which draws anew at every read; and a
+    match that raised (a string that is not valid Unicode, say), which raises again for the
+    next flag that reads it. Segments cannot nest (`in_segment` is refused in a segment),
+    so no answer is kept while another is being made.
+    """
     segment = _require_mapping(segment, "")
     included = frozenset(_string_list(segment, "included"))
     excluded = frozenset(_string_list(segment, "excluded"))
     conditions = segment.get("conditions")
     conditions = () if conditions is None else _require_list(conditions, "conditions")
     predicates = []
+    draws = False
     for position, condition in enumerate(conditions):
         try:
             parsed = parse_condition(condition, allow_in_segment=False)
         except DocumentError as exc:
             raise exc.within(f"conditions[{position}]") from None
+        draws = draws or parsed.attribute == RANDOM_ATTRIBUTE
         predicates.append(bind_condition(parsed, {}, draw))
     rule = all_of(predicates) if predicates else None
 
-    def matches(context: Context) -> bool:
+    def match(context: Context) -> bool:
         targeting_key = context.get("targetingKey")
         if targeting_key is not None:
             if targeting_key in included:
@@ -705,6 +722,19 @@ def _compile_segment(segment: object, draw: Draw) -> Predicate:
                 return False
         return rule is not None and rule(context)
 
+    if draws:
+        return match
+
+    def matches(context: Context) -> bool:
+        if context.__class__ is not SharedContext:
+            return match(context)
+        answers = context.segments
+        answer: bool | None = answers.get(matches)
+        if answer is None:
+            answer = answers[matches] = match(context)
+        return answer
+
+    matches.keeps_answers = True  # type: ignore[attr-defined] # read inline: see specialise
     return matches
 
 
@@ -732,6 +762,7 @@ class Snapshot:
     __slots__ = (
         "_document",
         "_fixed",
+        "_fixed_answers",
         "_flag_keys",
         "_flags",
         "_live",
@@ -770,6 +801,9 @@ class Snapshot:
         self._live = tuple(live)
         self._flag_keys = tuple(self._fixed)
         self._variable = tuple(variable)
+        self._fixed_answers: Mapping[str, EvaluationResult] = MappingProxyType(
+            {key: fixed for key, fixed in self._fixed.items() if fixed is not _PENDING}
+        )
         # (key, evaluation function) of each of `_variable`, made at the first evaluate_all.
         self._runs: tuple[tuple[str, Resolve], ...] | None = None
 
@@ -781,6 +815,15 @@ class Snapshot:
     def flag_keys(self) -> tuple[str, ...]:
         """The keys of every flag that is not archived, in document order."""
         return self._flag_keys
+
+    @property
+    def fixed_answers(self) -> Mapping[str, EvaluationResult]:
+        """The answer of each flag (not archived) whose answer is the same for every context
+        `evaluate_all` does not refuse, in document order: a disabled or broken flag, or
+        one with no target, rule, prerequisite or rollout to read. The same result objects
+        at every call, and in every answer of `evaluate_all` that is not a refusal; the
+        other flags are those `evaluate_dependent` evaluates."""
+        return self._fixed_answers
 
     @property
     def document(self) -> dict[str, Any]:
@@ -846,10 +889,36 @@ class Snapshot:
                 key: flag.error or error_result(key, ErrorCode.INVALID_CONTEXT, refusal)
                 for key, flag in self._live
             }
-        flags = self._flags
         # The fixed answers are copied in one step, every key in document order; only the
         # flags whose answer depends on the context are evaluated.
-        answers = self._fixed.copy()
+        return self._evaluate_dependent(context, targeting_key, self._fixed.copy())  # type: ignore[arg-type]
+
+    def evaluate_dependent(self, context: Context | object) -> dict[str, EvaluationResult] | None:
+        """The answers of the flags (not archived) that are not in `fixed_answers`, for one
+        context, in document order: with `fixed_answers`, what `evaluate_all` answers. None
+        when `evaluate_all` answers every flag with an error about the context (not an
+        object, a targetingKey that is not a string or not valid Unicode). Never raises."""
+        try:
+            if _refusal(context) is not None:
+                return None
+            targeting_key = context.get("targetingKey")  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a mapping whose get() fails: evaluate_all says so
+            return None
+        return self._evaluate_dependent(context, targeting_key, {})  # type: ignore[arg-type]
+
+    def _evaluate_dependent(
+        self,
+        context: Mapping[str, Any],
+        targeting_key: str | None,
+        answers: dict[str, EvaluationResult],
+    ) -> dict[str, EvaluationResult]:
+        """Adds to `answers` those of the flags whose answer depends on the context."""
+        flags = self._flags
+        # A dict context (as every door decodes one) is evaluated as a SharedContext: each
+        # segment is matched once for all the flags that read it. Another mapping is read
+        # as it is, whose answers might not be the same at every read.
+        if context.__class__ is dict:
+            context = SharedContext(context)
         runs = self._runs
         if runs is None:
             runs = self._runs = tuple(
@@ -857,7 +926,7 @@ class Snapshot:
             )
         for key, run in runs:
             try:
-                answers[key] = run(context, targeting_key, flags, ())  # type: ignore[arg-type]
+                answers[key] = run(context, targeting_key, flags, ())
             except UnicodeEncodeError:
                 answers[key] = error_result(key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
             except Exception as exc:  # noqa: BLE001

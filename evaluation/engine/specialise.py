@@ -10,6 +10,9 @@ per *shape*, the Python source of a function that does the same steps unrolled:
   is written inline as `value in strings` for a string in the set or an ASCII string, and
   calls the condition's full predicate for any other value (which checks that a string
   outside the set is valid Unicode), exactly as the interpreter answers;
+- a segment read (`in_segment` of one segment) takes the segment's answer kept by the
+  context of a bulk evaluation (a SharedContext) when there is one, and calls the segment's
+  predicate otherwise, which makes and keeps it;
 - what a rule or the default serves is written for its kind: a prebuilt result is returned
   as is; the flagd rollout by the targeting key hashes salt + key inline, with the salt,
   bucket table and results held in closure cells; any other serving is called;
@@ -28,12 +31,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
 from typing import Any
 
 # Kinds of test and serving, as written into a shape.
 TEST_IN = "in"  # a string set that passes when the value is in it
 TEST_NOT_IN = "out"  # a string set that passes when the value is not in it
 TEST_CALL = "call"  # any other predicate
+# A segment's predicate that keeps its answers in a SharedContext (`snapshot._compile_segment`):
+# its kept answer is read inline, and only a context without one calls the predicate.
+TEST_SEGMENT = "segment"
 SERVE_RESULT = "result"
 SERVE_KEY_TABLE = "table"
 SERVE_CALL = "call"
@@ -71,8 +78,9 @@ def factory_of(shape: Shape) -> Factory | None:
 def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -> Factory:
     """Generate, compile and return the factory of one shape (see the module docstring).
 
-    The factory takes the flag's targets, the hash function, then the cells of each rule in
-    order: per string-set test (attribute, strings, predicate), per other test (predicate),
+    The factory takes the flag's targets, the hash function, the SharedContext class, then
+    the cells of each rule in order: per string-set test (attribute, strings, predicate), per
+    other test, segments' included (predicate),
     then per serving (result), (missing-key result, salt, the result of each bucket, bucket
     count) for a key table, or (serve function).
     """
@@ -84,6 +92,9 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
         return name
 
     body: list[str] = []
+    if any(TEST_SEGMENT in tests for tests, _ in rules):
+        # The answers a SharedContext keeps; another context has none (an empty dict).
+        body.append("    answers = context.segments if context.__class__ is shared else none")
     if has_targets:
         body += [
             "    if targeting_key is not None:",
@@ -96,6 +107,13 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
         for kind in tests:
             if kind == TEST_CALL:
                 parts.append(f"{cell()}(context)")
+                continue
+            if kind == TEST_SEGMENT:
+                predicate = cell()
+                parts.append(
+                    f"(kept if (kept := answers.get({predicate})) is not None"
+                    f" else {predicate}(context))"
+                )
                 continue
             attribute, strings, predicate = cell(), cell(), cell()
             # The predicate answers a string in the set as the set does, and an ASCII
@@ -139,12 +157,13 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
         body.append("    raise AssertionError('the last serving has conditions')")
     source = "\n".join(
         [
-            f"def factory(targets, murmur3, {', '.join(cells)}):",
+            f"def factory(targets, murmur3, shared, {', '.join(cells)}):",
+            "  none = NONE",
             "  def run(context, targeting_key, flags, chain):",
             *["  " + line for line in body],
             "  return run",
         ]
     )
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"NONE": MappingProxyType({})}
     exec(compile(source, "<evaluation.engine.specialise>", "exec"), namespace)  # noqa: S102
     return namespace["factory"]  # type: ignore[no-any-return]

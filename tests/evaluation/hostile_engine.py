@@ -13,6 +13,7 @@ import os
 import random
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -96,6 +97,17 @@ def broken_strings_are_parse_errors(document: dict) -> None:
             assert result.error_code == ErrorCode.PARSE_ERROR, (key, result)
 
 
+@SETTINGS
+@given(document=documents(), context=contexts)
+def bulk_answers_as_without_shared_segments(document: dict, context: dict) -> None:
+    """evaluate_all of a dict context (each segment matched once, for every flag reading
+    it) answers as of the same context read as another mapping (nothing shared)."""
+    shared = compile_document(document, generator=random.Random(7))
+    alone = compile_document(document, generator=random.Random(7))
+    for each in (context, *FIXED_CONTEXTS):
+        assert shared.evaluate_all(each) == alone.evaluate_all(MappingProxyType(each))
+
+
 def _answers(snapshot: Snapshot) -> list[object]:
     keys = [*snapshot.flag_keys, "absent"]
     return [
@@ -127,6 +139,7 @@ if __name__ == "__main__":
     hostile_contexts()
     hostile_documents()
     broken_strings_are_parse_errors()
+    bulk_answers_as_without_shared_segments()
     recompiles_answer_as_compiles_from_scratch()
     assert ran["reused"] > 0, "no recompile reused a flag: the property tested nothing"
     print(

@@ -1,0 +1,223 @@
+"""OFREP bulk answers joined from items encoded once per snapshot: the same bytes as ever."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from evaluation import cache as snapshots
+from evaluation.engine import Snapshot
+from flags import services
+from flags.models import FlagConfig
+from tests import factories
+from tests.evaluation.document_loader import api_key, load_document
+
+pytestmark = pytest.mark.django_db
+
+BULK = "/ofrep/v1/evaluate/flags"
+
+
+def _boolean(enabled: bool = True, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "boolean",
+        "enabled": enabled,
+        "variants": [{"key": "on", "value": True}, {"key": "off", "value": False}],
+        "offVariant": "off",
+        "defaultServe": {"variant": "on"},
+        **extra,
+    }
+
+
+def _in(attribute: str, *values: str) -> dict[str, Any]:
+    return {"attribute": attribute, "operator": "in", "values": list(values)}
+
+
+HALVES = {
+    "rollout": {"variants": [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]}
+}
+
+# Fixed and context-dependent flags interleaved, runs of each, one dependent first and two
+# fixed last,
+# text beyond ASCII in values and metadata, every kind of answer (errors included).
+MIXED = {
+    "segments": {"staff": {"conditions": [_in("email", "a@x.io", "b@x.io")], "included": ["u-7"]}},
+    "flags": {
+        "a-rule": _boolean(
+            rules=[{"id": "1", "conditions": [_in("country", "US")], "serve": {"variant": "off"}}]
+        ),
+        "b-off": _boolean(False, metadata={"name": "Ünïcode name", "tags": ["x", "y"]}),
+        "c-static": _boolean(metadata={"description": "always on 😀"}),
+        "d-theme": {
+            "type": "json",
+            "enabled": True,
+            "variants": [{"key": "dark", "value": {"bg": "noir é", "n": [1, 2.5]}}],
+            "offVariant": "dark",
+            "defaultServe": {"variant": "dark"},
+        },
+        "e-split": _boolean(defaultServe=HALVES),
+        "f-staff": _boolean(
+            defaultServe={"variant": "off"},
+            rules=[
+                {
+                    "id": "2",
+                    "conditions": [{"operator": "in_segment", "values": ["staff"]}],
+                    "serve": {"variant": "on"},
+                }
+            ],
+        ),
+        "g-off": _boolean(False, defaultServe=HALVES),
+        "h-target": {
+            "type": "string",
+            "enabled": True,
+            "variants": [{"key": "hi", "value": "Hi"}, {"key": "ciao", "value": "Ciào"}],
+            "offVariant": "ciao",
+            "targets": [{"variant": "ciao", "values": ["u-1"]}],
+            "defaultServe": {"variant": "hi"},
+        },
+        "i-number": {
+            "type": "number",
+            "enabled": True,
+            "variants": [{"key": "one", "value": 1}, {"key": "pi", "value": 3.14}],
+            "offVariant": "one",
+            "defaultServe": {"variant": "pi"},
+        },
+        "j-staff-split": _boolean(
+            rules=[
+                {
+                    "id": "3",
+                    "conditions": [{"operator": "in_segment", "values": ["staff"]}],
+                    "serve": HALVES,
+                }
+            ],
+            defaultServe={"variant": "off"},
+        ),
+        "k-off": _boolean(False),
+        "l-static": _boolean(defaultServe={"variant": "off"}),
+    },
+}
+
+CONTEXTS = [
+    {},
+    {"targetingKey": "u-1"},
+    {"targetingKey": "u-7", "country": "US"},
+    {"targetingKey": "u-2", "email": "a@x.io", "country": "FR"},
+    {"targetingKey": "u-3", "email": "b@x.io", "country": "US", "plan": "pro"},
+    {"country": "US", "email": "nobody@x.io"},
+    {"targetingKey": "ü-ñ", "email": ["a@x.io"], "country": 3},
+]
+
+
+@pytest.fixture
+def environment():
+    loaded = load_document(MIXED)
+    assert not loaded.refused
+    return loaded.environment
+
+
+@pytest.fixture
+def server_key(environment):
+    return api_key(environment, "server")
+
+
+def _post(client, path: str, context: dict, key: str):
+    body = json.dumps({"context": context})
+    return client.post(path, body, content_type="application/json", HTTP_X_API_KEY=key)
+
+
+def _flag_by_flag(client, keys: list[str], context: dict, key: str) -> bytes:
+    """The items of a bulk answer as the single-flag endpoint answers each flag."""
+    return b",".join(_post(client, f"{BULK}/{flag}", context, key).content for flag in keys)
+
+
+def _snapshot(environment) -> Snapshot:
+    snapshot = snapshots.snapshot(environment.pk)
+    assert snapshot is not None
+    return snapshot
+
+
+def test_a_snapshot_of_mixed_flags_answers_some_for_every_context(environment):
+    # What the other tests rely on: both kinds of flag are there, interleaved.
+    snapshot = _snapshot(environment)
+    fixed = list(snapshot.fixed_answers)
+    assert fixed == ["b-off", "c-static", "d-theme", "g-off", "i-number", "k-off", "l-static"]
+    assert snapshot.flag_keys[0] not in fixed and snapshot.flag_keys[-2:] == ("k-off", "l-static")
+
+
+def test_bulk_answer_is_the_single_flag_answers_joined_in_document_order(
+    client, environment, server_key
+):
+    keys = list(_snapshot(environment).flag_keys)
+    for context in CONTEXTS:
+        response = _post(client, BULK, context, server_key)
+        assert response.status_code == 200
+        body = response.content
+        assert [item["key"] for item in json.loads(body)["flags"]] == keys
+        items = _flag_by_flag(client, keys, context, server_key)
+        assert body.startswith(b'{"flags":[' + items + b'],"metadata":{"version":'), context
+        # The compact encoding of the whole answer, byte for byte (no escapes, no spaces).
+        assert (
+            body == json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False).encode()
+        )
+
+
+def test_bulk_answer_is_byte_identical_to_the_answer_encoded_flag_by_flag(
+    client, environment, server_key, monkeypatch
+):
+    fast = [_post(client, BULK, context, server_key) for context in CONTEXTS]
+    # Without the fixed answers apart, every flag's item is looked up for the request.
+    monkeypatch.setattr(Snapshot, "evaluate_dependent", lambda self, context: None)
+    slow = [_post(client, BULK, context, server_key) for context in CONTEXTS]
+    for fast_answer, slow_answer in zip(fast, slow, strict=True):
+        assert fast_answer.content == slow_answer.content
+        assert fast_answer["ETag"] == slow_answer["ETag"]
+
+
+def test_a_toggle_changes_the_answers_encoded_for_every_context(
+    client, environment, server_key, django_capture_on_commit_callbacks
+):
+    context = {"targetingKey": "u-3", "email": "b@x.io", "country": "US"}
+    before = _post(client, BULK, context, server_key)
+    items = {item["key"]: item for item in before.json()["flags"]}
+    assert items["b-off"]["reason"] == "DISABLED"
+    # Still fixed, with another answer; fixed from now on; no longer fixed.
+    for flag, enabled in (("b-off", True), ("a-rule", False), ("g-off", True)):
+        config = FlagConfig.objects.get(flag__key=flag, environment=environment)
+        with django_capture_on_commit_callbacks(execute=True):
+            services.flag_toggle(config=config, enabled=enabled, **factories.SYSTEM)
+    assert list(_snapshot(environment).fixed_answers) == [
+        "a-rule",
+        "b-off",
+        "c-static",
+        "d-theme",
+        "i-number",
+        "k-off",
+        "l-static",
+    ]
+    after = _post(client, BULK, context, server_key)
+    items = {item["key"]: item for item in after.json()["flags"]}
+    assert (items["b-off"]["value"], items["b-off"]["reason"]) == (True, "STATIC")
+    assert (items["a-rule"]["value"], items["a-rule"]["reason"]) == (False, "DISABLED")
+    assert items["g-off"]["reason"] == "SPLIT"
+    assert after["ETag"] != before["ETag"]
+    version = after.json()["metadata"]["version"]
+    assert version > before.json()["metadata"]["version"]
+    assert items["c-static"]["metadata"]["version"] == version  # fixed items encoded anew
+    keys = list(_snapshot(environment).flag_keys)
+    assert after.content.startswith(
+        b'{"flags":[' + _flag_by_flag(client, keys, context, server_key)
+    )
+
+
+def test_a_bulk_answer_is_revalidated_with_its_etag(client, environment, server_key):
+    body = json.dumps({"context": {"targetingKey": "u-1"}})
+    first = client.post(BULK, body, content_type="application/json", HTTP_X_API_KEY=server_key)
+    again = client.post(
+        BULK,
+        body,
+        content_type="application/json",
+        HTTP_X_API_KEY=server_key,
+        HTTP_IF_NONE_MATCH=first["ETag"],
+    )
+    assert again.status_code == 304 and again.content == b""
