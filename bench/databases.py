@@ -28,10 +28,24 @@ def database(url: str, action: str) -> None:
             connection.execute(f'CREATE DATABASE "{name}"')
 
 
+def bench_url(given: str | None, default_url: str) -> str:
+    """The database a benchmark uses: `default_url`'s database name on the server `given`
+    ($DB_URL) names. Never the database $DB_URL itself names: the benchmark drops the one
+    it uses, and $DB_URL may well be someone's working database."""
+    if not given:
+        return default_url
+    own = urlsplit(default_url).path
+    return urlunsplit(urlsplit(given)._replace(path=own))
+
+
 def own_database(script: str, default_url: str) -> str:
-    """Set up the process for Django on a fresh PostgreSQL database ($DB_URL, else
-    `default_url`), created now; its URL. Exits if $DB_URL is not PostgreSQL."""
-    url = os.environ.get("DB_URL", default_url)
+    """Set up the process for Django on a fresh PostgreSQL database of its own, on the
+    server $DB_URL names (bench_url), created now; its URL. Exits if $DB_URL is not
+    PostgreSQL."""
+    given = os.environ.get("DB_URL")
+    if given and not given.startswith("postgres"):
+        sys.exit(f"{script} measures PostgreSQL: give DB_URL=postgres://.../DATABASE")
+    url = bench_url(given, default_url)
     os.environ["DB_URL"] = url
     for name, value in BENCH_ENVIRONMENT.items():
         os.environ.setdefault(name, value)

@@ -16,8 +16,9 @@ and a `purchase` row with a value for 30% of the units. Then it times, median of
   the totals in use);
 - the admin's experiment page, repeated (Django's test client, in process, no server).
 
-$DB_URL names a PostgreSQL database the script creates (dropping one of that name first) and
-drops when it ends. Prints a Markdown table.
+$DB_URL names the PostgreSQL server: the script creates a database of its own there,
+flags_bench_experiments (dropping one of that name first; never the database $DB_URL
+names), and drops it when it ends. Prints a Markdown table.
 """
 
 from __future__ import annotations

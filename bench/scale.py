@@ -27,8 +27,9 @@ generating 10,000 flags takes seconds. Then it times, in-process with Django's t
   (BENCH_SECONDS, default 10; BENCH_CONNECTIONS, default 8) with one server key and one
   context: requests/s, p50 and p99. Needs wrk; SCALE_SKIP=http leaves it out.
 
-$DB_URL names a PostgreSQL database the script creates (dropping one of that name first)
-and drops when it ends; $REDIS_URL the cache. SCALE_SIZES=S,M runs some sizes only;
+$DB_URL names the PostgreSQL server: the script creates a database of its own there,
+flags_bench_scale (dropping one of that name first; never the database $DB_URL names), and
+drops it when it ends; $REDIS_URL the cache. SCALE_SIZES=S,M runs some sizes only;
 SCALE_SKIP=import,http leaves out the import, the HTTP measure or both.
 Prints a Markdown table.
 """
