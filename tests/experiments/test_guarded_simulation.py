@@ -240,7 +240,7 @@ def test_a_clearly_worse_variant_is_rolled_back_and_its_users_get_the_control(si
         # so did it to every user after it, through the pass past the cancelled step.
         at = next(index for index, look in enumerate(looks) if look[0][flag]["status"] == "tripped")
         assert looks[at][2][flag] is True, flag
-        units_after = sum(WORSE_UNITS for _ in range(at + 1, LOOKS))
+        units_after = WORSE_UNITS * (LOOKS - 1 - at)
         assert rollouts.controlled.get(flag, 0) == units_after, flag
         assert final[flag] is True, flag
 
