@@ -95,6 +95,30 @@ def test_a_lower_version_answered_once_is_never_served(server, make_client):
     assert served == [8]
 
 
+def test_a_version_announced_but_served_late_is_fetched_without_waiting_for_the_poll(
+    server, make_client
+):
+    """The instance answering is still compiling the change (a busy machine) past the
+    catch-up window: the client keeps asking, less and less often, instead of serving the
+    old version until the stream's safety poll (300 s) or another change."""
+    client = make_client()
+    wait_for(lambda: client.version == 7 and server.hits[DOCUMENT] >= 2, 5)
+    old = server.doc
+    server.change(8, announce=False)
+    newest, server.doc = server.doc, old
+    started = time.monotonic()
+    server.publish(event(8))
+    time.sleep(3.5)  # past the catch-up window (about 1.5 s)
+    assert client.version == 7
+    asked = server.hits_since(DOCUMENT, started)
+    server.doc = newest
+
+    wait_for(lambda: client.version == 8, 5)
+    # The five quick retries, then about one a second (`poll_interval` here, 30 s by
+    # default, is the slowest): no flood while the instance lags.
+    assert asked <= 12, asked
+
+
 def test_a_new_version_compiles_only_the_flags_it_changed(server, make_client):
     client = make_client()
     wait_for(lambda: client.version == 7, 5)

@@ -85,6 +85,8 @@ class Updater:
         self._wanted_version: int | None = None
         self._last_event_fetch = float("-inf")
         self._catch_up = 0
+        # Past the quick catch-up, still behind an announced version: (version, next pause).
+        self._behind: tuple[int, float] | None = None
         self._recheck_at: float | None = None  # catch-up, or confirming a lower version
         self._lower_since: float | None = None
         self._refusal_lock = threading.Lock()
@@ -157,6 +159,8 @@ class Updater:
             self._wanted_since = time.monotonic()
             self._wanted_version = version
             self._catch_up = 0
+            if version is not None:
+                self._behind = None  # the quick catch-up starts again for it
         elif version is not None:
             current = self._wanted_version
             self._wanted_version = version if current is None else max(current, version)
@@ -279,11 +283,34 @@ class Updater:
                 elif self._catch_up < len(CATCH_UP_DELAYS):
                     pause = CATCH_UP_DELAYS[self._catch_up]
                     self._catch_up += 1
-                    recheck = time.monotonic() + pause
-                    self._recheck_at = min(self._recheck_at or recheck, recheck)
-                else:  # the next event or poll will tell
+                    self._recheck_in(pause)
+                else:
+                    # Still behind what the stream announced (the instance is busy compiling
+                    # it, or missed it): ask again less and less often, up to the poll
+                    # without a stream, rather than serve the old version until the
+                    # stream's safety poll.
                     self._wanted_since = None
+                    first = min(2 * CATCH_UP_DELAYS[-1], self.options.poll_interval)
+                    self._behind = (wanted, first)
+                    self._slow_catch_up(served)
+            elif self._behind is not None:
+                self._slow_catch_up(served)
         self.client._attempted(ok=True)
+
+    def _recheck_in(self, pause: float) -> None:
+        recheck = time.monotonic() + pause
+        self._recheck_at = min(self._recheck_at or recheck, recheck)
+
+    def _slow_catch_up(self, served: int | None) -> None:
+        """Under `_changed`: the next fetch while behind an announced version, if still."""
+        if self._behind is None:
+            return
+        version, pause = self._behind
+        if served is not None and served >= version:
+            self._behind = None
+            return
+        self._recheck_in(pause)
+        self._behind = (version, min(2 * pause, self.options.poll_interval))
 
     def _failed(self, why: str, at_least: float | None = None) -> None:
         """Nothing is fetched again before a back-off (or the server's Retry-After) passes."""
