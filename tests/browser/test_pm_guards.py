@@ -126,5 +126,8 @@ def test_a_pm_starts_a_guarded_stepped_rollout_from_the_flag_page(
     assert (guard.metric.key, guard.tolerance, guard.rollout) == ("purchase", 1.5, steps[0].rollout)
     row = browser.find_element(By.ID, f"guard-{guard.pk}")
     assert "on against off" in row.text and "active" in row.text
+    # Proposals are made on the flag page; the JSON box stays folded away.
+    assert not browser.find_element(By.NAME, "changes").is_displayed()
+    assert "Propose a change as JSON" in page_text(browser)
     screenshot(browser, "stepped-rollout-started", window=(1400, 1000))
     assert clicks.count == 6

@@ -29,6 +29,15 @@ def test_the_flag_page_links_to_versions_and_evaluations(setup, client):
     assert f"/admin/flags/changerequest/versions/{config.pk}/" in page.content.decode()
 
 
+def test_versions_page_sends_proposals_to_the_flag_page_and_keeps_json_folded(setup, client):
+    _, flag, _ = setup
+    config = factories.config(flag, "development")
+    page = client.get(f"/admin/flags/changerequest/versions/{config.pk}/").content.decode()
+    assert f'make it on <a href="/admin/flags/flag/{flag.pk}/change/">the flag\'s page</a>' in page
+    folded = page.split('<details class="flag-propose-json">', 1)[1].split("</details>", 1)[0]
+    assert '<textarea name="changes"' in folded and "Propose for review" in folded
+
+
 def test_versions_page_shows_the_diff_and_restores(setup, client):
     _, flag, _ = setup
     config = factories.config(flag, "development")
