@@ -30,6 +30,7 @@ from evaluation.credentials import Credential, CredentialError, authenticate
 from evaluation.engine import ErrorCode, EvaluationResult, Reason, Snapshot, compile_document
 from evaluation.streams import OFREP_EVENT_STREAMS
 from flags.api.errors import error_body
+from flagsite import metrics
 from flagsite.metrics import record_evaluations
 
 
@@ -354,14 +355,23 @@ def _prepare(
     return credential, snapshot, context, etag
 
 
-def _record(credential: Credential, context: dict, results: Iterable[EvaluationResult]) -> None:
+def _record(
+    credential: Credential,
+    context: dict,
+    results: Iterable[EvaluationResult],
+    fixed: _BulkPlan | None = None,
+) -> None:
     """Count the evaluations; with a targetingKey, record its first exposures to splits;
-    note the attribute names asked with (the admin's condition builder suggests them)."""
+    note the attribute names asked with (the admin's condition builder suggests them).
+    `fixed`: a bulk answer's fixed flags, counted together besides `results`."""
     exposures.record(credential.environment_id, results)
+    if fixed is not None:
+        exposures.record_together(fixed.exposed)
     attributes.note(credential.environment_id, context)
     unit = context.get("targetingKey")
     if unit is not None:
-        events.expose(credential.environment_id, unit, results)
+        splits = results if fixed is None else (*fixed.splits, *results)
+        events.expose(credential.environment_id, unit, splits)
 
 
 # --- native ---------------------------------------------------------------------------------
@@ -548,9 +558,9 @@ def ofrep_flags(request: Request) -> Answer:
     dependent = None if plan is None else snapshot.evaluate_dependent(context)
     if plan is None or dependent is None or len(dependent) != len(plan.slots):
         return _ofrep_bulk(credential, snapshot, context, etag)
-    results = (*plan.fixed, *dependent.values())
-    record_evaluations(results)
-    _record(credential, context, results)
+    record_evaluations(dependent.values())
+    metrics.record_evaluations_together(plan.counted)
+    _record(credential, context, dependent.values(), fixed=plan)
     items = _encoded_items(credential, snapshot, dependent.values())
     if items is None:  # an answer with no UTF-8 form: encoded whole, with escapes
         fixed = snapshot.fixed_answers
@@ -599,7 +609,11 @@ class _BulkPlan:
     snapshot: Snapshot
     body: tuple[bytes, ...]
     slots: tuple[int, ...]
-    fixed: tuple[EvaluationResult, ...]
+    # The fixed flags' evaluations and exposure counts, each counted once a request, and
+    # those of them that are splits (first exposures are recorded per unit).
+    counted: metrics.CountedTogether
+    exposed: exposures.Together
+    splits: tuple[EvaluationResult, ...]
 
 
 # environment id -> (its snapshot, its plan, or None when a fixed item has no UTF-8 form)
@@ -612,12 +626,13 @@ def _bulk_plan(credential: Credential, snapshot: Snapshot) -> _BulkPlan | None:
         return entry[1]
     fixed = snapshot.fixed_answers
     items = _encoded_items(credential, snapshot, fixed.values())
-    plan = None if items is None else _planned(snapshot, dict(zip(fixed, items, strict=True)))
+    encoded = None if items is None else dict(zip(fixed, items, strict=True))
+    plan = None if encoded is None else _planned(credential.environment_id, snapshot, encoded)
     _bulk_plans[credential.environment_id] = (snapshot, plan)
     return plan
 
 
-def _planned(snapshot: Snapshot, encoded: dict[str, bytes]) -> _BulkPlan:
+def _planned(environment_id: int, snapshot: Snapshot, encoded: dict[str, bytes]) -> _BulkPlan:
     body: list[bytes] = []
     slots: list[int] = []
     run: list[bytes] = []
@@ -634,7 +649,14 @@ def _planned(snapshot: Snapshot, encoded: dict[str, bytes]) -> _BulkPlan:
     if run:
         body.append(b",".join(run))
     fixed = tuple(snapshot.fixed_answers.values())
-    return _BulkPlan(snapshot, tuple(body), tuple(slots), fixed)
+    return _BulkPlan(
+        snapshot,
+        tuple(body),
+        tuple(slots),
+        counted=metrics.CountedTogether(fixed),
+        exposed=exposures.Together(environment_id, fixed),
+        splits=tuple(result for result in fixed if result.reason == Reason.SPLIT),
+    )
 
 
 _bulk_tails: dict[int, tuple[Snapshot, bytes]] = {}

@@ -24,7 +24,7 @@ import operator
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -54,11 +54,31 @@ MAX_COUNTERS = 50_000
 Key = tuple[int, str, str, str, int]  # environment id, flag key, variant, reason, hour
 
 
+class Together:
+    """The counters a bulk answer adds one to on every request (its flags whose answer is the
+    same for every context): one batch entry a request and hour, spread over them at the
+    flush, so a thousand fixed flags cost one increment instead of a thousand."""
+
+    __slots__ = ("environment_id", "counters")
+
+    def __init__(self, environment_id: int, results: Iterable[EvaluationResult]) -> None:
+        self.environment_id = environment_id
+        self.counters = tuple(
+            (result.flag_key, result.variant or "", result.reason)
+            for result in results
+            if result.error_code != ErrorCode.FLAG_NOT_FOUND
+        )
+
+
+# A batch entry: one counter, or a Together counted in an hour.
+Entry = Key | tuple[Together, int]
+
+
 def _flush_batch() -> int:
     return flush()
 
 
-_batch: Batch[Key, int] = Batch(
+_batch: Batch[Entry, int] = Batch(
     "exposure", flush=_flush_batch, merge=operator.add, limit=MAX_COUNTERS
 )
 
@@ -82,6 +102,27 @@ def record(environment_id: int, results: Iterable[EvaluationResult]) -> None:
             counts[key] = counts.get(key, 0) + 1
         size = len(counts)
     _batch.started(size)
+
+
+def record_together(together: Together) -> None:
+    """Count one evaluation of each of `together`'s flags."""
+    _batch.add((together, int(time.time()) // HOUR * HOUR), 1)
+
+
+def _spread(taken: dict[Entry, int]) -> dict[Key, int]:
+    """The batch's entries as counters: each Together's count added to each of its own."""
+    counts: dict[Key, int] = {}
+    for entry, count in taken.items():
+        if len(entry) == 2:
+            together, hour = entry
+            assert isinstance(together, Together)
+            environment_id = together.environment_id
+            for flag_key, variant, reason in together.counters:
+                key = (environment_id, flag_key, variant, reason, hour)
+                counts[key] = counts.get(key, 0) + count
+        else:
+            counts[entry] = counts.get(entry, 0) + count
+    return counts
 
 
 def add(
@@ -130,7 +171,7 @@ def _storable(counts: dict[Key, int]) -> dict[Key, int]:
 
 def flush() -> int:
     """Move this process's counters to Redis (or the database); the number of counters."""
-    counts = _batch.take()
+    counts = _spread(_batch.take())
     if not counts:
         return 0
     if settings.REDIS_URL:
@@ -142,7 +183,7 @@ def flush() -> int:
     try:
         _to_database(counts)
     except Exception:
-        _batch.give_back(counts)
+        _batch.give_back(cast(dict[Entry, int], counts))  # each counter on its own now
         raise
     return len(counts)
 

@@ -221,3 +221,45 @@ def test_a_bulk_answer_is_revalidated_with_its_etag(client, environment, server_
         HTTP_IF_NONE_MATCH=first["ETag"],
     )
     assert again.status_code == 304 and again.content == b""
+
+
+def _counted(environment) -> tuple[dict, dict, set]:
+    """What the bulk answers to CONTEXTS (three times over) counted: exposure counters,
+    evaluations by flag and reason, and first exposures."""
+    from django.test import Client
+
+    from evaluation import events, exposures
+    from flags.models import ExposureCount, UnitExposure
+    from flagsite import metrics
+
+    exposures.drain()  # what earlier requests counted, out of the way
+    events.drain()
+    ExposureCount.objects.all().delete()
+    UnitExposure.objects.all().delete()
+    events._seen.clear()
+    metrics.take_evaluations()
+    client, key = Client(), api_key(environment, "server")
+    for _ in range(3):
+        for context in CONTEXTS:
+            assert _post(client, BULK, context, key).status_code == 200
+    evaluated = metrics.take_evaluations()
+    exposures.drain()  # through Redis when there is one, as the scheduler does
+    events.drain()
+    counts = {
+        (row.flag_key, row.variant, row.reason): row.count for row in ExposureCount.objects.all()
+    }
+    firsts = set(UnitExposure.objects.values_list("flag_key", "variant", "unit"))
+    return counts, evaluated, firsts
+
+
+def test_a_bulk_answer_counts_every_flag_as_answering_flag_by_flag_did(environment, monkeypatch):
+    fast = _counted(environment)
+    monkeypatch.setattr(Snapshot, "evaluate_dependent", lambda self, context: None)
+    slow = _counted(environment)
+    counts, evaluated, firsts = fast
+    assert (counts, evaluated, firsts) == slow
+    # Every flag counted once a request, fixed or not: 3 rounds of the contexts.
+    assert sum(counts.values()) == 3 * len(CONTEXTS) * len(_snapshot(environment).flag_keys)
+    assert counts[("c-static", "on", "DEFAULT")] == counts[("b-off", "off", "DISABLED")] == 21
+    assert sum(evaluated.values()) == sum(counts.values())
+    assert {flag for flag, _, _ in firsts} == {"e-split", "j-staff-split"}
