@@ -67,7 +67,9 @@ def test_a_version_that_goes_back_and_stays_back_is_served(server, make_client, 
     server.change(6)  # and changes go on from there
     wait_for(lambda: client.version == 6, 3)
 
-    # A client starting from the old file follows the server too.
+    # A client starting from the old file follows the server too. (The first one is gone,
+    # as in a restart: it saves each version it serves, just after it serves it.)
+    client.close()
     bootstrap.write_text(json.dumps(document(1000)))
     restarted = make_client(bootstrap_path=bootstrap)
     assert restarted.version == 1000
