@@ -14,7 +14,6 @@ Last, the worker flushes what its requests batched in memory (exposure counts, e
 first exposures; `EXIT_FLUSH_SECONDS` at most), so a graceful stop loses none of it.
 """
 
-import asyncio
 import os
 import sys
 import tempfile
@@ -77,7 +76,7 @@ class StreamClosingServer(Server):
         # is flushed now rather than lost with the process.
         from evaluation.batches import flush_before_exit
 
-        await asyncio.to_thread(flush_before_exit, EXIT_FLUSH_SECONDS)
+        flush_before_exit(EXIT_FLUSH_SECONDS)  # bounded by its own thread's join
 
 
 class StreamClosingWorker(UvicornWorker):

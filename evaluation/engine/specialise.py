@@ -80,7 +80,7 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
 
     The factory takes the flag's targets, the hash function, the SharedContext class, then
     the cells of each rule in order: per string-set test (attribute, strings, predicate), per
-    other test, segments' included (predicate),
+    other test, a segment read included (predicate),
     then per serving (result), (missing-key result, salt, the result of each bucket, bucket
     count) for a key table, or (serve function).
     """

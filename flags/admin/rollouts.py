@@ -87,11 +87,12 @@ def _rollout_form(post, now: datetime) -> dict:
     start = post.get("start", "").strip()
     if start:
         try:
-            first = datetime.fromisoformat(start).replace(tzinfo=UTC)
+            first = datetime.fromisoformat(start)
         except ValueError:
             raise ValidationError(
                 {"start": f"a date and time (UTC) like 2027-01-31T09:00, not {start[:40]!r}"}
             ) from None
+        first = first if first.tzinfo else first.replace(tzinfo=UTC)  # the box's is UTC
     data: dict[str, object] = {
         "variant": post.get("variant", ""),
         "towards": post.get("towards") or None,
