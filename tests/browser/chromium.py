@@ -102,13 +102,18 @@ def log_in(browser: Any, live_server: Any, username: str) -> None:
 
 
 def page_text(browser: Any) -> str:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
 
     try:
         return browser.find_element(By.TAG_NAME, "body").text
     except StaleElementReferenceException:  # the next page is replacing this one
         return ""
+    except WebDriverException as error:
+        # The same, as newer Chromium builds (156.0.8078.114) report it.
+        if "does not belong to the document" in str(error):
+            return ""
+        raise
 
 
 def screenshot(
