@@ -18,10 +18,13 @@ not per request.
 A new version is compiled with the old snapshot (reusing what it compiled of the flags the
 version left unchanged) from a document built with the old document's entries (see
 evaluation.documents). In a server process the `Refresher` thread does it, told by
-evaluation.broadcast or by a request that found the version moved on, and every request is
-answered from the old snapshot until the new one is in place; elsewhere the request that
-finds a new version compiles it while the others are answered from the old snapshot. The
-process that made a change compiles it as the change commits (`environments_changed`).
+evaluation.broadcast, or by a request whose snapshot is due for a version check: there the
+refresher asks the stores too, so no request waits for one while its process holds a
+snapshot of the environment, and every request is answered from the old snapshot until the
+new one is in place. Elsewhere (management commands, tests) the request that is due asks
+the stores itself, and the one that finds a new version compiles it while the others are
+answered from the old snapshot. The process that made a change compiles it as the change
+commits (`environments_changed`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class _Entry:
     snapshot: Snapshot
     checked_at: float  # when the version was last asked for (or given up on, in an outage)
     confirmed_at: float  # when a store last said this snapshot is the current version
+    label: str = ""  # project/environment, as the snapshot age metric names it
 
 
 _entries: dict[int, _Entry] = {}
@@ -172,7 +176,9 @@ def snapshot(environment_id: int) -> Snapshot | None:
     if current is None or served is None:
         return current
     metrics.record_cache(served is entry)
-    metrics.set_snapshot_age(_label(current), time.monotonic() - served.confirmed_at)
+    if not served.label:
+        served.label = _label(current)
+    metrics.set_snapshot_age(served.label, time.monotonic() - served.confirmed_at)
     return current
 
 
@@ -182,6 +188,11 @@ def _label(current: Snapshot) -> str:
 
 def _snapshot(environment_id: int, entry: _Entry | None, now: float) -> Snapshot | None:
     if entry is not None and now - entry.checked_at < VERSION_CHECK_SECONDS:
+        return entry.snapshot
+    if entry is not None and refresh_soon(environment_id):
+        # In a server process the refresher asks the stores, and compiles what is new, while
+        # the requests are answered from the snapshot held: no request waits for a store.
+        entry.checked_at = now
         return entry.snapshot
     try:
         version = current_version(environment_id)
@@ -194,9 +205,6 @@ def _snapshot(environment_id: int, entry: _Entry | None, now: float) -> Snapshot
         return entry.snapshot if entry else None
     if entry is not None and entry.snapshot.version >= version:
         entry.checked_at = entry.confirmed_at = now
-        return entry.snapshot
-    if entry is not None and refresh_soon(environment_id):
-        entry.checked_at = now  # the refresher swaps the new one in; this one meanwhile
         return entry.snapshot
     return _refresh(environment_id, version, now)
 
@@ -258,7 +266,10 @@ def refresh(environment_id: int) -> None:
     except StoreUnavailable:
         return
     entry = _entries.get(environment_id)
-    if version is None or entry is None or entry.snapshot.version >= version:
+    if version is None or entry is None:
+        return
+    if entry.snapshot.version >= version:
+        entry.confirmed_at = time.monotonic()
         return
     with _lock:
         _compile_newer(environment_id, version, time.monotonic())
@@ -322,8 +333,8 @@ class Refresher:
 
 
 def refresh_soon(environment_id: int) -> bool:
-    """Have the process's refresher compile the environment's new version, if it runs (a
-    server process: started with the ASGI lifespan) and this process holds a
+    """Have the process's refresher check the environment's version and compile a new one,
+    if it runs (a server process: started with the ASGI lifespan) and this process holds a
     snapshot of the environment; whether it will."""
     refresher = Refresher.current
     if refresher is None or refresher.pid != os.getpid() or environment_id not in _entries:

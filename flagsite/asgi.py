@@ -67,7 +67,7 @@ async def _lifespan(receive, send) -> None:
                 await Broadcaster.current.stop()
             if Refresher.current is not None:
                 await sync_to_async(Refresher.current.stop)()
-            metrics.flush_evaluations()  # the last second's evaluations, counted
+            metrics.flush_pending()  # the last second's samples, counted
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -88,10 +89,12 @@ class EvaluationResult(Protocol):
     def reason(self) -> str: ...
 
 
-# Evaluations are counted here first and added to the counter about every
-# EVALUATION_FLUSH_SECONDS (and before this process answers /metrics): a bulk evaluation
-# counts fifty flags, and fifty counter increments would cost more than the evaluation.
-EVALUATION_FLUSH_SECONDS = 1.0
+# Samples taken on the request path are counted here first and added to prometheus-client
+# about every FLUSH_SECONDS, and before this process answers /metrics (`flush_pending`): a
+# bulk evaluation counts fifty flags, and in multiprocess mode every increment writes to a
+# memory-mapped file, so the counters and histogram of every request, one at a time, cost
+# more than the evaluation itself.
+FLUSH_SECONDS = 1.0
 _pending: dict[tuple[str, str], int] = {}
 _pending_lock = threading.Lock()
 
@@ -108,6 +111,12 @@ class CountedTogether:
 
 
 _pending_together: dict[CountedTogether, int] = {}
+# (route, method, status) -> [requests, seconds in all, requests per latency bucket]; the
+# last bucket is the histogram's +Inf.
+_pending_requests: dict[tuple[str, str, int], list] = {}
+# [hits, misses] of the snapshot cache; environment -> (age of the snapshot served, when).
+_pending_cache = [0, 0]
+_pending_ages: dict[str, float] = {}
 _flusher: threading.Thread | None = None
 
 
@@ -143,11 +152,39 @@ def take_evaluations() -> dict[tuple[str, str], int]:
     return taken
 
 
-def flush_evaluations() -> None:
-    """Add the evaluations counted since the last flush to `flags_evaluations_total`."""
-    taken = take_evaluations()
-    for (flag, reason), count in taken.items():
+def flush_pending() -> None:
+    """Add what was counted since the last flush to the metrics: evaluations, requests and
+    their latency, snapshot cache look-ups and ages."""
+    for (flag, reason), count in take_evaluations().items():
         EVALUATIONS.labels(flag, str(reason)).inc(count)
+    with _pending_lock:
+        requests = dict(_pending_requests)
+        _pending_requests.clear()
+        hits, misses = _pending_cache
+        _pending_cache[:] = [0, 0]
+        ages = dict(_pending_ages)
+        _pending_ages.clear()
+    for (route, method, status), (count, seconds, buckets) in requests.items():
+        REQUESTS.labels(route, method, str(status)).inc(count)
+        _add_latencies(REQUEST_LATENCY.labels(route, method), seconds, buckets)
+    if hits:
+        _CACHE_HIT.inc(hits)
+    if misses:
+        _CACHE_MISS.inc(misses)
+    for environment_key, age in ages.items():
+        gauge = _ages.get(environment_key)
+        if gauge is None:
+            gauge = _ages[environment_key] = SNAPSHOT_AGE.labels(environment_key)
+        gauge.set(age)
+
+
+def _add_latencies(histogram: Histogram, seconds: float, buckets: list[int]) -> None:
+    """Add requests counted per bucket to a histogram child, as that many `observe` calls
+    would (prometheus-client 0.26: a value per bucket, not cumulative, and the sum)."""
+    histogram._sum.inc(seconds)  # noqa: SLF001 - one write for many observations
+    for index, count in enumerate(buckets):
+        if count:
+            histogram._buckets[index].inc(count)  # noqa: SLF001
 
 
 def _start_flusher() -> None:
@@ -161,13 +198,16 @@ def _start_flusher() -> None:
 
 def _flush_forever() -> None:
     while True:
-        time.sleep(EVALUATION_FLUSH_SECONDS)
-        flush_evaluations()
+        time.sleep(FLUSH_SECONDS)
+        flush_pending()
 
 
 def record_cache(hit: bool) -> None:
     """Count one snapshot cache look-up."""
-    (_CACHE_HIT if hit else _CACHE_MISS).inc()
+    with _pending_lock:
+        _pending_cache[0 if hit else 1] += 1
+    if _flusher is None:
+        _start_flusher()
 
 
 def record_dropped_exposures(why: str, count: int = 1) -> None:
@@ -190,29 +230,33 @@ def stream_closed() -> None:
 
 # Labelled children, looked up once: `labels()` costs more than the increment.
 _ages: dict[str, Gauge] = {}
-_requests: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
 
 def set_snapshot_age(environment_key: str, seconds: float) -> None:
-    """Record how old the snapshot version served for an environment is."""
-    gauge = _ages.get(environment_key)
-    if gauge is None:
-        gauge = _ages[environment_key] = SNAPSHOT_AGE.labels(environment_key)
-    gauge.set(seconds)
+    """Record how old the snapshot version served for an environment is (the gauge shows
+    the last age recorded before each flush)."""
+    with _pending_lock:
+        _pending_ages[environment_key] = seconds
+    if _flusher is None:
+        _start_flusher()
+
+
+_BUCKETS = len(_LATENCY_BUCKETS) + 1  # and +Inf
 
 
 def record_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count one answered request; called by flagsite.requestlog for every request."""
-    children = _requests.get((route, method, status))
-    if children is None:
-        if len(_requests) > 10_000:
-            _requests.clear()  # bounded, whatever methods clients make up
-        children = _requests[(route, method, status)] = (
-            REQUESTS.labels(route, method, str(status)),
-            REQUEST_LATENCY.labels(route, method),
-        )
-    children[0].inc()
-    children[1].observe(seconds)
+    key = (route, method, status)
+    with _pending_lock:
+        sample = _pending_requests.get(key)
+        if sample is None:
+            sample = _pending_requests[key] = [0, 0.0, [0] * _BUCKETS]
+        sample[0] += 1
+        sample[1] += seconds
+        # The first bucket whose bound is at least `seconds`, as Histogram.observe picks.
+        sample[2][bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+    if _flusher is None:
+        _start_flusher()
 
 
 def _from_private_network(request: HttpRequest) -> bool:
@@ -242,7 +286,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
             status=403,
             content_type="text/plain",
         )
-    flush_evaluations()
+    flush_pending()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -80,6 +80,44 @@ def test_requests_are_counted_by_route_name_not_raw_path(client):
     )
 
 
+def test_request_latencies_fill_the_histogram_as_one_observation_each(client):
+    """Latencies are counted per bucket in process and added at the flush: the histogram is
+    what prometheus-client's `observe` of each one would give, bucket by bucket."""
+    from prometheus_client import Histogram
+
+    def histogram(route: str) -> dict[str, float]:
+        found = {"count": 0.0, "sum": 0.0}
+        response = client.get("/metrics")
+        for family in text_string_to_metric_families(response.content.decode()):
+            for one in family.samples:
+                if one.labels.get("route") != route or not one.name.startswith(
+                    "flags_http_request_duration_seconds"
+                ):
+                    continue
+                if one.name.endswith("_bucket"):
+                    found[one.labels["le"]] = one.value
+                elif one.name.endswith(("_count", "_sum")):
+                    found[one.name.rsplit("_", 1)[1]] = one.value
+        return found
+
+    latencies = [0.0004, 0.001, 0.0010001, 0.003, 0.003, 0.04, 0.9, 1.0, 7.5, 120.0]
+    for seconds in latencies:
+        metrics.record_request("latency-probe", "POST", 200, seconds)
+    measured = histogram("latency-probe")
+    expected = Histogram("probe_seconds", "", buckets=metrics._LATENCY_BUCKETS, registry=None)
+    for seconds in latencies:
+        expected.observe(seconds)
+    wanted = {"count": float(len(latencies)), "sum": pytest.approx(sum(latencies))}
+    for one in expected.collect()[0].samples:
+        if one.name.endswith("_bucket"):
+            wanted[one.labels["le"]] = one.value
+    assert measured == wanted
+    assert measured["0.001"] == 2 and measured["+Inf"] == len(latencies)
+    assert sample(
+        client, "flags_http_requests_total", route="latency-probe", method="POST", status="200"
+    ) == len(latencies)
+
+
 def test_unresolved_paths_share_one_route_label(client):
     before = sample(
         client, "flags_http_requests_total", route="unresolved", method="GET", status="404"
