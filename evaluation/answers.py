@@ -554,8 +554,8 @@ def ofrep_flags(request: Request) -> Answer:
     if isinstance(prepared, Answer):
         return prepared
     credential, snapshot, context, etag = prepared
-    plan = _bulk_plan(credential, snapshot) if credential.is_server else None
-    dependent = None if plan is None else snapshot.evaluate_dependent(context)
+    plan = _bulk_plan(credential, snapshot)
+    dependent = None if plan is None else _dependent(credential, snapshot, plan, context)
     if plan is None or dependent is None or len(dependent) != len(plan.slots):
         return _ofrep_bulk(credential, snapshot, context, etag)
     record_evaluations(dependent.values())
@@ -564,13 +564,25 @@ def ofrep_flags(request: Request) -> Answer:
     items = _encoded_items(credential, snapshot, dependent.values())
     if items is None:  # an answer with no UTF-8 form: encoded whole, with escapes
         fixed = snapshot.fixed_answers
-        ordered = [fixed[key] if key in fixed else dependent[key] for key in snapshot.flag_keys]
+        ordered = [dependent[key] if key in dependent else fixed[key] for key in plan.keys]
         return _ofrep_bulk_body(credential, snapshot, ordered, etag)
     body = list(plan.body)
     for slot, item in zip(plan.slots, items, strict=True):
         body[slot] = item
     tail = _bulk_tail(credential.environment_id, snapshot)
     return _raw(b'{"flags":[' + b",".join(body) + tail, etag=etag)
+
+
+def _dependent(
+    credential: Credential, snapshot: Snapshot, plan: _BulkPlan, context: dict
+) -> dict[str, EvaluationResult] | None:
+    """The answers of the flags the plan leaves to each request, in document order."""
+    if credential.is_server:
+        return snapshot.evaluate_dependent(context)
+    # A client key's visible flags, one by one, as `_evaluate_all` evaluates them. The
+    # context was read by `_read_context`, so the engine refuses none of it (an object, its
+    # targetingKey a string if any, valid Unicode throughout): the fixed answers hold.
+    return {key: snapshot.evaluate(key, context) for key in plan.dependent}
 
 
 def _ofrep_bulk(credential: Credential, snapshot: Snapshot, context: dict, etag: str) -> Answer:
@@ -600,15 +612,18 @@ def _ofrep_bulk_body(
 
 @dataclass(frozen=True, slots=True)
 class _BulkPlan:
-    """A server key's OFREP bulk answer, as far as it is the same for every context: the
-    items of the flags whose answer is fixed (`Snapshot.fixed_answers`), encoded and
-    joined once per snapshot, each run of them between two flags that depend on the
-    context one element of `body`; `slots` are the elements that those flags' items fill,
-    in document order."""
+    """An OFREP bulk answer for one audience (server or client keys), as far as it is the
+    same for every context: the items of the flags it shows whose answer is fixed
+    (`Snapshot.fixed_answers`), encoded and joined once per snapshot, each run of them
+    between two flags that depend on the context one element of `body`; `slots` are the
+    elements that those flags' items fill, and `dependent` their keys, in document order;
+    `keys` every flag the answer shows."""
 
     snapshot: Snapshot
+    keys: tuple[str, ...]
     body: tuple[bytes, ...]
     slots: tuple[int, ...]
+    dependent: tuple[str, ...]
     # The fixed flags' evaluations and exposure counts, each counted once a request, and
     # those of them that are splits (first exposures are recorded per unit).
     counted: metrics.CountedTogether
@@ -616,27 +631,44 @@ class _BulkPlan:
     splits: tuple[EvaluationResult, ...]
 
 
-# environment id -> (its snapshot, its plan, or None when a fixed item has no UTF-8 form)
-_bulk_plans: dict[int, tuple[Snapshot, _BulkPlan | None]] = {}
+# (environment id, server keys?) -> (its snapshot, its plan, or None when a fixed item has
+# no UTF-8 form)
+_bulk_plans: dict[tuple[int, bool], tuple[Snapshot, _BulkPlan | None]] = {}
 
 
 def _bulk_plan(credential: Credential, snapshot: Snapshot) -> _BulkPlan | None:
-    entry = _bulk_plans.get(credential.environment_id)
+    audience = (credential.environment_id, credential.is_server)
+    entry = _bulk_plans.get(audience)
     if entry is not None and entry[0] is snapshot:
         return entry[1]
-    fixed = snapshot.fixed_answers
+    if credential.is_server:
+        keys = tuple(snapshot.flag_keys)
+        fixed = dict(snapshot.fixed_answers)
+    else:
+        keys = _client_view(credential.environment_id, snapshot).keys
+        every = snapshot.fixed_answers
+        fixed = {key: every[key] for key in keys if key in every}
     items = _encoded_items(credential, snapshot, fixed.values())
-    encoded = None if items is None else dict(zip(fixed, items, strict=True))
-    plan = None if encoded is None else _planned(credential.environment_id, snapshot, encoded)
-    _bulk_plans[credential.environment_id] = (snapshot, plan)
+    plan = None
+    if items is not None:
+        encoded = dict(zip(fixed, items, strict=True))
+        plan = _planned(credential.environment_id, snapshot, keys, fixed, encoded)
+    _bulk_plans[audience] = (snapshot, plan)
     return plan
 
 
-def _planned(environment_id: int, snapshot: Snapshot, encoded: dict[str, bytes]) -> _BulkPlan:
+def _planned(
+    environment_id: int,
+    snapshot: Snapshot,
+    keys: tuple[str, ...],
+    fixed: dict[str, EvaluationResult],
+    encoded: dict[str, bytes],
+) -> _BulkPlan:
     body: list[bytes] = []
     slots: list[int] = []
+    dependent: list[str] = []
     run: list[bytes] = []
-    for key in snapshot.flag_keys:
+    for key in keys:
         item = encoded.get(key)
         if item is not None:
             run.append(item)
@@ -645,17 +677,20 @@ def _planned(environment_id: int, snapshot: Snapshot, encoded: dict[str, bytes])
             body.append(b",".join(run))
             run = []
         slots.append(len(body))
+        dependent.append(key)
         body.append(b"")  # this flag's item, encoded per request
     if run:
         body.append(b",".join(run))
-    fixed = tuple(snapshot.fixed_answers.values())
+    results = tuple(fixed.values())
     return _BulkPlan(
         snapshot,
+        keys,
         tuple(body),
         tuple(slots),
-        counted=metrics.CountedTogether(fixed),
-        exposed=exposures.Together(environment_id, fixed),
-        splits=tuple(result for result in fixed if result.reason == Reason.SPLIT),
+        tuple(dependent),
+        counted=metrics.CountedTogether(results),
+        exposed=exposures.Together(environment_id, results),
+        splits=tuple(result for result in results if result.reason == Reason.SPLIT),
     )
 
 

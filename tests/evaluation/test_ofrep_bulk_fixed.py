@@ -263,3 +263,98 @@ def test_a_bulk_answer_counts_every_flag_as_answering_flag_by_flag_did(environme
     assert counts[("c-static", "on", "DEFAULT")] == counts[("b-off", "off", "DISABLED")] == 21
     assert sum(evaluated.values()) == sum(counts.values())
     assert {flag for flag, _, _ in firsts} == {"e-split", "j-staff-split"}
+
+
+# --- client keys: the flags made available to client-side keys, planned the same way --------
+
+CLIENT_SIDE = ("a-rule", "c-static", "d-theme", "e-split", "h-target", "k-off", "l-static")
+
+
+@pytest.fixture
+def client_environment():
+    document = json.loads(json.dumps(MIXED))
+    for key in CLIENT_SIDE:
+        document["flags"][key]["clientSide"] = True
+    loaded = load_document(document)
+    assert not loaded.refused
+    return loaded.environment
+
+
+def _without_plans(monkeypatch) -> None:
+    """Every flag's item looked up for the request, as before answers were planned."""
+    from evaluation import answers
+
+    monkeypatch.setattr(answers, "_bulk_plan", lambda credential, snapshot: None)
+
+
+def test_a_client_key_bulk_answer_is_byte_identical_to_the_unplanned_answer(
+    client, client_environment, monkeypatch
+):
+    key = api_key(client_environment, "client")
+    fast = [_post(client, BULK, context, key) for context in CONTEXTS]
+    _without_plans(monkeypatch)
+    slow = [_post(client, BULK, context, key) for context in CONTEXTS]
+    for context, fast_answer, slow_answer in zip(CONTEXTS, fast, slow, strict=True):
+        assert fast_answer.status_code == 200
+        assert fast_answer.content == slow_answer.content, context
+        assert fast_answer["ETag"] == slow_answer["ETag"]
+        shown = [item["key"] for item in fast_answer.json()["flags"]]
+        assert shown == list(CLIENT_SIDE)  # only what client keys may see, in document order
+        assert all("ruleId" not in item["metadata"] for item in fast_answer.json()["flags"])
+
+
+def test_a_client_key_bulk_answer_is_planned_apart_from_a_server_key_one(
+    client, client_environment
+):
+    from evaluation import answers
+
+    client_key = api_key(client_environment, "client")
+    server_key = api_key(client_environment, "server")
+    context = {"targetingKey": "u-7", "country": "US"}
+    as_client = _post(client, BULK, context, client_key).json()["flags"]
+    as_server = _post(client, BULK, context, server_key).json()["flags"]
+    assert len(as_server) == len(MIXED["flags"]) and len(as_client) == len(CLIENT_SIDE)
+    plans = {server: plan for (_, server), (_, plan) in answers._bulk_plans.items()}
+    assert plans[False].dependent == ("a-rule", "e-split", "h-target")
+    assert plans[True].dependent == ("a-rule", "e-split", "f-staff", "h-target", "j-staff-split")
+    # A server key's rule ids stay out of a client key's answer, fixed items included.
+    assert "ruleId" in as_server[0]["metadata"]
+    assert "ruleId" not in as_client[0]["metadata"]
+
+
+def test_a_client_key_bulk_answer_counts_as_the_unplanned_answer(client_environment, monkeypatch):
+    from django.test import Client
+
+    from evaluation import events, exposures
+    from flags.models import ExposureCount, UnitExposure
+    from flagsite import metrics
+
+    key = api_key(client_environment, "client")
+
+    def counted() -> tuple[dict, dict, set]:
+        exposures.drain()
+        events.drain()
+        ExposureCount.objects.all().delete()
+        UnitExposure.objects.all().delete()
+        events._seen.clear()
+        metrics.take_evaluations()
+        browser = Client()
+        for _ in range(3):
+            for context in CONTEXTS:
+                assert _post(browser, BULK, context, key).status_code == 200
+        evaluated = metrics.take_evaluations()
+        exposures.drain()
+        events.drain()
+        counts = {
+            (row.flag_key, row.variant, row.reason): row.count
+            for row in ExposureCount.objects.all()
+        }
+        return counts, evaluated, set(UnitExposure.objects.values_list("flag_key", "unit"))
+
+    fast = counted()
+    _without_plans(monkeypatch)
+    assert fast == counted()
+    counts, evaluated, firsts = fast
+    assert sum(counts.values()) == 3 * len(CONTEXTS) * len(CLIENT_SIDE)
+    assert sum(evaluated.values()) == sum(counts.values())
+    assert {flag for flag, _ in firsts} == {"e-split"}
