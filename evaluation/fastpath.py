@@ -88,6 +88,8 @@ class FastPath:
         self.limiter = throttling.evaluation_limiter()
         self.cors_paths = re.compile(getattr(settings, "CORS_URLS_REGEX", r"^.*$"))
         self.envelopes = {secure: _envelope(secure) for secure in (False, True)}
+        self.ssl_redirect = bool(settings.SECURE_SSL_REDIRECT)
+        self.proxy_ssl = _proxy_ssl_header()
         self.hosts: dict[str, bool] = {}
         # corsheaders' answer per (method, origin, private-network ask): every path served
         # here matches CORS_URLS_REGEX, and its settings are read once, as for the hosts.
@@ -124,7 +126,7 @@ class FastPath:
                 path, request, answer, request_id, admitted=admitted
             )
         status = reply.status if isinstance(reply, Answer) else reply.status_code
-        envelope = self.envelopes[_secure(scope, headers)]
+        envelope = self.envelopes[self._secure(scope, headers)]
         if "origin" in headers:
             envelope = [*self._cors(method, path, headers), *envelope]
         await _send(send, reply, envelope, request_id)
@@ -146,7 +148,11 @@ class FastPath:
         path: str = scope["path"]
         envelope = [
             *self._cors("OPTIONS", path, headers),
-            *(h for h in self.envelopes[_secure(scope, headers)] if h[0] != b"x-frame-options"),
+            *(
+                h
+                for h in self.envelopes[self._secure(scope, headers)]
+                if h[0] != b"x-frame-options"
+            ),
         ]
         await _send(send, Answer(200, b"", content_type=None), envelope, request_id)
         requestlog.record(
@@ -179,7 +185,7 @@ class FastPath:
             return False  # HEAD, another method: Django's 405
         if b"%" in scope.get("raw_path", b"") or not self.cors_paths.match(scope["path"]):
             return False
-        if settings.SECURE_SSL_REDIRECT and not _secure(scope, headers):
+        if self.ssl_redirect and not self._secure(scope, headers):
             return False
         host = headers.get("host", "")
         allowed = self.hosts.get(host)
@@ -188,6 +194,15 @@ class FastPath:
                 self.hosts.clear()  # bounded, whatever hosts clients send
             allowed = self.hosts[host] = _host_allowed(headers)
         return allowed
+
+    def _secure(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Django's `request.is_secure()`: the proxy's header when trusted, else the scheme."""
+        if self.proxy_ssl is not None:
+            name, secure_value = self.proxy_ssl
+            value = headers.get(name)
+            if value is not None:
+                return value.split(",", 1)[0].strip() == secure_value
+        return scope.get("scheme") == "https"
 
     def _in_thread(self, *args: Any, **kwargs: Any) -> Answer | HttpResponse:
         """`_answer` with a request's signals around it, as Django's handler sends them: they
@@ -241,8 +256,14 @@ def _cors_headers(method: str, path: str, headers: dict[str, str]) -> list[tuple
 
 def _headers(scope: Scope) -> dict[str, str]:
     """Lower-case names; a repeated header is joined with commas (as the WSGI door does)."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
+    raw = scope["headers"]
+    # ASGI servers give the names in lower case; the commonest request repeats none.
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    names = "".join(headers)
+    if len(headers) == len(raw) and names == names.lower():
+        return headers
+    headers = {}
+    for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]},{value}" if name in headers else value
@@ -262,15 +283,13 @@ def _host_allowed(headers: dict[str, str]) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
-def _secure(scope: Scope, headers: dict[str, str]) -> bool:
-    """Django's `request.is_secure()`: the proxy's header when trusted, else the scheme."""
+def _proxy_ssl_header() -> tuple[str, str] | None:
+    """SECURE_PROXY_SSL_HEADER as (a lower-case header name, the value that means HTTPS)."""
     proxy = settings.SECURE_PROXY_SSL_HEADER
-    if proxy is not None:
-        name, secure_value = proxy
-        value = headers.get(name.removeprefix("HTTP_").replace("_", "-").lower())
-        if value is not None:
-            return value.split(",", 1)[0].strip() == secure_value
-    return scope.get("scheme") == "https"
+    if proxy is None:
+        return None
+    name, secure_value = proxy
+    return name.removeprefix("HTTP_").replace("_", "-").lower(), secure_value
 
 
 def _envelope(secure: bool) -> list[tuple[bytes, bytes]]:

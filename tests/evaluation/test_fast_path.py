@@ -267,6 +267,23 @@ def test_a_context_sent_in_pieces_is_read_whole(environment):
     assert pieces[2] == whole[2]
 
 
+def test_header_names_in_any_case_and_repeated_headers_are_read_as_django_reads_them(
+    environment,
+):
+    key = api_key(environment, "server").encode()
+    status, headers, body = _asgi([(b"x-api-key", key)], [CONTEXT.encode()])
+    assert status == 200
+    etag = headers[b"etag"]
+    # A server that keeps the client's case, and a tag split over two headers (joined with
+    # a comma, as the WSGI door joins them): the same key, the same 304.
+    revalidated = _asgi(
+        [(b"X-API-Key", key), (b"If-None-Match", b'"other"'), (b"if-none-match", etag)],
+        [CONTEXT.encode()],
+    )
+    assert revalidated[0] == 304 and revalidated[2] == b""
+    assert revalidated[1][b"etag"] == etag
+
+
 def test_a_deeply_nested_body_is_a_400_parse_error(environment):
     key = api_key(environment, "server").encode()
     status, _, body = _asgi([(b"x-api-key", key)], [b'{"context": ' + b"[" * 10_000])
