@@ -50,7 +50,10 @@ def seed() -> None:
     project = services.project_create(key="bench", name="Bench", **system)
     environment = project.environments.get(key="production")
     for index in range(FLAGS):
-        flag = services.flag_create(project=project, key=f"flag-{index:02d}", **system)
+        # Available to client-side keys too: the browser rows evaluate them with one.
+        flag = services.flag_create(
+            project=project, key=f"flag-{index:02d}", client_side=True, **system
+        )
         config = FlagConfig.objects.get(flag=flag, environment=environment)
         rule = {
             "conditions": [
@@ -72,7 +75,10 @@ def seed() -> None:
     _, server = services.api_key_create(
         environment=environment, kind="server", name="bench", **system
     )
-    print(json.dumps({"server": server}))
+    _, browser = services.api_key_create(
+        environment=environment, kind="client", name="bench browser", **system
+    )
+    print(json.dumps({"server": server, "client": browser}))
 
 
 # A web app calling the bulk endpoint sends its Origin: CORS headers in every answer.
@@ -174,7 +180,7 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_until_up(f"{base}/healthz", server)
-            print(_run(directory, base, keys["server"], ceiling))
+            print(_run(directory, base, keys, ceiling))
         finally:
             server.terminate()
             server.wait(timeout=15)
@@ -208,7 +214,8 @@ def _ceiling(directory: str, env: dict[str, str]) -> dict[str, float]:
         server.wait(timeout=15)
 
 
-def _run(directory: str, base: str, key: str, ceiling: dict[str, float]) -> str:
+def _run(directory: str, base: str, keys: dict[str, str], ceiling: dict[str, float]) -> str:
+    key = keys["server"]
     body = json.dumps({"context": CONTEXT})
     post = {"Content-Type": "application/json", "X-API-Key": key}
     request = urllib.request.Request(f"{base}/api/v1/sdk/flags", headers={"X-API-Key": key})
@@ -223,6 +230,13 @@ def _run(directory: str, base: str, key: str, ceiling: dict[str, float]) -> str:
             "POST",
             body,
             {**post, "Origin": BROWSER_ORIGIN},
+        ),
+        (
+            f"OFREP bulk ({FLAGS} flags), client key from a browser (CORS)",
+            "/ofrep/v1/evaluate/flags",
+            "POST",
+            body,
+            {**post, "X-API-Key": keys["client"], "Origin": BROWSER_ORIGIN},
         ),
         ("SDK document (200)", "/api/v1/sdk/flags", "GET", "", {"X-API-Key": key}),
         (
