@@ -85,13 +85,13 @@ def seed() -> None:
 BROWSER_ORIGIN = "https://app.example"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _environment(directory: str, port: int) -> dict[str, str]:
+def server_environment(directory: str, port: int) -> dict[str, str]:
     env = {
         **os.environ,
         "NODE_ENV": "production",
@@ -112,7 +112,7 @@ def _environment(directory: str, port: int) -> dict[str, str]:
     return env
 
 
-def _wait_until_up(url: str, server: subprocess.Popen) -> None:
+def wait_until_up(url: str, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -125,7 +125,7 @@ def _wait_until_up(url: str, server: subprocess.Popen) -> None:
     raise SystemExit("the server did not come up within 30 s")
 
 
-def _script(directory: str, name: str, method: str, body: str, headers: dict[str, str]) -> str:
+def wrk_script(directory: str, name: str, method: str, body: str, headers: dict[str, str]) -> str:
     lines = [f'wrk.method = "{method}"']
     if body:
         lines.append(f"wrk.body = {json.dumps(body)}")
@@ -141,7 +141,7 @@ def _milliseconds(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def _wrk(url: str, script: str) -> dict[str, float]:
+def run_wrk(url: str, script: str) -> dict[str, float]:
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", script, url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
@@ -155,8 +155,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory(prefix="bench-http-") as directory:
-        port = _free_port()
-        env = _environment(directory, port)
+        port = free_port()
+        env = server_environment(directory, port)
         python = sys.executable
         subprocess.run(
             [python, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True
@@ -179,7 +179,7 @@ def main() -> None:
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_until_up(f"{base}/healthz", server)
+            wait_until_up(f"{base}/healthz", server)
             print(_run(directory, base, keys, ceiling))
         finally:
             server.terminate()
@@ -188,7 +188,7 @@ def main() -> None:
 
 def _ceiling(directory: str, env: dict[str, str]) -> dict[str, float]:
     """wrk against the raw ASGI application, under the same workers, before the product runs."""
-    port = _free_port()
+    port = free_port()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     command = [
         gunicorn,
@@ -205,10 +205,12 @@ def _ceiling(directory: str, env: dict[str, str]) -> dict[str, float]:
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/ofrep/v1/evaluate/flags/flag-07"
-        _wait_until_up(url, server)
+        wait_until_up(url, server)
         body = json.dumps({"context": CONTEXT})
-        script = _script(directory, "ceiling", "POST", body, {"Content-Type": "application/json"})
-        return _wrk(url, script)
+        script = wrk_script(
+            directory, "ceiling", "POST", body, {"Content-Type": "application/json"}
+        )
+        return run_wrk(url, script)
     finally:
         server.terminate()
         server.wait(timeout=15)
@@ -258,7 +260,7 @@ def _run(directory: str, base: str, keys: dict[str, str], ceiling: dict[str, flo
             except urllib.error.HTTPError as error:
                 if error.code != 304:
                     raise
-        result = _wrk(base + path, _script(directory, f"s{index}", method, payload, headers))
+        result = run_wrk(base + path, wrk_script(directory, f"s{index}", method, payload, headers))
         rows.append(_row(name, result, ceiling["rate"]))
     header = [
         f"wrk -t2 -c{CONNECTIONS} -d{SECONDS}s; gunicorn, "

@@ -388,17 +388,17 @@ def ofrep_bulk(environment: Environment) -> dict[str, str]:
     )
     live = Flag.objects.filter(project=environment.project, archived=False).count()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as directory:
-        port = bench_http._free_port()
+        port = bench_http.free_port()
         server = subprocess.Popen(
             [sys.executable, "manage.py", "serve"],
             cwd=ROOT,
-            env=bench_http._environment(directory, port),
+            env=bench_http.server_environment(directory, port),
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(directory, "server.log"), "w"),  # noqa: SIM115
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            bench_http._wait_until_up(f"{base}/healthz", server)
+            bench_http.wait_until_up(f"{base}/healthz", server)
             return _wrk_bulk(directory, f"{base}/ofrep/v1/evaluate/flags", key, live)
         finally:
             server.terminate()
@@ -412,7 +412,9 @@ def _wrk_bulk(directory: str, url: str, key: str, live: int) -> dict[str, str]:
         request = urllib.request.Request(url, data=body.encode(), headers=headers)
         answer = json.loads(urllib.request.urlopen(request).read())
     assert len(answer["flags"]) == live, (len(answer["flags"]), live)
-    result = bench_http._wrk(url, bench_http._script(directory, "bulk", "POST", body, headers))
+    result = bench_http.run_wrk(
+        url, bench_http.wrk_script(directory, "bulk", "POST", body, headers)
+    )
     errors = f", {result['errors']:.0f} non-2xx" if result["errors"] else ""
     return {
         "bulk rate": f"{result['rate']:,.0f} req/s{errors}",
