@@ -43,7 +43,7 @@ import httpx  # noqa: E402
 # Creates the database on $DB_URL (dropped at the end) and sets Django up on it.
 from bench import experiments  # noqa: E402
 from bench.databases import database  # noqa: E402
-from bench.http import _wait_until_up  # noqa: E402
+from bench.http import wait_until_up  # noqa: E402
 from tests.servers import PRODUCTION_ENV, child_pids, free_port  # noqa: E402
 
 SECONDS = min(float(os.environ.get("BENCH_SECONDS", "10")), 30)
@@ -132,7 +132,7 @@ def ingestion(key: str) -> tuple[str, dict[str, str]]:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_up(f"{base}/healthz", server)
+        wait_until_up(f"{base}/healthz", server)
         url = f"{base}/api/v1/sdk/events"
         _post_for(url, key, time.monotonic() + 1, 0, [0], [0])  # warm up every worker
         accepted, refused = [0] * THREADS, [0] * THREADS
