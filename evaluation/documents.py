@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
 
 from flags.models import (
     DocumentChange,
@@ -247,7 +250,12 @@ def _changes_since(environment: Environment, version: int) -> tuple[set[int], se
 
 
 def _merged(
-    held: dict[int, Held], changed: set[int], rows: list, entry, revision, preceding
+    held: dict[int, Held],
+    changed: set[int],
+    rows: list[Any],
+    entry: Callable[[Any], dict],
+    revision: Callable[[Any], tuple],
+    preceding: Callable[[Any, list[int]], int | None],
 ) -> dict[int, Held] | None:
     """`held` with the entries of the `changed` ids made anew from `rows` (in key order; an
     id without a row was deleted), new rows placed in key order after the id `preceding`
@@ -264,7 +272,7 @@ def _merged(
     by_pk = {row.pk: row for row in rows}
     fresh: dict[int, Held] = {}
 
-    def add(row) -> None:
+    def add(row: Any) -> None:
         fresh[row.pk] = (revision(row), row.key, entry(row))
 
     for row in following.get(None, ()):
@@ -279,11 +287,11 @@ def _merged(
     return fresh
 
 
-def _preceding(queryset):
+def _preceding(queryset: QuerySet) -> Callable[[Any, list[int]], int | None]:
     """The id of the row before `row` in the database's key order (its collation), leaving
     out the rows `new`."""
 
-    def preceding(row, new: list[int]) -> int | None:
+    def preceding(row: Any, new: list[int]) -> int | None:
         earlier = queryset.filter(key__lt=row.key).exclude(pk__in=new).order_by("-key")
         return earlier.values_list("pk", flat=True).first()
 
