@@ -8,7 +8,7 @@ from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 
 from evaluation import broadcast
@@ -152,7 +152,10 @@ def _check_impact(
 
 # The document changes kept per environment: a process whose document is older builds the
 # next from every revision instead (evaluation.documents), as one that holds none does.
+# Older ones are deleted at every PRUNED_EVERY-th version (so between KEPT and KEPT +
+# PRUNED_EVERY are kept), which leaves most writes one statement to record their changes.
 DOCUMENT_CHANGES_KEPT = 200
+DOCUMENT_CHANGES_PRUNED_EVERY = 100
 # A write of more flags or segments than this records "too many to list" (null): the build
 # after it reads every revision, which costs no more than reading that many rows.
 DOCUMENT_CHANGES_LISTED = 1000
@@ -173,10 +176,27 @@ def environments_changed(
     ids = sorted(set(environment_ids))
     if not ids:
         return
-    Environment.objects.filter(pk__in=ids).update(version=F("version") + 1)
-    versions = dict(Environment.objects.filter(pk__in=ids).values_list("pk", "version"))
+    versions = _bumped(ids)
     _record_changes(versions, flags=_listed(flags), segments=_listed(segments))
     transaction.on_commit(partial(broadcast.environments_changed, versions))
+
+
+def _bumped(ids: list[int]) -> dict[int, int]:
+    """Add one to the environments' versions; their new versions, by id (in one statement
+    where the database returns rows from an UPDATE: PostgreSQL, SQLite from 3.35)."""
+    if not connection.features.can_return_columns_from_insert:
+        Environment.objects.filter(pk__in=ids).update(version=F("version") + 1)
+        return dict(Environment.objects.filter(pk__in=ids).values_list("pk", "version"))
+    quote = connection.ops.quote_name
+    table, pk, version = (quote(name) for name in (Environment._meta.db_table, "id", "version"))
+    marks = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {version} = {version} + 1 WHERE {pk} IN ({marks})"
+            f" RETURNING {pk}, {version}",
+            ids,
+        )
+        return dict(cursor.fetchall())
 
 
 def _listed(ids: Iterable[int | None]) -> list[int] | None:
@@ -190,18 +210,24 @@ def _listed(ids: Iterable[int | None]) -> list[int] | None:
 def _record_changes(
     versions: dict[int, int], *, flags: list[int] | None, segments: list[int] | None
 ) -> None:
-    # Old records go, and any of this version or later: a version set back (a restored
-    # backup) must not keep the records of the versions it is about to make again.
-    stale = [
-        Q(environment_id=pk)
-        & (Q(version__lte=version - DOCUMENT_CHANGES_KEPT) | Q(version__gte=version))
-        for pk, version in versions.items()
-    ]
-    DocumentChange.objects.filter(reduce(operator.or_, stale)).delete()
+    # A record of this version already there can only be from before a version was set
+    # back (by hand): this write's replaces it.
     DocumentChange.objects.bulk_create(
-        DocumentChange(environment_id=pk, version=version, flags=flags, segments=segments)
-        for pk, version in versions.items()
+        [
+            DocumentChange(environment_id=pk, version=version, flags=flags, segments=segments)
+            for pk, version in versions.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["environment", "version"],
+        update_fields=["flags", "segments"],
     )
+    old = [
+        Q(environment_id=pk, version__lte=version - DOCUMENT_CHANGES_KEPT)
+        for pk, version in versions.items()
+        if version % DOCUMENT_CHANGES_PRUNED_EVERY == 0
+    ]
+    if old:
+        DocumentChange.objects.filter(reduce(operator.or_, old)).delete()
 
 
 def _project_environment_ids(project: Project) -> list[int]:

@@ -202,6 +202,7 @@ def test_a_document_older_than_the_changes_kept_is_rebuilt_from_every_revision(
     project, monkeypatch
 ):
     monkeypatch.setattr(steps, "DOCUMENT_CHANGES_KEPT", 2)
+    monkeypatch.setattr(steps, "DOCUMENT_CHANGES_PRUNED_EVERY", 1)
     environment = development(project)
     config = factories.config(flag(project, "new-checkout"))
     build_document(environment.pk)
