@@ -2,9 +2,10 @@
 a document built from nothing, read in rows that do not grow with the project."""
 
 import json
+import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from evaluation.documents import build_document, clear_fragments
@@ -285,3 +286,51 @@ def test_a_rebuild_reads_rows_in_proportion_to_the_change_not_to_the_project(pro
     large = rebuild_rows(other)
     assert large == small
     assert max(large.values()) < 30
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writes_racing_on_one_environment_each_reach_the_next_document():
+    """A write holds the environment's version until it commits: a second write waits for
+    it and takes the next version, so the document built between them, and the one after
+    both, are each the one built from nothing."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the threads need a database server (the tests' SQLite is in memory)")
+    project = shop("race")
+    environment = development(project)
+    first, second = (
+        factories.config(flag(project, key)) for key in ("new-checkout", "checkout-api")
+    )
+    build_document(environment.pk)
+    bumped, release = threading.Event(), threading.Event()
+    versions = {}
+
+    def write(config, name: str, hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                services.flag_toggle(config=config, enabled=not config.enabled, **SYSTEM)
+                versions[name] = Environment.objects.get(pk=environment.pk).version
+                if hold:
+                    bumped.set()
+                    release.wait(10)
+        finally:
+            connections.close_all()
+
+    holding = threading.Thread(target=write, args=(first, "first", True))
+    holding.start()
+    assert bumped.wait(10)
+    waiting = threading.Thread(target=write, args=(second, "second", False))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # waits for the first write's lock on the environment
+    between = build_document(environment.pk)
+    assert between["version"] == environment.version
+    release.set()
+    holding.join(10)
+    waiting.join(10)
+    assert versions == {"first": environment.version + 1, "second": environment.version + 2}
+    document = build_document(environment.pk)
+    assert document["version"] == environment.version + 2
+    assert between["flags"]["new-checkout"]["enabled"] is True  # the first write uncommitted
+    assert document["flags"]["new-checkout"]["enabled"] is False
+    assert document["flags"]["checkout-api"]["enabled"] is True
+    assert json.dumps(document) == from_scratch(environment.pk)
