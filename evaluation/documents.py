@@ -125,7 +125,9 @@ def flag_state(flag: Flag, environment: Environment) -> dict:
 # (DocumentChange, flags.services.steps): when those records cover every version after V,
 # the build reads the rows of those flags and segments only. Otherwise (no document yet, a
 # document older than the records kept, a write of too many to list) it reads the revision
-# of every flag and segment and compares it with the one each entry was built from.
+# of every flag and segment and compares it with the one each entry was built from. (A
+# build inside a transaction that then rolls back would keep entries of a version never
+# committed; none happens there: previews roll their writes back before anything builds.)
 
 Held = tuple[tuple, str, dict]  # (revision, key, entry)
 

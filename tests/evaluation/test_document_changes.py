@@ -334,3 +334,16 @@ def test_writes_racing_on_one_environment_each_reach_the_next_document():
     assert document["flags"]["new-checkout"]["enabled"] is False
     assert document["flags"]["checkout-api"]["enabled"] is True
     assert json.dumps(document) == from_scratch(environment.pk)
+
+
+def test_an_environment_update_keeps_the_version_of_the_writes_since_it_was_read(project):
+    environment = development(project)
+    read_at = environment.version
+    config = factories.config(flag(project, "new-checkout"))
+    services.flag_toggle(config=config, enabled=False, **SYSTEM)
+    services.environment_update(environment=environment, data={"name": "Dev"}, **SYSTEM)
+    document = rebuilt(
+        environment, lambda: services.flag_toggle(config=config, enabled=True, **SYSTEM)
+    )
+    assert document["version"] == read_at + 2
+    assert Environment.objects.get(pk=environment.pk).name == "Dev"
