@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
 
 from flags.models import (
+    DocumentChange,
     Environment,
     Flag,
     FlagConfig,
@@ -115,23 +119,39 @@ def flag_state(flag: Flag, environment: Environment) -> dict:
 # required flag by its key, which never changes, and rules name segments by key (segments
 # are their own entries), so no other row changes a flag's entry. A segment's revision is
 # its `version` and `updated_at`, both saved by every segment write.
+#
+# What changed since the document of version V is known two ways. Each write records, in
+# its transaction, the ids of the flags and segments it changed at the version it made
+# (DocumentChange, flags.services.steps): when those records cover every version after V,
+# the build reads the rows of those flags and segments only. Otherwise (no document yet, a
+# document older than the records kept, a write of too many to list) it reads the revision
+# of every flag and segment and compares it with the one each entry was built from. (A
+# build inside a transaction that then rolls back would keep entries of a version never
+# committed; none happens there: previews roll their writes back before anything builds.)
+
+Held = tuple[tuple, str, dict]  # (revision, key, entry)
 
 
 class _Fragments:
-    """The entries of one environment's last document, by row id, with their revisions:
-    what the next document reuses of the flags and segments that did not change."""
+    """The entries of one environment's last document, by row id in key order, with their
+    revisions and the version they were built at: what the next document reuses of the flags
+    and segments that did not change."""
 
-    __slots__ = ("flags", "segments")
+    __slots__ = ("flags", "segments", "version")
 
-    def __init__(self) -> None:
-        self.flags: dict[int, tuple[tuple, str, dict]] = {}
-        self.segments: dict[int, tuple[tuple, str, dict]] = {}
+    def __init__(self, version: int | None = None) -> None:
+        self.version = version
+        self.flags: dict[int, Held] = {}
+        self.segments: dict[int, Held] = {}
 
 
 # Per process, by environment id; replaced whole by each build (so deleted rows go with it).
 _fragments: dict[int, _Fragments] = {}
 # Above this share of changed flags, one query for every flag is cheaper than `pk__in`.
 _READ_ALL_SHARE = 0.5
+# Each new flag or segment costs a query for its place in key order: above this many, the
+# build reads every revision (one query of every key) instead.
+_PLACED_AT_MOST = 20
 
 
 def holds_fragments(environment_id: int) -> bool:
@@ -162,64 +182,176 @@ def _flag_revisions(environment: Environment) -> list[tuple[int, str, tuple]]:
     ]
 
 
-def _flag_entries(environment: Environment, held: _Fragments, fresh: _Fragments) -> dict:
+def _flag_revision(flag: Flag) -> tuple:
+    """`_flag_revisions`' revision of a flag read with `_flags_with_targeting`."""
+    configs = list(flag.configs.all())
+    config = (configs[0].pk, configs[0].version, configs[0].updated_at) if configs else None
+    return (flag.version, flag.updated_at, config)
+
+
+def _flag_entries(environment: Environment, held: dict[int, Held]) -> dict[int, Held]:
     revisions = _flag_revisions(environment)
-    changed = [pk for pk, _, revision in revisions if held.flags.get(pk, (None,))[0] != revision]
+    changed = [pk for pk, _, revision in revisions if held.get(pk, (None,))[0] != revision]
     built: dict[int, dict] = {}
     if changed:
         rows = _flags_with_targeting(environment)
         if len(changed) <= _READ_ALL_SHARE * len(revisions):
             rows = rows.filter(pk__in=changed)
         built = {flag.pk: flag_entry(flag) for flag in rows}
-    entries = {}
+    fresh = {}
     for pk, key, revision in revisions:
         entry = built.get(pk)
         if entry is None:
-            entry = held.flags[pk][2] if pk in held.flags else None
+            entry = held[pk][2] if pk in held else None
         if entry is None:  # made after the revisions were read: the next build has it
             continue
-        fresh.flags[pk] = (revision, key, entry)
-        entries[key] = entry
-    return entries
+        fresh[pk] = (revision, key, entry)
+    return fresh
 
 
-def _segment_entries(environment: Environment, held: _Fragments, fresh: _Fragments) -> dict:
+def _segment_entries(environment: Environment, held: dict[int, Held]) -> dict[int, Held]:
     segments = Segment.objects.filter(project_id=environment.project_id).order_by("key")
     revisions = list(segments.values_list("pk", "key", "version", "updated_at"))
-    changed = [
-        pk for pk, _, *revision in revisions if held.segments.get(pk, (None,))[0] != tuple(revision)
-    ]
+    changed = [pk for pk, _, *revision in revisions if held.get(pk, (None,))[0] != tuple(revision)]
     built = {}
     if changed:
         built = {segment.pk: segment_entry(segment) for segment in segments.filter(pk__in=changed)}
-    entries = {}
+    fresh = {}
     for pk, key, *revision in revisions:
         entry = built.get(pk)
         if entry is None:
-            entry = held.segments[pk][2] if pk in held.segments else None
+            entry = held[pk][2] if pk in held else None
         if entry is None:
             continue
-        fresh.segments[pk] = (tuple(revision), key, entry)
-        entries[key] = entry
-    return entries
+        fresh[pk] = (tuple(revision), key, entry)
+    return fresh
+
+
+def _changes_since(environment: Environment, version: int) -> tuple[set[int], set[int]] | None:
+    """The ids of the flags and segments that the environment's versions after `version`
+    changed, or None if the recorded changes do not list every one of those versions.
+
+    Every version up to the one read is committed (see flags.services.steps), with its
+    record; records of later versions, committed since, only add rows to read again.
+    """
+    if environment.version < version:
+        return None
+    records = DocumentChange.objects.filter(environment_id=environment.pk, version__gt=version)
+    flags: set[int] = set()
+    segments: set[int] = set()
+    versions = set()
+    for number, flag_ids, segment_ids in records.values_list("version", "flags", "segments"):
+        if flag_ids is None or segment_ids is None:
+            return None
+        versions.add(number)
+        flags.update(flag_ids)
+        segments.update(segment_ids)
+    if not versions.issuperset(range(version + 1, environment.version + 1)):
+        return None
+    return flags, segments
+
+
+def _merged(
+    held: dict[int, Held],
+    changed: set[int],
+    rows: list[Any],
+    entry: Callable[[Any], dict],
+    revision: Callable[[Any], tuple],
+    preceding: Callable[[Any, list[int]], int | None],
+) -> dict[int, Held] | None:
+    """`held` with the entries of the `changed` ids made anew from `rows` (in key order; an
+    id without a row was deleted), new rows placed in key order after the id `preceding`
+    gives them (None: first); None where that place is not among the held entries."""
+    new = [row for row in rows if row.pk not in held]
+    if len(new) > _PLACED_AT_MOST:
+        return None
+    following: dict[int | None, list] = {}
+    for row in new:
+        before = preceding(row, [other.pk for other in new])
+        if before is not None and before not in held:
+            return None
+        following.setdefault(before, []).append(row)
+    by_pk = {row.pk: row for row in rows}
+    fresh: dict[int, Held] = {}
+
+    def add(row: Any) -> None:
+        fresh[row.pk] = (revision(row), row.key, entry(row))
+
+    for row in following.get(None, ()):
+        add(row)
+    for pk, kept in held.items():
+        if pk not in changed:
+            fresh[pk] = kept
+        elif pk in by_pk:
+            add(by_pk[pk])
+        for row in following.get(pk, ()):
+            add(row)
+    return fresh
+
+
+def _preceding(queryset: QuerySet) -> Callable[[Any, list[int]], int | None]:
+    """The id of the row before `row` in the database's key order (its collation), leaving
+    out the rows `new`."""
+
+    def preceding(row: Any, new: list[int]) -> int | None:
+        earlier = queryset.filter(key__lt=row.key).exclude(pk__in=new).order_by("-key")
+        return earlier.values_list("pk", flat=True).first()
+
+    return preceding
+
+
+def _changed_flag_entries(
+    environment: Environment, held: dict[int, Held], changed: set[int]
+) -> dict[int, Held] | None:
+    if not changed:
+        return dict(held)
+    if len(changed) > _READ_ALL_SHARE * len(held):
+        return None
+    rows = list(_flags_with_targeting(environment).filter(pk__in=changed))
+    project_flags = Flag.objects.filter(project_id=environment.project_id)
+    return _merged(held, changed, rows, flag_entry, _flag_revision, _preceding(project_flags))
+
+
+def _changed_segment_entries(
+    environment: Environment, held: dict[int, Held], changed: set[int]
+) -> dict[int, Held] | None:
+    if not changed:
+        return dict(held)
+    segments = Segment.objects.filter(project_id=environment.project_id)
+    rows = list(segments.filter(pk__in=changed).order_by("key"))
+    return _merged(
+        held,
+        changed,
+        rows,
+        segment_entry,
+        lambda segment: (segment.version, segment.updated_at),
+        _preceding(segments),
+    )
 
 
 def _build(environment: Environment) -> dict:
-    """The document, reusing the last build's entry of every flag and segment whose revision
-    is unchanged (the same dict object: evaluation.engine then reuses its compiled flag
-    without comparing it), reading the rows of the others only."""
+    """The document, reusing the last build's entry of every flag and segment that did not
+    change (the same dict object: evaluation.engine then reuses its compiled flag without
+    comparing it), reading the rows of the others only."""
     held = _fragments.get(environment.pk) or _Fragments()
-    fresh = _Fragments()
-    flags = _flag_entries(environment, held, fresh)
-    segments = _segment_entries(environment, held, fresh)
+    fresh = _Fragments(environment.version)
+    changes = _changes_since(environment, held.version) if held.version is not None else None
+    flags = segments = None
+    if changes is not None:
+        flags = _changed_flag_entries(environment, held.flags, changes[0])
+        segments = _changed_segment_entries(environment, held.segments, changes[1])
+    fresh.flags = flags if flags is not None else _flag_entries(environment, held.flags)
+    fresh.segments = (
+        segments if segments is not None else _segment_entries(environment, held.segments)
+    )
     _fragments[environment.pk] = fresh
     return {
         "schemaVersion": SCHEMA_VERSION,
         "project": environment.project.key,
         "environment": environment.key,
         "version": environment.version,
-        "flags": flags,
-        "segments": segments,
+        "flags": {key: entry for _, key, entry in fresh.flags.values()},
+        "segments": {key: entry for _, key, entry in fresh.segments.values()},
     }
 
 
@@ -230,7 +362,8 @@ def build_document(environment_id: int) -> dict:
     before and after the rows are read, no change committed in between: the rows belong to
     that version. Otherwise read again. Entries of flags and segments unchanged since this
     process last built the environment's document are reused (see `_build`): the cost is
-    that of the rows that changed, plus one light query of every flag's revision. The
+    that of the rows that changed, plus one light query of the recorded changes since that
+    document (or, where they do not cover it, of every flag's and segment's revision). The
     entries are shared between documents: a document must not be edited.
     """
     for _ in range(5):

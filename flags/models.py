@@ -304,6 +304,31 @@ class Segment(models.Model):
         validation.check_segment(self)
 
 
+class DocumentChange(models.Model):
+    """What one version of an environment changed in its flag document: the ids of the flags
+    and segments the write that made `version` made, changed or deleted, recorded in that
+    write's transaction (flags.services.steps). A process holding the document of an earlier
+    version reads the rows of these only (evaluation.documents). A list is null when the write
+    changed too many to list (a large import): a build across it reads every revision."""
+
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="document_changes"
+    )
+    version = models.PositiveBigIntegerField()
+    flags = models.JSONField(null=True, default=list)
+    segments = models.JSONField(null=True, default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "version"], name="document_change_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment_id} v{self.version}"
+
+
 class Membership(models.Model):
     """A person's role in a project."""
 

@@ -179,7 +179,9 @@ def flags_create_many(
             )
         except ValidationError as error:
             raise FlagError(config.flag.key, config.environment.key, error) from error
-    environments_changed(_project_environment_ids(project))
+    environments_changed(
+        _project_environment_ids(project), flags=[flag.pk for flag in rows], segments=()
+    )
     return rows
 
 

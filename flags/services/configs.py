@@ -145,7 +145,7 @@ def flag_config_update(
     )
     if not approved:
         _audit_bypass(actor, environment, f"flag {flag.key}", source)
-    environments_changed([environment.pk])
+    environments_changed([environment.pk], flags=[flag.pk], segments=())
     return config
 
 

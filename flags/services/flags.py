@@ -140,7 +140,7 @@ def flag_create(
         flag_key=key,
         after=flag_meta(flag),
     )
-    environments_changed(_project_environment_ids(project))
+    environments_changed(_project_environment_ids(project), flags=[flag.pk], segments=())
     return flag
 
 
@@ -256,7 +256,7 @@ def flag_update(
         before=before,
         after=after,
     )
-    environments_changed(_project_environment_ids(flag.project))
+    environments_changed(_project_environment_ids(flag.project), flags=[flag.pk], segments=())
     return flag
 
 

@@ -100,11 +100,12 @@ def environment_update(
         raise ValidationError(
             {"secure_mode": "make the environment's secure mode secret first (docs/security.md)"}
         )
-    _save(environment)
+    # Its own fields only: the version read with it may be behind by now (a write since).
+    _save(environment, fields=ENVIRONMENT_FIELDS)
     after = {field: getattr(environment, field) for field in ENVIRONMENT_FIELDS}
     if after["secure_mode"] != before["secure_mode"]:
         # What client keys are answered changes: evaluating processes re-read it.
-        environments_changed([environment.pk])
+        environments_changed([environment.pk], flags=(), segments=())  # no entry changes
         environment.refresh_from_db(fields=["version"])
     audit(
         actor=actor,
@@ -138,7 +139,7 @@ def environment_secure_mode_secret_rotate(
     environment.secure_mode_secret = secret
     environment.save(update_fields=["secure_mode_secret"])
     if environment.secure_mode:
-        environments_changed([environment.pk])
+        environments_changed([environment.pk], flags=(), segments=())  # no entry changes
         environment.refresh_from_db(fields=["version"])
     audit(
         actor=actor,

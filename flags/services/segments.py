@@ -72,7 +72,7 @@ def segment_create(*, project: Project, key: str, data: dict, actor: Actor, sour
         project=project,
         after=segment_entry(segment),
     )
-    environments_changed(_project_environment_ids(project))
+    environments_changed(_project_environment_ids(project), flags=(), segments=[segment.pk])
     return segment
 
 
@@ -122,7 +122,9 @@ def segments_create_many(
         project=project,
         entries=[(segment.key, None, segment_entry(segment)) for segment in rows],
     )
-    environments_changed(_project_environment_ids(project))
+    environments_changed(
+        _project_environment_ids(project), flags=(), segments=[segment.pk for segment in rows]
+    )
     return rows
 
 
@@ -178,7 +180,7 @@ def segment_update(
         before=before,
         after=after,
     )
-    environments_changed(_project_environment_ids(segment.project))
+    environments_changed(_project_environment_ids(segment.project), flags=(), segments=[segment.pk])
     return segment
 
 
@@ -194,7 +196,7 @@ def segment_delete(*, segment: Segment, actor: Actor, source: str) -> None:
     if users:
         raise ValidationError({"key": f"segment is used by the rules of {', '.join(users)}"})
     before = segment_entry(segment)
-    project = segment.project
+    project, pk = segment.project, segment.pk
     segment.delete()
     audit(
         actor=actor,
@@ -205,4 +207,4 @@ def segment_delete(*, segment: Segment, actor: Actor, source: str) -> None:
         project=project,
         before=before,
     )
-    environments_changed(_project_environment_ids(project))
+    environments_changed(_project_environment_ids(project), flags=(), segments=[pk])

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
-from functools import partial
+from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 
 from evaluation import broadcast
 from flags import impact
-from flags.models import AuditEntry, Environment, Project
+from flags.models import AuditEntry, DocumentChange, Environment, Project
 from flags.roles import Action, authorize, bypasses_approval, check_indirect_write, person
 from flags.validation import check_text
 from integrations import events
@@ -149,29 +150,100 @@ def _check_impact(
         _audit_bypass(actor, environment, subject, source)
 
 
-def environments_changed(environment_ids: Iterable[int]) -> None:
-    """Bump the versions in this transaction; tell the caches once it commits."""
+# The document changes kept per environment: a process whose document is older builds the
+# next from every revision instead (evaluation.documents), as one that holds none does.
+# Older ones are deleted at every PRUNED_EVERY-th version (so between KEPT and KEPT +
+# PRUNED_EVERY are kept), which leaves most writes one statement to record their changes.
+DOCUMENT_CHANGES_KEPT = 200
+DOCUMENT_CHANGES_PRUNED_EVERY = 100
+# A write of more flags or segments than this records "too many to list" (null): the build
+# after it reads every revision, which costs no more than reading that many rows.
+DOCUMENT_CHANGES_LISTED = 1000
+
+
+def environments_changed(
+    environment_ids: Iterable[int], *, flags: Iterable[int | None], segments: Iterable[int | None]
+) -> None:
+    """Bump the versions in this transaction, recording which flags and segments (ids,
+    whether made, changed or deleted) each new version changed; tell the caches once it
+    commits.
+
+    The bump locks each environment's row until the commit (SQLite locks the whole database
+    for a write), so the writes to one environment take its versions one after another, and
+    a version committed means every lower one is: a process that read version W finds the
+    changes of every version up to W recorded.
+    """
     ids = sorted(set(environment_ids))
     if not ids:
         return
-    Environment.objects.filter(pk__in=ids).update(version=F("version") + 1)
-    versions = dict(Environment.objects.filter(pk__in=ids).values_list("pk", "version"))
+    versions = _bumped(ids)
+    _record_changes(versions, flags=_listed(flags), segments=_listed(segments))
     transaction.on_commit(partial(broadcast.environments_changed, versions))
+
+
+def _bumped(ids: list[int]) -> dict[int, int]:
+    """Add one to the environments' versions; their new versions, by id (in one statement
+    where the database returns rows from an UPDATE: PostgreSQL, SQLite from 3.35)."""
+    if not connection.features.can_return_columns_from_insert:
+        Environment.objects.filter(pk__in=ids).update(version=F("version") + 1)
+        return dict(Environment.objects.filter(pk__in=ids).values_list("pk", "version"))
+    quote = connection.ops.quote_name
+    table, pk, version = (quote(name) for name in (Environment._meta.db_table, "id", "version"))
+    marks = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {version} = {version} + 1 WHERE {pk} IN ({marks})"
+            f" RETURNING {pk}, {version}",
+            ids,
+        )
+        return dict(cursor.fetchall())
+
+
+def _listed(ids: Iterable[int | None]) -> list[int] | None:
+    """The ids as a document change lists them; None for too many (or a row without an id)."""
+    listed = set(ids)
+    if None in listed or len(listed) > DOCUMENT_CHANGES_LISTED:
+        return None
+    return sorted(pk for pk in listed if pk is not None)
+
+
+def _record_changes(
+    versions: dict[int, int], *, flags: list[int] | None, segments: list[int] | None
+) -> None:
+    # A record of this version already there can only be from before a version was set
+    # back (by hand): this write's replaces it.
+    DocumentChange.objects.bulk_create(
+        [
+            DocumentChange(environment_id=pk, version=version, flags=flags, segments=segments)
+            for pk, version in versions.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["environment", "version"],
+        update_fields=["flags", "segments"],
+    )
+    old = [
+        Q(environment_id=pk, version__lte=version - DOCUMENT_CHANGES_KEPT)
+        for pk, version in versions.items()
+        if version % DOCUMENT_CHANGES_PRUNED_EVERY == 0
+    ]
+    if old:
+        DocumentChange.objects.filter(reduce(operator.or_, old)).delete()
 
 
 def _project_environment_ids(project: Project) -> list[int]:
     return list(project.environments.values_list("pk", flat=True))
 
 
-def _save(obj: Any, exclude: list[str] | None = None) -> None:
-    """Validate like the admin's forms do, then save; uniqueness errors name the field."""
+def _save(obj: Any, exclude: list[str] | None = None, fields: Iterable[str] | None = None) -> None:
+    """Validate like the admin's forms do, then save (`fields` only, if given); uniqueness
+    errors name the field."""
     try:
         obj.full_clean(exclude=exclude)
     except ValidationError as error:
         raise _unique_as_field(obj, error) from error
     try:
         with transaction.atomic():
-            obj.save()
+            obj.save(update_fields=fields)
     except IntegrityError as error:
         raise ValidationError({"key": "already exists"}) from error
 
