@@ -42,7 +42,10 @@ from .specialise import (
     TEST_IN,
     TEST_NOT_IN,
     TEST_SEGMENT,
+    Shape,
     factory_of,
+    group_of,
+    groupable,
 )
 from .text import INVALID_TEXT, is_text, require_text
 
@@ -357,6 +360,18 @@ class CompiledFlag:
         return run
 
     def _specialised(self) -> Resolve | None:
+        shaped = self.shaped()
+        if shaped is None:
+            return None
+        shape, cells = shaped
+        factory = factory_of(shape)
+        if factory is None:
+            return None
+        return factory(self.targets, murmur3, SharedContext, *cells)
+
+    def shaped(self) -> tuple[Shape, list[Any]] | None:
+        """This flag's shape and cells (see `specialise._generate`), or None for a flag
+        that keeps the interpreter: one not enabled, with prerequisites, or broken."""
         if not self.enabled or self.prerequisites or self.error is not None:
             return None
         rules: list[tuple[tuple[str, ...], str]] = []
@@ -385,10 +400,33 @@ class CompiledFlag:
             rules.append((tuple(kinds), kind))
             if not tests:
                 break
-        factory = factory_of((bool(self.targets), tuple(rules)))
-        if factory is None:
+        return (bool(self.targets), tuple(rules)), cells
+
+    def grouped(self) -> tuple[Shape, tuple[str, ...], tuple[Any, ...]] | None:
+        """(shape, attributes, member) of this flag for `specialise.group_of`: the
+        attribute each string-set test reads, and (key, targets if any, cells without those
+        attributes); None when its shape is not one a group evaluates."""
+        shaped = self.shaped()
+        if shaped is None or not groupable(shaped[0]):
             return None
-        return factory(self.targets, murmur3, SharedContext, *cells)
+        shape, cells = shaped
+        has_targets, rules = shape
+        attributes: list[str] = []
+        member: list[Any] = [self.key, self.targets] if has_targets else [self.key]
+        position = 0
+        for tests, serving in rules:
+            for kind in tests:
+                if kind == TEST_SEGMENT:
+                    member.append(cells[position])
+                    position += 1
+                else:  # a string set: (attribute, strings, predicate)
+                    attributes.append(cells[position])
+                    member += (cells[position + 1], cells[position + 2])
+                    position += 3
+            width = 1 if serving == SERVE_RESULT else 4  # a key table's four cells
+            member += cells[position : position + width]
+            position += width
+        return shape, tuple(attributes), tuple(member)
 
     def resolve(
         self,
@@ -767,7 +805,8 @@ class Snapshot:
         "_flags",
         "_live",
         "_origin",
-        "_runs",
+        "_pending",
+        "_plan",
         "_variable",
         "_version",
     )
@@ -804,8 +843,10 @@ class Snapshot:
         self._fixed_answers: Mapping[str, EvaluationResult] = MappingProxyType(
             {key: fixed for key, fixed in self._fixed.items() if fixed is not _PENDING}
         )
-        # (key, evaluation function) of each of `_variable`, made at the first evaluate_all.
-        self._runs: tuple[tuple[str, Resolve], ...] | None = None
+        # How evaluate_all evaluates `_variable`, made at its first call.
+        self._plan: _BulkPlan | None = None
+        # `_variable`'s keys in document order, the start of evaluate_dependent's answers.
+        self._pending = {key: _PENDING for key, _ in variable}
 
     @property
     def version(self) -> int:
@@ -904,7 +945,8 @@ class Snapshot:
             targeting_key = context.get("targetingKey")  # type: ignore[union-attr]
         except Exception:  # noqa: BLE001 - a mapping whose get() fails: evaluate_all says so
             return None
-        return self._evaluate_dependent(context, targeting_key, {})  # type: ignore[arg-type]
+        pending = self._pending.copy()
+        return self._evaluate_dependent(context, targeting_key, pending)  # type: ignore[arg-type]
 
     def _evaluate_dependent(
         self,
@@ -914,16 +956,20 @@ class Snapshot:
     ) -> dict[str, EvaluationResult]:
         """Adds to `answers` those of the flags whose answer depends on the context."""
         flags = self._flags
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = _BulkPlan(self._variable)
         # A dict context (as every door decodes one) is evaluated as a SharedContext: each
-        # segment is matched once for all the flags that read it. Another mapping is read
-        # as it is, whose answers might not be the same at every read.
+        # segment is matched once for all the flags that read it, and the flags of one
+        # group (`_BulkPlan`) are evaluated in one call. Another mapping is read as it is, flag
+        # by flag, whose answers might not be the same at every read.
         if context.__class__ is dict:
             context = SharedContext(context)
-        runs = self._runs
-        if runs is None:
-            runs = self._runs = tuple(
-                [(key, flag.run or flag.specialise()) for key, flag in self._variable]
-            )
+            for run_group, members, attributes in plan.groups:
+                run_group(context, targeting_key, answers, members, attributes, _failed)
+            runs = plan.singles
+        else:
+            runs = plan.runs
         for key, run in runs:
             try:
                 answers[key] = run(context, targeting_key, flags, ())
@@ -932,6 +978,46 @@ class Snapshot:
             except Exception as exc:  # noqa: BLE001
                 answers[key] = error_result(key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
         return answers
+
+
+def _failed(key: str, exc: Exception) -> EvaluationResult:
+    """The answer of a flag whose evaluation raised, as `_evaluate_dependent` gives it."""
+    if isinstance(exc, UnicodeEncodeError):
+        return error_result(key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
+    return error_result(key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+
+
+class _BulkPlan:
+    """How `evaluate_all` evaluates the flags whose answer depends on the context, made at
+    its first call: `runs`, each flag's evaluation function in document order (for a
+    context that is not a dict); and for a dict context, `groups`, the flags of one
+    groupable shape that read the same attributes (`specialise.group_of`), at least two,
+    each evaluated in one call, then `singles`, the others one by one in document order.
+
+    A group's flags never draw `$random`, so the flags that do draw in the same order as
+    flag by flag; the answers are stored by key, in the order the answers dict has.
+    """
+
+    __slots__ = ("groups", "runs", "singles")
+
+    def __init__(self, variable: Sequence[tuple[str, CompiledFlag]]) -> None:
+        self.runs = tuple([(key, flag.run or flag.specialise()) for key, flag in variable])
+        alike: dict[tuple[Shape, tuple[str, ...]], list[tuple[Any, ...]]] = {}
+        for _, flag in variable:
+            grouped = flag.grouped()
+            if grouped is not None:
+                shape, attributes, member = grouped
+                alike.setdefault((shape, attributes), []).append(member)
+        groups = []
+        grouped_keys: set[str] = set()
+        for (shape, attributes), members in alike.items():
+            run_group = group_of(shape) if len(members) > 1 else None
+            if run_group is None:
+                continue
+            groups.append((run_group, tuple(members), attributes))
+            grouped_keys.update([member[0] for member in members])
+        self.groups = tuple(groups)
+        self.singles = tuple([run for run in self.runs if run[0] not in grouped_keys])
 
 
 def _constant(flag: CompiledFlag) -> EvaluationResult | None:
