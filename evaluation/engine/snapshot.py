@@ -556,6 +556,8 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
 
 def _compile_variants(flag_type: str, variants: object) -> dict[str, Any]:
     """Each variant's key and value, checked; the results are made where they are served."""
+    if flag_type == "boolean" and _boolean_variants(variants):
+        return {"on": True, "off": False}
     variants = _require_list(variants, "variants")
     if not variants:
         raise DocumentError("variants", "a flag needs at least one variant")
@@ -581,6 +583,26 @@ def _compile_variants(flag_type: str, variants: object) -> dict[str, Any]:
     if flag_type == "boolean" and values != BOOLEAN_VARIANTS:
         raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
     return values
+
+
+def _boolean_variants(variants: object) -> bool:
+    """Whether `variants` is `[{"key": "on", "value": true}, {"key": "off", "value": false}]`
+    exactly (types included), as nearly every boolean flag's is: what `_compile_variants`
+    makes of them without its checks, which they pass."""
+    if variants.__class__ is not list or len(variants) != 2:  # type: ignore[arg-type]
+        return False
+    on, off = variants  # type: ignore[misc]
+    if on.__class__ is not dict or off.__class__ is not dict or len(on) != 2 or len(off) != 2:
+        return False
+    on_key, off_key = on.get("key"), off.get("key")
+    return (
+        on.get("value") is True
+        and off.get("value") is False
+        and on_key.__class__ is str
+        and on_key == "on"
+        and off_key.__class__ is str
+        and off_key == "off"
+    )
 
 
 def _require_json_text(value: object, field: str) -> None:
