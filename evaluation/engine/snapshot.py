@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ from .results import ErrorCode, EvaluationResult, Reason, error_result, result
 from .reuse import Origin, mark_of, reused_flags, unchanged
 from .specialise import (
     SERVE_CALL,
+    SERVE_KEY_SPLIT,
     SERVE_KEY_TABLE,
     SERVE_RESULT,
     TEST_CALL,
@@ -90,6 +92,15 @@ class _KeyTable:
         if self.total > 1_000:
             return _Buckets(self.entries, self.indexes)
         return tuple([self.entries[index] for index in self.indexes])
+
+    def cuts(self) -> tuple[int, ...]:
+        """For each entry but the first, the smallest hash whose bucket is the entry's or a
+        later one's: the entry of a hash `h` is `entries[bisect_right(cuts, h)]`, the same
+        as `entries[indexes[(h * total) >> 32]]` (`(h * total) >> 32 >= c` exactly when
+        `h >= ceil(c * 2**32 / total)`) without multiplying integers of three digits."""
+        total, indexes = self.total, self.indexes
+        cumulative = [bisect.bisect_right(indexes, entry) for entry in range(len(self.entries) - 1)]
+        return tuple([-(-bound * 2**32 // total) for bound in cumulative])
 
     def missing(self) -> EvaluationResult:
         """The answer to a context without a targeting key, made at its first use."""
@@ -403,30 +414,36 @@ class CompiledFlag:
         return (bool(self.targets), tuple(rules)), cells
 
     def grouped(self) -> tuple[Shape, tuple[str, ...], tuple[Any, ...]] | None:
-        """(shape, attributes, member) of this flag for `specialise.group_of`: the
-        attribute each string-set test reads, and (key, targets if any, cells without those
-        attributes); None when its shape is not one a group evaluates."""
+        """(shape, attributes, member) of this flag for `specialise.group_of`: its shape
+        (a rollout of two entries as SERVE_KEY_SPLIT), the attribute each string-set test
+        reads, and (key, targets if any, cells without those attributes); None when its
+        shape is not one a group evaluates."""
         shaped = self.shaped()
         if shaped is None or not groupable(shaped[0]):
             return None
-        shape, cells = shaped
-        has_targets, rules = shape
+        has_targets, rules = shaped[0]
         attributes: list[str] = []
         member: list[Any] = [self.key, self.targets] if has_targets else [self.key]
-        position = 0
-        for tests, serving in rules:
-            for kind in tests:
-                if kind == TEST_SEGMENT:
-                    member.append(cells[position])
-                    position += 1
-                else:  # a string set: (attribute, strings, predicate)
-                    attributes.append(cells[position])
-                    member += (cells[position + 1], cells[position + 2])
-                    position += 3
-            width = 1 if serving == SERVE_RESULT else 4  # a key table's four cells
-            member += cells[position : position + width]
-            position += width
-        return shape, tuple(attributes), tuple(member)
+        kinds: list[tuple[tuple[str, ...], str]] = []
+        for (tests, serving), (test_kinds, kind) in zip(self.servings, rules, strict=False):
+            for test in tests:
+                if test.__class__ is tuple:  # a StringSet
+                    attributes.append(test[0])  # type: ignore[index]
+                    member += (test[1], test[3])  # type: ignore[index]
+                else:  # a segment that keeps its answers
+                    member.append(test)
+            if serving.__class__ is _KeyTable:
+                table = serving
+                cuts = table.cuts()
+                if len(cuts) == 1:
+                    kind = SERVE_KEY_SPLIT
+                    member += (table.missing(), table.salt, cuts[0], table.entries)
+                else:
+                    member += (table.missing(), table.salt, cuts, table.entries)
+            else:
+                member.append(serving)
+            kinds.append((test_kinds, kind))
+        return (has_targets, tuple(kinds)), tuple(attributes), tuple(member)
 
     def resolve(
         self,

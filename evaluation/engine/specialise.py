@@ -30,6 +30,7 @@ function at its first evaluation (`CompiledFlag.specialise`), so compiling costs
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +46,8 @@ TEST_CALL = "call"  # any other predicate
 TEST_SEGMENT = "segment"
 SERVE_RESULT = "result"
 SERVE_KEY_TABLE = "table"
+# A group's rollout of two entries by the targeting key: one comparison with the cut.
+SERVE_KEY_SPLIT = "split"
 SERVE_CALL = "call"
 
 # Bounds on what is generated: beyond them a flag is evaluated by the interpreter.
@@ -177,7 +180,7 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
 # it, a segment that keeps its answers never draws), so a group's flags may be evaluated
 # apart from the others, whose draws keep their order.
 _GROUPED_TESTS = frozenset({TEST_IN, TEST_NOT_IN, TEST_SEGMENT})
-_GROUPED_SERVINGS = frozenset({SERVE_RESULT, SERVE_KEY_TABLE})
+_GROUPED_SERVINGS = frozenset({SERVE_RESULT, SERVE_KEY_TABLE, SERVE_KEY_SPLIT})
 
 GroupRun = Callable[..., None]
 _group_factories: dict[Shape, GroupRun] = {}
@@ -281,15 +284,20 @@ def _generate_group(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], st
             indent = "                "
         if serving == SERVE_RESULT:
             body += [f"{indent}answers[key] = {field()}", f"{indent}continue"]
-        else:  # SERVE_KEY_TABLE: as in `_generate`
-            missing, salt, buckets, total = field(), field(), field(), field()
+        else:
+            # A rollout by the targeting key: `_generate`'s hash, then the entry found by
+            # comparing the hash with the cuts (see `snapshot._KeyTable.cuts`), the same
+            # entry as through the bucket table.
+            missing, salt, cuts, entries = field(), field(), field(), field()
+            if serving == SERVE_KEY_SPLIT:
+                choose = f"{entries}[murmur3({salt} + targeting_key, 0, False) >= {cuts}]"
+            else:
+                choose = f"{entries}[bisect({cuts}, murmur3({salt} + targeting_key, 0, False))]"
             body += [
                 f"{indent}if targeting_key is None:",
                 f"{indent}    answers[key] = {missing}",
                 f"{indent}else:",
-                f"{indent}    answers[key] = {buckets}[",
-                f"{indent}        (murmur3({salt} + targeting_key, 0, False) * {total}) >> 32",
-                f"{indent}    ]",
+                f"{indent}    answers[key] = {choose}",
                 f"{indent}continue",
             ]
         if not parts:
@@ -309,6 +317,6 @@ def _generate_group(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], st
             "            answers[key] = failed(key, exc)",
         ]
     )
-    namespace: dict[str, Any] = {"murmur3": murmur3}
+    namespace: dict[str, Any] = {"murmur3": murmur3, "bisect": bisect_right}
     exec(compile(source, "<evaluation.engine.specialise group>", "exec"), namespace)  # noqa: S102
     return namespace["run"]  # type: ignore[no-any-return]

@@ -213,3 +213,33 @@ def test_flags_of_one_shape_are_evaluated_together() -> None:
     assert plan.singles == ()
     on = sum(answer.value for answer in snapshot.evaluate_all({"targetingKey": "u"}).values())
     assert 0 < on < 200  # each flag hashes its own salt: not one bucket for all
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [(0, 100), (100, 0), (1, 0, 0), (0, 0, 1), (1, 1), (3, 0, 5, 2), (1, 9_998), (9_999, 1)],
+)
+def test_a_grouped_rollout_picks_the_bucket_table_entry_for_every_key(
+    weights: tuple[int, ...],
+) -> None:
+    variants = [{"key": f"v{index}", "value": f"value-{index}"} for index in range(len(weights))]
+    rollout = {
+        "variants": [{"variant": f"v{index}", "weight": w} for index, w in enumerate(weights)]
+    }
+    flag = {
+        "type": "string",
+        "enabled": True,
+        "variants": variants,
+        "offVariant": "v0",
+        "defaultServe": {"rollout": rollout},
+    }
+    snapshot = compile_document({"flags": {f"flag-{i}": flag for i in range(5)}})
+    seen = set()
+    for index in range(400):
+        context = {"targetingKey": f"user-{index}"}
+        answers = snapshot.evaluate_all(context)
+        assert answers == {key: snapshot.evaluate(key, context) for key in snapshot.flag_keys}
+        seen.update(answer.variant for answer in answers.values())
+    plan = snapshot._plan  # noqa: SLF001 - evaluated as one group
+    assert plan is not None and len(plan.groups) == 1
+    assert seen <= {f"v{index}" for index, weight in enumerate(weights) if weight}
