@@ -428,8 +428,8 @@ class CompiledFlag:
         for (tests, serving), (test_kinds, kind) in zip(self.servings, rules, strict=False):
             for test in tests:
                 if test.__class__ is tuple:  # a StringSet
-                    attributes.append(test[0])  # type: ignore[index]
-                    member += (test[1], test[3])  # type: ignore[index]
+                    attributes.append(test[0])
+                    member += (test[1], test[3])
                 else:  # a segment that keeps its answers
                     member.append(test)
             if serving.__class__ is _KeyTable:
@@ -606,9 +606,9 @@ def _boolean_variants(variants: object) -> bool:
     """Whether `variants` is `[{"key": "on", "value": true}, {"key": "off", "value": false}]`
     exactly (types included), as nearly every boolean flag's is: what `_compile_variants`
     makes of them without its checks, which they pass."""
-    if variants.__class__ is not list or len(variants) != 2:  # type: ignore[arg-type]
+    if variants.__class__ is not list or len(variants) != 2:
         return False
-    on, off = variants  # type: ignore[misc]
+    on, off = variants
     if on.__class__ is not dict or off.__class__ is not dict or len(on) != 2 or len(off) != 2:
         return False
     on_key, off_key = on.get("key"), off.get("key")

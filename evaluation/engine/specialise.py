@@ -25,6 +25,13 @@ function is one call of its shape's factory. The number of shapes generated is b
 (`MAX_SHAPES`), and so is a shape's size (`MAX_TESTS`, `MAX_RULES`): a flag beyond them, or
 with prerequisites, keeps the interpreter, which gives the same answers. A flag gets its
 function at its first evaluation (`CompiledFlag.specialise`), so compiling costs nothing more.
+
+`evaluate_all` goes further for a dict context: the flags of one shape made only of
+string-set tests, segment reads, results and rollouts by the targeting key, whose tests
+read the same attributes, are evaluated by one generated function (`group_of`) that reads
+each attribute once for the whole group and loops over the flags' cells, with no call per
+flag; its rollouts compare the hash with precomputed cuts instead of scaling it. The
+answers are those of each flag's own function.
 """
 
 from __future__ import annotations
