@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from evaluation.engine import Snapshot, compile_document
+from evaluation.engine import Snapshot, compile_document, specialise
 
 VARIANTS = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 ATTRIBUTES = ("country", "plan", "tier")
@@ -41,6 +41,14 @@ SEGMENTS = {
     "drawn": {"conditions": [{"attribute": "$random", "operator": "starts_with", "values": ["1"]}]},
     "ends": {"conditions": [{"attribute": "country", "operator": "ends_with", "values": ["S"]}]},
 }
+
+
+@pytest.fixture(autouse=True)
+def _own_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The random documents make hundreds of shapes: generated in tables of their own, so
+    # that they do not use up the bound on shapes (MAX_SHAPES) of the other tests.
+    monkeypatch.setattr(specialise, "_factories", {})
+    monkeypatch.setattr(specialise, "_group_factories", {})
 
 
 def _rollout(rng: random.Random, bucket_by: str | None = None) -> dict[str, Any]:
