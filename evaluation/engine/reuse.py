@@ -25,9 +25,31 @@ def reused_flags(
     reused: dict[str, CompiledFlag] = {}
     old_flags, old_marks, old_compiled = base.raw_flags, base.flag_marks, base.compiled
     marks = origin.flag_marks
+    dumps = marshal.dumps
     for key, fragment in flags.items():
-        if not unchanged(old_flags, old_marks, key, fragment, marks, flags):
+        # `unchanged`, written out for the usual case (a new object, as a document
+        # received over the network is): one call fewer per flag.
+        old = old_flags.get(key)
+        if old is None:
             continue
+        if old is fragment:
+            if not unchanged(old_flags, old_marks, key, fragment, marks, flags):
+                continue
+        else:
+            try:
+                mark = dumps(fragment, 2)
+            except Exception:  # noqa: BLE001 - not plain JSON data (see `mark_of`)
+                continue
+            old_mark = old_marks.get(key)
+            if old_mark is None:  # the previous snapshot was compiled without one
+                old_mark = mark_of(old)
+                if old_mark is None:
+                    continue
+                old_marks[key] = old_mark
+            if mark != old_mark:
+                marks[key] = mark
+                continue
+            marks[key] = old_mark  # equal: the new bytes are dropped at once
         flag = old_compiled.get(key)
         if flag is None:
             continue

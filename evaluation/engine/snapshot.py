@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -36,13 +37,17 @@ from .results import ErrorCode, EvaluationResult, Reason, error_result, result
 from .reuse import Origin, mark_of, reused_flags, unchanged
 from .specialise import (
     SERVE_CALL,
+    SERVE_KEY_SPLIT,
     SERVE_KEY_TABLE,
     SERVE_RESULT,
     TEST_CALL,
     TEST_IN,
     TEST_NOT_IN,
     TEST_SEGMENT,
+    Shape,
     factory_of,
+    group_of,
+    groupable,
 )
 from .text import INVALID_TEXT, is_text, require_text
 
@@ -87,6 +92,15 @@ class _KeyTable:
         if self.total > 1_000:
             return _Buckets(self.entries, self.indexes)
         return tuple([self.entries[index] for index in self.indexes])
+
+    def cuts(self) -> tuple[int, ...]:
+        """For each entry but the first, the smallest hash whose bucket is the entry's or a
+        later one's: the entry of a hash `h` is `entries[bisect_right(cuts, h)]`, the same
+        as `entries[indexes[(h * total) >> 32]]` (`(h * total) >> 32 >= c` exactly when
+        `h >= ceil(c * 2**32 / total)`) without multiplying integers of three digits."""
+        total, indexes = self.total, self.indexes
+        cumulative = [bisect.bisect_right(indexes, entry) for entry in range(len(self.entries) - 1)]
+        return tuple([-(-bound * 2**32 // total) for bound in cumulative])
 
     def missing(self) -> EvaluationResult:
         """The answer to a context without a targeting key, made at its first use."""
@@ -357,6 +371,18 @@ class CompiledFlag:
         return run
 
     def _specialised(self) -> Resolve | None:
+        shaped = self.shaped()
+        if shaped is None:
+            return None
+        shape, cells = shaped
+        factory = factory_of(shape)
+        if factory is None:
+            return None
+        return factory(self.targets, murmur3, SharedContext, *cells)
+
+    def shaped(self) -> tuple[Shape, list[Any]] | None:
+        """This flag's shape and cells (see `specialise._generate`), or None for a flag
+        that keeps the interpreter: one not enabled, with prerequisites, or broken."""
         if not self.enabled or self.prerequisites or self.error is not None:
             return None
         rules: list[tuple[tuple[str, ...], str]] = []
@@ -385,10 +411,39 @@ class CompiledFlag:
             rules.append((tuple(kinds), kind))
             if not tests:
                 break
-        factory = factory_of((bool(self.targets), tuple(rules)))
-        if factory is None:
+        return (bool(self.targets), tuple(rules)), cells
+
+    def grouped(self) -> tuple[Shape, tuple[str, ...], tuple[Any, ...]] | None:
+        """(shape, attributes, member) of this flag for `specialise.group_of`: its shape
+        (a rollout of two entries as SERVE_KEY_SPLIT), the attribute each string-set test
+        reads, and (key, targets if any, cells without those attributes); None when its
+        shape is not one a group evaluates."""
+        shaped = self.shaped()
+        if shaped is None or not groupable(shaped[0]):
             return None
-        return factory(self.targets, murmur3, SharedContext, *cells)
+        has_targets, rules = shaped[0]
+        attributes: list[str] = []
+        member: list[Any] = [self.key, self.targets] if has_targets else [self.key]
+        kinds: list[tuple[tuple[str, ...], str]] = []
+        for (tests, serving), (test_kinds, kind) in zip(self.servings, rules, strict=False):
+            for test in tests:
+                if test.__class__ is tuple:  # a StringSet
+                    attributes.append(test[0])
+                    member += (test[1], test[3])
+                else:  # a segment that keeps its answers
+                    member.append(test)
+            if serving.__class__ is _KeyTable:
+                table = serving
+                cuts = table.cuts()
+                if len(cuts) == 1:
+                    kind = SERVE_KEY_SPLIT
+                    member += (table.missing(), table.salt, cuts[0], table.entries)
+                else:
+                    member += (table.missing(), table.salt, cuts, table.entries)
+            else:
+                member.append(serving)
+            kinds.append((test_kinds, kind))
+        return (has_targets, tuple(kinds)), tuple(attributes), tuple(member)
 
     def resolve(
         self,
@@ -518,6 +573,8 @@ def _compile_flag(key: str, flag: Mapping[str, Any], compilation: _Compilation) 
 
 def _compile_variants(flag_type: str, variants: object) -> dict[str, Any]:
     """Each variant's key and value, checked; the results are made where they are served."""
+    if flag_type == "boolean" and _boolean_variants(variants):
+        return {"on": True, "off": False}
     variants = _require_list(variants, "variants")
     if not variants:
         raise DocumentError("variants", "a flag needs at least one variant")
@@ -543,6 +600,26 @@ def _compile_variants(flag_type: str, variants: object) -> dict[str, Any]:
     if flag_type == "boolean" and values != BOOLEAN_VARIANTS:
         raise DocumentError("variants", "a boolean flag has exactly on (true) and off (false)")
     return values
+
+
+def _boolean_variants(variants: object) -> bool:
+    """Whether `variants` is `[{"key": "on", "value": true}, {"key": "off", "value": false}]`
+    exactly (types included), as nearly every boolean flag's is: what `_compile_variants`
+    makes of them without its checks, which they pass."""
+    if variants.__class__ is not list or len(variants) != 2:
+        return False
+    on, off = variants
+    if on.__class__ is not dict or off.__class__ is not dict or len(on) != 2 or len(off) != 2:
+        return False
+    on_key, off_key = on.get("key"), off.get("key")
+    return (
+        on.get("value") is True
+        and off.get("value") is False
+        and on_key.__class__ is str
+        and on_key == "on"
+        and off_key.__class__ is str
+        and off_key == "off"
+    )
 
 
 def _require_json_text(value: object, field: str) -> None:
@@ -767,7 +844,8 @@ class Snapshot:
         "_flags",
         "_live",
         "_origin",
-        "_runs",
+        "_pending",
+        "_plan",
         "_variable",
         "_version",
     )
@@ -804,8 +882,10 @@ class Snapshot:
         self._fixed_answers: Mapping[str, EvaluationResult] = MappingProxyType(
             {key: fixed for key, fixed in self._fixed.items() if fixed is not _PENDING}
         )
-        # (key, evaluation function) of each of `_variable`, made at the first evaluate_all.
-        self._runs: tuple[tuple[str, Resolve], ...] | None = None
+        # How evaluate_all evaluates `_variable`, made at its first call.
+        self._plan: _BulkPlan | None = None
+        # `_variable`'s keys in document order, the start of evaluate_dependent's answers.
+        self._pending = {key: _PENDING for key, _ in variable}
 
     @property
     def version(self) -> int:
@@ -904,7 +984,8 @@ class Snapshot:
             targeting_key = context.get("targetingKey")  # type: ignore[union-attr]
         except Exception:  # noqa: BLE001 - a mapping whose get() fails: evaluate_all says so
             return None
-        return self._evaluate_dependent(context, targeting_key, {})  # type: ignore[arg-type]
+        pending = self._pending.copy()
+        return self._evaluate_dependent(context, targeting_key, pending)  # type: ignore[arg-type]
 
     def _evaluate_dependent(
         self,
@@ -914,16 +995,20 @@ class Snapshot:
     ) -> dict[str, EvaluationResult]:
         """Adds to `answers` those of the flags whose answer depends on the context."""
         flags = self._flags
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = _BulkPlan(self._variable)
         # A dict context (as every door decodes one) is evaluated as a SharedContext: each
-        # segment is matched once for all the flags that read it. Another mapping is read
-        # as it is, whose answers might not be the same at every read.
+        # segment is matched once for all the flags that read it, and the flags of one
+        # group (`_BulkPlan`) are evaluated in one call. Another mapping is read as it is, flag
+        # by flag, whose answers might not be the same at every read.
         if context.__class__ is dict:
             context = SharedContext(context)
-        runs = self._runs
-        if runs is None:
-            runs = self._runs = tuple(
-                [(key, flag.run or flag.specialise()) for key, flag in self._variable]
-            )
+            for run_group, members, attributes in plan.groups:
+                run_group(context, targeting_key, answers, members, attributes, _failed)
+            runs = plan.singles
+        else:
+            runs = plan.runs
         for key, run in runs:
             try:
                 answers[key] = run(context, targeting_key, flags, ())
@@ -932,6 +1017,46 @@ class Snapshot:
             except Exception as exc:  # noqa: BLE001
                 answers[key] = error_result(key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
         return answers
+
+
+def _failed(key: str, exc: Exception) -> EvaluationResult:
+    """The answer of a flag whose evaluation raised, as `_evaluate_dependent` gives it."""
+    if isinstance(exc, UnicodeEncodeError):
+        return error_result(key, ErrorCode.INVALID_CONTEXT, _INVALID_CONTEXT_TEXT)
+    return error_result(key, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+
+
+class _BulkPlan:
+    """How `evaluate_all` evaluates the flags whose answer depends on the context, made at
+    its first call: `runs`, each flag's evaluation function in document order (for a
+    context that is not a dict); and for a dict context, `groups`, the flags of one
+    groupable shape that read the same attributes (`specialise.group_of`), at least two,
+    each evaluated in one call, then `singles`, the others one by one in document order.
+
+    A group's flags never draw `$random`, so the flags that do draw in the same order as
+    flag by flag; the answers are stored by key, in the order the answers dict has.
+    """
+
+    __slots__ = ("groups", "runs", "singles")
+
+    def __init__(self, variable: Sequence[tuple[str, CompiledFlag]]) -> None:
+        self.runs = tuple([(key, flag.run or flag.specialise()) for key, flag in variable])
+        alike: dict[tuple[Shape, tuple[str, ...]], list[tuple[Any, ...]]] = {}
+        for _, flag in variable:
+            grouped = flag.grouped()
+            if grouped is not None:
+                shape, attributes, member = grouped
+                alike.setdefault((shape, attributes), []).append(member)
+        groups = []
+        grouped_keys: set[str] = set()
+        for (shape, attributes), members in alike.items():
+            run_group = group_of(shape) if len(members) > 1 else None
+            if run_group is None:
+                continue
+            groups.append((run_group, tuple(members), attributes))
+            grouped_keys.update([member[0] for member in members])
+        self.groups = tuple(groups)
+        self.singles = tuple([run for run in self.runs if run[0] not in grouped_keys])
 
 
 def _constant(flag: CompiledFlag) -> EvaluationResult | None:

@@ -25,14 +25,24 @@ function is one call of its shape's factory. The number of shapes generated is b
 (`MAX_SHAPES`), and so is a shape's size (`MAX_TESTS`, `MAX_RULES`): a flag beyond them, or
 with prerequisites, keeps the interpreter, which gives the same answers. A flag gets its
 function at its first evaluation (`CompiledFlag.specialise`), so compiling costs nothing more.
+
+`evaluate_all` goes further for a dict context: the flags of one shape made only of
+string-set tests, segment reads, results and rollouts by the targeting key, whose tests
+read the same attributes, are evaluated by one generated function (`group_of`) that reads
+each attribute once for the whole group and loops over the flags' cells, with no call per
+flag; its rollouts compare the hash with precomputed cuts instead of scaling it. The
+answers are those of each flag's own function.
 """
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
+
+from .bucketing import murmur3
 
 # Kinds of test and serving, as written into a shape.
 TEST_IN = "in"  # a string set that passes when the value is in it
@@ -43,6 +53,8 @@ TEST_CALL = "call"  # any other predicate
 TEST_SEGMENT = "segment"
 SERVE_RESULT = "result"
 SERVE_KEY_TABLE = "table"
+# A group's rollout of two entries by the targeting key: one comparison with the cut.
+SERVE_KEY_SPLIT = "split"
 SERVE_CALL = "call"
 
 # Bounds on what is generated: beyond them a flag is evaluated by the interpreter.
@@ -167,3 +179,151 @@ def _generate(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -
     namespace: dict[str, Any] = {"NONE": MappingProxyType({})}
     exec(compile(source, "<evaluation.engine.specialise>", "exec"), namespace)  # noqa: S102
     return namespace["factory"]  # type: ignore[no-any-return]
+
+
+# --- groups: many flags of one shape in one call -------------------------------------------
+
+# The kinds a group evaluates: none of them draws `$random` (a string-set test never reads
+# it, a segment that keeps its answers never draws), so a group's flags may be evaluated
+# apart from the others, whose draws keep their order.
+_GROUPED_TESTS = frozenset({TEST_IN, TEST_NOT_IN, TEST_SEGMENT})
+_GROUPED_SERVINGS = frozenset({SERVE_RESULT, SERVE_KEY_TABLE, SERVE_KEY_SPLIT})
+
+GroupRun = Callable[..., None]
+_group_factories: dict[Shape, GroupRun] = {}
+
+
+def groupable(shape: Shape) -> bool:
+    """Whether flags of `shape` can be evaluated together by `group_of`."""
+    _, rules = shape
+    return all(
+        serving in _GROUPED_SERVINGS and _GROUPED_TESTS.issuperset(tests)
+        for tests, serving in rules
+    )
+
+
+def group_of(shape: Shape) -> GroupRun | None:
+    """The function that evaluates every flag of one group of `shape` for one context
+    (generated at its first use), or None when the shape is not groupable, too large, or
+    too many shapes were generated already.
+
+    It is called as `run(context, targeting_key, answers, members, attributes, failed)`:
+    `context` a SharedContext, `members` a sequence of (flag key, the flag's cells as
+    `_generate` binds them but without the attribute of each string-set test), `attributes`
+    the attribute each string-set test reads (the same for every member: the group's), and
+    `failed(key, exception)` the answer of a flag whose evaluation raised. It stores each
+    member's answer in `answers[key]`.
+
+    The steps are those of `_generate`'s function for each member, with each attribute read
+    once for the whole group instead of once per flag (a SharedContext is a dict that no
+    condition changes, so every read gives the same value) and no call per flag.
+    """
+    made = _group_factories.get(shape)
+    if made is not None:
+        return made
+    has_targets, rules = shape
+    if not groupable(shape):
+        return None
+    if len(rules) > MAX_RULES or sum(len(tests) for tests, _ in rules) > MAX_TESTS:
+        return None
+    with _lock:
+        made = _group_factories.get(shape)
+        if made is None:
+            if len(_group_factories) >= MAX_SHAPES:
+                return None
+            made = _group_factories[shape] = _generate_group(has_targets, rules)
+    return made
+
+
+def _generate_group(has_targets: bool, rules: Sequence[tuple[tuple[str, ...], str]]) -> GroupRun:
+    """Generate and compile the group function of one shape (see `group_of`)."""
+    fields: list[str] = []  # the names a member unpacks to, after its key
+
+    def field() -> str:
+        name = f"c{len(fields)}"
+        fields.append(name)
+        return name
+
+    attributes: list[str] = []
+    head: list[str] = []
+    if any(TEST_SEGMENT in tests for tests, _ in rules):
+        head.append("    kept_answers = context.segments")
+    body: list[str] = []
+    if has_targets:
+        targets = field()
+        body += [
+            "            if targeting_key is not None:",
+            f"                target = {targets}.get(targeting_key)",
+            "                if target is not None:",
+            "                    answers[key] = target",
+            "                    continue",
+        ]
+    for tests, serving in rules:
+        parts = []
+        for kind in tests:
+            if kind == TEST_SEGMENT:
+                predicate = field()
+                parts.append(
+                    f"(kept if (kept := kept_answers.get({predicate})) is not None"
+                    f" else {predicate}(context))"
+                )
+                continue
+            # A string-set test: its value, whether it is a string, and (for a string) its
+            # ASCII-ness are read once per group; the expression is `_generate`'s.
+            index = len(attributes)
+            attributes.append(f"a{index}")
+            value, is_str, other = f"v{index}", f"s{index}", f"o{index}"
+            head += [
+                f"    {value} = context.get(a{index})",
+                f"    {is_str} = {value}.__class__ is str",
+            ]
+            strings, predicate = field(), field()
+            if kind == TEST_IN:
+                head.append(f"    {other} = {is_str} and not {value}.isascii()")
+                string_case = f"{value} in {strings} or {other} and {predicate}(context)"
+            else:
+                head.append(f"    {other} = {is_str} and {value}.isascii()")
+                string_case = f"{value} not in {strings} and ({other} or {predicate}(context))"
+            parts.append(f"(({string_case}) if {is_str} else {predicate}(context))")
+        indent = "            "
+        if parts:
+            body.append(f"            if {' and '.join(parts)}:")
+            indent = "                "
+        if serving == SERVE_RESULT:
+            body += [f"{indent}answers[key] = {field()}", f"{indent}continue"]
+        else:
+            # A rollout by the targeting key: `_generate`'s hash, then the entry found by
+            # comparing the hash with the cuts (see `snapshot._KeyTable.cuts`), the same
+            # entry as through the bucket table.
+            missing, salt, cuts, entries = field(), field(), field(), field()
+            if serving == SERVE_KEY_SPLIT:
+                choose = f"{entries}[murmur3({salt} + targeting_key, 0, False) >= {cuts}]"
+            else:
+                choose = f"{entries}[bisect({cuts}, murmur3({salt} + targeting_key, 0, False))]"
+            body += [
+                f"{indent}if targeting_key is None:",
+                f"{indent}    answers[key] = {missing}",
+                f"{indent}else:",
+                f"{indent}    answers[key] = {choose}",
+                f"{indent}continue",
+            ]
+        if not parts:
+            break
+    else:
+        body.append("            raise AssertionError('the last serving has conditions')")
+    unpack = ", ".join(["key", *fields])
+    source = "\n".join(
+        [
+            "def run(context, targeting_key, answers, members, attributes, failed):",
+            f"    ({''.join(name + ', ' for name in attributes)}) = attributes",
+            *head,
+            f"    for {unpack} in members:",
+            "        try:",
+            *body,
+            "        except Exception as exc:",
+            "            answers[key] = failed(key, exc)",
+        ]
+    )
+    namespace: dict[str, Any] = {"murmur3": murmur3, "bisect": bisect_right}
+    exec(compile(source, "<evaluation.engine.specialise group>", "exec"), namespace)  # noqa: S102
+    return namespace["run"]  # type: ignore[no-any-return]

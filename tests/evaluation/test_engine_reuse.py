@@ -6,6 +6,8 @@ import copy
 import random
 from typing import Any
 
+import pytest
+
 from evaluation.engine import ErrorCode, Reason, Snapshot, compile_document
 from tests.evaluation.test_engine_evaluation import boolean, rule
 
@@ -225,3 +227,77 @@ def test_another_generator_reuses_nothing() -> None:
         ).compiled_flags
         == 0
     )
+
+
+def _json_flag() -> dict[str, Any]:
+    return {
+        "type": "json",
+        "enabled": True,
+        "variants": [
+            {"key": "a", "value": {"size": 1, "tags": ["x", "y"], "ratio": 0.0}},
+            {"key": "b", "value": {"size": 2}},
+        ],
+        "offVariant": "b",
+        "defaultServe": {"variant": "a"},
+    }
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Any:
+    def change(document: dict[str, Any]) -> None:
+        node: Any = document["flags"]
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = value
+
+    return change
+
+
+def _reorder_value(document: dict[str, Any]) -> None:
+    value = document["flags"]["shaped"]["variants"][0]["value"]
+    document["flags"]["shaped"]["variants"][0]["value"] = dict(reversed(list(value.items())))
+
+
+DEEP_CHANGES = {
+    "a rule's value in a list": _set(("flag-2", "rules", 0, "conditions", 0, "values", 0), "CA"),
+    "a weight": _set(("flag-2", "defaultServe", "rollout", "variants", 0, "weight"), 26),
+    "a weight of another type": _set(
+        ("flag-2", "defaultServe", "rollout", "variants", 0, "weight"), 25.0
+    ),
+    "a boolean variant's value": _set(("flag-2", "variants", 0, "value"), 1),
+    "a number variant's value": _set(("numbers", "variants", 0, "value"), 1.0),
+    "a JSON variant's nested number": _set(("shaped", "variants", 0, "value", "size"), True),
+    "a JSON variant's nested list": _set(("shaped", "variants", 0, "value", "tags", 1), "z"),
+    "a zero's sign": _set(("shaped", "variants", 0, "value", "ratio"), -0.0),
+    "the order of a JSON variant's keys": _reorder_value,
+    "a rule id": _set(("flag-2", "rules", 0, "id"), "2"),
+    "an added field": _set(("flag-2", "salt"), "other"),
+}
+
+
+@pytest.mark.parametrize("change", list(DEEP_CHANGES), ids=list(DEEP_CHANGES))
+def test_a_deep_change_in_a_new_document_is_compiled_again(change: str) -> None:
+    first = document()
+    first["flags"]["shaped"] = _json_flag()
+    previous = compile_document(first)
+    for _ in range(2):  # the second time, against the marks the first compare recorded
+        changed = next_version(previous)
+        DEEP_CHANGES[change](changed)
+
+        snapshot = compile_document(changed, previous=previous)
+
+        assert snapshot.compiled_flags == 1
+        assert_answers_as_from_scratch(snapshot)
+        for context in CONTEXTS:
+            for key in snapshot.flag_keys:
+                answer = snapshot.evaluate(key, context)
+                expected = compile_document(changed).evaluate(key, context)
+                assert repr(answer.value) == repr(expected.value)  # 1, 1.0, True, -0.0 apart
+        # Unchanged since: reused, but for a flag the change broke, which is compiled again.
+        broken = [
+            key
+            for key in snapshot.flag_keys
+            if snapshot.evaluate(key, {}).error_code == ErrorCode.PARSE_ERROR
+        ]
+        unchanged_again = compile_document(next_version(snapshot), previous=snapshot)
+        assert unchanged_again.compiled_flags == len(broken)
+        previous = compile_document(next_version(previous), previous=previous)
