@@ -579,9 +579,15 @@ def _dependent(
     """The answers of the flags the plan leaves to each request, in document order."""
     if credential.is_server:
         return snapshot.evaluate_dependent(context)
-    # A client key's visible flags, one by one, as `_evaluate_all` evaluates them. The
-    # context was read by `_read_context`, so the engine refuses none of it (an object, its
-    # targetingKey a string if any, valid Unicode throughout): the fixed answers hold.
+    # A client key's visible flags. The context was read by `_read_context`, so the engine
+    # refuses none of it (an object, its targetingKey a string if any, valid Unicode
+    # throughout): the fixed answers hold. Where they are at least half of the flags that
+    # depend on the context, all of those are evaluated together (each segment matched
+    # once, flags of one shape in one call) and the hidden ones left out; else one by one.
+    every = len(snapshot.flag_keys) - len(snapshot.fixed_answers)
+    if 2 * len(plan.dependent) >= every:
+        answers = snapshot.evaluate_dependent(context)
+        return None if answers is None else {key: answers[key] for key in plan.dependent}
     return {key: snapshot.evaluate(key, context) for key in plan.dependent}
 
 
